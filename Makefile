@@ -1,0 +1,53 @@
+# The newcomer's commands: `make demo` (the local stack end to end) and `make test` (what CI runs).
+# VENV and PYTHON can be overridden: `make install VENV=/tmp/venv PYTHON=python3.12`.
+
+VENV ?= .venv
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+BIN := $(VENV)/bin
+# The Redis database the tests flush; give each person running tests at once their own number.
+ANIMEGAN_TEST_REDIS_DB ?= 9
+export ANIMEGAN_TEST_REDIS_DB
+
+.PHONY: help install demo stop test test-slow lint format settings-table
+
+help:
+	@echo "make demo            start Redis, the API and a worker; stylize the sample photos (deploy/local/run.sh)"
+	@echo "make stop            stop what make demo started"
+	@echo "make test            lint + the default test suite (CPU, tiny models; what .ci/run runs)"
+	@echo "make test-slow       the opt-in slow tier"
+	@echo "make install         create $(VENV) and install the project with the [dev] extra"
+	@echo "make lint / format   ruff check / ruff format"
+	@echo "make settings-table  print the README's table of ANIMEGAN_* settings"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/python -m pip install -c constraints.txt -e ".[dev]"
+
+demo:
+	./deploy/local/run.sh
+
+stop:
+	./deploy/local/run.sh --stop
+
+# pytest exits 5 when it collected nothing; that is a failure here, never a silent pass.
+test: lint
+	$(BIN)/python -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): failing" >&2; fi; \
+	exit $$rc
+
+test-slow:
+	$(BIN)/python -m pytest -q -m slow
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format:
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+settings-table:
+	$(BIN)/python scripts/settings_table.py
