@@ -1,0 +1,109 @@
+"""Request dependencies (`Annotated` aliases that tests can override): settings, Redis, storage, job records,
+the model registry, and the caller's tenant with the per-key rate limit applied.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Annotated
+
+import redis
+from fastapi import Depends, Request
+
+from api.auth import tenant_for_token
+from api.errors import ApiError
+from api.limits import ActiveJobSlots, RateLimiter
+from api.settings import ApiSettings
+from workers.jobstore import JobStore
+from workers.registry import ModelRegistry
+from workers.storage import ObjectStore, open_store
+
+logger = logging.getLogger(__name__)
+
+# The tenant every request acts as when ANIMEGAN_AUTH_DISABLED is set.
+LOCAL_TENANT = "local"
+
+
+@dataclass
+class Services:
+    """Clients created once per API process at start-up (never at import) and shared by all requests."""
+
+    settings: ApiSettings
+    redis: redis.Redis
+    store: ObjectStore
+    jobs: JobStore
+    registry: ModelRegistry
+    rate: RateLimiter
+    slots: ActiveJobSlots
+
+    @classmethod
+    def connect(cls, settings: ApiSettings) -> Services:
+        client = redis.Redis.from_url(
+            settings.redis_url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5
+        )
+        jobs = JobStore(client, ttl_seconds=settings.job_ttl_seconds)
+        return cls(
+            settings=settings,
+            redis=client,
+            store=open_store(settings),
+            jobs=jobs,
+            registry=ModelRegistry(client),
+            rate=RateLimiter(client, settings.rate_limit_requests, settings.rate_limit_window_seconds),
+            slots=ActiveJobSlots(client, settings.max_active_jobs, lambda job_id: _is_active(jobs, job_id)),
+        )
+
+    def close(self) -> None:
+        self.redis.close()
+
+
+def _is_active(jobs: JobStore, job_id: str) -> bool:
+    record = jobs.get(job_id)
+    return record is not None and not record.status.is_terminal
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def get_settings(request: Request) -> ApiSettings:
+    return request.app.state.services.settings
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def require_tenant(request: Request, services: Annotated[Services, Depends(get_services)]) -> str:
+    """The tenant of the request's bearer key, after counting the request against its rate limit."""
+    if services.settings.auth_disabled:
+        tenant = LOCAL_TENANT
+    else:
+        token = _bearer(request)
+        if token is None:
+            raise ApiError(
+                401,
+                "unauthenticated",
+                "send an API key as 'Authorization: Bearer <key>'; create one with `animegan keys create`",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        tenant = tenant_for_token(services.redis, token)
+        if tenant is None:
+            raise ApiError(
+                401,
+                "invalid_api_key",
+                "the API key is unknown or revoked; create a new one with `animegan keys create --tenant NAME`",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+    services.rate.hit(tenant)
+    request.state.tenant = tenant
+    return tenant
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
+Tenant = Annotated[str, Depends(require_tenant)]

@@ -1,0 +1,101 @@
+"""One error type for the API and the handlers that give every error the body {"error": {"code", "message"}}.
+
+FastAPI's own validation errors are rewritten to that shape too, naming the offending field.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
+
+# Codes for the statuses Starlette raises on its own (unknown route, wrong method).
+_HTTP_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media",
+}
+
+
+class ApiError(Exception):
+    """An error answered to the client: HTTP status, a stable machine code and a message saying what to do."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def not_found(what: str, ident: str) -> ApiError:
+    """404 for a missing id or one owned by another tenant: the same answer, so existence never leaks."""
+    return ApiError(404, f"{what}_not_found", f"no {what} {ident!r} found for this API key")
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def _field_name(loc: tuple | list) -> str:
+    # loc is e.g. ("body", "hyperparameters", "epochs"); the source part says nothing to the client.
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "form")]
+    return ".".join(parts) or ".".join(str(p) for p in loc)
+
+
+def validation_message(errors: list[dict[str, Any]]) -> str:
+    """One readable line per invalid field: `field: what is wrong (got value)`."""
+    lines = []
+    for err in errors:
+        field = _field_name(err.get("loc", ()))
+        msg = err.get("msg", "invalid value")
+        if err.get("type") == "missing":
+            lines.append(f"{field}: field required")
+        elif "input" in err and not isinstance(err["input"], dict | bytes):
+            lines.append(f"{field}: {msg} (got {str(err['input'])[:80]!r})")
+        else:
+            lines.append(f"{field}: {msg}")
+    return "; ".join(lines)
+
+
+async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+    return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=exc.headers)
+
+
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = list(exc.errors())
+    fields = [_field_name(e.get("loc", ())) for e in errors]
+    body = error_body("invalid_parameters", validation_message(errors))
+    body["error"]["fields"] = fields
+    return JSONResponse(body, status_code=422)
+
+
+async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+    return JSONResponse(
+        error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers or None
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse(
+        error_body(
+            "internal_error", f"the server failed on this request ({type(exc).__name__}); retry later"
+        ),
+        status_code=500,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

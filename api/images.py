@@ -1,0 +1,169 @@
+"""Cheap checks of uploaded images and archives with Pillow and zipfile only (the worker does the real decoding).
+
+Header, format and pixel count come from Image.open (which reads the header alone) and verify(); archives are
+read from their central directory with limits on entry count, total size and compression ratio.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import posixpath
+import warnings
+import zipfile
+from dataclasses import dataclass
+
+from PIL import Image, UnidentifiedImageError
+
+from api.errors import ApiError
+
+logger = logging.getLogger(__name__)
+
+# Pillow format name -> file extension of the stored input; anything else is answered with 415.
+ACCEPTED_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp"}
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+# An archive entry that inflates more than this is treated as a zip bomb.
+MAX_COMPRESSION_RATIO = 200
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the API learned from an image's header."""
+
+    format: str  # Pillow format name, e.g. "JPEG"
+    ext: str  # extension of the stored input, e.g. "jpg"
+    width: int
+    height: int
+
+
+def inspect_image(data: bytes, name: str, max_pixels: int) -> ImageInfo:
+    """Check that `data` is a complete image of an accepted format and at most `max_pixels`; raise ApiError.
+
+    415 for bytes that are not an image or of another format, 422 for too many pixels or a decompression bomb.
+    """
+    if not data:
+        raise ApiError(415, "not_an_image", f"{name}: the file is empty; send a JPEG, PNG, WebP or BMP image")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns (not raises) between MAX_IMAGE_PIXELS and twice that; our own limit decides below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                fmt, (width, height) = img.format, img.size
+                _check_pixels(name, width, height, len(data), max_pixels)
+                if fmt not in ACCEPTED_FORMATS:
+                    raise ApiError(
+                        415,
+                        "unsupported_format",
+                        f"{name}: image format {fmt} is not accepted; send JPEG, PNG, WebP or BMP",
+                    )
+                img.verify()
+    except Image.DecompressionBombError as exc:
+        raise ApiError(422, "decompression_bomb", f"{name}: refused as a decompression bomb ({exc})") from exc
+    except UnidentifiedImageError as exc:
+        raise ApiError(
+            415, "not_an_image", f"{name}: not a readable image; send a JPEG, PNG, WebP or BMP file"
+        ) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        # verify() reports truncated or corrupt data with these.
+        raise ApiError(
+            415, "corrupt_image", f"{name}: the image data is corrupt or truncated ({exc})"
+        ) from exc
+    return ImageInfo(format=fmt, ext=ACCEPTED_FORMATS[fmt], width=width, height=height)
+
+
+def _check_pixels(name: str, width: int, height: int, nbytes: int, max_pixels: int) -> None:
+    pixels = width * height
+    if pixels <= max_pixels:
+        return
+    # A header claiming far more pixels than the bytes could plausibly hold is a bomb, not a big photo.
+    if pixels > 2 * max_pixels or pixels > nbytes * 1000:
+        raise ApiError(
+            422,
+            "decompression_bomb",
+            f"{name}: {width}x{height} pixels from {nbytes} bytes looks like a decompression bomb; refused",
+        )
+    raise ApiError(
+        422,
+        "too_many_pixels",
+        f"{name}: {width}x{height} = {pixels} pixels is above the limit of {max_pixels}; downscale it first",
+    )
+
+
+def safe_name(name: str, fallback: str) -> str:
+    """A display name for an uploaded file: its base name only, never a path (storage keys never use it)."""
+    base = posixpath.basename(name.replace("\\", "/")).strip()
+    return base[:200] if base and base not in (".", "..") else fallback
+
+
+def _zip(data: bytes, name: str) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as exc:
+        raise ApiError(415, "not_a_zip", f"{name}: not a zip archive ({exc})") from exc
+
+
+def _check_entry(info: zipfile.ZipInfo, archive: str) -> None:
+    path = info.filename.replace("\\", "/")
+    if path.startswith("/") or ".." in path.split("/"):
+        raise ApiError(422, "unsafe_archive", f"{archive}: entry {info.filename!r} escapes the archive root")
+    if info.compress_size and info.file_size / info.compress_size > MAX_COMPRESSION_RATIO:
+        raise ApiError(
+            422,
+            "decompression_bomb",
+            f"{archive}: entry {info.filename!r} inflates {info.file_size // max(info.compress_size, 1)}x; refused",
+        )
+
+
+def _image_entries(zf: zipfile.ZipFile, archive: str, max_total_bytes: int) -> list[zipfile.ZipInfo]:
+    entries, total = [], 0
+    for info in zf.infolist():
+        if info.is_dir():
+            continue
+        _check_entry(info, archive)
+        base = posixpath.basename(info.filename)
+        # macOS resource forks and dot files are not photos even when named like one.
+        if base.startswith(".") or info.filename.startswith("__MACOSX/"):
+            continue
+        if posixpath.splitext(base)[1].lower() not in IMAGE_EXTENSIONS:
+            continue
+        total += info.file_size
+        if total > max_total_bytes:
+            raise ApiError(
+                413,
+                "archive_too_large",
+                f"{archive}: inflates to more than {max_total_bytes} bytes; split it",
+            )
+        entries.append(info)
+    if not entries:
+        raise ApiError(
+            422, "empty_archive", f"{archive}: holds no images (.jpg, .jpeg, .png, .webp, .bmp entries)"
+        )
+    return entries
+
+
+def read_image_archive(
+    data: bytes, name: str, max_images: int, max_total_bytes: int, max_pixels: int
+) -> list[tuple[str, bytes, ImageInfo]]:
+    """The images of a zip archive, in name order, each checked like a single upload."""
+    with _zip(data, name) as zf:
+        entries = sorted(_image_entries(zf, name, max_total_bytes), key=lambda i: i.filename)
+        if len(entries) > max_images:
+            raise ApiError(
+                422,
+                "too_many_images",
+                f"{name}: {len(entries)} images is above the batch limit of {max_images}; split the batch",
+            )
+        out = []
+        for info in entries:
+            body = zf.read(info)
+            label = f"{name}:{info.filename}"
+            out.append(
+                (safe_name(info.filename, f"image-{len(out)}"), body, inspect_image(body, label, max_pixels))
+            )
+        return out
+
+
+def check_dataset_archive(data: bytes, name: str, max_total_bytes: int) -> int:
+    """Check a training dataset archive (zip of images) from its directory only; return its image count."""
+    with _zip(data, name) as zf:
+        return len(_image_entries(zf, name, max_total_bytes))

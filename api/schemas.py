@@ -1,0 +1,233 @@
+"""Request and response models of the HTTP API, named by role (`*Form` in, `*Public` out), with examples.
+
+Every model refuses unknown fields so a typo is a 422 naming the field rather than a silently ignored option.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class OutputFormat(StrEnum):
+    png = "png"
+    jpeg = "jpeg"
+    webp = "webp"
+
+
+class SizeMode(StrEnum):
+    reference = "reference"  # AnimeGAN's rule: 256 if smaller, else floored to a multiple of 32
+    original = "original"  # padded, run at full size, cropped back
+    max_side = "max_side"  # downscaled so the longer side is at most max_side
+
+
+class TrainPreset(StrEnum):
+    v1 = "v1"
+    v2_hayao = "v2-hayao"
+    v2_paprika = "v2-paprika"
+    v2_shinkai = "v2-shinkai"
+
+
+class UploadPurpose(StrEnum):
+    image = "image"  # one input image for /v1/stylize or /v1/batches
+    archive = "archive"  # a zip of images for /v1/batches
+    dataset = "dataset"  # a zip of photos or of style images for /v1/trainings
+    model = "model"  # a generator file for /v1/models
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(examples=["too_many_pixels"])
+    message: str = Field(examples=["photo.jpg: 9000x9000 = 81000000 pixels is above the limit of 40000000"])
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class StyleOptions(BaseModel):
+    """Options shared by single-image and batch stylization."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(
+        min_length=1, max_length=64, description="model name (GET /v1/models)", examples=["hayao"]
+    )
+    format: OutputFormat = Field(OutputFormat.png, description="output image format")
+    quality: int = Field(95, ge=1, le=100, description="JPEG/WebP quality")
+    size_mode: SizeMode = Field(SizeMode.reference, description="how the input is sized for the generator")
+    max_side: int | None = Field(
+        None, ge=32, le=8192, description="longer side in pixels, for size_mode=max_side"
+    )
+    webhook_url: str | None = Field(
+        None, max_length=2048, description="POSTed the job when it ends (http/https)"
+    )
+
+    @model_validator(mode="after")
+    def _max_side_matches_mode(self) -> StyleOptions:
+        if self.size_mode == SizeMode.max_side and self.max_side is None:
+            raise ValueError("max_side is required when size_mode is max_side")
+        if self.size_mode != SizeMode.max_side and self.max_side is not None:
+            raise ValueError(f"max_side is only used with size_mode=max_side (size_mode is {self.size_mode})")
+        return self
+
+
+class StylizeForm(StyleOptions):
+    """POST /v1/stylize form fields; the image is the `file` part or `upload_id` of a direct upload."""
+
+    upload_id: str | None = Field(
+        None, max_length=64, description="id from POST /v1/uploads instead of a file"
+    )
+
+
+class BatchForm(StyleOptions):
+    """POST /v1/batches form fields; images come as `files` parts, an `archive` zip part, or `upload_ids`."""
+
+    upload_ids: list[str] = Field(default_factory=list, description="ids of direct uploads (images or zips)")
+
+
+class LossWeightsIn(BaseModel):
+    """Overrides of the preset's loss weights; omitted ones keep the preset's value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    adv_g: float | None = Field(None, ge=0, le=1000)
+    adv_d: float | None = Field(None, ge=0, le=1000)
+    content: float | None = Field(None, ge=0, le=100)
+    style: float | None = Field(None, ge=0, le=100)
+    color: float | None = Field(None, ge=0, le=1000)
+    tv: float | None = Field(None, ge=0, le=100)
+
+
+class TrainingHyperparameters(BaseModel):
+    """Training options: a preset plus overrides; omitted fields keep the preset's reference values."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"preset": "v2-hayao", "image_size": 256, "epochs": 10, "max_steps": 2000}]
+        },
+    )
+
+    preset: TrainPreset = TrainPreset.v2_hayao
+    image_size: int | None = Field(None, ge=32, le=1024, multiple_of=32, description="training crop size")
+    batch_size: int | None = Field(None, ge=1, le=64)
+    epochs: int | None = Field(None, ge=1, le=1000)
+    init_epochs: int | None = Field(None, ge=0, le=100, description="content-only warm-up epochs")
+    lr_init: float | None = Field(None, gt=0, le=1)
+    lr_g: float | None = Field(None, gt=0, le=1)
+    lr_d: float | None = Field(None, gt=0, le=1)
+    loss_weights: LossWeightsIn | None = None
+    base_channels: int | None = Field(None, ge=4, le=128, description="generator width (v2 reference: 32)")
+    max_steps: int | None = Field(None, ge=1, le=10_000_000, description="stop after this many steps")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+
+
+class TrainingForm(BaseModel):
+    """POST /v1/trainings form fields; datasets are `photos`/`styles` zip parts or their upload ids."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, description="name of the model the run registers")
+    hyperparameters: str = Field("{}", description="JSON object of TrainingHyperparameters")
+    photos_upload_id: str | None = Field(None, max_length=64)
+    styles_upload_id: str | None = Field(None, max_length=64)
+    fine_tune_from: str | None = Field(None, max_length=64, description="start G from this model's weights")
+    webhook_url: str | None = Field(None, max_length=2048)
+
+
+class UploadCreate(BaseModel):
+    """POST /v1/uploads body: what will be uploaded, so the limit for its purpose applies."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"purpose": "dataset", "size": 52428800, "filename": "photos.zip"}]},
+    )
+
+    purpose: UploadPurpose
+    size: int = Field(gt=0, description="exact size in bytes of the file to upload")
+    filename: str | None = Field(None, max_length=255, description="display name only; never used as a key")
+    content_type: str | None = Field(None, max_length=255)
+
+
+class UploadPublic(BaseModel):
+    id: str
+    purpose: UploadPurpose
+    size: int
+    url: str = Field(
+        description="PUT the bytes here (S3 presigned URL, or this API with the same bearer key)"
+    )
+    method: str = "PUT"
+    headers: dict[str, str] = Field(default_factory=dict, description="headers to send with the PUT")
+    expires_at: float
+    received: bool = Field(False, description="whether the bytes have arrived")
+
+
+class JobLinks(BaseModel):
+    self: str
+    events: str
+    cancel: str
+    result: str | None = None
+    files: str | None = None
+
+
+class JobPublic(BaseModel):
+    """A job as its owner sees it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "9c1f0e6a2b7d4f3a8e5c1d2b3a4f5e6d",
+                    "kind": "batch",
+                    "status": "running",
+                    "progress": {"done": 40, "total": 200},
+                    "created_at": 1764064800.0,
+                    "links": {"self": "/v1/jobs/9c1f...", "events": "/v1/jobs/9c1f.../events"},
+                }
+            ]
+        }
+    )
+
+    id: str
+    kind: str
+    status: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    progress: dict[str, Any] = Field(default_factory=dict)
+    created_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempts: int = 0
+    error: ErrorDetail | None = None
+    result: dict[str, Any] | None = None
+    webhook_url: str | None = None
+    links: JobLinks
+
+
+class JobList(BaseModel):
+    items: list[JobPublic]
+    next_cursor: str | None = Field(None, description="pass as ?cursor= for the next page; null on the last")
+
+
+class JobFile(BaseModel):
+    name: str = Field(examples=["samples/step-000200.png"])
+    kind: str = Field(examples=["sample"])
+    url: str
+
+
+class JobFileList(BaseModel):
+    items: list[JobFile]
+
+
+class ModelPublic(BaseModel):
+    name: str
+    public: bool
+    source: str
+    config: dict[str, Any] = Field(default_factory=dict)
+    created_at: float | None = None
+    size: int | None = None
+
+
+class ModelList(BaseModel):
+    items: list[ModelPublic]

@@ -1,0 +1,77 @@
+"""ApiSettings (the API process) and ClientSettings (the `animegan submit/status/cancel` side), from ANIMEGAN_*.
+
+Shared limits (max_upload_bytes, max_image_pixels, max_batch_items, batch_chunk_size, allow_private_webhooks)
+come from workers.settings.ServiceSettings.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from workers.settings import ENV_PREFIX, ServiceSettings
+
+logger = logging.getLogger(__name__)
+
+
+class ApiSettings(ServiceSettings):
+    """Settings of an API replica; every limit here is enforced per API key, across replicas, through Redis."""
+
+    # Base URL clients reach this API at (behind a proxy: the public one); used for Location headers and the
+    # local backend's upload URLs. None: taken from each request's Host.
+    public_base_url: str | None = None
+    # Turns off bearer-key auth (every request is tenant "local"). For a local demo only; never on a shared host.
+    auth_disabled: bool = False
+    # Largest request body (several files of a batch together); larger ones get 413 before being read.
+    max_request_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
+    # A zip of images or a dataset may inflate to at most this many bytes (zip bombs).
+    max_archive_bytes: int = Field(default=2 * 1024 * 1024 * 1024, ge=1)
+    # Largest dataset zip (photos or styles) for a training job, uploaded directly or directly in the form.
+    max_dataset_bytes: int = Field(default=4 * 1024 * 1024 * 1024, ge=1)
+    # Largest generator file for POST /v1/models (v2 is ~8.6 MB, v1 ~16 MB).
+    max_model_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
+    # Jobs an API key may have queued or running at once; more get 429.
+    max_active_jobs: int = Field(default=20, ge=1)
+    # Requests an API key may make per rate window; more get 429 with Retry-After.
+    rate_limit_requests: int = Field(default=600, ge=1)
+    # Length of the fixed rate-limit window, seconds.
+    rate_limit_window_seconds: int = Field(default=60, ge=1, le=3600)
+    # Seconds between keep-alive comments on an idle server-sent event stream (proxies drop silent ones).
+    sse_keepalive_seconds: float = Field(default=15.0, gt=0, le=300)
+    # Largest page of GET /v1/jobs.
+    max_page_size: int = Field(default=200, ge=1, le=1000)
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _check_base_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http(s):// URL, e.g. https://animegan.example.com")
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> ApiSettings:
+        if self.max_request_bytes < self.max_upload_bytes:
+            raise ValueError(
+                f"ANIMEGAN_MAX_REQUEST_BYTES={self.max_request_bytes} is below ANIMEGAN_MAX_UPLOAD_BYTES="
+                f"{self.max_upload_bytes}: a single allowed upload could never arrive; raise it"
+            )
+        if self.auth_disabled:
+            logger.warning(
+                "ANIMEGAN_AUTH_DISABLED is set: every request acts as tenant 'local' (demo use only)"
+            )
+        return self
+
+
+class ClientSettings(BaseSettings):
+    """Where the command-line client finds the API and its key (flags override these)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    # Base URL of the API, e.g. https://animegan.example.com.
+    api_url: str = "http://127.0.0.1:8000"
+    # Bearer key from `animegan keys create`; None sends no Authorization (an API with auth disabled).
+    api_key: SecretStr | None = None
+    # Seconds to wait for one HTTP response (uploads of large batches take longer).
+    http_timeout_seconds: float = Field(default=120.0, gt=0)
