@@ -1,0 +1,259 @@
+"""Process settings from ANIMEGAN_* environment variables: ServiceSettings (API and workers) and WorkerSettings.
+
+Nothing else in the code reads os.environ; load once per process with `load_settings(cls)`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Annotated, Literal, TypeVar
+from urllib.parse import unquote, urlparse
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from workers.exceptions import ConfigurationError
+
+logger = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_STORAGE_URL = (PROJECT_ROOT / "data" / "storage").as_uri()
+ENV_PREFIX = "ANIMEGAN_"
+KNOWN_QUEUES = (
+    "stylize",
+    "train",
+    "webhooks",
+)  # workers.contracts.Queues; kept here so settings need no celery
+# S3 bucket naming rules (lowercase, digits, dots, hyphens; 3-63 chars), checked up front so a typo fails at start.
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4 refuses presigned URLs valid for longer than 7 days
+
+
+class ServiceSettings(BaseSettings):
+    """Fields every process needs: where Redis and object storage are, and the shared limits."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True)
+
+    # Broker, job records, registry and leases all live in this Redis (one database).
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Object storage: file:///absolute/path (single machine) or s3://bucket[/prefix] (S3, MinIO, R2, Ceph).
+    storage_url: str = DEFAULT_STORAGE_URL
+    # Custom S3 endpoint (MinIO, R2, Ceph); None talks to AWS.
+    s3_endpoint_url: str | None = None
+    # Endpoint used only to sign URLs handed to clients, when they reach storage by another host name
+    # (e.g. http://localhost:9000 while the services use http://minio:9000). None: s3_endpoint_url.
+    s3_public_endpoint_url: str | None = None
+    # Credentials; None falls back to boto3's chain (instance role, ~/.aws, AWS_* variables).
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+    # Region used for signing; MinIO accepts any, AWS needs the bucket's region.
+    s3_region: str = "us-east-1"
+    # "path" for MinIO/Ceph without wildcard DNS; "auto" lets botocore choose.
+    s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    # Objects larger than this go up and down in parallel multipart parts (checkpoints, archives).
+    s3_multipart_threshold_bytes: int = Field(default=64 * 1024 * 1024, ge=5 * 1024 * 1024)
+    # Part size; S3 needs >= 5 MiB and allows 10,000 parts, so 64 MiB covers objects up to 640 GB.
+    s3_multipart_chunksize_bytes: int = Field(default=64 * 1024 * 1024, ge=5 * 1024 * 1024)
+    # Total attempts per S3 call (botocore "standard" retry mode: throttling, 5xx, connection errors).
+    s3_max_attempts: int = Field(default=5, ge=1, le=20)
+    # Finished job records (and their item sets) expire this long after reaching a terminal status.
+    job_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    # How long an Idempotency-Key maps to its job.
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    # Lifetime of presigned GET/PUT URLs handed to clients.
+    presign_expiry_seconds: int = Field(default=3600, ge=1, le=MAX_PRESIGN_SECONDS)
+    # Broker visibility timeout: an unacknowledged task is handed to another worker after this long, so it
+    # must exceed the longest task (see WorkerSettings). Shared because every Celery app on a broker must agree.
+    visibility_timeout_seconds: int = Field(default=3600, ge=1)
+    # Decoded images larger than this are refused (decompression bombs); 50 megapixels.
+    max_image_pixels: int = Field(default=50_000_000, ge=1)
+    # Largest single uploaded file.
+    max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+    # Most images in one batch job.
+    max_batch_items: int = Field(default=10_000, ge=1)
+    # Images per batch_chunk task: small enough to spread over workers, large enough to batch on the GPU.
+    batch_chunk_size: int = Field(default=16, ge=1, le=1024)
+    # Allow webhook URLs that resolve to loopback/private addresses (tests, trusted networks only).
+    allow_private_webhooks: bool = False
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        scheme = urlparse(value).scheme
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                f"{value!r} is not a Redis URL; use redis://host:6379/0, rediss://... or unix://..."
+            )
+        return value
+
+    @field_validator("storage_url")
+    @classmethod
+    def _check_storage_url(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if parsed.scheme == "file":
+            if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
+                raise ValueError(f"{value!r} must be file:///absolute/path (three slashes, absolute path)")
+        elif parsed.scheme == "s3":
+            if not parsed.netloc:
+                raise ValueError(f"{value!r} names no bucket; use s3://bucket or s3://bucket/prefix")
+            if not _BUCKET_RE.match(parsed.netloc):
+                raise ValueError(f"bucket {parsed.netloc!r} in {value!r} is not a valid S3 bucket name")
+            if ".." in parsed.path.split("/"):
+                raise ValueError(f"prefix of {value!r} must not contain '..'")
+        else:
+            raise ValueError(
+                f"{value!r} has scheme {parsed.scheme!r}; use s3://bucket/prefix or file:///absolute/path"
+            )
+        return value
+
+    @field_validator("s3_endpoint_url", "s3_public_endpoint_url")
+    @classmethod
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        if value is not None and (
+            urlparse(value).scheme not in ("http", "https") or not urlparse(value).netloc
+        ):
+            raise ValueError(f"{value!r} is not an http(s):// endpoint URL, e.g. http://minio:9000")
+        return value
+
+    @model_validator(mode="after")
+    def _check_credentials_pair(self) -> ServiceSettings:
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError(
+                "set both ANIMEGAN_S3_ACCESS_KEY_ID and ANIMEGAN_S3_SECRET_ACCESS_KEY, or neither "
+                "(then boto3's default credential chain is used)"
+            )
+        return self
+
+    @property
+    def storage_scheme(self) -> Literal["file", "s3"]:
+        return "s3" if self.storage_url.startswith("s3:") else "file"
+
+    @property
+    def storage_root(self) -> Path:
+        """Folder of the file:// backend."""
+        if self.storage_scheme != "file":
+            raise ConfigurationError(f"storage_url {self.storage_url!r} is not a file:// URL")
+        return Path(unquote(urlparse(self.storage_url).path))
+
+    @property
+    def s3_bucket(self) -> str:
+        if self.storage_scheme != "s3":
+            raise ConfigurationError(f"storage_url {self.storage_url!r} is not an s3:// URL")
+        return urlparse(self.storage_url).netloc
+
+    @property
+    def s3_prefix(self) -> str:
+        """Key prefix inside the bucket: '' or 'some/prefix/' (always ending in '/')."""
+        path = urlparse(self.storage_url).path.strip("/")
+        return f"{path}/" if path else ""
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class WorkerSettings(ServiceSettings):
+    """Fields only a worker process needs: which queues, which device, and the reliability knobs."""
+
+    # Queues this worker consumes, comma-separated in the environment: "stylize,train,webhooks".
+    queues: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(KNOWN_QUEUES))
+    # Torch device: "auto" (cuda if present, else cpu), "cpu", "cuda", "cuda:1", "mps".
+    device: str = "auto"
+    # VGG19 weights (vgg19.npy or a converted file) for training losses; None: train jobs fail with a clear error.
+    vgg_weights: Path | None = None
+    # Folder of built-in generator exports (*.safetensors) registered as public models at worker start.
+    models_dir: Path | None = None
+    # Loaded generators kept in memory per worker process (LRU).
+    model_cache_size: int = Field(default=4, ge=1, le=64)
+    # A task delivered more than this many times (worker killed mid-task each time) fails the job instead of
+    # looping forever on a poison input (an image that OOMs the GPU, say).
+    max_redeliveries: int = Field(default=3, ge=0)
+    # Wall-clock budget of one training segment before it checkpoints and enqueues the next one.
+    train_segment_seconds: int = Field(default=600, ge=1)
+    # Precision of stylize inference: "auto" uses bf16 autocast where the device runs it fast.
+    inference_precision: Literal["fp32", "bf16", "auto"] = "auto"
+    # HMAC key for signing webhook bodies; None sends them unsigned.
+    webhook_secret: SecretStr | None = None
+    # Seconds to wait for a webhook receiver, and delivery attempts (exponential backoff) before giving up.
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    # torch.set_num_threads in each worker process; None keeps torch's default (all cores).
+    torch_threads: int | None = Field(default=None, ge=1)
+
+    @field_validator("queues", mode="before")
+    @classmethod
+    def _parse_queues(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("queues")
+    @classmethod
+    def _check_queues(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in KNOWN_QUEUES]
+        if unknown or not value:
+            raise ValueError(f"unknown queue(s) {unknown or value!r}; choose from {', '.join(KNOWN_QUEUES)}")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if not _DEVICE_RE.match(value):
+            raise ValueError(f"device {value!r} is not one of auto, cpu, mps, cuda, cuda:N")
+        return value
+
+    @field_validator("vgg_weights")
+    @classmethod
+    def _check_vgg(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"VGG19 weights file {str(value)!r} does not exist; point it at vgg19.npy")
+        return value
+
+    @field_validator("models_dir")
+    @classmethod
+    def _check_models_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"built-in models folder {str(value)!r} does not exist")
+        return value
+
+    @model_validator(mode="after")
+    def _check_visibility_covers_segment(self) -> WorkerSettings:
+        # A segment runs train_segment_seconds, then writes a checkpoint and enqueues the next one; if the
+        # broker's visibility timeout ran out first, a second worker would receive the same segment.
+        needed = int(self.train_segment_seconds * 1.5) + 1
+        if self.visibility_timeout_seconds < needed:
+            raise ValueError(
+                f"ANIMEGAN_VISIBILITY_TIMEOUT_SECONDS={self.visibility_timeout_seconds} must be at least 1.5x "
+                f"ANIMEGAN_TRAIN_SEGMENT_SECONDS={self.train_segment_seconds} (>= {needed}); raise it or "
+                "shorten segments"
+            )
+        return self
+
+
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+
+
+def load_settings(cls: type[SettingsT] = ServiceSettings, **overrides: object) -> SettingsT:  # type: ignore[assignment]
+    """Read and validate settings once at process start; raise ConfigurationError naming each bad variable."""
+    try:
+        settings = cls(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            name = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
+            problems.append(f"  {name}: {error['msg']}")
+        raise ConfigurationError(f"invalid {cls.__name__}:\n" + "\n".join(problems)) from exc
+    logger.info("settings loaded: redis=%s storage=%s", _redact(settings.redis_url), settings.storage_url)
+    return settings
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a Redis URL before logging it."""
+    parsed = urlparse(url)
+    if parsed.password:
+        return url.replace(f":{parsed.password}@", ":***@")
+    return url

@@ -1,0 +1,79 @@
+"""The ObjectStore interface both backends implement (keys are validated by workers.keys.validate_key)."""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from pathlib import Path
+from urllib.parse import quote
+
+from workers.exceptions import InvalidKey
+
+_UNSAFE_FILENAME = re.compile(r'[\x00-\x1f\x7f"\\/]')
+
+
+class ObjectStore(ABC):
+    """Flat key -> bytes storage. Writes are whole-object and atomic: a reader sees the old or the new object."""
+
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        """Write `data` at `key`, replacing any previous object."""
+
+    @abstractmethod
+    def get_bytes(self, key: str) -> bytes:
+        """Read a whole object; NotFound if absent."""
+
+    @abstractmethod
+    def put_file(self, key: str, path: str | Path, content_type: str | None = None) -> None:
+        """Upload a local file (multipart above the backend's threshold)."""
+
+    @abstractmethod
+    def get_file(self, key: str, path: str | Path) -> None:
+        """Download to `path` (written via a temporary file, so a failed download leaves nothing behind)."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def size(self, key: str) -> int:
+        """Size in bytes; NotFound if absent."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove one object; deleting a missing key is not an error (retries repeat deletes)."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> list[str]:
+        """Keys starting with `prefix` (plain string prefix, as in S3), sorted."""
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Remove every object under `prefix`, which must end in '/' so 'outputs/j1' cannot take 'outputs/j10'."""
+        if not prefix.endswith("/") or prefix == "/":
+            raise InvalidKey(f"delete_prefix needs a folder prefix ending in '/', got {prefix!r}")
+        keys = self.list(prefix)
+        for key in keys:
+            self.delete(key)
+        return len(keys)
+
+    @abstractmethod
+    def presign_get(self, key: str, expires: int, filename: str | None = None) -> str | None:
+        """A time-limited download URL, or None when the backend has none (the API then streams the bytes).
+
+        `filename` asks the browser to save the object under that name (Content-Disposition: attachment).
+        """
+
+    @abstractmethod
+    def presign_put(self, key: str, expires: int, content_type: str | None = None) -> str | None:
+        """A time-limited upload URL for a client's direct PUT, or None when the backend has none."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise StorageError if the store cannot be reached (readiness probes)."""
+
+
+def content_disposition(filename: str) -> str:
+    """An attachment header safe for any filename: ASCII fallback plus RFC 6266 filename* in UTF-8."""
+    ascii_name = (
+        _UNSAFE_FILENAME.sub("_", filename).encode("ascii", "replace").decode("ascii").replace("?", "_")
+    )
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"

@@ -1,0 +1,223 @@
+"""S3Store: the s3:// backend on boto3, for AWS S3 and compatible servers (MinIO, R2, Ceph) via endpoint_url."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from workers.exceptions import InvalidKey, NotFound, StorageError
+from workers.keys import validate_key, validate_prefix
+from workers.storage.base import ObjectStore, content_disposition
+
+if TYPE_CHECKING:
+    from workers.settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
+
+_MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
+_DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys a call
+
+
+class S3Store(ObjectStore):
+    """Keys live under `prefix` in `bucket`. One boto3 client per process, made on first use (not at import,
+    and again after a fork: Celery's prefork children must not share the parent's connection pool)."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        public_endpoint_url: str | None = None,
+        region: str = "us-east-1",
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        addressing_style: str = "auto",
+        max_attempts: int = 5,
+        multipart_threshold: int = 64 * 1024 * 1024,
+        multipart_chunksize: int = 64 * 1024 * 1024,
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix if not prefix or prefix.endswith("/") else f"{prefix}/"
+        self.endpoint_url = endpoint_url
+        self.public_endpoint_url = public_endpoint_url
+        self._client_kwargs: dict[str, Any] = {
+            "region_name": region,
+            "aws_access_key_id": access_key_id,
+            "aws_secret_access_key": secret_access_key,
+            "config": Config(
+                retries={"max_attempts": max_attempts, "mode": "standard"},
+                s3={"addressing_style": addressing_style},
+                signature_version="s3v4",
+            ),
+        }
+        self.transfer_config = TransferConfig(
+            multipart_threshold=multipart_threshold, multipart_chunksize=multipart_chunksize
+        )
+        self._lock = threading.Lock()
+        self._clients: dict[str | None, Any] = {}
+        self._pid = os.getpid()
+
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings) -> S3Store:
+        return cls(
+            settings.s3_bucket,
+            settings.s3_prefix,
+            endpoint_url=settings.s3_endpoint_url,
+            public_endpoint_url=settings.s3_public_endpoint_url,
+            region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id.get_secret_value() if settings.s3_access_key_id else None,
+            secret_access_key=(
+                settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else None
+            ),
+            addressing_style=settings.s3_addressing_style,
+            max_attempts=settings.s3_max_attempts,
+            multipart_threshold=settings.s3_multipart_threshold_bytes,
+            multipart_chunksize=settings.s3_multipart_chunksize_bytes,
+        )
+
+    def __repr__(self) -> str:
+        return f"S3Store(s3://{self.bucket}/{self.prefix}, endpoint={self.endpoint_url})"
+
+    def _client_for(self, endpoint: str | None) -> Any:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._clients.clear()
+                self._pid = os.getpid()
+            client = self._clients.get(endpoint)
+            if client is None:
+                client = boto3.session.Session().client("s3", endpoint_url=endpoint, **self._client_kwargs)
+                self._clients[endpoint] = client
+            return client
+
+    @property
+    def client(self) -> Any:
+        return self._client_for(self.endpoint_url)
+
+    def _full(self, key: str) -> str:
+        return self.prefix + validate_key(key)
+
+    @contextmanager
+    def _errors(self, action: str, key: str):
+        """Translate boto errors: a missing object is NotFound, anything else (after retries) StorageError."""
+        try:
+            yield
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in _MISSING_CODES:
+                raise NotFound(f"no object at key {key!r} in s3://{self.bucket}/{self.prefix}") from None
+            raise StorageError(f"S3 {action} of {key!r} in bucket {self.bucket!r} failed: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(
+                f"S3 {action} of {key!r} failed: {exc}; check ANIMEGAN_S3_ENDPOINT_URL and the credentials"
+            ) from exc
+
+    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        extra = {"ContentType": content_type} if content_type else {}
+        with self._errors("put", key):
+            self.client.put_object(Bucket=self.bucket, Key=self._full(key), Body=bytes(data), **extra)
+
+    def get_bytes(self, key: str) -> bytes:
+        with self._errors("get", key):
+            response = self.client.get_object(Bucket=self.bucket, Key=self._full(key))
+            return response["Body"].read()
+
+    def put_file(self, key: str, path: str | Path, content_type: str | None = None) -> None:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"put_file({key!r}): local file {path} does not exist")
+        extra = {"ExtraArgs": {"ContentType": content_type}} if content_type else {}
+        with self._errors("upload", key):
+            self.client.upload_file(
+                str(path), self.bucket, self._full(key), Config=self.transfer_config, **extra
+            )
+
+    def get_file(self, key: str, path: str | Path) -> None:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+        os.close(fd)
+        try:
+            with self._errors("download", key):
+                self.client.download_file(self.bucket, self._full(key), tmp, Config=self.transfer_config)
+            os.replace(tmp, target)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def _head(self, key: str) -> dict:
+        with self._errors("head", key):
+            return self.client.head_object(Bucket=self.bucket, Key=self._full(key))
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._head(key)
+        except NotFound:
+            return False
+        return True
+
+    def size(self, key: str) -> int:
+        return int(self._head(key)["ContentLength"])
+
+    def delete(self, key: str) -> None:
+        with self._errors("delete", key):
+            self.client.delete_object(Bucket=self.bucket, Key=self._full(key))
+
+    def list(self, prefix: str = "") -> list[str]:
+        validate_prefix(prefix)
+        keys = []
+        with self._errors("list", prefix):
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+                keys.extend(item["Key"][len(self.prefix) :] for item in page.get("Contents", []))
+        return sorted(keys)
+
+    def delete_prefix(self, prefix: str) -> int:
+        if not prefix.endswith("/") or prefix == "/":
+            raise InvalidKey(f"delete_prefix needs a folder prefix ending in '/', got {prefix!r}")
+        keys = self.list(prefix)
+        with self._errors("delete", prefix):
+            for start in range(0, len(keys), _DELETE_BATCH):
+                batch = [{"Key": self.prefix + key} for key in keys[start : start + _DELETE_BATCH]]
+                response = self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+                )
+                if response.get("Errors"):
+                    raise StorageError(f"S3 could not delete under {prefix!r}: {response['Errors'][:3]}")
+        return len(keys)
+
+    def presign_get(self, key: str, expires: int, filename: str | None = None) -> str | None:
+        params = {"Bucket": self.bucket, "Key": self._full(key)}
+        if filename:
+            params["ResponseContentDisposition"] = content_disposition(filename)
+        with self._errors("presign", key):
+            return self._client_for(self.public_endpoint_url or self.endpoint_url).generate_presigned_url(
+                "get_object", Params=params, ExpiresIn=int(expires)
+            )
+
+    def presign_put(self, key: str, expires: int, content_type: str | None = None) -> str | None:
+        params = {"Bucket": self.bucket, "Key": self._full(key)}
+        if content_type:
+            # The signature then covers Content-Type: the client must send exactly this header.
+            params["ContentType"] = content_type
+        with self._errors("presign", key):
+            return self._client_for(self.public_endpoint_url or self.endpoint_url).generate_presigned_url(
+                "put_object", Params=params, ExpiresIn=int(expires)
+            )
+
+    def ping(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(
+                f"S3 bucket {self.bucket!r} at {self.endpoint_url or 'AWS'} is not reachable: {exc}; "
+                "check ANIMEGAN_STORAGE_URL, ANIMEGAN_S3_ENDPOINT_URL and the credentials"
+            ) from exc
