@@ -1,0 +1,114 @@
+"""Plain job functions the Celery tasks call: the shared context, error kinds and lifecycle steps.
+
+Nothing here knows about Celery; tasks.py builds a JobContext once per worker process and passes it in.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from workers.jobs.models import ModelCache
+    from workers.jobstore import JobRecord, JobStore
+    from workers.registry import ModelRegistry
+    from workers.settings import WorkerSettings
+    from workers.storage import ObjectStore
+
+logger = logging.getLogger(__name__)
+
+# JobStatus values (a str Enum compares equal to these); spelled out so this module imports without Redis code.
+TERMINAL = frozenset({"succeeded", "failed", "canceled"})
+
+
+class JobInputError(Exception):
+    """Bad input (corrupt image, unknown model, bad dataset): the job fails with `code`, never retried."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class JobCanceled(Exception):
+    """The job's cancel flag was seen between images or steps; the job ends as canceled."""
+
+
+@dataclass
+class JobContext:
+    """What every job function needs, built once per worker process (clients are not fork-safe)."""
+
+    settings: WorkerSettings
+    jobs: JobStore
+    store: ObjectStore
+    registry: ModelRegistry
+    models: ModelCache
+    device: str  # resolved torch device of this process ("cpu", "cuda", "cuda:1")
+    # Called with a job id after this process moved the job to a terminal status (enqueues the webhook).
+    on_terminal: Callable[[str], None]
+
+
+def begin(ctx: JobContext, job_id: str, redelivered: bool) -> JobRecord | None:
+    """Start (or resume) work on a job; None when there is nothing to do.
+
+    Nothing to do: the record is gone (expired), already terminal, canceled before it started, or the
+    redelivery cap is exceeded (then the job fails here, so a poison job stops looping through workers).
+    """
+    record = ctx.jobs.get(job_id)
+    if record is None:
+        logger.warning("job %s has no record (expired or never created); dropping its task", job_id)
+        return None
+    if record.status in TERMINAL:
+        logger.info("job %s is already %s; nothing to do", job_id, record.status)
+        return None
+    if redelivered:
+        lost = ctx.jobs.add_attempt(job_id)
+        if lost > ctx.settings.max_redeliveries:
+            fail(ctx, job_id, "worker_lost", f"worker lost {lost} times while running this job")
+            return None
+        logger.warning("job %s redelivered after a lost worker (%d so far)", job_id, lost)
+    if ctx.jobs.is_cancel_requested(job_id):
+        cancel(ctx, job_id)
+        return None
+    ctx.jobs.start(job_id)
+    record = ctx.jobs.get(job_id)
+    if record is None or record.status != "running":
+        return None
+    return record
+
+
+def check_cancel(ctx: JobContext, job_id: str) -> None:
+    """Raise JobCanceled if the user asked to cancel; called between images and between training steps."""
+    if ctx.jobs.is_cancel_requested(job_id):
+        raise JobCanceled(job_id)
+
+
+def succeed(ctx: JobContext, job_id: str, result: dict[str, Any]) -> bool:
+    """Record success (results are already in storage); True if this call made the transition."""
+    done = ctx.jobs.succeed(job_id, result)
+    if done:
+        logger.info("job %s succeeded", job_id)
+        ctx.on_terminal(job_id)
+    return done
+
+
+def fail(ctx: JobContext, job_id: str, code: str, message: str) -> bool:
+    """Record failure with a machine-readable code and a message that says what to do."""
+    done = ctx.jobs.fail(job_id, code, message)
+    if done:
+        logger.warning("job %s failed: %s: %s", job_id, code, message)
+        ctx.on_terminal(job_id)
+    return done
+
+
+def cancel(ctx: JobContext, job_id: str) -> bool:
+    """Move a running (or still queued) job to canceled after its worker stopped at a safe point."""
+    from workers.jobstore import JobStatus
+
+    done = ctx.jobs.transition(job_id, JobStatus.canceled, {JobStatus.queued, JobStatus.running})
+    if done:
+        logger.info("job %s canceled", job_id)
+        ctx.on_terminal(job_id)
+    return done
