@@ -1,0 +1,28 @@
+# The API image: FastAPI and the light service layer only; no torch and no CUDA (DESIGN.md, Boundaries).
+# Build from the repository root: docker build -f deploy/api.Dockerfile -t animegan-api .
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+COPY pyproject.toml constraints.txt README.md ./
+COPY animegan ./animegan
+COPY workers ./workers
+COPY api ./api
+# The [api] extra pulls no torch; the check makes the build fail if a dependency ever drags it in.
+RUN pip install -c constraints.txt ".[api]" \
+    && python -c "import importlib.util as u, sys; sys.exit('torch was installed' if u.find_spec('torch') else 0)"
+
+RUN useradd --system --uid 10001 --no-create-home animegan
+USER animegan
+EXPOSE 8000
+
+HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import sys, urllib.request as r; sys.exit(r.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status != 200)"]
+
+# Exec form: `animegan serve` (uvicorn) is PID 1 and receives SIGTERM directly for a graceful stop.
+ENTRYPOINT ["animegan"]
+CMD ["serve", "--host", "0.0.0.0", "--port", "8000"]
