@@ -1,0 +1,177 @@
+"""AnimeGAN (v1) generator exactly as the TF code builds it (AG1 net/generator.py, spec §1.3), plus the
+mapping of its parameters onto the 129 tensors of the released TF checkpoint (rename + transpose).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from animegan.config import GeneratorConfig
+from animegan.errors import WeightsError
+from animegan.nn.layers import (
+    ConvNormLReLU,
+    InvertedResBlock,
+    SeparableConv,
+    check_image_batch,
+    native_multiple,
+    pad_to_native,
+    resize,
+)
+
+# ops.instance_norm epsilon of the Conv-Blocks and IRBs; the separable convs use contrib's 1e-6.
+BLOCK_EPS = 1e-5
+N_IRB = 8
+TF_SCOPE = "generator/G_MODEL"
+
+
+def _cnl(cin: int, cout: int, kernel_size: int = 3) -> ConvNormLReLU:
+    return ConvNormLReLU(
+        cin, cout, kernel_size, padding=1 if kernel_size == 3 else 0, norm="instance", eps=BLOCK_EPS
+    )
+
+
+class DownConv(nn.Module):
+    """TF `Separable_conv2d(x, f, strides=2) + Downsample(x, f)`; Downsample = resize to (H//2, W//2) + sep conv."""
+
+    def __init__(self, in_ch: int, out_ch: int, upsample: str) -> None:
+        super().__init__()
+        self.upsample = upsample
+        self.strided = SeparableConv(in_ch, out_ch, stride=2)
+        self.resized = SeparableConv(in_ch, out_ch, stride=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        return self.strided(x) + self.resized(resize(x, (h // 2, w // 2), self.upsample))
+
+
+class GeneratorV1(nn.Module):
+    """Photo (B, 3, H, W) in [-1, 1] -> anime (B, 3, H, W) in [-1, 1]; 3,956,096 parameters at base 64."""
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        super().__init__()
+        if config.arch != "v1":
+            raise ValueError(f"GeneratorV1 needs arch='v1', got config.arch={config.arch!r}")
+        self.config = config
+        c = config.base_channels  # 64 in the reference: widths 64, 128, 256, 512 (IRB expansion)
+        mode = config.upsample
+        self.b1 = nn.Sequential(_cnl(3, c), _cnl(c, c), DownConv(c, 2 * c, mode))
+        self.b2 = nn.Sequential(_cnl(2 * c, 2 * c), SeparableConv(2 * c, 2 * c), DownConv(2 * c, 4 * c, mode))
+        irbs = [
+            InvertedResBlock(4 * c, 4 * c, 2, norm="instance", eps=BLOCK_EPS, dw_bias=False)
+            for _ in range(N_IRB)
+        ]
+        self.m = nn.Sequential(_cnl(4 * c, 4 * c), *irbs, _cnl(4 * c, 4 * c))
+        # u2[0] / u1[0] are the separable convs of TF `Unsample` (applied after the x2 resize in forward).
+        self.u2 = nn.Sequential(SeparableConv(4 * c, 2 * c), SeparableConv(2 * c, 2 * c), _cnl(2 * c, 2 * c))
+        # 128 channels after the last Unsample follow the code; the paper figure says 64 (spec §1.3).
+        self.u1 = nn.Sequential(SeparableConv(2 * c, 2 * c), _cnl(2 * c, c), _cnl(c, c))
+        self.out_layer = nn.Sequential(nn.Conv2d(c, 3, 1, bias=False), nn.Tanh())
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """TF init: contrib conv2d default (Xavier uniform); IRB depthwise truncated normal std 0.02."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.xavier_uniform_(module.weight)
+        for block in self.m[1 : N_IRB + 1]:
+            nn.init.trunc_normal_(block.layers[1][1].weight, std=0.02, a=-0.04, b=0.04)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_image_batch(x, "GeneratorV1")
+        h, w = x.shape[-2:]
+        # Sides the reference graph cannot run (not a multiple of 4 for the x2 resizes, or < 8 px for the
+        # reflect pads at H/4) are padded bottom/right here and cropped back below; other sizes run as-is.
+        x = pad_to_native(x, native_multiple(self.config.upsample))
+        b1 = self.b1(x)
+        out = self.m(self.b2(b1))
+        out = self.u2(resize(out, b1.shape[-2:], self.config.upsample))
+        out = self.u1(resize(out, x.shape[-2:], self.config.upsample))
+        out = self.out_layer(out)
+        return out[..., :h, :w]
+
+
+# --- TF checkpoint mapping -------------------------------------------------------------------------------
+# TF names a scope's layers in creation order: Conv, Conv_1, ...; InstanceNorm, InstanceNorm_1, ...;
+# SeparableConv2d, SeparableConv2d_1, ... . In `Separable(s2) + Downsample` Python builds the left operand
+# first, so `strided` is SeparableConv2d_k and `resized` SeparableConv2d_{k+1}. IRB r{i}: Conv (expand) +
+# InstanceNorm, r{i}/w (depthwise), `1` (its IN), Conv_1 (project), `2` (its IN).
+# Layout: TF conv HWIO -> torch OIHW is permute(3, 2, 0, 1); depthwise (3, 3, C, 1) -> (C, 1, 3, 3) is
+# permute(2, 3, 0, 1).
+_CONV = (3, 2, 0, 1)
+_DEPTHWISE = (2, 3, 0, 1)
+
+
+def _suffix(i: int) -> str:
+    return "" if i == 0 else f"_{i}"
+
+
+def _cnl_names(key: str, scope: str, i: int, out: dict) -> None:
+    out[f"{key}.1.weight"] = (f"{scope}/Conv{_suffix(i)}/weights", _CONV)
+    out[f"{key}.2.weight"] = (f"{scope}/InstanceNorm{_suffix(i)}/gamma", None)
+    out[f"{key}.2.bias"] = (f"{scope}/InstanceNorm{_suffix(i)}/beta", None)
+
+
+def _sep_names(key: str, scope: str, i: int, out: dict) -> None:
+    tf = f"{scope}/SeparableConv2d{_suffix(i)}"
+    out[f"{key}.depthwise.weight"] = (f"{tf}/depthwise_weights", _DEPTHWISE)
+    out[f"{key}.pointwise.weight"] = (f"{tf}/pointwise_weights", _CONV)
+    out[f"{key}.norm.weight"] = (f"{tf}/InstanceNorm/gamma", None)
+    out[f"{key}.norm.bias"] = (f"{tf}/InstanceNorm/beta", None)
+
+
+def _irb_names(key: str, scope: str, out: dict) -> None:
+    _cnl_names(f"{key}.layers.0", scope, 0, out)
+    name = scope.rsplit("/", 1)[1]
+    out[f"{key}.layers.1.1.weight"] = (f"{scope}/{name}/w", _DEPTHWISE)
+    out[f"{key}.layers.1.2.weight"] = (f"{scope}/1/gamma", None)
+    out[f"{key}.layers.1.2.bias"] = (f"{scope}/1/beta", None)
+    out[f"{key}.layers.2.weight"] = (f"{scope}/Conv_1/weights", _CONV)
+    out[f"{key}.layers.3.weight"] = (f"{scope}/2/gamma", None)
+    out[f"{key}.layers.3.bias"] = (f"{scope}/2/beta", None)
+
+
+def tf_variable_map() -> dict[str, tuple[str, tuple[int, int, int, int] | None]]:
+    """state_dict key -> (TF checkpoint variable name, permutation from the TF layout or None)."""
+    s = TF_SCOPE
+    out: dict[str, tuple[str, tuple[int, int, int, int] | None]] = {}
+    _cnl_names("b1.0", f"{s}/b1", 0, out)
+    _cnl_names("b1.1", f"{s}/b1", 1, out)
+    _sep_names("b1.2.strided", f"{s}/b1", 0, out)
+    _sep_names("b1.2.resized", f"{s}/b1", 1, out)
+    _cnl_names("b2.0", f"{s}/b2", 0, out)
+    _sep_names("b2.1", f"{s}/b2", 0, out)
+    _sep_names("b2.2.strided", f"{s}/b2", 1, out)
+    _sep_names("b2.2.resized", f"{s}/b2", 2, out)
+    _cnl_names("m.0", f"{s}/m", 0, out)
+    for i in range(1, N_IRB + 1):
+        _irb_names(f"m.{i}", f"{s}/m/r{i}", out)
+    _cnl_names(f"m.{N_IRB + 1}", f"{s}/m", 1, out)
+    _sep_names("u2.0", f"{s}/u2", 0, out)
+    _sep_names("u2.1", f"{s}/u2", 1, out)
+    _cnl_names("u2.2", f"{s}/u2", 0, out)
+    _sep_names("u1.0", f"{s}/u1", 0, out)
+    _cnl_names("u1.1", f"{s}/u1", 0, out)
+    _cnl_names("u1.2", f"{s}/u1", 1, out)
+    out["out_layer.0.weight"] = (f"{s}/Conv/weights", _CONV)
+    return out
+
+
+def state_dict_from_tf(tf_tensors: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Convert the generator tensors of a TF v1 checkpoint (name -> array, TF layout) to a GeneratorV1
+    state dict (base 64). Extra TF variables (optimizer slots, discriminator) are ignored."""
+    missing = [name for name, _ in tf_variable_map().values() if name not in tf_tensors]
+    if missing:
+        raise WeightsError(
+            f"TF v1 generator checkpoint lacks {len(missing)} of 129 tensors, e.g. {missing[:3]}; "
+            "pass the variables of a generator/G_MODEL checkpoint (AnimeGAN v1)"
+        )
+    state = {}
+    for key, (name, perm) in tf_variable_map().items():
+        tensor = torch.from_numpy(np.asarray(tf_tensors[name], dtype=np.float32))
+        state[key] = tensor.permute(*perm).contiguous() if perm else tensor
+    return state
