@@ -1,0 +1,385 @@
+"""Job records in Redis: atomic status transitions (Lua), per-owner listing, idempotency, batch item
+accounting, cancel flags, redelivery counts and progress events (pub/sub + the latest event in the record).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+from workers import jobstore_lua as lua
+from workers.exceptions import IdempotencyConflict, InvalidCursor, InvalidName
+from workers.keys import SEGMENT_RE
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "animegan:"
+_LIST_SCAN = 200  # index entries read per round trip while filtering a listing
+
+
+class JobKind(StrEnum):
+    STYLIZE = "stylize"
+    BATCH = "batch"
+    TRAIN = "train"
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One job as stored; `progress` always holds done, failed and total plus kind-specific fields
+    (training: step, epoch, phase, losses, samples, checkpoints)."""
+
+    id: str
+    kind: JobKind
+    owner: str
+    status: JobStatus
+    params: dict[str, Any]
+    progress: dict[str, Any]
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    finished_at: float | None
+    attempts: int
+    error: dict[str, str] | None
+    result: dict[str, Any] | None
+    webhook_url: str | None
+    cancel_requested: bool
+    last_event: dict[str, Any] | None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["kind"], data["status"] = self.kind.value, self.status.value
+        return data
+
+
+def new_job_id() -> str:
+    """Random, unguessable, and a valid storage key segment (the API may store inputs before create())."""
+    return uuid.uuid4().hex
+
+
+def check_owner(owner: str) -> str:
+    if not isinstance(owner, str) or not SEGMENT_RE.match(owner):
+        raise InvalidName(f"owner id {owner!r} must be 1-128 characters of letters, digits and ._-@+=")
+    return owner
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _loads(value: Any) -> Any:
+    return json.loads(_text(value)) if value not in (None, b"", "") else None
+
+
+def _float(value: Any) -> float | None:
+    return float(_text(value)) if value not in (None, b"", "") else None
+
+
+class JobStore:
+    """Job records in one Redis database; safe to share between threads (redis-py pools connections)."""
+
+    def __init__(
+        self, redis_client: Any, ttl_seconds: int = 7 * 24 * 3600, idempotency_ttl_seconds: int = 86400
+    ):
+        self.redis = redis_client
+        self.ttl_seconds = int(ttl_seconds)
+        self.idempotency_ttl_seconds = int(idempotency_ttl_seconds)
+        self._create = redis_client.register_script(lua.CREATE)
+        self._transition = redis_client.register_script(lua.TRANSITION)
+        self._cancel = redis_client.register_script(lua.CANCEL)
+        self._mark_item = redis_client.register_script(lua.MARK_ITEM)
+        self._set_progress = redis_client.register_script(lua.SET_PROGRESS)
+        self._publish = redis_client.register_script(lua.PUBLISH)
+        self._add_attempt = redis_client.register_script(lua.ADD_ATTEMPT)
+
+    @classmethod
+    def from_settings(cls, redis_client: Any, settings: Any) -> JobStore:
+        return cls(redis_client, settings.job_ttl_seconds, settings.idempotency_ttl_seconds)
+
+    # Redis key names: every key of a job starts with its hash key, so they are easy to find and expire.
+    @staticmethod
+    def job_key(job_id: str) -> str:
+        return f"{PREFIX}job:{job_id}"
+
+    @staticmethod
+    def events_channel(job_id: str) -> str:
+        """Pub/sub channel of a job's progress events (JSON objects); the API streams it as SSE."""
+        return f"{PREFIX}job:{job_id}:events"
+
+    def _job_keys(self, job_id: str) -> list[str]:
+        base = self.job_key(job_id)
+        return [base, f"{base}:items", f"{base}:item_errors"]
+
+    @staticmethod
+    def _owner_index(owner: str) -> str:
+        return f"{PREFIX}owner:{owner}:jobs"
+
+    @staticmethod
+    def _idempotency_key(owner: str, key: str) -> str:
+        # Owners never contain ':'; the client's key is free text, so only its digest goes in the name.
+        return f"{PREFIX}idem:{owner}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+    def create(
+        self,
+        kind: JobKind | str,
+        owner: str,
+        params: dict[str, Any],
+        total: int,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+        webhook_url: str | None = None,
+        job_id: str | None = None,
+    ) -> tuple[JobRecord, bool]:
+        """Store a queued job; with an idempotency key, a repeat returns (existing record, False)."""
+        kind = JobKind(kind)
+        check_owner(owner)
+        job_id = job_id or new_job_id()
+        if not SEGMENT_RE.match(job_id):
+            raise InvalidName(f"job id {job_id!r} must be letters, digits and ._-@+= (see new_job_id)")
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
+            raise InvalidName(f"Idempotency-Key must be 1-255 characters, got {len(idempotency_key)}")
+        now = time.time()
+        fields = {
+            "id": job_id, "kind": kind.value, "owner": owner, "status": JobStatus.QUEUED.value,
+            "params": json.dumps(params), "progress": "{}", "done": 0, "failed": 0, "total": int(total),
+            "created_at": repr(now), "updated_at": repr(now), "attempts": 0, "cancel": 0,
+            "webhook_url": webhook_url or "",
+        }  # fmt: skip
+        idem = self._idempotency_key(owner, idempotency_key) if idempotency_key else f"{PREFIX}idem:none"
+        flat = [item for pair in fields.items() for item in pair]
+        existing_id, existing_hash, created = self._create(
+            keys=[self.job_key(job_id), self._owner_index(owner), idem],
+            args=[
+                1 if idempotency_key else 0, job_id, int(now * 1_000_000), self.idempotency_ttl_seconds,
+                request_hash or "", PREFIX, *flat,
+            ],
+        )  # fmt: skip
+        existing_id, existing_hash = _text(existing_id), _text(existing_hash)
+        if not int(created) and existing_hash != (request_hash or ""):
+            raise IdempotencyConflict(owner, idempotency_key or "", existing_id)
+        record = self.get(existing_id)
+        if record is None:  # only if the record expired in the microseconds since the script ran
+            raise RuntimeError(f"job {existing_id} vanished right after create; retry the request")
+        return record, bool(int(created))
+
+    def get_by_idempotency_key(
+        self, owner: str, idempotency_key: str, request_hash: str | None
+    ) -> JobRecord | None:
+        """The job an earlier request with this key created (the API checks before storing inputs)."""
+        value = self.redis.get(self._idempotency_key(check_owner(owner), idempotency_key))
+        if value is None:
+            return None
+        job_id, _, stored_hash = _text(value).partition(":")
+        record = self.get(job_id)
+        if record is not None and stored_hash != (request_hash or ""):
+            raise IdempotencyConflict(owner, idempotency_key, job_id)
+        return record
+
+    def get(self, job_id: str) -> JobRecord | None:
+        return self._parse(self.redis.hgetall(self.job_key(job_id)))
+
+    def _parse(self, raw: dict) -> JobRecord | None:
+        if not raw:
+            return None
+        h = {_text(k): _text(v) for k, v in raw.items()}
+        progress = {"done": int(h["done"]), "failed": int(h["failed"]), "total": int(h["total"])}
+        progress.update(_loads(h.get("progress")) or {})
+        return JobRecord(
+            id=h["id"],
+            kind=JobKind(h["kind"]),
+            owner=h["owner"],
+            status=JobStatus(h["status"]),
+            params=_loads(h["params"]) or {},
+            progress=progress,
+            created_at=float(h["created_at"]),
+            updated_at=float(h["updated_at"]),
+            started_at=_float(h.get("started_at")),
+            finished_at=_float(h.get("finished_at")),
+            attempts=int(h["attempts"]),
+            error=_loads(h.get("error")),
+            result=_loads(h.get("result")),
+            webhook_url=h.get("webhook_url") or None,
+            cancel_requested=h.get("cancel") == "1",
+            last_event=_loads(h.get("last_event")),
+        )
+
+    def list(
+        self,
+        owner: str,
+        kind: JobKind | str | None = None,
+        status: JobStatus | str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[JobRecord], str | None]:
+        """An owner's jobs, newest first, optionally filtered; pass the returned cursor to get the next page.
+
+        Index entries whose record has expired are removed here (records expire on their own).
+        """
+        index = self._owner_index(check_owner(owner))
+        kind = JobKind(kind) if kind is not None else None
+        status = JobStatus(status) if status is not None else None
+        if not 1 <= limit <= 1000:
+            raise ValueError(f"limit {limit} must be between 1 and 1000")
+        max_score, after_id = self._parse_cursor(cursor)
+        found: list[tuple[JobRecord, int]] = []
+        offset = 0
+        while len(found) <= limit:
+            entries = self.redis.zrevrangebyscore(
+                index, max_score, "-inf", start=offset, num=_LIST_SCAN, withscores=True
+            )
+            if not entries:
+                break
+            offset += len(entries)
+            # Equal scores come in reverse member order; skip those at or before the cursor's job.
+            entries = [(_text(m), int(s)) for m, s in entries]
+            entries = [(m, s) for m, s in entries if not (after_id and s == max_score and m >= after_id)]
+            pipe = self.redis.pipeline(transaction=False)
+            for member, _ in entries:
+                pipe.hgetall(self.job_key(member))
+            expired = []
+            for (member, score), raw in zip(entries, pipe.execute(), strict=True):
+                record = self._parse(raw)
+                if record is None:
+                    expired.append(member)
+                elif (kind is None or record.kind == kind) and (status is None or record.status == status):
+                    found.append((record, score))
+            if expired:
+                self.redis.zrem(index, *expired)
+                offset -= len(expired)  # the removed entries no longer occupy index positions
+        page = found[:limit]
+        next_cursor = f"{page[-1][1]}:{page[-1][0].id}" if len(found) > limit else None
+        return [record for record, _ in page], next_cursor
+
+    @staticmethod
+    def _parse_cursor(cursor: str | None) -> tuple[int | str, str | None]:
+        if not cursor:
+            return "+inf", None
+        score, _, job_id = cursor.partition(":")
+        if not score.isdigit() or not SEGMENT_RE.match(job_id):
+            raise InvalidCursor(f"cursor {cursor!r} is not one this service returned; drop it to start over")
+        return int(score), job_id
+
+    def _event(self, job_id: str, event_type: str, **fields: Any) -> str:
+        return json.dumps({"event": event_type, "job_id": job_id, "ts": time.time(), **fields})
+
+    def transition(self, job_id: str, to: JobStatus | str, allowed_from: set, **payload: Any) -> bool:
+        """Move to `to` if the current status is in `allowed_from`; a terminal status never changes.
+
+        `payload` may carry result= or error= (stored as JSON). Publishes a status event when it moves.
+        """
+        to = JobStatus(to)
+        allowed = [JobStatus(s).value for s in allowed_from]
+        field = next(iter(payload), "")
+        if len(payload) > 1 or field not in ("", "result", "error"):
+            raise ValueError(f"transition takes at most one of result=, error=; got {sorted(payload)}")
+        event = self._event(job_id, "status", status=to.value, **payload)
+        moved = self._transition(
+            keys=self._job_keys(job_id),
+            args=[to.value, repr(time.time()), self.ttl_seconds, int(to.is_terminal), field,
+                  json.dumps(payload[field]) if field else "", event, self.events_channel(job_id), *allowed],
+        )  # fmt: skip
+        return bool(int(moved))
+
+    def start(self, job_id: str) -> bool:
+        """queued -> running; also True when already running (a redelivered task, or another batch chunk)."""
+        return self.transition(job_id, JobStatus.RUNNING, {JobStatus.QUEUED, JobStatus.RUNNING})
+
+    def succeed(self, job_id: str, result: dict[str, Any]) -> bool:
+        return self.transition(job_id, JobStatus.SUCCEEDED, {JobStatus.RUNNING}, result=result)
+
+    def fail(self, job_id: str, code: str, message: str) -> bool:
+        error = {"code": code, "message": message}
+        return self.transition(job_id, JobStatus.FAILED, {JobStatus.QUEUED, JobStatus.RUNNING}, error=error)
+
+    def mark_canceled(self, job_id: str) -> bool:
+        """A worker saw the cancel flag and stopped: running -> canceled."""
+        return self.transition(job_id, JobStatus.CANCELED, {JobStatus.QUEUED, JobStatus.RUNNING})
+
+    def cancel(self, job_id: str) -> bool:
+        """Request cancellation: sets the flag; a queued job becomes canceled at once, a running one when its
+        worker next checks. False if the job is missing or already terminal."""
+        event = self._event(job_id, "status", status=JobStatus.CANCELED.value)
+        result = self._cancel(
+            keys=self._job_keys(job_id),
+            args=[repr(time.time()), self.ttl_seconds, event, self.events_channel(job_id)],
+        )
+        return bool(int(result))
+
+    def is_cancel_requested(self, job_id: str) -> bool:
+        return _text(self.redis.hget(self.job_key(job_id), "cancel")) == "1"
+
+    def mark_item_done(self, job_id: str, index: int) -> bool:
+        """Count batch item `index` as done; True only the first time (a redelivered chunk does not recount)."""
+        return bool(int(self._mark_item(keys=self._job_keys(job_id), args=[int(index), "done", ""])))
+
+    def mark_item_failed(self, job_id: str, index: int, code: str, message: str) -> bool:
+        """Count item `index` as failed (a bad image fails its item, not the batch); True only the first time."""
+        error = json.dumps({"code": code, "message": message})
+        return bool(int(self._mark_item(keys=self._job_keys(job_id), args=[int(index), "failed", error])))
+
+    def item_errors(self, job_id: str) -> dict[int, dict[str, str]]:
+        raw = self.redis.hgetall(self._job_keys(job_id)[2])
+        return {int(_text(k)): json.loads(_text(v)) for k, v in raw.items()}
+
+    def set_progress(self, job_id: str, **fields: Any) -> bool:
+        """Merge fields into the progress (done/total are counters of their own) and publish a progress event.
+        False if the job is missing or terminal."""
+        counters = {
+            name: int(fields.pop(name)) if fields.get(name) is not None else "" for name in ("done", "total")
+        }
+        result = self._set_progress(
+            keys=[self.job_key(job_id)],
+            args=[json.dumps(fields), counters["done"], counters["total"], repr(time.time()),
+                  self.events_channel(job_id), job_id, "", 0],
+        )  # fmt: skip
+        return bool(int(result))
+
+    def append_progress(self, job_id: str, field: str, item: Any, keep_last: int | None = None) -> bool:
+        """Append to a list in the progress (training samples, checkpoints), keeping the newest `keep_last`."""
+        result = self._set_progress(
+            keys=[self.job_key(job_id)],
+            args=["{}", "", "", repr(time.time()), self.events_channel(job_id), job_id,
+                  field, keep_last or 0, json.dumps(item)],
+        )  # fmt: skip
+        return bool(int(result))
+
+    def add_attempt(self, job_id: str) -> int:
+        """Count one more delivery of the job's task; 0 if the job does not exist."""
+        return int(self._add_attempt(keys=[self.job_key(job_id)], args=[repr(time.time())]))
+
+    def publish_event(self, job_id: str, event: dict[str, Any]) -> bool:
+        """Publish `event` on the job's channel and keep it as the record's latest event."""
+        payload = json.dumps({"job_id": job_id, "ts": time.time(), **event})
+        return bool(
+            int(self._publish(keys=[self.job_key(job_id)], args=[payload, self.events_channel(job_id)]))
+        )
+
+    def subscribe(self, job_id: str) -> Any:
+        """A redis PubSub subscribed to the job's events; read with get_message(); close() when done."""
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(self.events_channel(job_id))
+        return pubsub

@@ -1,0 +1,128 @@
+"""Lua scripts behind JobStore: each runs atomically inside Redis, so two workers (or a worker and the API)
+can never interleave halfway through a transition, a count or a progress merge.
+"""
+
+# KEYS: job, owner index, idempotency key. ARGV: has_idem, job_id, score_ms, idem_ttl, request_hash, prefix,
+# then the record's field/value pairs. Returns {job_id, request_hash, created (0|1)}.
+CREATE = """
+if ARGV[1] == '1' then
+  local existing = redis.call('GET', KEYS[3])
+  if existing then
+    local sep = string.find(existing, ':', 1, true)
+    local jid = string.sub(existing, 1, sep - 1)
+    if redis.call('EXISTS', ARGV[6] .. 'job:' .. jid) == 1 then
+      return {jid, string.sub(existing, sep + 1), 0}
+    end
+  end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.error_reply('job ' .. ARGV[2] .. ' already exists; use a new job id')
+end
+local fields = {}
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+if ARGV[1] == '1' then
+  redis.call('SET', KEYS[3], ARGV[2] .. ':' .. ARGV[5], 'EX', ARGV[4])
+end
+return {ARGV[2], ARGV[5], 1}
+"""
+
+# KEYS: job, items, item_errors. ARGV: to, now, ttl, terminal (0|1), payload field ('' | result | error),
+# payload JSON, event JSON, channel, allowed-from statuses... Returns 1 if the status moved (or stayed
+# running on a repeated start), 0 otherwise. A terminal status is final whatever the caller allows.
+TRANSITION = """
+local cur = redis.call('HGET', KEYS[1], 'status')
+if not cur or cur == 'succeeded' or cur == 'failed' or cur == 'canceled' then return 0 end
+local ok = false
+for i = 9, #ARGV do
+  if ARGV[i] == cur then ok = true end
+end
+if not ok then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'updated_at', ARGV[2])
+if ARGV[1] == 'running' then redis.call('HSETNX', KEYS[1], 'started_at', ARGV[2]) end
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], ARGV[5], ARGV[6]) end
+if ARGV[4] == '1' then
+  redis.call('HSET', KEYS[1], 'finished_at', ARGV[2])
+  for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+end
+if cur ~= ARGV[1] then
+  redis.call('HSET', KEYS[1], 'last_event', ARGV[7])
+  redis.call('PUBLISH', ARGV[8], ARGV[7])
+end
+return 1
+"""
+
+# KEYS: job, items, item_errors. ARGV: now, ttl, canceled-event JSON, channel.
+CANCEL = """
+local cur = redis.call('HGET', KEYS[1], 'status')
+if not cur or cur == 'succeeded' or cur == 'failed' or cur == 'canceled' then return 0 end
+redis.call('HSET', KEYS[1], 'cancel', '1', 'updated_at', ARGV[1])
+if cur == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'canceled', 'finished_at', ARGV[1], 'last_event', ARGV[3])
+  for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
+  redis.call('PUBLISH', ARGV[4], ARGV[3])
+end
+return 1
+"""
+
+# KEYS: job, items, item_errors. ARGV: index, counter field (done | failed), error JSON or ''.
+# SADD decides "first time" and HINCRBY counts it in the same atomic step: exactly-once accounting.
+MARK_ITEM = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[1], ARGV[2], 1)
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[3], ARGV[1], ARGV[3]) end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  if ARGV[3] ~= '' then redis.call('PEXPIRE', KEYS[3], ttl) end
+end
+return 1
+"""
+
+# KEYS: job. ARGV: fields JSON, done or '', total or '', now, channel, job_id, list field or '', keep_last,
+# list item JSON. Merges fields into the progress JSON (or appends to a list in it) and publishes the result.
+SET_PROGRESS = """
+local cur = redis.call('HGET', KEYS[1], 'status')
+if not cur or cur == 'succeeded' or cur == 'failed' or cur == 'canceled' then return 0 end
+local progress = cjson.decode(redis.call('HGET', KEYS[1], 'progress') or '{}')
+for k, v in pairs(cjson.decode(ARGV[1])) do progress[k] = v end
+if ARGV[7] ~= '' then
+  local list = progress[ARGV[7]]
+  if type(list) ~= 'table' then list = {} end
+  list[#list + 1] = cjson.decode(ARGV[9])
+  local keep = tonumber(ARGV[8])
+  if keep > 0 and #list > keep then
+    local trimmed = {}
+    for i = #list - keep + 1, #list do trimmed[#trimmed + 1] = list[i] end
+    list = trimmed
+  end
+  progress[ARGV[7]] = list
+end
+redis.call('HSET', KEYS[1], 'progress', cjson.encode(progress), 'updated_at', ARGV[4])
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'done', ARGV[2]) end
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'total', ARGV[3]) end
+for _, name in ipairs({'done', 'failed', 'total'}) do
+  progress[name] = tonumber(redis.call('HGET', KEYS[1], name))
+end
+local event = cjson.encode({event = 'progress', job_id = ARGV[6], ts = tonumber(ARGV[4]), progress = progress})
+redis.call('HSET', KEYS[1], 'last_event', event)
+redis.call('PUBLISH', ARGV[5], event)
+return 1
+"""
+
+# KEYS: job. ARGV: event JSON, channel.
+PUBLISH = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'last_event', ARGV[1])
+redis.call('PUBLISH', ARGV[2], ARGV[1])
+return 1
+"""
+
+# KEYS: job. ARGV: now. Returns the new delivery count, or 0 for a missing job.
+ADD_ATTEMPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[1])
+return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+"""
