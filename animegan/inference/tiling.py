@@ -1,0 +1,189 @@
+"""Tiled inference for large images: overlapping tiles, feathered blending, image-wide norm statistics.
+
+The generators normalise over each whole feature map (v2 layer norm, v1 instance norm), so a tile alone would
+get its own statistics and its own tone. We record the statistics once on a downscaled copy of the whole image
+and replay them in every tile; tiles then differ from one untiled pass only near their borders, which the
+overlap blend hides. Memory: one tile's activations plus an (H, W, 3) float32 accumulator.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+# Both generators downsample twice by 2, so tiles start and end on multiples of 4 to keep the grids aligned.
+ALIGN = 4
+NORM_TYPES = (nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of size `tile` covering [0, length), neighbours overlapping by >= `overlap`."""
+    if tile >= length:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, length - tile, stride))
+    starts.append(length - tile)  # the last tile ends at the border (it overlaps its neighbour more)
+    return starts
+
+
+def blend_weights(starts: list[int], tile: int, length: int) -> list[np.ndarray]:
+    """Per-tile 1-D weights: linear ramps across each overlap with a neighbour, 1 elsewhere (never 0)."""
+    weights = []
+    for i, start in enumerate(starts):
+        w = np.ones(min(tile, length), dtype=np.float32)
+        if i > 0:
+            ramp = starts[i - 1] + tile - start
+            w[:ramp] = (np.arange(ramp, dtype=np.float32) + 0.5) / ramp
+        if i < len(starts) - 1:
+            ramp = start + tile - starts[i + 1]
+            w[tile - ramp :] = np.minimum(
+                w[tile - ramp :], (np.arange(ramp, 0, -1, dtype=np.float32) - 0.5) / ramp
+            )
+        weights.append(w)
+    return weights
+
+
+class FixedStatsNorm(nn.Module):
+    """A norm layer with per-channel statistics set from outside: y = x * scale + shift (B broadcast)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.register_buffer("scale", torch.ones(1, channels, 1, 1))
+        self.register_buffer("shift", torch.zeros(1, channels, 1, 1))
+
+    def set_stats(self, norm: nn.Module, mean: torch.Tensor, var: torch.Tensor) -> None:
+        """mean/var: (1, C) float32 as `norm` would compute them; folds in its eps and affine."""
+        scale = torch.rsqrt(var + norm.eps)
+        shift = -mean * scale
+        if getattr(norm, "weight", None) is not None:
+            scale = scale * norm.weight.float()
+            shift = shift * norm.weight.float() + norm.bias.float()
+        # In-place, so a torch.compile'd tile model keeps its buffers and needs no recompile.
+        self.scale.copy_(scale.view_as(self.scale))
+        self.shift.copy_(shift.view_as(self.shift))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale.to(x.dtype) + self.shift.to(x.dtype)
+
+
+def _channel_stats(norm: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, C) mean and biased variance per channel of sample 0, as `norm` computes them over its groups."""
+    x = x[:1].float()
+    c = x.shape[1]
+    if isinstance(norm, nn.GroupNorm):
+        g = norm.num_groups
+        grouped = x.reshape(1, g, -1)
+        var, mean = torch.var_mean(grouped, dim=2, unbiased=False)
+        return mean.repeat_interleave(c // g, dim=1), var.repeat_interleave(c // g, dim=1)
+    var, mean = torch.var_mean(x.reshape(1, c, -1), dim=2, unbiased=False)
+    return mean, var
+
+
+class TileModel:
+    """A copy of a generator whose norm layers replay statistics recorded on the whole (downscaled) image."""
+
+    def __init__(self, model: nn.Module):
+        self.source = model
+        self.norms = [m for m in model.modules() if isinstance(m, NORM_TYPES)]
+        self.model = copy.deepcopy(model)
+        self.fixed: list[FixedStatsNorm] = []
+        for name, module in list(self.model.named_modules()):
+            if isinstance(module, NORM_TYPES):
+                fixed = FixedStatsNorm(
+                    module.num_channels if isinstance(module, nn.GroupNorm) else module.num_features
+                )
+                fixed.to(next(self.model.parameters()).device)
+                parent_name, _, child = name.rpartition(".")
+                setattr(self.model.get_submodule(parent_name) if parent_name else self.model, child, fixed)
+                self.fixed.append(fixed)
+        if not self.norms:
+            logger.warning(
+                "the generator has no GroupNorm/InstanceNorm layers; tiles run without shared statistics"
+            )
+
+    @contextmanager
+    def recording(self) -> Iterator[None]:
+        """While active, a forward pass of the source model stores its norm statistics in the tile model."""
+
+        def hook(index: int) -> Callable:
+            def record(module: nn.Module, args: tuple) -> None:
+                mean, var = _channel_stats(module, args[0])
+                self.fixed[index].set_stats(module, mean, var)
+
+            return record
+
+        handles = [norm.register_forward_pre_hook(hook(i)) for i, norm in enumerate(self.norms)]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
+def run_tiled(
+    image: np.ndarray,
+    forward: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+    tile_model: TileModel,
+    tile: int,
+    overlap: int,
+    stats_side: int,
+    device: torch.device,
+) -> np.ndarray:
+    """Stylize an (H, W, 3) uint8 image (H, W multiples of 4) tile by tile; returns (H, W, 3) uint8.
+
+    `forward(module, x)` runs a module on (B, 3, h, w) in [-1, 1] and returns float32 in [-1, 1];
+    the statistics pass runs the source model on the image downscaled to at most `stats_side` per side.
+    """
+    h, w = image.shape[:2]
+    tile = max(ALIGN, tile - tile % ALIGN)
+    overlap = min(max(ALIGN, overlap - overlap % ALIGN), tile // 2)
+    scale = min(1.0, stats_side / max(h, w))
+    small = image
+    if scale < 1.0:
+        sh, sw = max(ALIGN, round(h * scale / ALIGN) * ALIGN), max(ALIGN, round(w * scale / ALIGN) * ALIGN)
+        small = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
+    with tile_model.recording():
+        forward(tile_model.source, to_tensor(small, device))
+    del small
+
+    ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    wy, wx = blend_weights(ys, tile, h), blend_weights(xs, tile, w)
+    acc = np.zeros((h, w, 3), dtype=np.float32)  # weighted sum of tile outputs, in [-1, 1] units
+    for y0, row_w in zip(ys, wy, strict=True):
+        for x0, col_w in zip(xs, wx, strict=True):
+            y1, x1 = min(h, y0 + tile), min(w, x0 + tile)
+            out = forward(tile_model.model, to_tensor(image[y0:y1, x0:x1], device))
+            weight = row_w[:, None, None] * col_w[None, :, None]
+            acc[y0:y1, x0:x1] += out[0].permute(1, 2, 0).cpu().numpy() * weight
+    # The blend weights are separable, so their sum over tiles is the outer product of the per-axis sums.
+    norm_y, norm_x = _coverage(ys, wy, h), _coverage(xs, wx, w)
+    result = np.empty((h, w, 3), dtype=np.uint8)
+    for r in range(0, h, 256):  # in bands, to keep temporaries small
+        band = acc[r : r + 256] / (norm_y[r : r + 256, None, None] * norm_x[None, :, None])
+        result[r : r + 256] = np.clip(np.rint((band + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    logger.debug("tiled %dx%d in %d tiles of %d (overlap %d)", w, h, len(ys) * len(xs), tile, overlap)
+    return result
+
+
+def _coverage(starts: list[int], weights: list[np.ndarray], length: int) -> np.ndarray:
+    total = np.zeros(length, dtype=np.float32)
+    for start, w in zip(starts, weights, strict=True):
+        total[start : start + len(w)] += w
+    return total
+
+
+def to_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(H, W, 3) or (B, H, W, 3) uint8 -> (B, 3, H, W) float32 in [-1, 1] (x / 127.5 - 1, as the reference)."""
+    t = torch.from_numpy(np.ascontiguousarray(array)).to(device)
+    if t.ndim == 3:
+        t = t.unsqueeze(0)
+    return t.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
