@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from torch import nn
 
-from animegan.config import GeneratorConfig
+from animegan.config import DiscriminatorConfig, GeneratorConfig
+from animegan.nn.discriminator import Discriminator
 from animegan.nn.generator_v1 import GeneratorV1
 from animegan.nn.generator_v2 import GeneratorV2
 
-__all__ = ["GeneratorV1", "GeneratorV2", "build_generator"]
+__all__ = ["Discriminator", "GeneratorV1", "GeneratorV2", "build_discriminator", "build_generator"]
 
 
 def build_generator(config: GeneratorConfig) -> nn.Module:
@@ -16,3 +17,8 @@ def build_generator(config: GeneratorConfig) -> nn.Module:
     if config.arch == "v1":
         return GeneratorV1(config)
     return GeneratorV2(config)
+
+
+def build_discriminator(config: DiscriminatorConfig) -> nn.Module:
+    """The discriminator of `config`, freshly initialised; `model.config` is `config`."""
+    return Discriminator(config)
