@@ -1,0 +1,354 @@
+"""Trainer: AnimeGAN training as resumable, bounded segments (content-only init phase, then D step + G step).
+
+Everything a run needs to continue lives in run_dir: config.json, checkpoints/, samples/, losses.jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from animegan.data import UnpairedDataset
+from animegan.data.dataset import ImageSource, to_tensor_color
+from animegan.errors import ConfigError
+from animegan.losses import AnimeGANLoss
+from animegan.nn import VGG19Features, build_discriminator, build_generator
+from animegan.training import checkpoint as ckpt
+from animegan.training.config import RUNTIME_FIELDS, TrainConfig
+from animegan.weights import read_weights, save_generator
+
+logger = logging.getLogger(__name__)
+
+LOSSES_FILE = "losses.jsonl"
+CONFIG_FILE = "config.json"
+SAMPLES_DIR = "samples"
+
+
+@dataclass
+class TrainProgress:
+    """Reported after every step. epoch: 0-based epoch of the next step (step // iterations per epoch)."""
+
+    step: int  # steps completed so far in the whole run
+    total_steps: int
+    epoch: int
+    phase: str  # "init" | "gan": phase of the step just run
+    losses: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    status: str  # "completed" | "stopped" (should_stop) | "paused" (max_steps / max_seconds reached)
+    step: int
+    total_steps: int
+    epoch: int
+    phase: str
+    checkpoint: Path | None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"TrainConfig.device={name!r} but CUDA is not available; use device='auto' or 'cpu'"
+        )
+    return device
+
+
+class Trainer:
+    """One run directory. Construct, then call run() as often as needed; each call resumes where the last ended."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        photos: ImageSource,
+        styles: ImageSource,
+        run_dir: str | os.PathLike[str],
+        progress: Callable[[TrainProgress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        on_checkpoint: Callable[[Path], None] | None = None,
+        on_sample: Callable[[Path], None] | None = None,
+        smoothed: ImageSource | None = None,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.progress, self.should_stop = progress, should_stop
+        self.on_checkpoint, self.on_sample = on_checkpoint, on_sample
+        resume_from = ckpt.latest_checkpoint(self.run_dir)
+        state = ckpt.load_checkpoint(resume_from) if resume_from else None
+        init_state = None
+        if state is not None:
+            config = self._reconcile(config, TrainConfig.from_dict(state["config"]), resume_from)
+        elif config.init_generator:
+            init_state, file_gen_config, _ = read_weights(config.init_generator)
+            if file_gen_config != config.generator:
+                logger.info(
+                    "fine-tuning: generator architecture taken from %s: %s",
+                    config.init_generator,
+                    file_gen_config,
+                )
+                config = config.replace(generator=file_gen_config)
+        if not config.vgg_weights:
+            raise ConfigError("TrainConfig.vgg_weights is empty; give the path of a local VGG19 weights file")
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.data = UnpairedDataset(
+            photos,
+            styles,
+            image_size=config.image_size,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            smooth_cache_dir=config.smooth_cache_dir or self.run_dir / "smooth_cache",
+            smoothed=smoothed,
+        )
+        self.iterations_per_epoch = self.data.iterations_per_epoch
+        total = config.epochs * self.iterations_per_epoch
+        self.total_steps = min(total, config.max_total_steps) if config.max_total_steps else total
+        self.init_steps = 0 if config.skip_init else config.init_epochs * self.iterations_per_epoch
+
+        torch.manual_seed(config.seed)  # weight init of G and D
+        self.generator = build_generator(config.generator).to(self.device)
+        self.discriminator = build_discriminator(config.discriminator).to(self.device)
+        self.vgg = VGG19Features(config.vgg_weights).to(self.device)
+        self.criterion = AnimeGANLoss(self.vgg, config.losses)
+        if init_state is not None:
+            self.generator.load_state_dict(init_state, strict=True)
+        betas = config.betas
+        self.opt_init = torch.optim.Adam(self.generator.parameters(), lr=config.init_lr, betas=betas)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.g_lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.d_lr, betas=betas)
+        self.step = 0
+        self.samples = to_tensor_color(self.data.photos.color[: config.num_samples]).to(self.device)
+
+        if state is not None:
+            self._load_state(state)
+            self._truncate_loss_log()
+            logger.info(
+                "resuming %s from %s (step %d of %d)", self.run_dir, resume_from, self.step, self.total_steps
+            )
+        else:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            config.save(self.run_dir / CONFIG_FILE)  # before step one: the run describes itself
+            logger.info(
+                "new run %s: %d steps (%d init), %d per epoch, device %s, %s",
+                self.run_dir,
+                self.total_steps,
+                self.init_steps,
+                self.iterations_per_epoch,
+                self.device,
+                config.precision,
+            )
+
+    @staticmethod
+    def _reconcile(given: TrainConfig, saved: TrainConfig, path: Path) -> TrainConfig:
+        """The checkpoint's config with the given runtime fields; refuse changes to what the run computes."""
+        ignore = RUNTIME_FIELDS | ({"generator"} if given.init_generator else set())
+        diffs = saved.differences(given, ignore=frozenset(ignore))
+        if diffs:
+            raise ConfigError(
+                f"the config differs from the one of checkpoint {path} in: {'; '.join(diffs)}. "
+                "Resume with the run's own config.json or start a new run directory."
+            )
+        return saved.replace(**{name: getattr(given, name) for name in RUNTIME_FIELDS})
+
+    def phase_of(self, step: int) -> str:
+        return "init" if step < self.init_steps else "gan"
+
+    @property
+    def epoch(self) -> int:
+        return self.step // self.iterations_per_epoch
+
+    # ---- one step ----------------------------------------------------------------------------------
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16")
+
+    def train_step(self) -> dict[str, float]:
+        """One optimisation step of the current phase; returns the named losses as floats."""
+        batch = self.data.next_batch().to(self.device)
+        self.generator.train()
+        if self.phase_of(self.step) == "init":
+            with self._autocast():
+                fake = self.generator(batch.photo)  # (B, 3, S, S) in [-1, 1]
+                terms = self.criterion.init_phase(batch.photo, fake)  # total = con * content
+            self.opt_init.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            self.opt_init.step()
+            return _floats(terms, "init_")
+
+        # D step on G(p).detach(): one forward over the four inputs (per-sample norms keep them independent)
+        self.discriminator.requires_grad_(True)
+        with self._autocast():
+            fake = self.generator(batch.photo)
+            logits = self.discriminator(
+                torch.cat([batch.anime, fake.detach(), batch.anime_gray, batch.smooth_gray])
+            )
+            d_terms = self.criterion.discriminator(*logits.chunk(4))
+        self.opt_d.zero_grad(set_to_none=True)
+        d_terms["total"].backward()
+        self.opt_d.step()
+
+        # G step on the same fake with D frozen: D's weights get no gradients, the fake still does
+        self.discriminator.requires_grad_(False)
+        with self._autocast():
+            g_terms = self.criterion.generator(batch.photo, fake, batch.anime_gray, self.discriminator(fake))
+        self.opt_g.zero_grad(set_to_none=True)
+        g_terms["total"].backward()
+        self.opt_g.step()
+        return {**_floats(d_terms, "d_"), **_floats(g_terms, "g_")}
+
+    # ---- the loop ----------------------------------------------------------------------------------
+
+    def run(self, max_steps: int | None = None, max_seconds: float | None = None) -> TrainResult:
+        """Train until done, stopped, or this segment's budget is spent; always ends with a checkpoint."""
+        if self.step >= self.total_steps:
+            return self._result("completed", ckpt.latest_checkpoint(self.run_dir))
+        start, done, status = time.monotonic(), 0, "completed"
+        last_saved = None
+        while self.step < self.total_steps:
+            if self.should_stop is not None and self.should_stop():
+                status = "stopped"
+                break
+            if (max_steps is not None and done >= max_steps) or (
+                max_seconds is not None and time.monotonic() - start >= max_seconds
+            ):
+                status = "paused"
+                break
+            phase = self.phase_of(self.step)
+            losses = self.train_step()
+            self.step += 1
+            done += 1
+            last_saved = None
+            self._log_losses(phase, losses)
+            if self.progress is not None:
+                self.progress(TrainProgress(self.step, self.total_steps, self.epoch, phase, losses))
+            if self.config.sample_every and self.step % self.config.sample_every == 0:
+                self.write_sample()
+            if self.step % self.config.checkpoint_every == 0:
+                last_saved = self.save_checkpoint()
+        if status == "completed" and not (
+            self.config.sample_every and self.step % self.config.sample_every == 0
+        ):
+            self.write_sample()
+        path = last_saved or self.save_checkpoint()
+        logger.info(
+            "%s at step %d of %d (%d steps in %.1f s)",
+            status,
+            self.step,
+            self.total_steps,
+            done,
+            time.monotonic() - start,
+        )
+        return self._result(status, path)
+
+    def _result(self, status: str, path: Path | None) -> TrainResult:
+        phase = self.phase_of(max(self.step - 1, 0))
+        return TrainResult(status, self.step, self.total_steps, self.epoch, phase, path)
+
+    def _log_losses(self, phase: str, losses: dict[str, float]) -> None:
+        record = {
+            "step": self.step,
+            "epoch": self.epoch,
+            "phase": phase,
+            "time": round(time.time(), 3),
+            **losses,
+        }
+        with open(self.run_dir / LOSSES_FILE, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.step % self.config.log_every == 0 or self.step == self.total_steps:
+            named = " ".join(f"{k}={v:.4g}" for k, v in losses.items())
+            logger.info("step %d/%d epoch %d %s: %s", self.step, self.total_steps, self.epoch, phase, named)
+
+    def _truncate_loss_log(self) -> None:
+        """Drop log lines of steps after the checkpoint: a segment that died re-runs those steps."""
+        path = self.run_dir / LOSSES_FILE
+        if not path.is_file():
+            return
+        lines = path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= self.step]
+        if len(kept) != len(lines):
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text("".join(kept))
+            tmp.replace(path)
+
+    # ---- checkpoints, samples, export -------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "phase": self.phase_of(self.step),
+            "config": self.config.to_dict(),
+            "generator_config": self.config.generator.to_dict(),
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "optimizers": {
+                "init": self.opt_init.state_dict(),
+                "g": self.opt_g.state_dict(),
+                "d": self.opt_d.state_dict(),
+            },
+            "data": self.data.state_dict(),
+            "rng": ckpt.capture_rng_state(),
+        }
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.opt_init.load_state_dict(state["optimizers"]["init"])
+        self.opt_g.load_state_dict(state["optimizers"]["g"])
+        self.opt_d.load_state_dict(state["optimizers"]["d"])
+        self.data.load_state_dict(state["data"])
+        ckpt.restore_rng_state(state["rng"])
+        self.step = int(state["step"])
+
+    def save_checkpoint(self) -> Path:
+        path = ckpt.save_checkpoint(ckpt.checkpoint_path(self.run_dir, self.step), self.state_dict())
+        ckpt.prune_checkpoints(self.run_dir, self.config.keep_checkpoints)
+        logger.info("checkpoint %s", path)
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(path)
+        return path
+
+    @torch.no_grad()
+    def write_sample(self) -> Path | None:
+        """run_dir/samples/step-XXXXXX.png: the val photos (top row) over their G outputs (bottom row)."""
+        if len(self.samples) == 0:
+            return None
+        self.generator.eval()
+        with self._autocast():
+            out = self.generator(self.samples).float().clamp(-1, 1)
+        self.generator.train()
+        rows = [torch.cat(list(t), dim=2) for t in (self.samples, out)]  # each (3, S, n*S)
+        grid = ((torch.cat(rows, dim=1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+        path = self.run_dir / SAMPLES_DIR / f"step-{self.step:06d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        Image.fromarray(np.ascontiguousarray(grid)).save(tmp, format="PNG")
+        tmp.replace(path)
+        if self.on_sample is not None:
+            self.on_sample(path)
+        return path
+
+    def export_generator(self, path: str | os.PathLike[str]) -> Path:
+        """The serving export (safetensors + config) of the current generator."""
+        metadata = {
+            "source": "trained",
+            "step": self.step,
+            "preset": self.config.preset,
+            "run_dir": str(self.run_dir),
+        }
+        return save_generator(Path(path), self.generator, metadata=metadata)
+
+
+def _floats(terms: dict[str, torch.Tensor], prefix: str) -> dict[str, float]:
+    return {prefix + k: float(v.detach()) for k, v in terms.items()}
