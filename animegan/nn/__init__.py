@@ -8,8 +8,16 @@ from animegan.config import DiscriminatorConfig, GeneratorConfig
 from animegan.nn.discriminator import Discriminator
 from animegan.nn.generator_v1 import GeneratorV1
 from animegan.nn.generator_v2 import GeneratorV2
+from animegan.nn.vgg import VGG19Features
 
-__all__ = ["Discriminator", "GeneratorV1", "GeneratorV2", "build_discriminator", "build_generator"]
+__all__ = [
+    "Discriminator",
+    "GeneratorV1",
+    "GeneratorV2",
+    "VGG19Features",
+    "build_discriminator",
+    "build_generator",
+]
 
 
 def build_generator(config: GeneratorConfig) -> nn.Module:
