@@ -1,0 +1,117 @@
+"""The Celery app, configured from settings for long GPU tasks on a Redis broker (imports no task code).
+
+`app` (module attribute, built on first access from ANIMEGAN_* settings) is what `celery -A workers.celery_app`
+and workers.tasks use; the API calls `configure_app(its settings)` at start-up, then enqueues by task name.
+
+How a task survives a dead worker with the Redis transport (kombu 5.7, read from kombu/transport/redis.py):
+- kombu emulates acks: on delivery a message is copied into the `unacked` hash and `unacked_index` sorted set
+  (score = delivery time); the ack (task_acks_late: after the task returns) deletes it.
+- A prefork *child* killed mid-task (OOM, SIGKILL): the parent sees WorkerLostError and, because of
+  task_reject_on_worker_lost, rejects with requeue, which puts the message back at the head of its queue at
+  once, marked redelivered. That can loop on a poison input: the workers count attempts in the JobStore and
+  fail the job after max_redeliveries.
+- Warm shutdown (SIGTERM) waits for running tasks, then `QoS.restore_at_shutdown` puts every message this
+  worker reserved but did not ack back on its queue.
+- The whole worker SIGKILLed (node lost, OOM of the main process): nothing runs to restore. The message stays
+  in `unacked` until some consumer's `restore_visible` finds it older than visibility_timeout: each worker
+  runs it when it starts polling and then periodically (every unacked_restore_interval seconds, scanning on
+  every unacked_restore_throttle-th call; kombu's defaults 10 x 10 give ~100 s, we set the throttle to 1).
+  A restart does NOT restore sooner: a message younger than visibility_timeout waits out its timeout.
+  Restored messages carry delivery_info["redelivered"] = True.
+- Hence the visibility timeout must exceed the longest task (a training segment plus its checkpoint upload,
+  validated in WorkerSettings), or a healthy long task is handed to a second worker while it still runs; the
+  training lease's fencing token makes that case harmless. Every app on the broker must use the same value
+  (kombu applies the shortest), which is why it lives in the shared ServiceSettings.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from workers.contracts import TASK_QUEUES, Queues
+from workers.settings import ServiceSettings, load_settings
+
+logger = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_app: Celery | None = None
+
+
+def celery_config(settings: ServiceSettings) -> dict[str, Any]:
+    """The Celery configuration for these settings (a plain dict, so tests can check it)."""
+    visibility = settings.visibility_timeout_seconds
+    transport = {
+        "visibility_timeout": visibility,
+        # Sweep for abandoned messages every few seconds (at most a tenth of the timeout), on every sweep.
+        "unacked_restore_interval": max(1, min(10, visibility // 10)),
+        "unacked_restore_throttle": 1,
+        # A broker that vanishes without closing TCP (failover, NAT) must not hang a publish forever.
+        "socket_timeout": 30,
+        "socket_connect_timeout": 10,
+    }
+    return {
+        "broker_url": settings.redis_url,
+        "broker_transport_options": transport,
+        # No result backend (job state lives in the JobStore); kept equal in case one is ever configured.
+        "result_backend": None,
+        "result_backend_transport_options": dict(transport),
+        "task_ignore_result": True,
+        # JSON only: a pickle payload on a shared broker would be code execution.
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        # At-least-once: ack after the task ran, requeue if its process died, reserve one task at a time.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        # With late acks a broker connection loss redelivers running tasks; stop them rather than let them
+        # run twice in parallel (Celery 6's default).
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_queues": [Queue(queue.value, routing_key=queue.value) for queue in Queues],
+        "task_default_queue": Queues.stylize.value,
+        "task_routes": {name.value: {"queue": queue.value} for name, queue in TASK_QUEUES.items()},
+        "task_create_missing_queues": False,
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
+        "task_track_started": False,
+        "broker_connection_retry_on_startup": True,
+    }
+
+
+def create_celery_app(settings: ServiceSettings) -> Celery:
+    """A new app for these settings. `include` names the task module, imported only by worker processes."""
+    app = Celery("animegan", include=["workers.tasks"], set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app
+
+
+def get_app() -> Celery:
+    """This process's app: built on first use from the environment (worker and CLI processes)."""
+    global _app
+    with _lock:
+        if _app is None:
+            _app = create_celery_app(load_settings(ServiceSettings))
+        return _app
+
+
+def configure_app(settings: ServiceSettings) -> Celery:
+    """Make the process's app use `settings` (the API calls this at start-up, before its first enqueue)."""
+    global _app
+    with _lock:
+        if _app is None:
+            _app = create_celery_app(settings)
+        else:
+            _app.conf.update(celery_config(settings))
+        return _app
+
+
+def __getattr__(name: str) -> Any:
+    # `from workers.celery_app import app` and `celery -A workers.celery_app` both land here.
+    if name == "app":
+        return get_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

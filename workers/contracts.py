@@ -1,0 +1,191 @@
+"""What travels through the broker: queue and task names, versioned payload models (ids and storage keys, never
+image bytes) and enqueue helpers that send by task name, so the API never imports workers.tasks or torch.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from workers.keys import SEGMENT_RE, validate_key
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+logger = logging.getLogger(__name__)
+
+# Bump when a payload changes incompatibly; a worker refuses versions newer than it knows (during a rolling
+# deploy, old workers must not misread new messages). Additive optional fields do not need a bump.
+PAYLOAD_VERSION = 1
+
+
+class Queues(StrEnum):
+    """Broker queues; GPU workers consume stylize and/or train, a cheap worker consumes webhooks."""
+
+    stylize = "stylize"  # single images and batch chunks: short tasks
+    train = "train"  # training segments: long tasks, its own workers so stylize latency stays low
+    webhooks = "webhooks"  # outbound HTTP deliveries: never behind a GPU job
+
+
+class TaskNames(StrEnum):
+    stylize = "animegan.stylize"
+    batch_chunk = "animegan.batch_chunk"
+    finalize_batch = "animegan.finalize_batch"
+    train_segment = "animegan.train_segment"
+    deliver_webhook = "animegan.deliver_webhook"
+
+
+TASK_QUEUES: dict[TaskNames, Queues] = {
+    TaskNames.stylize: Queues.stylize,
+    TaskNames.batch_chunk: Queues.stylize,
+    TaskNames.finalize_batch: Queues.stylize,
+    TaskNames.train_segment: Queues.train,
+    TaskNames.deliver_webhook: Queues.webhooks,
+}
+
+
+class Payload(BaseModel):
+    """Fields every task payload has. Unknown fields are ignored so newer producers can add optional ones."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    version: int = PAYLOAD_VERSION
+    job_id: str
+
+    @field_validator("version")
+    @classmethod
+    def _known_version(cls, value: int) -> int:
+        if not 1 <= value <= PAYLOAD_VERSION:
+            raise ValueError(
+                f"payload version {value} is not supported by this worker (knows 1..{PAYLOAD_VERSION}); "
+                "upgrade the workers before the API"
+            )
+        return value
+
+    @field_validator("job_id")
+    @classmethod
+    def _job_id(cls, value: str) -> str:
+        if not SEGMENT_RE.match(value):
+            raise ValueError(f"job id {value!r} is not a valid id")
+        return value
+
+
+class StylizePayload(Payload):
+    input_key: str  # the uploaded image; options live in the job record's params
+
+    @field_validator("input_key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        return validate_key(value)
+
+
+class BatchChunkPayload(Payload):
+    indices: list[int] = Field(min_length=1)  # positions of these images in the batch (output file numbers)
+    input_keys: list[str] = Field(min_length=1)  # one per index
+
+    @field_validator("input_keys")
+    @classmethod
+    def _keys(cls, value: list[str]) -> list[str]:
+        return [validate_key(key) for key in value]
+
+    @model_validator(mode="after")
+    def _same_length(self) -> BatchChunkPayload:
+        if len(self.indices) != len(self.input_keys) or min(self.indices) < 0:
+            raise ValueError(
+                f"batch chunk of job {self.job_id}: {len(self.indices)} indices for {len(self.input_keys)} keys"
+                " (need one non-negative index per key)"
+            )
+        return self
+
+
+class FinalizeBatchPayload(Payload):
+    """Build the results archive and close the batch once every item is done or failed."""
+
+
+class TrainSegmentPayload(Payload):
+    segment: int = Field(ge=0)  # 0 for the first; each segment enqueues the next
+
+
+class WebhookPayload(Payload):
+    event: str = Field(min_length=1, max_length=64)  # what happened, e.g. the terminal status "succeeded"
+
+
+def task_id(job_id: str, kind: str, number: int | None = None) -> str:
+    """Deterministic Celery task ids, so the API can revoke a job's queued tasks without storing their ids."""
+    return f"{job_id}-{kind}" if number is None else f"{job_id}-{kind}-{number}"
+
+
+def _send(
+    name: TaskNames, payload: Payload, tid: str, app: Celery | None, countdown: float | None = None
+) -> str:
+    if app is None:
+        from workers.celery_app import get_app
+
+        app = get_app()
+    # Routing to the queue comes from the app's task_routes (celery_app.py), the same table the workers use.
+    app.send_task(str(name), args=[payload.model_dump(mode="json")], task_id=tid, countdown=countdown)
+    logger.debug("sent %s %s for job %s", name, tid, payload.job_id)
+    return tid
+
+
+def enqueue_stylize(job_id: str, input_key: str, *, app: Celery | None = None) -> str:
+    payload = StylizePayload(job_id=job_id, input_key=input_key)
+    return _send(TaskNames.stylize, payload, task_id(job_id, "stylize"), app)
+
+
+def enqueue_batch(
+    job_id: str, input_keys: list[str], chunk_size: int, *, app: Celery | None = None
+) -> list[str]:
+    """Fan a batch out into chunk tasks of `chunk_size` images; item i is input_keys[i]."""
+    if chunk_size < 1 or not input_keys:
+        raise ValueError(
+            f"enqueue_batch({job_id}): need chunk_size >= 1 and inputs, got {chunk_size}, {len(input_keys)}"
+        )
+    ids = []
+    for number, start in enumerate(range(0, len(input_keys), chunk_size)):
+        indices = list(range(start, min(start + chunk_size, len(input_keys))))
+        payload = BatchChunkPayload(
+            job_id=job_id, indices=indices, input_keys=input_keys[start : indices[-1] + 1]
+        )
+        ids.append(_send(TaskNames.batch_chunk, payload, task_id(job_id, "chunk", number), app))
+    return ids
+
+
+def enqueue_finalize_batch(job_id: str, *, app: Celery | None = None) -> str:
+    return _send(
+        TaskNames.finalize_batch, FinalizeBatchPayload(job_id=job_id), task_id(job_id, "finalize"), app
+    )
+
+
+def enqueue_train_segment(
+    job_id: str, segment: int, *, countdown: float | None = None, app: Celery | None = None
+) -> str:
+    payload = TrainSegmentPayload(job_id=job_id, segment=segment)
+    return _send(TaskNames.train_segment, payload, task_id(job_id, "segment", segment), app, countdown)
+
+
+def enqueue_training(job_id: str, *, app: Celery | None = None) -> str:
+    """Start a training job: its first segment."""
+    return enqueue_train_segment(job_id, 0, app=app)
+
+
+def enqueue_webhook(
+    job_id: str, event: str, *, countdown: float | None = None, app: Celery | None = None
+) -> str:
+    payload = WebhookPayload(job_id=job_id, event=event)
+    return _send(TaskNames.deliver_webhook, payload, task_id(job_id, f"webhook-{event}"), app, countdown)
+
+
+def revoke_queued(job_id: str, chunk_count: int = 0, *, app: Celery | None = None) -> list[str]:
+    """Ask workers to drop a canceled job's not-yet-started stylize/batch tasks (best effort: the cancel flag in
+    the job record is what actually stops work; revoked ids live only in worker memory)."""
+    if app is None:
+        from workers.celery_app import get_app
+
+        app = get_app()
+    ids = [task_id(job_id, "stylize")] + [task_id(job_id, "chunk", n) for n in range(chunk_count)]
+    app.control.revoke(ids)
+    return ids
