@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="torch.compile the generator (pays off for many same-size images)",
     )
     p.add_argument("--tile", type=int, default=1024, help="tile images larger than this side (0: never tile)")
-    p.add_argument("--tile-overlap", type=int, default=32, help="overlap of neighbouring tiles in pixels")
+    p.add_argument("--tile-overlap", type=int, default=64, help="overlap of neighbouring tiles in pixels")
     p.add_argument("--batch-size", type=int, default=4, help="same-size images per forward pass")
     p.add_argument("--drop-alpha", action="store_true", help="write RGB even for inputs with transparency")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger inputs")
