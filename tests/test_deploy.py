@@ -247,7 +247,7 @@ def test_k8s_objects_are_complete_and_consistent():
             if svc["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()
         ]
         assert targets, f"Service {svc['metadata']['name']} selects no Deployment"
-    queue_names = {q.value if hasattr(q, "value") else q for q in vars(Queues).values() if isinstance(q, str)}
+    queue_names = {queue.value for queue in Queues}
     for name, scaled in by_kind["ScaledObject"].items():
         assert scaled["spec"]["scaleTargetRef"]["name"] in by_kind["Deployment"]
         for trigger in scaled["spec"]["triggers"]:
