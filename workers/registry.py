@@ -1,0 +1,208 @@
+"""Model registry: records in Redis (files in object storage), a public namespace plus one per tenant.
+
+A tenant sees the public models and its own; its own shadow a public model of the same name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import struct
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from workers import keys
+from workers.exceptions import InvalidName, ModelExists
+from workers.jobstore import check_owner
+
+if TYPE_CHECKING:
+    from workers.storage import ObjectStore
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "animegan:"
+NAME_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
+Source = Literal["trained", "uploaded", "builtin"]
+SOURCES = ("trained", "uploaded", "builtin")
+
+# KEYS: record, index. ARGV: name, record JSON, replace (0|1). Returns 1 if stored, 0 if the name was taken.
+_REGISTER = """
+if ARGV[3] == '0' and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    owner: str | None  # None for a public model
+    key: str  # storage key of the generator export
+    config: dict[str, Any]  # GeneratorConfig.to_dict()
+    source: Source
+    created_at: float
+    size: int | None  # bytes of the export, when known
+    metadata: dict[str, Any]
+
+    @property
+    def public(self) -> bool:
+        return self.owner is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "public": self.public}
+
+
+def check_model_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise InvalidName(
+            f"model name {name!r} must be 1-64 characters of lowercase letters, digits, '-' and '_'"
+        )
+    return name
+
+
+class ModelRegistry:
+    """register/get/list/delete model records; the caller writes and deletes the files themselves."""
+
+    def __init__(self, redis_client: Any) -> None:
+        self.redis = redis_client
+        self._register = redis_client.register_script(_REGISTER)
+
+    @staticmethod
+    def _scope(owner: str | None) -> str:
+        return "public" if owner is None else f"user:{check_owner(owner)}"
+
+    def _record_key(self, name: str, owner: str | None) -> str:
+        return f"{PREFIX}model:{self._scope(owner)}:{name}"
+
+    def _index_key(self, owner: str | None) -> str:
+        return f"{PREFIX}models:{self._scope(owner)}"
+
+    def register(
+        self,
+        name: str,
+        owner: str | None,
+        key: str,
+        config: dict[str, Any],
+        public: bool = False,
+        source: Source = "trained",
+        size: int | None = None,
+        metadata: dict[str, Any] | None = None,
+        replace: bool = False,
+    ) -> ModelInfo:
+        """Record a model; public=True (or owner None) puts it in the shared namespace.
+
+        Raises ModelExists if the name is taken in that namespace, unless replace=True.
+        """
+        check_model_name(name)
+        keys.validate_key(key)
+        if source not in SOURCES:
+            raise InvalidName(f"model source {source!r} must be one of {', '.join(SOURCES)}")
+        scope_owner = None if public else owner
+        if scope_owner is None and not public:
+            raise InvalidName(f"model {name!r}: a private model needs an owner (or pass public=True)")
+        info = ModelInfo(
+            name, scope_owner, key, dict(config), source, time.time(), size, dict(metadata or {})
+        )
+        stored = self._register(
+            keys=[self._record_key(name, scope_owner), self._index_key(scope_owner)],
+            args=[name, json.dumps(asdict(info)), int(replace)],
+        )
+        if not int(stored):
+            where = "public models" if scope_owner is None else f"models of {scope_owner!r}"
+            raise ModelExists(
+                f"model {name!r} already exists among the {where}; pick another name or delete it"
+            )
+        logger.info("registered model %s (%s, %s) at %s", name, scope_owner or "public", source, key)
+        return info
+
+    def _load(self, name: str, owner: str | None) -> ModelInfo | None:
+        raw = self.redis.get(self._record_key(name, owner))
+        if raw is None:
+            return None
+        data = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+        return ModelInfo(**data)
+
+    def get(self, name: str, owner: str | None) -> ModelInfo | None:
+        """The model `owner` may use under `name`: its own first, then a public one."""
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            return None
+        if owner is not None:
+            own = self._load(name, owner)
+            if own is not None:
+                return own
+        return self._load(name, None)
+
+    def list(self, owner: str | None) -> list[ModelInfo]:
+        """Public models and `owner`'s own (own shadowing public), sorted by name."""
+        found: dict[str, ModelInfo] = {}
+        for scope_owner in [None] + ([owner] if owner is not None else []):
+            index = self._index_key(scope_owner)
+            names = sorted(n.decode() if isinstance(n, bytes) else n for n in self.redis.smembers(index))
+            for name in names:
+                info = self._load(name, scope_owner)
+                if info is None:  # record deleted between SMEMBERS and GET
+                    self.redis.srem(index, name)
+                    continue
+                found[name] = info
+        return [found[name] for name in sorted(found)]
+
+    def delete(self, name: str, owner: str | None) -> ModelInfo | None:
+        """Remove `owner`'s own model (owner None: a public one); returns the record so the caller can delete
+        its file, or None if there was none. A tenant can never delete a public model this way."""
+        check_model_name(name)
+        record_key = self._record_key(name, owner)
+        pipe = self.redis.pipeline()
+        pipe.get(record_key)
+        pipe.delete(record_key)
+        pipe.srem(self._index_key(owner), name)
+        raw, _, _ = pipe.execute()
+        if raw is None:
+            return None
+        return ModelInfo(**json.loads(raw.decode() if isinstance(raw, bytes) else raw))
+
+    def register_builtin_models(self, models_dir: Path, store: ObjectStore) -> list[ModelInfo]:
+        """Upload each `<name>.safetensors` export in `models_dir` to storage and register it as public.
+
+        Reads config and metadata from the safetensors header (plain JSON), so no torch is needed. Files whose
+        stem is not a valid model name are skipped with a warning.
+        """
+        registered = []
+        for path in sorted(Path(models_dir).glob("*.safetensors")):
+            name = path.stem
+            if not NAME_RE.match(name):
+                logger.warning("built-in model %s skipped: %r is not a valid model name", path, name)
+                continue
+            config, metadata = read_export_header(path)
+            key = keys.model(name)
+            store.put_file(key, path, content_type="application/octet-stream")
+            registered.append(
+                self.register(
+                    name, None, key, config, public=True, source="builtin",
+                    size=path.stat().st_size, metadata=metadata, replace=True,
+                )
+            )  # fmt: skip
+        return registered
+
+
+def read_export_header(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(config, metadata) from a generator export's safetensors header: 8-byte little-endian length + JSON."""
+    with Path(path).open("rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) != 8:
+            raise ValueError(f"{path} is not a safetensors file (shorter than its 8-byte header length)")
+        (length,) = struct.unpack("<Q", prefix)
+        if length > 100 * 1024 * 1024:
+            raise ValueError(
+                f"{path}: safetensors header length {length} is implausible; the file is corrupt"
+            )
+        header = json.loads(handle.read(length))
+    meta = header.get("__metadata__") or {}
+    if "config" not in meta:
+        raise ValueError(
+            f"{path} has no generator config in its header; export it with `animegan import-weights`"
+        )
+    return json.loads(meta["config"]), json.loads(meta.get("metadata", "{}"))
