@@ -1,0 +1,161 @@
+"""AnimeGAN losses as named terms (AG1/AG2 tools/ops.py, spec §1.6, §2.4): LSGAN, VGG content and Gram style,
+YUV colour, total variation, and the weighted totals of G, D and the init phase.
+
+Every reduction runs in fp32 with autocast off, so the losses are safe when G, D and VGG run under bf16 autocast.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from animegan.config import LossWeights
+
+# tf.image.rgb_to_yuv kernel: yuv = rgb @ YUV_KERNEL (rows R, G, B; columns Y, U, V).
+YUV_KERNEL = (
+    (0.299, -0.14714119, 0.61497538),
+    (0.587, -0.28886916, -0.51496512),
+    (0.114, 0.43601035, -0.10001026),
+)
+
+
+def _fp32(x: torch.Tensor) -> AbstractContextManager:
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
+def rgb_to_yuv(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB in [0, 1] -> YUV, as tf.image.rgb_to_yuv."""
+    kernel = torch.tensor(YUV_KERNEL, dtype=x.dtype, device=x.device)
+    return torch.einsum("bchw,cd->bdhw", x, kernel)
+
+
+def gram(features: torch.Tensor) -> torch.Tensor:
+    """Per-sample Gram matrix (B, C, C) = F^T F / (H W C) of (B, C, H, W) features, in fp32."""
+    with _fp32(features):
+        b, c, h, w = features.shape
+        flat = features.float().reshape(b, c, h * w)
+        return torch.bmm(flat, flat.transpose(1, 2)) / (h * w * c)
+
+
+def content_loss(real_features: torch.Tensor, fake_features: torch.Tensor) -> torch.Tensor:
+    """L1 (mean) between VGG features of the photo and of G(photo)."""
+    with _fp32(fake_features):
+        return F.l1_loss(fake_features.float(), real_features.float())
+
+
+def style_loss(style_features: torch.Tensor, fake_features: torch.Tensor) -> torch.Tensor:
+    """L1 (mean) between the per-sample Grams of grayscale-anime features and G(photo) features."""
+    with _fp32(fake_features):
+        return F.l1_loss(gram(fake_features), gram(style_features))
+
+
+def color_loss(photo: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """L1 on Y + Huber(delta 1) on U and V of the [-1, 1] images mapped to [0, 1] (tf.losses.huber_loss mean)."""
+    with _fp32(fake):
+        real_yuv = rgb_to_yuv((photo.float() + 1) / 2)
+        fake_yuv = rgb_to_yuv((fake.float() + 1) / 2)
+        y = F.l1_loss(fake_yuv[:, 0], real_yuv[:, 0])
+        u = F.smooth_l1_loss(fake_yuv[:, 1], real_yuv[:, 1], beta=1.0)
+        v = F.smooth_l1_loss(fake_yuv[:, 2], real_yuv[:, 2], beta=1.0)
+        return y + u + v
+
+
+def total_variation_loss(x: torch.Tensor) -> torch.Tensor:
+    """AG2: l2_loss(dh)/size(dh) + l2_loss(dw)/size(dw) = 0.5 mean(dh^2) + 0.5 mean(dw^2)."""
+    with _fp32(x):
+        x = x.float()
+        dh = x[:, :, :-1, :] - x[:, :, 1:, :]
+        dw = x[:, :, :, :-1] - x[:, :, :, 1:]
+        return 0.5 * dh.square().mean() + 0.5 * dw.square().mean()
+
+
+def lsgan_real(logits: torch.Tensor) -> torch.Tensor:
+    """mean((D(x) - 1)^2): the target of real anime for D, and of G(p) for G."""
+    with _fp32(logits):
+        return (logits.float() - 1).square().mean()
+
+
+def lsgan_fake(logits: torch.Tensor) -> torch.Tensor:
+    """mean(D(x)^2): the target of generated, grayscale and edge-smoothed images for D."""
+    with _fp32(logits):
+        return logits.float().square().mean()
+
+
+class AnimeGANLoss(nn.Module):
+    """The weighted loss dicts of one training step; holds the frozen VGG so `.to(device)` moves it along.
+
+    Each method returns {term: 0-dim fp32 tensor}; "total" carries the graph, the other terms are for logging.
+    """
+
+    def __init__(self, vgg: nn.Module, weights: LossWeights) -> None:
+        super().__init__()
+        self.vgg = vgg
+        self.weights = weights
+
+    def init_phase(self, photo: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
+        """G pre-training: content loss only, weighted by con (AG1/AG2 init_loss)."""
+        with torch.no_grad():
+            real_features = self.vgg(photo)
+        content = content_loss(real_features, self.vgg(fake))
+        return {"content": content.detach(), "total": self.weights.con * content}
+
+    def generator(
+        self, photo: torch.Tensor, fake: torch.Tensor, anime_gray: torch.Tensor, d_fake: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """G step: photo (B, 3, H, W), fake = G(photo), anime_gray (>= B images; sliced to B), d_fake = D(fake)."""
+        w = self.weights
+        b = fake.shape[0]
+        if anime_gray.shape[0] < b:
+            raise ValueError(
+                f"AnimeGANLoss.generator: anime_gray has {anime_gray.shape[0]} images, fake has {b}"
+            )
+        # Reference features need no graph: one no-grad forward for photo and anime, one for the fake.
+        with torch.no_grad():
+            reference = self.vgg(torch.cat([photo, anime_gray[:b].to(photo.dtype)]))
+        fake_features = self.vgg(fake)
+        terms = {
+            "adv": lsgan_real(d_fake),
+            "content": content_loss(reference[:b], fake_features),
+            "style": style_loss(reference[b:], fake_features),
+            "color": color_loss(photo, fake),
+        }
+        total = (
+            w.g_adv * terms["adv"]
+            + w.con * terms["content"]
+            + w.sty * terms["style"]
+            + w.color * terms["color"]
+        )
+        if w.tv > 0:
+            terms["tv"] = total_variation_loss(fake)
+            total = total + w.tv * terms["tv"]
+        out = {name: value.detach() for name, value in terms.items()}
+        out["total"] = total
+        return out
+
+    def discriminator(
+        self,
+        d_anime: torch.Tensor,
+        d_fake: torch.Tensor,
+        d_anime_gray: torch.Tensor,
+        d_smooth_gray: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """D step on logits of: colour anime (-> 1), G(p) detached, grayscale anime, grayscale smoothed anime (-> 0)."""
+        w = self.weights
+        terms = {
+            "real": lsgan_real(d_anime),
+            "fake": lsgan_fake(d_fake),
+            "gray": lsgan_fake(d_anime_gray),
+            "smooth": lsgan_fake(d_smooth_gray),
+        }
+        weighted = (
+            w.d_real * terms["real"]
+            + w.d_fake * terms["fake"]
+            + w.d_gray * terms["gray"]
+            + w.d_smooth * terms["smooth"]
+        )
+        out = {name: value.detach() for name, value in terms.items()}
+        out["total"] = w.d_adv * weighted
+        return out
