@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import redis
 from fastapi import Depends, Request
@@ -15,6 +15,7 @@ from api.auth import tenant_for_token
 from api.errors import ApiError
 from api.limits import ActiveJobSlots, RateLimiter
 from api.settings import ApiSettings
+from workers.celery_app import configure_app
 from workers.jobstore import JobStore
 from workers.registry import ModelRegistry
 from workers.storage import ObjectStore, open_store
@@ -36,13 +37,16 @@ class Services:
     registry: ModelRegistry
     rate: RateLimiter
     slots: ActiveJobSlots
+    metrics_registry: Any = None  # api.metrics.registry_for builds it on the first scrape
 
     @classmethod
     def connect(cls, settings: ApiSettings) -> Services:
         client = redis.Redis.from_url(
             settings.redis_url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5
         )
-        jobs = JobStore(client, ttl_seconds=settings.job_ttl_seconds)
+        jobs = JobStore.from_settings(client, settings)
+        # Enqueues go through this app, configured with the API's broker settings (not re-read from env).
+        configure_app(settings)
         return cls(
             settings=settings,
             redis=client,

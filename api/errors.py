@@ -46,16 +46,15 @@ def error_body(code: str, message: str) -> dict[str, Any]:
 
 def _field_name(loc: tuple | list) -> str:
     # loc is e.g. ("body", "hyperparameters", "epochs"); the source part says nothing to the client.
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "form")]
-    return ".".join(parts) or ".".join(str(p) for p in loc)
+    return ".".join(str(p) for p in loc if p not in ("body", "query", "path", "header", "form"))
 
 
 def validation_message(errors: list[dict[str, Any]]) -> str:
     """One readable line per invalid field: `field: what is wrong (got value)`."""
     lines = []
     for err in errors:
-        field = _field_name(err.get("loc", ()))
-        msg = err.get("msg", "invalid value")
+        field = _field_name(err.get("loc", ())) or "request"
+        msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
         if err.get("type") == "missing":
             lines.append(f"{field}: field required")
         elif "input" in err and not isinstance(err["input"], dict | bytes):

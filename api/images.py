@@ -12,6 +12,7 @@ import posixpath
 import warnings
 import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
@@ -95,9 +96,9 @@ def safe_name(name: str, fallback: str) -> str:
     return base[:200] if base and base not in (".", "..") else fallback
 
 
-def _zip(data: bytes, name: str) -> zipfile.ZipFile:
+def _zip(source: bytes | Path, name: str) -> zipfile.ZipFile:
     try:
-        return zipfile.ZipFile(io.BytesIO(data))
+        return zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source)
     except zipfile.BadZipFile as exc:
         raise ApiError(415, "not_a_zip", f"{name}: not a zip archive ({exc})") from exc
 
@@ -163,7 +164,7 @@ def read_image_archive(
         return out
 
 
-def check_dataset_archive(data: bytes, name: str, max_total_bytes: int) -> int:
+def check_dataset_archive(source: bytes | Path, name: str, max_total_bytes: int) -> int:
     """Check a training dataset archive (zip of images) from its directory only; return its image count."""
-    with _zip(data, name) as zf:
+    with _zip(source, name) as zf:
         return len(_image_entries(zf, name, max_total_bytes))

@@ -6,7 +6,7 @@ Every model refuses unknown fields so a typo is a 422 naming the field rather th
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -46,10 +46,22 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
-class StyleOptions(BaseModel):
-    """Options shared by single-image and batch stylization."""
+class FormModel(BaseModel):
+    """A multipart form's fields: unknown ones are refused, except the file parts the route reads itself."""
 
     model_config = ConfigDict(extra="forbid")
+    file_parts: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_file_parts(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if k not in cls.file_parts}
+        return data
+
+
+class StyleOptions(FormModel):
+    """Options shared by single-image and batch stylization."""
 
     model: str = Field(
         min_length=1, max_length=64, description="model name (GET /v1/models)", examples=["hayao"]
@@ -76,6 +88,8 @@ class StyleOptions(BaseModel):
 class StylizeForm(StyleOptions):
     """POST /v1/stylize form fields; the image is the `file` part or `upload_id` of a direct upload."""
 
+    file_parts: ClassVar[tuple[str, ...]] = ("file",)
+
     upload_id: str | None = Field(
         None, max_length=64, description="id from POST /v1/uploads instead of a file"
     )
@@ -83,6 +97,8 @@ class StylizeForm(StyleOptions):
 
 class BatchForm(StyleOptions):
     """POST /v1/batches form fields; images come as `files` parts, an `archive` zip part, or `upload_ids`."""
+
+    file_parts: ClassVar[tuple[str, ...]] = ("files", "archive")
 
     upload_ids: list[str] = Field(default_factory=list, description="ids of direct uploads (images or zips)")
 
@@ -124,10 +140,10 @@ class TrainingHyperparameters(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
 
 
-class TrainingForm(BaseModel):
+class TrainingForm(FormModel):
     """POST /v1/trainings form fields; datasets are `photos`/`styles` zip parts or their upload ids."""
 
-    model_config = ConfigDict(extra="forbid")
+    file_parts: ClassVar[tuple[str, ...]] = ("photos", "styles")
 
     name: str = Field(min_length=1, max_length=64, description="name of the model the run registers")
     hyperparameters: str = Field("{}", description="JSON object of TrainingHyperparameters")

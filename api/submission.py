@@ -82,6 +82,14 @@ def submit_job(
     enqueue: Callable[[JobRecord], None],
 ) -> tuple[JobRecord, bool]:
     """Create (or replay) a job; return (record, created). Inputs are written before the task is sent."""
+    if idempotency_key is not None:
+        # A replay answers with the existing job before taking a quota slot or storing inputs again.
+        try:
+            existing = services.jobs.get_by_idempotency_key(tenant, idempotency_key, digest)
+        except IdempotencyConflict as exc:
+            raise ApiError(409, "idempotency_conflict", str(exc)) from exc
+        if existing is not None:
+            return existing, False
     token = services.slots.reserve(tenant)
     try:
         record, created = services.jobs.create(

@@ -1,0 +1,122 @@
+"""The FastAPI app: `create_app(settings)` for tests and `app` for `uvicorn api.main:app` (settings from ANIMEGAN_*).
+
+Clients (Redis, storage) are created in the lifespan, never at import; importing this module loads no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from PIL import Image
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.deps import Services
+from api.errors import error_body, install_error_handlers
+from api.metrics import RequestMetricsMiddleware
+from api.routes import batches, health, jobs, models, stylize, trainings, uploads
+from api.schemas import ErrorResponse
+from api.settings import ApiSettings
+from workers.settings import load_settings
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """Photos in, anime-style images out, as jobs: submit, watch progress, fetch results; train new styles.
+
+Authenticate with `Authorization: Bearer <key>` (create keys with `animegan keys create --tenant NAME`).
+Every error has the body `{"error": {"code": "...", "message": "..."}}`. Creates accept an `Idempotency-Key`
+header: the same key with the same body returns the same job, with another body 409.
+"""
+
+
+class BodyLimitMiddleware:
+    """413 for request bodies above `limit` bytes: at once from Content-Length, else while the body streams in."""
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send, int(declared))
+            return
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise HTTPException(
+                    413, f"request body is larger than the {self.limit}-byte limit; use /v1/uploads"
+                )
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    async def _refuse(self, send: Send, declared: int) -> None:
+        message = (
+            f"request body of {declared} bytes is above the {self.limit}-byte limit; "
+            "send large files through POST /v1/uploads"
+        )
+        body = json.dumps(error_body("payload_too_large", message)).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    """Build the app; settings default to the environment (ANIMEGAN_*), validated before anything starts."""
+    settings = settings or load_settings(ApiSettings)
+    # Pillow refuses images above twice this while reading headers; our own check (api.images) says why.
+    Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.services = Services.connect(settings)
+        logger.info(
+            "API ready (storage %s, auth %s)", settings.storage_url, "off" if settings.auth_disabled else "on"
+        )
+        yield
+        app.state.services.close()
+
+    app = FastAPI(
+        title="AnimeGAN job service",
+        version="1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        responses={
+            401: {"model": ErrorResponse},
+            422: {"model": ErrorResponse},
+            429: {"model": ErrorResponse},
+        },
+    )
+    install_error_handlers(app)
+    for module in (stylize, batches, uploads, trainings, jobs, models, health):
+        app.include_router(module.router)
+    app.add_middleware(RequestMetricsMiddleware)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
+    return app
+
+
+class _LazyApp:
+    """`api.main:app` for uvicorn: builds the app from the environment on first use, not at import."""
+
+    def __init__(self) -> None:
+        self._app: FastAPI | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._app is None:
+            self._app = create_app()
+        await self._app(scope, receive, send)
+
+
+app = _LazyApp()

@@ -1,0 +1,118 @@
+"""POST /v1/stylize: one image (a multipart file or the id of a direct upload) -> a queued stylize job (202)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Header, Request, Response, UploadFile, status
+
+from api.deps import Services, ServicesDep, Tenant
+from api.errors import ApiError
+from api.images import inspect_image, safe_name
+from api.routes.jobs import job_public
+from api.routes.uploads import resolve_upload
+from api.schemas import ErrorResponse, JobPublic, StyleOptions, StylizeForm, UploadPurpose
+from api.submission import check_idempotency_key, check_webhook_url, request_hash, submit_job
+from workers import contracts, keys
+from workers.jobstore import JobKind
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1", tags=["stylize"])
+
+CREATE_RESPONSES = {
+    404: {"model": ErrorResponse, "description": "unknown model or upload id"},
+    409: {"model": ErrorResponse, "description": "Idempotency-Key reused with a different body"},
+    413: {"model": ErrorResponse, "description": "upload too large"},
+    415: {"model": ErrorResponse, "description": "not an image, or an unsupported format"},
+    422: {"model": ErrorResponse, "description": "bad parameter, too many pixels, decompression bomb"},
+    429: {"model": ErrorResponse, "description": "rate limit or concurrent-job limit; see Retry-After"},
+}
+
+
+def style_params(services: Services, tenant: str, options: StyleOptions) -> dict:
+    """The job params both stylize and batch jobs store, after checking the model exists for this tenant."""
+    if services.registry.get(options.model, tenant) is None:
+        raise ApiError(
+            404,
+            "model_not_found",
+            f"model {options.model!r} does not exist; GET /v1/models lists the usable ones",
+        )
+    return {
+        "model": options.model,
+        "format": options.format.value,
+        "quality": options.quality,
+        "size_mode": options.size_mode.value,
+        "max_side": options.max_side,
+    }
+
+
+def read_upload_file(upload: UploadFile, limit: int) -> bytes:
+    """The whole part (already spooled by the form parser), refusing (413) one above `limit` bytes."""
+    upload.file.seek(0)
+    data = upload.file.read(limit + 1)
+    if len(data) > limit:
+        name = safe_name(upload.filename or "", "file")
+        raise ApiError(413, "upload_too_large", f"{name} is larger than the {limit}-byte limit per file")
+    return data
+
+
+def accepted(response: Response, request: Request, record_public: JobPublic, created: bool) -> JobPublic:
+    """202 with Location for a new job; 200 for an idempotent replay of an existing one."""
+    response.status_code = status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK
+    response.headers["Location"] = record_public.links.self
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return record_public
+
+
+@router.post(
+    "/stylize",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobPublic,
+    responses=CREATE_RESPONSES,
+    summary="Stylize one image",
+    description="Send the image as the `file` part, or the `upload_id` of a finished direct upload. Returns the "
+    "queued job (202) with its URL in Location; poll it, stream its events, then GET its result.",
+)
+def create_stylize(
+    request: Request,
+    response: Response,
+    form: Annotated[StylizeForm, Form()],
+    tenant: Tenant,
+    services: ServicesDep,
+    file: Annotated[UploadFile | None, File(description="the image (JPEG, PNG, WebP, BMP)")] = None,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JobPublic:
+    settings = services.settings
+    idem = check_idempotency_key(idempotency_key)
+    if (file is None) == (form.upload_id is None):
+        raise ApiError(422, "invalid_parameters", "file, upload_id: send exactly one of them")
+    if file is not None:
+        data = read_upload_file(file, settings.max_upload_bytes)
+        name = safe_name(file.filename or "", "image")
+        source = None
+    else:
+        source, _ = resolve_upload(services, tenant, form.upload_id, {UploadPurpose.image})
+        data = services.store.get_bytes(source)
+        name = form.upload_id
+    info = inspect_image(data, name, settings.max_image_pixels)
+    params = style_params(services, tenant, form)
+    params.update(filename=name, width=info.width, height=info.height)
+    webhook = check_webhook_url(form.webhook_url, settings.allow_private_webhooks)
+    digest = request_hash({"kind": "stylize", **form.model_dump(mode="json")}, [data])
+    input_key: dict[str, str] = {}
+
+    def write_inputs(job_id: str) -> None:
+        input_key["key"] = keys.input(job_id, 0, info.ext)
+        services.store.put_bytes(input_key["key"], data, content_type=f"image/{info.ext}")
+
+    def enqueue(record) -> None:
+        contracts.enqueue_stylize(record.id, input_key["key"])
+
+    record, created = submit_job(
+        services, tenant, JobKind.STYLIZE, params, 1, digest, idem, webhook, write_inputs, enqueue
+    )
+    logger.info("stylize job %s for %s (%s, %dx%d)", record.id, tenant, name, info.width, info.height)
+    return accepted(response, request, job_public(services, request, record), created)

@@ -1,0 +1,181 @@
+"""Direct uploads of large inputs, archives, datasets and model files: POST /v1/uploads hands out a PUT URL
+(S3 presigned, or this API's PUT /v1/uploads/{id} for the local backend); jobs then name the upload id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request, status
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import Services, ServicesDep, Tenant
+from api.errors import ApiError, not_found
+from api.schemas import ErrorResponse, UploadCreate, UploadPublic, UploadPurpose
+from api.submission import check_idempotency_key, request_hash
+from workers import keys
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
+
+_RECORD = "animegan:upload:"
+_IDEMPOTENCY = "animegan:upload-idem:"
+
+
+def purpose_limit(services: Services, purpose: UploadPurpose) -> int:
+    s = services.settings
+    return {
+        UploadPurpose.image: s.max_upload_bytes,
+        UploadPurpose.archive: s.max_request_bytes,
+        UploadPurpose.dataset: s.max_dataset_bytes,
+        UploadPurpose.model: s.max_model_bytes,
+    }[purpose]
+
+
+def _load(services: Services, tenant: str, upload_id: str) -> dict:
+    raw = services.redis.hgetall(_RECORD + upload_id) if keys.SEGMENT_RE.match(upload_id) else {}
+    if not raw or raw.get("owner") != tenant:
+        raise not_found("upload", upload_id)
+    return raw
+
+
+def resolve_upload(
+    services: Services, tenant: str, upload_id: str, purposes: set[UploadPurpose]
+) -> tuple[str, int]:
+    """The storage key and size of a finished upload of `tenant`; 404 for others' or unknown ids."""
+    record = _load(services, tenant, upload_id)
+    if record["purpose"] not in purposes:
+        wanted = " or ".join(sorted(p.value for p in purposes))
+        raise ApiError(
+            422,
+            "wrong_upload_purpose",
+            f"upload {upload_id} was created for {record['purpose']!r}; this field needs an upload for {wanted}",
+        )
+    key = keys.upload(tenant, upload_id)
+    if not services.store.exists(key):
+        raise ApiError(
+            409,
+            "upload_incomplete",
+            f"upload {upload_id} has not received its bytes yet; PUT them to its url first",
+        )
+    size = services.store.size(key)
+    if size > int(record["size"]):
+        raise ApiError(
+            413,
+            "upload_too_large",
+            f"upload {upload_id} holds {size} bytes, more than the {record['size']} declared",
+        )
+    return key, size
+
+
+def _public(services: Services, request: Request, upload_id: str, record: dict) -> UploadPublic:
+    key = keys.upload(record["owner"], upload_id)
+    ctype = record.get("content_type") or None
+    url = services.store.presign_put(key, services.settings.presign_expiry_seconds, content_type=ctype)
+    headers = {"Content-Type": ctype} if ctype else {}
+    if url is None:
+        base = services.settings.public_base_url or str(request.base_url).rstrip("/")
+        url = f"{base}/v1/uploads/{upload_id}"
+        headers["Authorization"] = "Bearer <your API key>"
+    return UploadPublic(
+        id=upload_id,
+        purpose=UploadPurpose(record["purpose"]),
+        size=int(record["size"]),
+        url=url,
+        headers=headers,
+        expires_at=float(record["created_at"]) + services.settings.presign_expiry_seconds,
+        received=services.store.exists(key),
+    )
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UploadPublic,
+    responses={413: {"model": ErrorResponse}, 409: {"model": ErrorResponse}},
+    summary="Start a direct upload; PUT the bytes to the returned url",
+)
+def create_upload(
+    body: UploadCreate,
+    request: Request,
+    tenant: Tenant,
+    services: ServicesDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> UploadPublic:
+    limit = purpose_limit(services, body.purpose)
+    if body.size > limit:
+        raise ApiError(
+            413,
+            "upload_too_large",
+            f"size {body.size} is above the {limit}-byte limit for a {body.purpose.value}",
+        )
+    idem = check_idempotency_key(idempotency_key)
+    digest = request_hash(body.model_dump(mode="json"))
+    upload_id = uuid.uuid4().hex
+    if idem is not None:
+        # Idempotency keys are client text; the Redis key name uses their hash.
+        slot = f"{_IDEMPOTENCY}{tenant}:{request_hash({'key': idem})}"
+        entry = json.dumps({"id": upload_id, "hash": digest})
+        if not services.redis.set(slot, entry, nx=True, ex=services.settings.idempotency_ttl_seconds):
+            previous = json.loads(services.redis.get(slot) or "{}")
+            if previous.get("hash") != digest:
+                raise ApiError(
+                    409,
+                    "idempotency_conflict",
+                    f"Idempotency-Key {idem!r} was already used for upload {previous.get('id')} with a different "
+                    "body; reuse a key only to retry the identical request",
+                )
+            return _public(services, request, previous["id"], _load(services, tenant, previous["id"]))
+    record = {
+        "owner": tenant,
+        "purpose": body.purpose.value,
+        "size": str(body.size),
+        "filename": body.filename or "",
+        "content_type": body.content_type or "",
+        "created_at": f"{time.time():.3f}",
+    }
+    services.redis.hset(_RECORD + upload_id, mapping=record)
+    services.redis.expire(_RECORD + upload_id, services.settings.job_ttl_seconds)
+    return _public(services, request, upload_id, record)
+
+
+@router.get("/{upload_id}", response_model=UploadPublic, responses={404: {"model": ErrorResponse}})
+def get_upload(upload_id: str, request: Request, tenant: Tenant, services: ServicesDep) -> UploadPublic:
+    return _public(services, request, upload_id, _load(services, tenant, upload_id))
+
+
+@router.put(
+    "/{upload_id}",
+    response_model=UploadPublic,
+    responses={404: {"model": ErrorResponse}, 413: {"model": ErrorResponse}},
+    summary="Receive the bytes of a direct upload (local storage backend only; S3 uses the presigned URL)",
+)
+async def put_upload(upload_id: str, request: Request, tenant: Tenant, services: ServicesDep) -> UploadPublic:
+    record = await run_in_threadpool(_load, services, tenant, upload_id)
+    declared = int(record["size"])
+    chunks, received = [], 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > declared:
+            raise ApiError(
+                413,
+                "upload_too_large",
+                f"upload {upload_id} declared {declared} bytes; more than that arrived",
+            )
+        chunks.append(chunk)
+    if received != declared:
+        raise ApiError(
+            422,
+            "upload_size_mismatch",
+            f"upload {upload_id} declared {declared} bytes but {received} arrived",
+        )
+    key = keys.upload(tenant, upload_id)
+    ctype = record.get("content_type") or None
+    await run_in_threadpool(services.store.put_bytes, key, b"".join(chunks), ctype)
+    logger.info("upload %s of %s received (%d bytes)", upload_id, tenant, received)
+    return await run_in_threadpool(_public, services, request, upload_id, record)
