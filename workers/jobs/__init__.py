@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from workers.jobs.models import ModelCache
     from workers.jobstore import JobRecord, JobStore
+    from workers.lease import TrainingLease
     from workers.registry import ModelRegistry
     from workers.settings import WorkerSettings
     from workers.storage import ObjectStore
@@ -45,6 +46,7 @@ class JobContext:
     store: ObjectStore
     registry: ModelRegistry
     models: ModelCache
+    leases: TrainingLease
     device: str  # resolved torch device of this process ("cpu", "cuda", "cuda:1")
     # Called with a job id after this process moved the job to a terminal status (enqueues the webhook).
     on_terminal: Callable[[str], None]
@@ -105,9 +107,7 @@ def fail(ctx: JobContext, job_id: str, code: str, message: str) -> bool:
 
 def cancel(ctx: JobContext, job_id: str) -> bool:
     """Move a running (or still queued) job to canceled after its worker stopped at a safe point."""
-    from workers.jobstore import JobStatus
-
-    done = ctx.jobs.transition(job_id, JobStatus.canceled, {JobStatus.queued, JobStatus.running})
+    done = ctx.jobs.mark_canceled(job_id)
     if done:
         logger.info("job %s canceled", job_id)
         ctx.on_terminal(job_id)

@@ -127,6 +127,17 @@ class WebhookMessage:
     body: bytes
 
 
+# Fields of a job record that receivers see: the API's public view, without the owner and internal flags.
+PUBLIC_FIELDS = ("id", "kind", "status", "params", "progress", "created_at", "started_at", "finished_at",
+                 "attempts", "error", "result", "webhook_url")  # fmt: skip
+
+
+def public_view(record: Any) -> dict[str, Any]:
+    """The part of a JobRecord that a webhook body carries."""
+    data = record.to_dict()
+    return {name: data.get(name) for name in PUBLIC_FIELDS}
+
+
 def build_message(job_public: dict[str, Any], status: str) -> WebhookMessage:
     """The JSON body `{"type": "job.<status>", "timestamp", "data": <job public view>}` and its stable id."""
     payload = {

@@ -1,0 +1,202 @@
+"""Stylize and batch job functions in-process, on real Redis and the local storage backend, tiny model."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from workers import keys
+from workers.jobs import JobContext, begin
+from workers.jobs.batch import run_chunk
+from workers.jobs.stylize import run_stylize
+
+OWNER = "tenant-a"
+
+
+def png(size=(40, 36), seed=0) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    import torch
+
+    from animegan.config import GeneratorConfig
+    from animegan.nn import build_generator
+    from animegan.weights import save_generator
+
+    folder = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    save_generator(folder / "tiny.safetensors", build_generator(GeneratorConfig(arch="v2", base_channels=8)))
+    return folder
+
+
+@pytest.fixture
+def ctx(redis_client, redis_url, tmp_path, models_dir) -> JobContext:
+    from workers.jobs.models import ModelCache
+    from workers.jobstore import JobStore
+    from workers.lease import TrainingLease
+    from workers.registry import ModelRegistry
+    from workers.settings import WorkerSettings, load_settings
+    from workers.storage import LocalStore
+
+    settings = load_settings(
+        WorkerSettings,
+        redis_url=redis_url,
+        storage_url=(tmp_path / "storage").as_uri(),
+        models_dir=models_dir,
+        inference_precision="fp32",
+        max_redeliveries=2,
+    )
+    store = LocalStore(tmp_path / "storage")
+    registry = ModelRegistry(redis_client)
+    terminal: list[str] = []
+    context = JobContext(
+        settings=settings,
+        jobs=JobStore.from_settings(redis_client, settings),
+        store=store,
+        registry=registry,
+        models=ModelCache(store, registry, models_dir, device="cpu", capacity=2),
+        leases=TrainingLease(redis_client),
+        device="cpu",
+        on_terminal=terminal.append,
+    )
+    context.terminal = terminal  # type: ignore[attr-defined]  # what on_terminal saw, for assertions
+    return context
+
+
+def stylize_job(ctx, data: bytes, **params):
+    record, _ = ctx.jobs.create(
+        "stylize", OWNER, {"model": "tiny", "size_mode": "original", **params}, total=1
+    )
+    key = keys.input(record.id, 0, "png")
+    ctx.store.put_bytes(key, data)
+    return record.id, key
+
+
+def test_stylize_writes_output_then_succeeds(ctx):
+    job_id, key = stylize_job(ctx, png((40, 36)), format="webp")
+    run_stylize(ctx, job_id, key)
+    record = ctx.jobs.get(job_id)
+    assert record.status == "succeeded", record.error
+    out = Image.open(io.BytesIO(ctx.store.get_bytes(record.result["output_key"])))
+    assert (out.format, out.size) == ("WEBP", (40, 36))
+    assert record.progress["done"] == 1
+    assert ctx.terminal == [job_id]
+
+
+@pytest.mark.parametrize(
+    ("data", "params", "code"),
+    [
+        (b"this is not an image", {}, "bad_image"),
+        (png(), {"model": "no-such-model"}, "unknown_model"),
+        (png(), {"format": "gif"}, "bad_params"),
+    ],
+)
+def test_bad_input_fails_the_job_with_a_code(ctx, data, params, code):
+    job_id, key = stylize_job(ctx, data, **params)
+    run_stylize(ctx, job_id, key)
+    record = ctx.jobs.get(job_id)
+    assert record.status == "failed"
+    assert record.error["code"] == code
+    assert ctx.terminal == [job_id]
+
+
+def test_canceled_before_start_and_terminal_jobs_are_skipped(ctx):
+    job_id, key = stylize_job(ctx, png())
+    ctx.jobs.cancel(job_id)
+    run_stylize(ctx, job_id, key)
+    assert ctx.jobs.get(job_id).status == "canceled"
+    assert not ctx.store.exists(keys.output(job_id, 0, "png"))
+
+
+def test_redelivery_cap_fails_a_poison_job(ctx):
+    job_id, _ = stylize_job(ctx, png())
+    assert begin(ctx, job_id, redelivered=True) is not None  # 1st redelivery
+    assert begin(ctx, job_id, redelivered=True) is not None  # 2nd = max_redeliveries
+    assert begin(ctx, job_id, redelivered=True) is None
+    record = ctx.jobs.get(job_id)
+    assert record.status == "failed"
+    assert record.error == {"code": "worker_lost", "message": "worker lost 3 times while running this job"}
+
+
+def test_model_cache_reuses_loaded_models(ctx):
+    first = ctx.models.get("tiny", OWNER)
+    assert ctx.models.get("tiny", "someone-else") is first
+    assert ctx.models.loads == 1
+
+
+def batch_job(ctx, images: list[bytes], chunk: int):
+    record, _ = ctx.jobs.create("batch", OWNER, {"model": "tiny", "size_mode": "original"}, total=len(images))
+    items = []
+    for index, data in enumerate(images):
+        key = keys.input(record.id, index, "png")
+        ctx.store.put_bytes(key, data)
+        items.append((index, key))
+    return record.id, [items[i : i + chunk] for i in range(0, len(items), chunk)]
+
+
+def test_batch_chunks_count_once_and_finalize_with_per_image_errors(ctx):
+    images = [png((40, 36), seed=i) for i in range(5)] + [b"corrupt", png((32, 48), seed=9)]
+    job_id, chunks = batch_job(ctx, images, chunk=3)
+    run_chunk(ctx, job_id, chunks[0])
+    record = ctx.jobs.get(job_id)
+    assert (record.status, record.progress["done"], record.progress["total"]) == ("running", 3, 7)
+    run_chunk(ctx, job_id, chunks[0], redelivered=True)  # a redelivered chunk recounts nothing
+    assert ctx.jobs.get(job_id).progress["done"] == 3
+    run_chunk(ctx, job_id, chunks[1])
+    run_chunk(ctx, job_id, chunks[2])
+    record = ctx.jobs.get(job_id)
+    assert record.status == "succeeded", record.error
+    assert (record.progress["done"], record.progress["failed"]) == (6, 1)
+    assert [e["index"] for e in record.result["errors"]] == [5]
+    assert record.result["errors"][0]["code"] == "bad_image"
+    with zipfile.ZipFile(io.BytesIO(ctx.store.get_bytes(keys.output_archive(job_id)))) as zf:
+        names = zf.namelist()
+    assert len([n for n in names if n.endswith(".png")]) == 6 and "errors.json" in names
+    assert Image.open(io.BytesIO(ctx.store.get_bytes(keys.output(job_id, 6, "png")))).size == (32, 48)
+    assert ctx.terminal == [job_id]
+
+
+def test_batch_of_only_bad_images_fails(ctx):
+    job_id, chunks = batch_job(ctx, [b"x", b"y"], chunk=2)
+    run_chunk(ctx, job_id, chunks[0])
+    record = ctx.jobs.get(job_id)
+    assert record.status == "failed"
+    assert record.error["code"] == "all_images_failed"
+
+
+def test_batch_stops_at_cancel_between_images(ctx, monkeypatch):
+    from workers.jobs import JobCanceled
+
+    job_id, chunks = batch_job(ctx, [png(seed=i) for i in range(4)], chunk=4)
+    reads = []
+    real_get = ctx.store.get_bytes
+
+    def get_then_cancel(key):
+        reads.append(key)
+        if len(reads) == 2:  # the user cancels while the chunk is under way
+            ctx.jobs.cancel(job_id)
+        return real_get(key)
+
+    monkeypatch.setattr(ctx.store, "get_bytes", get_then_cancel)
+    with pytest.raises(JobCanceled):
+        run_chunk(ctx, job_id, chunks[0])
+    assert len(reads) == 2
+    assert ctx.store.list(keys.outputs_prefix(job_id)) == []
+
+
+def test_canceled_batch_ends_canceled_at_next_chunk(ctx):
+    job_id, chunks = batch_job(ctx, [png(seed=i) for i in range(2)], chunk=1)
+    run_chunk(ctx, job_id, chunks[0])
+    ctx.jobs.cancel(job_id)
+    run_chunk(ctx, job_id, chunks[1])
+    assert ctx.jobs.get(job_id).status == "canceled"
+    assert not ctx.store.exists(keys.output(job_id, 1, "png"))

@@ -1,0 +1,152 @@
+"""Batch chunks: stylize a few images of a batch job, exactly-once accounting, and the one-time finalizer.
+
+The API fans a batch into chunk tasks. A chunk skips images already done (a redelivery after a lost worker),
+runs same-size images through one forward pass, and whoever completes the count builds results.zip once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import zipfile
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from animegan.errors import AnimeGANError
+from workers import keys
+from workers.jobs import JobContext, JobInputError, begin, check_cancel, fail, succeed
+from workers.jobs.stylize import OutputSpec, output_spec, read_image, write_output
+from workers.storage import NotFound
+
+logger = logging.getLogger(__name__)
+
+
+def run_chunk(
+    ctx: JobContext, job_id: str, items: Sequence[tuple[int, str]], redelivered: bool = False
+) -> None:
+    """Stylize the (index, input_key) items of one chunk not yet done, then finalize if the batch is complete."""
+    record = begin(ctx, job_id, redelivered)
+    if record is None:
+        return
+    try:
+        spec = output_spec(ctx, record.params)
+        model = ctx.models.get(spec.model, record.owner)
+    except JobInputError as exc:
+        # The whole batch shares the model and parameters: nothing in it can succeed.
+        fail(ctx, job_id, exc.code, exc.message)
+        return
+    stylizer = ctx.models.stylizer(model, spec.options)
+    pending = [(index, key) for index, key in items if not _already_done(ctx, job_id, index, spec)]
+    if len(pending) < len(items):
+        logger.info(
+            "job %s: %d of %d chunk images already done", job_id, len(items) - len(pending), len(items)
+        )
+
+    # Group decoded images by size so each group is one forward pass; bounded so memory stays flat.
+    groups: dict[tuple[int, int], list[tuple[int, Image.Image]]] = defaultdict(list)
+    for index, key in pending:
+        check_cancel(ctx, job_id)
+        try:
+            image = read_image(ctx, key)
+        except JobInputError as exc:
+            _record_item_error(ctx, job_id, index, exc.code, exc.message)
+            continue
+        groups[image.size].append((index, image))
+
+    group_size = spec.options.batch_size
+    for same_size in groups.values():
+        for start in range(0, len(same_size), group_size):
+            check_cancel(ctx, job_id)
+            part = same_size[start : start + group_size]
+            _stylize_group(ctx, job_id, stylizer, part, spec)
+    maybe_finalize(ctx, job_id)
+
+
+def _stylize_group(
+    ctx: JobContext, job_id: str, stylizer: Any, part: list[tuple[int, Image.Image]], spec: OutputSpec
+) -> None:
+    try:
+        results = stylizer.stylize_many([image for _, image in part])
+    except AnimeGANError as exc:
+        for index, _ in part:
+            _record_item_error(ctx, job_id, index, "bad_image", f"image {index} could not be stylized: {exc}")
+        return
+    for (index, _), result in zip(part, results, strict=True):
+        write_output(ctx, job_id, index, result, spec)
+        ctx.jobs.mark_item_done(job_id, index)
+
+
+def _already_done(ctx: JobContext, job_id: str, index: int, spec: OutputSpec) -> bool:
+    """An output already in storage means a previous delivery finished this image.
+
+    The output is written before the item is marked done, so re-marking here completes an interrupted
+    accounting step without counting twice (mark_item_done is exactly-once).
+    """
+    if ctx.store.exists(keys.output(job_id, index, spec.ext)):
+        ctx.jobs.mark_item_done(job_id, index)
+        return True
+    return False
+
+
+def _record_item_error(ctx: JobContext, job_id: str, index: int, code: str, message: str) -> None:
+    """A failed image counts toward the total (so the batch can finish) and keeps its error for the result."""
+    logger.warning("job %s image %d failed: %s: %s", job_id, index, code, message)
+    ctx.jobs.mark_item_failed(job_id, index, code, message)
+
+
+def maybe_finalize(ctx: JobContext, job_id: str) -> None:
+    """When every image is accounted for, build the archive and end the job (once, whoever gets here)."""
+    record = ctx.jobs.get(job_id)
+    if record is None or record.status != "running":
+        return
+    progress = record.progress
+    total = int(progress.get("total", 0))
+    if int(progress.get("done", 0)) + int(progress.get("failed", 0)) < total:
+        return
+    spec = output_spec(ctx, record.params)
+    item_errors = ctx.jobs.item_errors(job_id)
+    outputs: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="animegan-zip-") as tmp:
+        archive = Path(tmp) / "results.zip"
+        # PNG/JPEG/WebP are already compressed: store them, deflate only the small error list.
+        with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as zf:
+            for index in range(total):
+                key = keys.output(job_id, index, spec.ext)
+                try:
+                    zf.writestr(_entry_name(record.params, index, spec.ext), ctx.store.get_bytes(key))
+                    outputs.append({"index": index, "key": key})
+                except NotFound:
+                    error = item_errors.get(index) or {
+                        "code": "missing_output",
+                        "message": f"no output was written for image {index}",
+                    }
+                    errors.append({"index": index, **error})
+            if errors:
+                zf.writestr("errors.json", json.dumps(errors, indent=2), compress_type=zipfile.ZIP_DEFLATED)
+        if not outputs:
+            fail(
+                ctx,
+                job_id,
+                "all_images_failed",
+                f"all {total} images failed; first error: {errors[0]['message']}",
+            )
+            return
+        archive_key = keys.output_archive(job_id)
+        ctx.store.put_file(archive_key, archive)
+    succeed(ctx, job_id, {"archive_key": archive_key, "outputs": outputs, "errors": errors, "total": total})
+
+
+def _entry_name(params: dict[str, Any], index: int, ext: str) -> str:
+    """Archive entry: the index (unique, ordered) plus the uploaded file's stem made safe, if the API kept it."""
+    names = params.get("filenames") or []
+    stem = ""
+    if index < len(names) and isinstance(names[index], str):
+        raw = Path(names[index].replace("\\", "/")).stem
+        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in raw)[:80].strip("._")
+    return f"{index:05d}-{stem}.{ext}" if stem else f"{index:05d}.{ext}"

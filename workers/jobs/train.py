@@ -1,0 +1,299 @@
+"""Training as a chain of bounded segments, each resuming from the latest checkpoint in storage.
+
+A lease with a fencing token keeps two workers off one run: every upload checks the token first, so a worker
+that lost its lease (paused too long, then woke up) cannot overwrite its successor's checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import socket
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from animegan.errors import AnimeGANError
+from animegan.training import TrainConfig, Trainer, TrainProgress
+from animegan.training.checkpoint import checkpoint_path
+from workers import keys
+from workers.exceptions import ModelExists
+from workers.jobs import JobContext, JobInputError, begin, cancel, fail, succeed
+from workers.jobs.datasets import unpack_images
+from workers.storage import NotFound
+
+logger = logging.getLogger(__name__)
+
+_STEP_IN_NAME = re.compile(r"(\d+)")
+# Hyperparameter names of the API (TrainingHyperparameters) -> TrainConfig fields.
+_RENAMED = {"lr_init": "init_lr", "lr_g": "g_lr", "lr_d": "d_lr", "max_steps": "max_total_steps"}
+# checkpoint_every/sample_every are not in the public API; operators and tests may set them in params.
+_DIRECT = ("image_size", "batch_size", "epochs", "init_epochs", "seed", "checkpoint_every", "sample_every")
+_LOSS_NAMES = {
+    "adv_g": "g_adv",
+    "adv_d": "d_adv",
+    "content": "con",
+    "style": "sty",
+    "color": "color",
+    "tv": "tv",
+}
+# Renew the lease at most this often (one Redis round trip); the lease lives lease_ttl() seconds.
+RENEW_EVERY_SECONDS = 5.0
+
+
+class SegmentOutcome(StrEnum):
+    """What one segment ended with; tasks.py enqueues the next segment on `paused`."""
+
+    paused = "paused"  # time budget spent, checkpoint uploaded: run the next segment
+    finished = "finished"  # job reached a terminal status (succeeded, failed or canceled)
+    busy = "busy"  # another live worker holds the lease: try again after a short countdown
+    stale = "stale"  # a duplicate delivery of a segment that already ran: drop it
+    lost_lease = "lost_lease"  # fenced off mid-segment; the lease holder carries on
+
+
+class LeaseLost(Exception):
+    """Our fencing token is no longer current: stop without touching storage."""
+
+
+def lease_ttl(ctx: JobContext) -> int:
+    """Long enough to survive a slow step and a checkpoint upload, shorter than the broker's redelivery delay
+    so that a redelivered segment of a dead worker finds the lease expired."""
+    return max(10, min(ctx.settings.visibility_timeout_seconds // 2, 120))
+
+
+@dataclass
+class SegmentHooks:
+    """Trainer callbacks: progress to the job record, uploads behind the fence, cancellation."""
+
+    ctx: JobContext
+    job_id: str
+    token: int
+    shutdown_requested: Any = None  # callable() -> bool: the worker is shutting down (SIGTERM)
+    lost: bool = False
+    last_renew: float = 0.0
+    last_step: int = 0
+
+    def progress(self, p: TrainProgress) -> None:
+        self.last_step = p.step
+        fields = {"step": p.step, "total_steps": p.total_steps, "epoch": p.epoch, "phase": p.phase}
+        losses = {name: round(float(value), 6) for name, value in p.losses.items()}
+        self.ctx.jobs.set_progress(self.job_id, **fields, losses=losses)
+        if time.monotonic() - self.last_renew >= RENEW_EVERY_SECONDS:
+            self.last_renew = time.monotonic()
+            if not self.ctx.leases.renew(self.job_id, self.token, lease_ttl(self.ctx)):
+                logger.warning("job %s: lease lost at step %d; stopping this segment", self.job_id, p.step)
+                self.lost = True
+
+    def should_stop(self) -> bool:
+        if self.lost:
+            return True
+        if self.shutdown_requested is not None and self.shutdown_requested():
+            return True
+        return self.ctx.jobs.is_cancel_requested(self.job_id)
+
+    def _fence(self) -> None:
+        if self.lost or not self.ctx.leases.check(self.job_id, self.token):
+            self.lost = True
+            raise LeaseLost(self.job_id)
+
+    def on_checkpoint(self, path: Path) -> None:
+        self._fence()
+        step = _step_of(path)
+        self.ctx.store.put_file(keys.checkpoint(self.job_id, step), path)
+        self.ctx.jobs.set_progress(self.job_id, checkpoint_step=step)
+        logger.info("job %s: checkpoint of step %d uploaded", self.job_id, step)
+
+    def on_sample(self, path: Path) -> None:
+        self._fence()
+        self.ctx.store.put_file(keys.sample(self.job_id, _step_of(path), path.suffix or ".png"), path)
+
+
+def _step_of(path: Path) -> int:
+    """Step number in a trainer file name such as step-00000120.pt or step-000120.png."""
+    found = _STEP_IN_NAME.findall(path.stem)
+    if not found:
+        raise ValueError(f"cannot tell the step from file name {path.name!r}")
+    return int(found[-1])
+
+
+def train_config(ctx: JobContext, params: dict[str, Any], work: Path) -> TrainConfig:
+    """Build the run's TrainConfig from the API's hyperparameters; a bad value fails the job naming it."""
+    hp = dict(params.get("hyperparameters") or {})
+    if ctx.settings.vgg_weights is None:
+        raise JobInputError(
+            "vgg_weights_missing", "this worker has no VGG19 weights; set ANIMEGAN_VGG_WEIGHTS to vgg19.npy"
+        )
+    overrides: dict[str, Any] = {name: hp[name] for name in _DIRECT if hp.get(name) is not None}
+    overrides.update({new: hp[old] for old, new in _RENAMED.items() if hp.get(old) is not None})
+    try:
+        base = TrainConfig.from_preset(str(hp.get("preset") or "v2-hayao"))
+        if hp.get("base_channels") is not None:
+            overrides["generator"] = dataclasses.replace(
+                base.generator, base_channels=int(hp["base_channels"])
+            )
+        if hp.get("loss_weights"):
+            chosen = {
+                _LOSS_NAMES[k]: v for k, v in hp["loss_weights"].items() if v is not None and k in _LOSS_NAMES
+            }
+            overrides["losses"] = dataclasses.replace(base.losses, **chosen)
+        return base.replace(
+            vgg_weights=str(ctx.settings.vgg_weights),
+            smooth_cache_dir=str(Path(tempfile.gettempdir()) / "animegan-smooth-cache"),
+            device=ctx.settings.device,
+            **overrides,
+        )
+    except (AnimeGANError, TypeError, ValueError) as exc:
+        raise JobInputError("bad_params", f"training hyperparameters are invalid: {exc}") from exc
+
+
+def _fetch_dataset(ctx: JobContext, params: dict[str, Any], work: Path) -> tuple[Path, Path]:
+    dataset_id = params.get("dataset_id")
+    if not isinstance(dataset_id, str):
+        raise JobInputError("bad_params", f"params.dataset_id must be a dataset id, got {dataset_id!r}")
+    folders = []
+    for part in ("photos", "styles"):
+        archive = work / f"{part}.zip"
+        try:
+            ctx.store.get_file(keys.dataset_archive(dataset_id, part), archive)
+        except NotFound as exc:
+            raise JobInputError(
+                "dataset_missing", f"dataset {dataset_id} has no {part}.zip in storage"
+            ) from exc
+        folder = work / part
+        unpack_images(archive, folder, what=part)
+        archive.unlink()
+        folders.append(folder)
+    return folders[0], folders[1]
+
+
+def _restore_latest_checkpoint(ctx: JobContext, job_id: str, run_dir: Path) -> int:
+    """Download the newest uploaded checkpoint into run_dir so Trainer.run resumes from it; its step (0: none)."""
+    uploaded = sorted(ctx.store.list(keys.checkpoints_prefix(job_id)))
+    if not uploaded:
+        return 0
+    step = _step_of(Path(uploaded[-1]))
+    ctx.store.get_file(uploaded[-1], checkpoint_path(run_dir, step))
+    return step
+
+
+def _fine_tune_source(ctx: JobContext, params: dict[str, Any], owner: str, work: Path) -> Path | None:
+    name = params.get("fine_tune_from")
+    if not name:
+        return None
+    source = ctx.models.resolve(str(name), owner)
+    if source.path is not None:
+        return source.path
+    local = work / "init" / Path(source.key or "generator.safetensors").name
+    local.parent.mkdir(parents=True, exist_ok=True)
+    ctx.store.get_file(source.key, local)
+    return local
+
+
+def run_segment(
+    ctx: JobContext, job_id: str, segment: int, redelivered: bool = False, shutdown_requested: Any = None
+) -> SegmentOutcome:
+    """Train one bounded segment of a job; see SegmentOutcome for what the caller does next."""
+    record = begin(ctx, job_id, redelivered)
+    if record is None:
+        return SegmentOutcome.finished
+    if int(record.progress.get("segments_done", 0)) > segment:
+        logger.info("job %s: segment %d already ran; dropping a duplicate delivery", job_id, segment)
+        return SegmentOutcome.stale
+    holder = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+    token = ctx.leases.acquire(job_id, holder, lease_ttl(ctx))
+    if token is None:
+        return SegmentOutcome.busy
+    try:
+        return _train_under_lease(ctx, record, segment, token, shutdown_requested)
+    except LeaseLost:
+        logger.warning("job %s: fenced off during segment %d", job_id, segment)
+        return SegmentOutcome.lost_lease
+    except JobInputError as exc:
+        fail(ctx, job_id, exc.code, exc.message)
+        return SegmentOutcome.finished
+    finally:
+        ctx.leases.release(job_id, token)
+
+
+def _train_under_lease(
+    ctx: JobContext, record: Any, segment: int, token: int, shutdown_requested: Any
+) -> SegmentOutcome:
+    job_id = record.id
+    params = record.params
+    with tempfile.TemporaryDirectory(prefix=f"animegan-train-{job_id}-") as tmp:
+        work = Path(tmp)
+        run_dir = work / "run"
+        config = train_config(ctx, params, work)
+        resumed_from = _restore_latest_checkpoint(ctx, job_id, run_dir)
+        if resumed_from == 0:
+            init = _fine_tune_source(ctx, params, record.owner, work)
+            if init is not None:
+                config = config.replace(
+                    init_generator=str(init), skip_init=bool(params.get("skip_init", True))
+                )
+        photos, styles = _fetch_dataset(ctx, params, work)
+        ctx.jobs.set_progress(job_id, segment=segment, resumed_from_step=resumed_from)
+        logger.info("job %s: segment %d starts at step %d", job_id, segment, resumed_from)
+        hooks = SegmentHooks(ctx, job_id, token, shutdown_requested, last_renew=time.monotonic())
+        try:
+            trainer = Trainer(
+                config,
+                photos=photos,
+                styles=styles,
+                run_dir=run_dir,
+                progress=hooks.progress,
+                should_stop=hooks.should_stop,
+                on_checkpoint=hooks.on_checkpoint,
+                on_sample=hooks.on_sample,
+            )
+            result = trainer.run(max_seconds=ctx.settings.train_segment_seconds)
+        except AnimeGANError as exc:
+            raise JobInputError(
+                "bad_dataset" if "ataset" in type(exc).__name__ else "bad_params", str(exc)
+            ) from exc
+        if hooks.lost:
+            raise LeaseLost(job_id)
+        if result.status == "completed":
+            return _complete(ctx, record, trainer, work, result.step)
+        if ctx.jobs.is_cancel_requested(job_id):
+            cancel(ctx, job_id)
+            return SegmentOutcome.finished
+        ctx.jobs.set_progress(job_id, segments_done=segment + 1)
+        logger.info("job %s: segment %d paused at step %d (%s)", job_id, segment, result.step, result.status)
+        return SegmentOutcome.paused
+
+
+def _complete(ctx: JobContext, record: Any, trainer: Trainer, work: Path, step: int) -> SegmentOutcome:
+    """Export the generator, register it for the owner (usable at once), then mark the job succeeded."""
+    name = record.params.get("name") or record.params.get("model_name")
+    if not isinstance(name, str) or not name:
+        fail(ctx, record.id, "bad_params", f"params.name must name the model to register, got {name!r}")
+        return SegmentOutcome.finished
+    export = work / "generator.safetensors"
+    trainer.export_generator(export)
+    key = keys.model(name, record.owner)
+    ctx.store.put_file(key, export)
+    try:
+        ctx.registry.register(
+            name, record.owner, key, trainer.config.generator.to_dict(), public=False, source="trained",
+            size=export.stat().st_size, metadata={"job_id": record.id, "steps": step},
+        )  # fmt: skip
+    except ModelExists:
+        existing = ctx.registry.get(name, record.owner)
+        # A redelivery after this job already registered its model is fine; anyone else's model is not.
+        if existing is None or existing.metadata.get("job_id") != record.id:
+            fail(
+                ctx,
+                record.id,
+                "model_exists",
+                f"a model named {name!r} appeared while training; retrain under another name",
+            )
+            return SegmentOutcome.finished
+    succeed(ctx, record.id, {"model": name, "model_key": key, "steps": step})
+    return SegmentOutcome.finished
