@@ -1,0 +1,202 @@
+"""Service commands of `animegan`: serve, keys, submit, status, cancel (client side, over HTTP).
+
+Nothing heavy is imported at module import: uvicorn, redis and httpx load inside the command that uses them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+OUTPUT_EXT = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+# Above this many bytes in one submission, images go up as direct uploads instead of one multipart body.
+DIRECT_UPLOAD_BYTES = 64 * 1024 * 1024
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    serve = subparsers.add_parser("serve", help="run the HTTP API (uvicorn api.main:app)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 for all)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    serve.set_defaults(func=run)
+
+    keys = subparsers.add_parser("keys", help="manage API keys (talks to Redis directly)")
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    create = keys_sub.add_parser("create", help="create a key for a tenant; prints the token once")
+    create.add_argument("--tenant", required=True, help="tenant name: lowercase letters, digits, - and _")
+    create.set_defaults(func=run)
+    revoke = keys_sub.add_parser("revoke", help="revoke every key of a tenant")
+    revoke.add_argument("--tenant", required=True)
+    revoke.set_defaults(func=run)
+
+    submit = subparsers.add_parser(
+        "submit", help="stylize files or folders through the API and download results"
+    )
+    submit.add_argument("inputs", nargs="+", metavar="FILES_OR_FOLDERS")
+    submit.add_argument("--model", required=True, help="model name (see GET /v1/models)")
+    submit.add_argument("--out", required=True, type=Path, help="folder for the results")
+    submit.add_argument("--format", choices=sorted(OUTPUT_EXT), default="png")
+    submit.add_argument("--size-mode", choices=("reference", "original", "max_side"), default="reference")
+    submit.add_argument("--max-side", type=int, default=None)
+    submit.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
+    submit.add_argument("--no-wait", action="store_true", help="print the job and return at once")
+    _add_connection(submit)
+    submit.set_defaults(func=run)
+
+    for name, text in (("status", "show a job"), ("cancel", "cancel a job")):
+        cmd = subparsers.add_parser(name, help=text)
+        cmd.add_argument("job_id", metavar="JOB")
+        _add_connection(cmd)
+        cmd.set_defaults(func=run)
+
+
+def _add_connection(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--api", default=None, help="API base URL (default: ANIMEGAN_API_URL or local)")
+    parser.add_argument("--key", default=None, help="API key (default: ANIMEGAN_API_KEY)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from api.client import ApiClientError
+
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "keys":
+            return _keys(args)
+        with _client(args) as client:
+            if args.command == "submit":
+                return _submit(client, args)
+            if args.command == "status":
+                print(json.dumps(client.job(args.job_id), indent=2))
+                return 0
+            job = client.cancel(args.job_id)
+            print(f"job {job['id']}: {job['status']}")
+            return 0
+    except ApiClientError as exc:
+        print(f"animegan {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from api.client import ApiClient
+    from api.settings import ClientSettings
+
+    settings = ClientSettings()
+    key = args.key or (settings.api_key.get_secret_value() if settings.api_key else None)
+    return ApiClient(args.api or settings.api_url, api_key=key, timeout=settings.http_timeout_seconds)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.settings import ApiSettings
+    from workers.settings import load_settings
+
+    load_settings(ApiSettings)  # fail here, with every bad variable named, rather than inside uvicorn
+    uvicorn.run("api.main:app", host=args.host, port=args.port, workers=args.workers, log_level="info")
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    import redis
+
+    from api.auth import InvalidTenant, create_api_key, revoke_tenant_keys
+    from api.settings import ApiSettings
+    from workers.settings import load_settings
+
+    settings = load_settings(ApiSettings)
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        if args.keys_command == "create":
+            token = create_api_key(client, args.tenant)
+            print(token)
+            print(f"(API key for tenant {args.tenant!r}; it is shown only this once)", file=sys.stderr)
+        else:
+            count = revoke_tenant_keys(client, args.tenant)
+            print(f"revoked {count} key(s) of tenant {args.tenant!r}", file=sys.stderr)
+    except InvalidTenant as exc:
+        print(f"animegan keys: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        client.close()
+    return 0
+
+
+def collect_images(inputs: list[str]) -> list[Path]:
+    """Files as given, and the images of folders (sorted, not recursive); OSError names a missing path."""
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found.extend(
+                sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            )
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"{path} is neither a file nor a folder")
+    if not found:
+        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {' '.join(inputs)}")
+    return found
+
+
+def _submit(client: Any, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    paths = collect_images(args.inputs)
+    options = dict(model=args.model, format=args.format, size_mode=args.size_mode, max_side=args.max_side)
+    if len(paths) == 1:
+        job = client.stylize(paths[0], **options)
+    elif sum(p.stat().st_size for p in paths) > DIRECT_UPLOAD_BYTES:
+        ids = [client.upload(p, purpose="image") for p in tqdm(paths, desc="uploading", unit="img")]
+        job = client.batch(upload_ids=ids, **options)
+    else:
+        job = client.batch(paths, **options)
+    print(f"job {job['id']} ({job['kind']}, {len(paths)} image(s), model {args.model})", file=sys.stderr)
+    if args.no_wait:
+        print(json.dumps(job, indent=2))
+        return 0
+    with tqdm(total=len(paths), desc="stylizing", unit="img") as bar:
+
+        def show(current: dict[str, Any]) -> None:
+            progress = current.get("progress") or {}
+            bar.update(int(progress.get("done", 0)) + int(progress.get("failed", 0)) - bar.n)
+            bar.set_postfix_str(current["status"])
+
+        job = client.wait(job["id"], timeout=args.timeout, on_progress=show)
+    if job["status"] != "succeeded":
+        error = job.get("error") or {}
+        print(f"job {job['id']} {job['status']}: {error.get('message', '')}", file=sys.stderr)
+        return 1
+    return _download(client, job, paths, args)
+
+
+def _download(client: Any, job: dict[str, Any], paths: list[Path], args: argparse.Namespace) -> int:
+    from api.client import ApiClientError
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    ext = OUTPUT_EXT[args.format]
+    if job["kind"] == "stylize":
+        target = args.out / f"{paths[0].stem}.{ext}"
+        client.download_result(job["id"], target)
+        print(target)
+        return 0
+    stems = [p.stem for p in paths]
+    failed = 0
+    for index, stem in enumerate(stems):
+        # Two inputs with one stem (a/x.jpg, b/x.png) keep their index so neither overwrites the other.
+        name = f"{stem}.{ext}" if stems.count(stem) == 1 else f"{index:05d}-{stem}.{ext}"
+        try:
+            client.download_result(job["id"], args.out / name, index=index)
+        except ApiClientError as exc:
+            failed += 1
+            print(f"{paths[index]}: {exc.message}", file=sys.stderr)
+    print(f"{len(stems) - failed} result(s) in {args.out}", file=sys.stderr)
+    return 1 if failed else 0
