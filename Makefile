@@ -17,7 +17,7 @@ help:
 	@echo "make test-slow       the opt-in slow tier"
 	@echo "make install         create $(VENV) and install the project with the [dev] extra"
 	@echo "make lint / format   ruff check / ruff format"
-	@echo "make settings-table  print the README's table of ANIMEGAN_* settings"
+	@echo "make settings-table  regenerate the table of ANIMEGAN_* settings in README.md"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,4 +50,4 @@ format:
 	$(BIN)/ruff check --fix .
 
 settings-table:
-	$(BIN)/python scripts/settings_table.py
+	$(BIN)/python scripts/settings_table.py --write README.md

@@ -86,10 +86,29 @@ def markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+BEGIN, END = "<!-- settings-table:begin -->\n", "<!-- settings-table:end -->"
+
+
+def write_into(path: Path) -> None:
+    """Replace the table between the settings-table markers of `path` (README.md)."""
+    text = path.read_text(encoding="utf-8")
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        raise SystemExit(
+            f"{path}: markers {BEGIN.strip()} ... {END} not found; add them where the table goes"
+        )
+    path.write_text(text[: start + len(BEGIN)] + markdown() + text[end:], encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.parse_args(argv)
-    sys.stdout.write(markdown())
+    parser.add_argument("--write", type=Path, metavar="FILE", help="update the table inside FILE (README.md)")
+    args = parser.parse_args(argv)
+    if args.write:
+        write_into(args.write)
+        print(f"updated the settings table in {args.write}")
+    else:
+        sys.stdout.write(markdown())
     return 0
 
 
