@@ -1,0 +1,136 @@
+"""Stylizer on tiny seeded generators: size modes, odd and tiny sizes, alpha, batches, fast path, options."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from animegan.config import GeneratorConfig
+from animegan.errors import ConfigError
+from animegan.inference import InferenceOptions, Stylizer, reference_size
+from animegan.nn import build_generator
+
+
+def tiny(arch: str = "v2", seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_generator(GeneratorConfig(arch=arch, base_channels=8)).eval()
+
+
+def photo(w: int, h: int, seed: int = 0, mode: str = "RGB") -> Image.Image:
+    """A smooth seeded test picture (gradients plus a few blobs), so outputs are not noise-dominated."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    chans = [np.sin(xx / (7 + 5 * c) + rng.uniform(0, 6)) * np.cos(yy / (9 + 3 * c)) for c in range(3)]
+    rgb = ((np.stack(chans, axis=2) + 1) * 127.5).astype(np.uint8)
+    image = Image.fromarray(rgb, "RGB")
+    if mode == "RGBA":
+        alpha = (xx * 255 / max(1, w - 1)).astype(np.uint8)
+        image = Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
+    return image
+
+
+def fp32(**kw) -> InferenceOptions:
+    return InferenceOptions(precision="fp32", **kw)
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"), [((100, 300), (256, 288)), ((257, 255), (256, 256)), ((1000, 700), (992, 672))]
+)
+def test_reference_size_rule(size, expected):
+    assert reference_size(*size) == expected
+
+
+def test_reference_mode_resizes_like_the_reference():
+    out = Stylizer(tiny(), options=fp32()).stylize(photo(300, 100))
+    assert out.size == (288, 256) and out.mode == "RGB"
+
+
+@pytest.mark.parametrize("arch", ["v1", "v2"])
+@pytest.mark.parametrize("size", [(1, 1), (3, 2), (37, 53), (64, 33)])
+def test_original_mode_keeps_odd_and_tiny_sizes(arch, size):
+    out = Stylizer(tiny(arch), options=fp32(size_mode="original")).stylize(photo(*size))
+    assert out.size == size
+    assert np.asarray(out).std() > 0 or size == (1, 1)
+
+
+def test_max_side_caps_and_keeps_aspect():
+    s = Stylizer(tiny(), options=fp32(size_mode="max_side", max_side=48))
+    assert s.stylize(photo(96, 40)).size == (48, 20)
+    assert s.stylize(photo(30, 20)).size == (30, 20)  # smaller images are not upscaled
+
+
+def test_alpha_kept_or_dropped():
+    src = photo(40, 24, mode="RGBA")
+    kept = Stylizer(tiny(), options=fp32(size_mode="original")).stylize(src)
+    assert kept.mode == "RGBA"
+    assert np.array_equal(np.asarray(kept)[:, :, 3], np.asarray(src)[:, :, 3])
+    dropped = Stylizer(tiny(), options=fp32(size_mode="original", keep_alpha=False)).stylize(src)
+    assert dropped.mode == "RGB"
+    assert np.array_equal(np.asarray(dropped), np.asarray(kept)[:, :, :3])
+
+
+def test_alpha_follows_the_reference_resize():
+    out = Stylizer(tiny(), options=fp32()).stylize(photo(300, 100, mode="RGBA"))
+    assert out.mode == "RGBA" and out.size == (288, 256)
+
+
+def test_batches_equal_single_runs():
+    model = tiny()
+    images = [photo(40, 32, seed=i) for i in range(3)] + [photo(24, 24, seed=9)]
+    s = Stylizer(model, options=fp32(size_mode="original", batch_size=2))
+    many = s.stylize_many(images)
+    for image, batched in zip(images, many, strict=True):
+        single = np.asarray(s.stylize(image)).astype(int)
+        assert np.abs(single - np.asarray(batched).astype(int)).max() <= 1
+
+
+def test_fast_path_close_to_fp32():
+    model, image = tiny(), photo(64, 64)
+    ref = np.asarray(Stylizer(model, options=fp32(size_mode="original")).stylize(image)).astype(float)
+    fast = Stylizer(model, options=InferenceOptions(size_mode="original", precision="bf16"))
+    assert next(fast.model.parameters()).dtype == torch.bfloat16
+    assert next(model.parameters()).dtype == torch.float32  # the caller's model is left as it was
+    out = np.asarray(fast.stylize(image)).astype(float)
+    psnr = 10 * np.log10(255.0**2 / np.mean((ref - out) ** 2))
+    assert psnr > 30, psnr
+
+
+def test_auto_precision_resolves_per_device():
+    s = Stylizer(tiny(), options=InferenceOptions(precision="auto"))
+    assert s.dtype in (None, torch.bfloat16)
+    with pytest.raises(ConfigError, match="fp16"):
+        Stylizer(tiny(), options=InferenceOptions(precision="fp16"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"size_mode": "stretch"}, "size_mode"),
+        ({"precision": "fp8"}, "precision"),
+        ({"size_mode": "max_side"}, "max_side"),
+        ({"size_mode": "original", "max_side": 512}, "original"),
+        ({"tile_size": 16}, "tile_size"),
+        ({"tile_size": 128, "tile_overlap": 100}, "tile_overlap"),
+        ({"batch_size": 0}, "batch_size"),
+    ],
+)
+def test_options_reject_bad_values_by_name(kwargs, field):
+    with pytest.raises(ConfigError, match=field):
+        InferenceOptions(**kwargs)
+
+
+@pytest.mark.slow
+def test_compiled_path_matches_eager_and_compiles_once_per_shape():
+    from torch._dynamo.utils import counters
+
+    model, image = tiny(), photo(32, 32)
+    eager = np.asarray(Stylizer(model, options=fp32(size_mode="original")).stylize(image)).astype(int)
+    s = Stylizer(model, options=fp32(size_mode="original", compile=True))
+    counters.clear()
+    first = np.asarray(s.stylize(image)).astype(int)
+    frames = counters["stats"]["unique_graphs"]
+    again = np.asarray(Stylizer(model, options=fp32(size_mode="original", compile=True)).stylize(image))
+    assert counters["stats"]["unique_graphs"] == frames  # a second Stylizer reuses the process-wide compile
+    assert np.abs(first - eager).max() <= 1 and np.array_equal(first, again.astype(int))
