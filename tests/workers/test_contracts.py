@@ -1,0 +1,191 @@
+"""Contracts and the Celery configuration: payload round trips, routing through a real Redis broker, a real
+(in-thread) worker consuming them, redelivery of a message whose consumer was SIGKILLed, and import weight.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from celery import Celery
+from pydantic import ValidationError
+
+from workers import contracts
+from workers.celery_app import celery_config
+from workers.contracts import (
+    BatchChunkPayload,
+    Queues,
+    StylizePayload,
+    TaskNames,
+    TrainSegmentPayload,
+    WebhookPayload,
+)
+from workers.settings import ServiceSettings
+
+
+def make_app(redis_url: str, visibility_timeout: int = 3600) -> Celery:
+    """An app with the production configuration on the test database, without the real task module."""
+    app = Celery("contracts-test", set_as_current=False)
+    app.conf.update(
+        celery_config(ServiceSettings(redis_url=redis_url, visibility_timeout_seconds=visibility_timeout))
+    )
+    return app
+
+
+def queued_messages(redis_client, queue: str) -> list[dict]:
+    """Messages waiting in a Redis-transport queue, with their decoded body (args, kwargs, embed)."""
+    messages = []
+    for raw in redis_client.lrange(queue, 0, -1):
+        message = json.loads(raw)
+        message["decoded"] = json.loads(base64.b64decode(message["body"]))
+        messages.append(message)
+    return messages
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        StylizePayload(job_id="j1", input_key="inputs/j1/000000.png"),
+        BatchChunkPayload(
+            job_id="j1", indices=[4, 5], input_keys=["inputs/j1/000004.png", "inputs/j1/000005.jpg"]
+        ),
+        TrainSegmentPayload(job_id="j1", segment=3),
+        WebhookPayload(job_id="j1", event="succeeded"),
+    ],
+)
+def test_payload_round_trip_through_json(payload):
+    wire = json.loads(json.dumps(payload.model_dump(mode="json")))
+    assert wire["version"] == contracts.PAYLOAD_VERSION
+    assert type(payload).model_validate(wire) == payload
+    assert (
+        type(payload).model_validate({**wire, "added_later": 1}) == payload
+    )  # newer producers may add fields
+
+
+@pytest.mark.parametrize(
+    ("model", "data", "message"),
+    [
+        (StylizePayload, {"job_id": "j", "input_key": "../etc/passwd"}, "segment '..'"),
+        (StylizePayload, {"job_id": "j", "input_key": "a", "version": 99}, "upgrade the workers"),
+        (StylizePayload, {"job_id": "j/x", "input_key": "a"}, "not a valid id"),
+        (BatchChunkPayload, {"job_id": "j", "indices": [0, 1], "input_keys": ["a"]}, "2 indices for 1 keys"),
+        (TrainSegmentPayload, {"job_id": "j", "segment": -1}, "greater than or equal to 0"),
+    ],
+)
+def test_bad_payloads_are_refused_with_the_field_named(model, data, message):
+    with pytest.raises(ValidationError, match=message):
+        model.model_validate(data)
+
+
+def test_configuration():
+    conf = celery_config(ServiceSettings(visibility_timeout_seconds=120))
+    assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"] and conf["task_ignore_result"]
+    assert conf["worker_prefetch_multiplier"] == 1 and conf["accept_content"] == ["json"]
+    assert conf["broker_transport_options"]["visibility_timeout"] == 120
+    assert conf["result_backend_transport_options"]["visibility_timeout"] == 120
+    assert conf["worker_send_task_events"] is False and conf["result_backend"] is None
+    assert {route["queue"] for route in conf["task_routes"].values()} == {q.value for q in Queues}
+    assert set(conf["task_routes"]) == {name.value for name in TaskNames}
+
+
+def test_enqueue_helpers_route_by_name(redis_url, redis_client):
+    app = make_app(redis_url)
+    assert contracts.enqueue_stylize("j1", "inputs/j1/000000.png", app=app) == "j1-stylize"
+    keys = [f"inputs/j2/{i:06d}.png" for i in range(5)]
+    assert contracts.enqueue_batch("j2", keys, chunk_size=2, app=app) == [
+        "j2-chunk-0",
+        "j2-chunk-1",
+        "j2-chunk-2",
+    ]
+    contracts.enqueue_training("j3", app=app)
+    contracts.enqueue_webhook("j1", "succeeded", app=app)
+    stylize = queued_messages(redis_client, "stylize")
+    assert [m["headers"]["task"] for m in stylize] == ["animegan.batch_chunk"] * 3 + ["animegan.stylize"]
+    last_chunk = stylize[0]["decoded"][0][0]  # LPUSH: newest first
+    assert last_chunk["indices"] == [4] and last_chunk["input_keys"] == [keys[4]]
+    assert all(m["content-type"] == "application/json" for m in stylize)
+    (train,) = queued_messages(redis_client, "train")
+    assert train["headers"]["id"] == "j3-segment-0" and train["decoded"][0][0]["segment"] == 0
+    (hook,) = queued_messages(redis_client, "webhooks")
+    assert hook["decoded"][0][0] == {"version": 1, "job_id": "j1", "event": "succeeded"}
+
+
+def run_worker_until(app: Celery, received: list, count: int, timeout: float = 30) -> None:
+    from celery.contrib.testing.worker import start_worker
+
+    with start_worker(app, pool="solo", perform_ping_check=False, queues=[q.value for q in Queues]):
+        deadline = time.monotonic() + timeout
+        while len(received) < count and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def test_a_real_worker_consumes_what_the_helpers_send(redis_url):
+    app = make_app(redis_url)
+    received = []
+
+    @app.task(name=TaskNames.stylize.value, bind=True, shared=False)  # not added to later apps
+    def stylize(self, payload):
+        received.append((StylizePayload.model_validate(payload), self.request.delivery_info["routing_key"]))
+
+    contracts.enqueue_stylize("j9", "inputs/j9/000000.png", app=app)
+    run_worker_until(app, received, 1)
+    assert received == [(StylizePayload(job_id="j9", input_key="inputs/j9/000000.png"), "stylize")]
+
+
+CONSUME_AND_DIE = textwrap.dedent(
+    """
+    import os, signal, sys
+    from celery import Celery
+    from workers.celery_app import celery_config
+    from workers.settings import ServiceSettings
+
+    app = Celery("victim", set_as_current=False)
+    app.conf.update(celery_config(ServiceSettings(redis_url=sys.argv[1], visibility_timeout_seconds=2)))
+    with app.connection_for_read() as conn:
+        message = conn.default_channel.basic_get("stylize", no_ack=False)
+        assert message is not None, "nothing to consume"
+        print("got", message.headers["id"], flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)  # dies holding the unacked message, like a lost node
+    """
+)
+
+
+def test_message_of_a_sigkilled_consumer_is_redelivered_after_the_visibility_timeout(redis_url, redis_client):
+    app = make_app(redis_url, visibility_timeout=2)
+    contracts.enqueue_stylize("lost", "inputs/lost/000000.png", app=app)
+    proc = subprocess.run(
+        [sys.executable, "-c", CONSUME_AND_DIE, redis_url], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == -9 and "got lost-stylize" in proc.stdout, proc.stderr
+    assert redis_client.llen("stylize") == 0 and redis_client.hlen("unacked") == 1
+    received = []
+
+    @app.task(name=TaskNames.stylize.value, bind=True, shared=False)  # not added to later apps
+    def stylize(self, payload):
+        received.append((payload["job_id"], bool(self.request.delivery_info.get("redelivered"))))
+
+    started = time.monotonic()
+    run_worker_until(app, received, 1)
+    assert received == [("lost", True)]
+    assert time.monotonic() - started < 20
+    assert redis_client.hlen("unacked") == 0  # acked after the task ran
+
+
+def test_light_modules_load_no_torch():
+    code = (
+        "import sys, json\n"
+        "import workers.contracts, workers.celery_app, workers.jobstore, workers.storage, workers.registry\n"
+        "import workers.lease, workers.keys, workers.settings\n"
+        "from workers.celery_app import app\n"
+        "app.conf.broker_url\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'animegan', 'numpy', 'safetensors', 'cv2', 'boto3'))))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == []  # boto3 too: it loads only when an s3:// store is opened
