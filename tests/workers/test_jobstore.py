@@ -236,3 +236,28 @@ def test_lease_exclusive_and_fenced(redis_client):
     assert lease.release("job1", second)
     assert lease.holder("job1") is None
     assert lease.acquire("job1", "again", ttl=1) > second
+
+
+def test_works_with_a_bytes_client(redis_url):
+    """The API and workers use decode_responses=True; a plain client (bytes replies) must work the same."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        store = JobStore(client, ttl_seconds=60)
+        record, _ = store.create("batch", "dave", {"k": "v"}, total=2, idempotency_key="i", request_hash="h")
+        assert (
+            store.create("batch", "dave", {}, total=2, idempotency_key="i", request_hash="h")[0].id
+            == record.id
+        )
+        assert store.start(record.id) and store.mark_item_done(record.id, 0)
+        assert (
+            store.mark_item_failed(record.id, 1, "bad", "x")
+            and store.item_errors(record.id)[1]["code"] == "bad"
+        )
+        assert store.cancel(record.id) and store.is_cancel_requested(record.id)
+        page, _ = store.list("dave")
+        assert [r.id for r in page] == [record.id] and page[0].progress["done"] == 1
+        assert store.get_by_idempotency_key("dave", "i", "h").id == record.id
+    finally:
+        client.close()
