@@ -180,3 +180,22 @@ def test_open_store_picks_backend_from_url(tmp_path, s3_endpoint, s3_bucket):
 def test_content_disposition_escapes_quotes():
     header = content_disposition('evil"; x=1.png')
     assert header.startswith('attachment; filename="evil_; x=1.png"')
+
+
+def test_presigned_urls_use_the_public_endpoint(s3_endpoint, s3_bucket):
+    """Services reach MinIO as http://minio:9000 while clients need http://localhost:9000: sign for the latter."""
+    from workers.storage.s3 import S3Store
+
+    store = S3Store(
+        s3_bucket,
+        endpoint_url=s3_endpoint,
+        public_endpoint_url="http://files.example.com:9000",
+        access_key_id="testing",
+        secret_access_key="testing",
+        addressing_style="path",
+    )
+    store.put_bytes("a/b", b"x")
+    url = store.presign_get("a/b", 60)
+    assert url.startswith(f"http://files.example.com:9000/{s3_bucket}/a/b?")
+    assert store.presign_put("a/c", 60).startswith("http://files.example.com:9000/")
+    assert store.get_bytes("a/b") == b"x"  # the service itself still talks to the internal endpoint
