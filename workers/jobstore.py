@@ -9,6 +9,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
@@ -226,6 +227,20 @@ class JobStore:
             cancel_requested=h.get("cancel") == "1",
             last_event=_loads(h.get("last_event")),
         )
+
+    def iter_records(self, max_records: int = 10_000) -> Iterator[JobRecord]:
+        """Every retained job record, in no order (metrics, admin); SCAN, so it never blocks Redis."""
+        seen = 0
+        for key in self.redis.scan_iter(match=f"{PREFIX}job:*", count=1000):
+            name = _text(key)
+            if name.count(":") != 2:  # companion keys (":items", ":item_errors") have one more part
+                continue
+            record = self._parse(self.redis.hgetall(name))
+            if record is not None:
+                yield record
+                seen += 1
+                if seen >= max_records:
+                    return
 
     def list(
         self,

@@ -261,3 +261,10 @@ def test_works_with_a_bytes_client(redis_url):
         assert store.get_by_idempotency_key("dave", "i", "h").id == record.id
     finally:
         client.close()
+
+
+def test_iter_records_sees_every_job_once(jobstore):
+    ids = {jobstore.create("batch", f"owner{i % 2}", {}, total=2)[0].id for i in range(5)}
+    jobstore.mark_item_done(next(iter(ids)), 0)  # creates a companion ':items' key, which must be skipped
+    assert sorted(r.id for r in jobstore.iter_records()) == sorted(ids)
+    assert len(list(jobstore.iter_records(max_records=2))) == 2
