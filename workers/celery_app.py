@@ -11,11 +11,14 @@ How a task survives a dead worker with the Redis transport (kombu 5.7, read from
   once, marked redelivered. That can loop on a poison input: the workers count attempts in the JobStore and
   fail the job after max_redeliveries.
 - Warm shutdown (SIGTERM) waits for running tasks, then `QoS.restore_at_shutdown` puts every message this
-  worker reserved but did not ack back on its queue.
+  worker reserved but did not ack back on its queue. A pod grace period shorter than the running task ends in
+  SIGKILL (next case), which is why training segments stop early on warm shutdown (workers.tasks).
 - The whole worker SIGKILLed (node lost, OOM of the main process): nothing runs to restore. The message stays
   in `unacked` until some consumer's `restore_visible` finds it older than visibility_timeout: each worker
   runs it when it starts polling and then periodically (every unacked_restore_interval seconds, scanning on
-  every unacked_restore_throttle-th call; kombu's defaults 10 x 10 give ~100 s, we set the throttle to 1).
+  every unacked_restore_throttle-th call; kombu's defaults 10 x 10 give ~100 s, we set the throttle to 1;
+  both options came with kombu PR #2558). Checked by tests/workers/test_contracts.py (consumer SIGKILLed,
+  message redelivered after a 2 s timeout) and by hand for a SIGKILLed prefork child (redelivered at once).
   A restart does NOT restore sooner: a message younger than visibility_timeout waits out its timeout.
   Restored messages carry delivery_info["redelivered"] = True.
 - Hence the visibility timeout must exceed the longest task (a training segment plus its checkpoint upload,
