@@ -125,6 +125,15 @@ def _send(
         from workers.celery_app import get_app
 
         app = get_app()
+    if countdown is not None:
+        # A delayed message waits unacked inside a worker; past the visibility timeout the broker hands it
+        # out again, and again (kombu#337), so a delay must stay well inside that timeout.
+        visibility = app.conf.broker_transport_options.get("visibility_timeout", 3600)
+        if not 0 <= countdown < visibility:
+            raise ValueError(
+                f"countdown {countdown} s for {name} must be at least 0 and shorter than the broker's visibility "
+                f"timeout ({visibility} s); schedule longer waits differently"
+            )
     # Routing to the queue comes from the app's task_routes (celery_app.py), the same table the workers use.
     app.send_task(str(name), args=[payload.model_dump(mode="json")], task_id=tid, countdown=countdown)
     logger.debug("sent %s %s for job %s", name, tid, payload.job_id)

@@ -115,6 +115,15 @@ def test_enqueue_helpers_route_by_name(redis_url, redis_client):
     assert hook["decoded"][0][0] == {"version": 1, "job_id": "j1", "event": "succeeded"}
 
 
+def test_countdown_must_stay_inside_the_visibility_timeout(redis_url, redis_client):
+    app = make_app(redis_url, visibility_timeout=60)
+    contracts.enqueue_train_segment("j4", 2, countdown=5, app=app)
+    (message,) = queued_messages(redis_client, "train")
+    assert message["headers"]["eta"] is not None
+    with pytest.raises(ValueError, match="shorter than the broker's visibility timeout"):
+        contracts.enqueue_webhook("j4", "failed", countdown=60, app=app)
+
+
 def run_worker_until(app: Celery, received: list, count: int, timeout: float = 30) -> None:
     from celery.contrib.testing.worker import start_worker
 
