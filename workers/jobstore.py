@@ -262,9 +262,11 @@ class JobStore:
         max_score, after_id = self._parse_cursor(cursor)
         found: list[tuple[JobRecord, int]] = []
         offset = 0
+        # Unfiltered, limit + 1 entries fill a page and tell whether another follows; filtered, read ahead.
+        batch = limit + 1 if kind is None and status is None else max(limit + 1, _LIST_SCAN)
         while len(found) <= limit:
             entries = self.redis.zrevrangebyscore(
-                index, max_score, "-inf", start=offset, num=_LIST_SCAN, withscores=True
+                index, max_score, "-inf", start=offset, num=batch, withscores=True
             )
             if not entries:
                 break
