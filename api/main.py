@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from PIL import Image
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -19,7 +20,7 @@ from api.deps import Services
 from api.errors import error_body, install_error_handlers
 from api.metrics import RequestMetricsMiddleware
 from api.routes import batches, health, jobs, models, stylize, trainings, uploads
-from api.schemas import ErrorResponse
+from api.schemas import ErrorResponse, TrainingHyperparameters
 from api.settings import ApiSettings
 from workers.settings import load_settings
 
@@ -99,12 +100,31 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             429: {"model": ErrorResponse},
         },
     )
+    _document_form_json(app)
     install_error_handlers(app)
     for module in (stylize, batches, uploads, trainings, jobs, models, health):
         app.include_router(module.router)
     app.add_middleware(RequestMetricsMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
     return app
+
+
+def _document_form_json(app: FastAPI) -> None:
+    """Add TrainingHyperparameters (sent as a JSON string form field) to the schema's components."""
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            hyper = TrainingHyperparameters.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(hyper.pop("$defs", {}))
+            components["TrainingHyperparameters"] = hyper
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 class _LazyApp:

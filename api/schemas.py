@@ -146,7 +146,11 @@ class TrainingForm(FormModel):
     file_parts: ClassVar[tuple[str, ...]] = ("photos", "styles")
 
     name: str = Field(min_length=1, max_length=64, description="name of the model the run registers")
-    hyperparameters: str = Field("{}", description="JSON object of TrainingHyperparameters")
+    hyperparameters: str = Field(
+        "{}",
+        description="JSON object, schema #/components/schemas/TrainingHyperparameters",
+        examples=['{"preset": "v2-hayao", "image_size": 256, "epochs": 10, "max_steps": 2000}'],
+    )
     photos_upload_id: str | None = Field(None, max_length=64)
     styles_upload_id: str | None = Field(None, max_length=64)
     fine_tune_from: str | None = Field(None, max_length=64, description="start G from this model's weights")

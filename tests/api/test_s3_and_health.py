@@ -1,0 +1,127 @@
+"""The API on S3 storage (a real moto S3 HTTP server): inputs land in the bucket, results redirect to presigned
+URLs, direct uploads go straight to S3. Plus readiness (fails when Redis is down), metrics and the OpenAPI schema.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from api.client import ApiClient
+from tests.api.conftest import PUBLIC_MODEL, Api, ApiProcess, finish_job, png_bytes, start_api
+from tests.conftest import free_port
+from workers import keys
+
+
+@pytest.fixture(scope="module")
+def s3_api(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str) -> Iterator[Api]:
+    import boto3
+
+    bucket = "api-tests"
+    boto3.client(
+        "s3", endpoint_url=s3_endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+        region_name="us-east-1",
+    ).create_bucket(Bucket=bucket)  # fmt: skip
+    tmp = tmp_path_factory.mktemp("api-s3")
+    env = {
+        "ANIMEGAN_S3_ENDPOINT_URL": s3_endpoint,
+        "ANIMEGAN_S3_ACCESS_KEY_ID": "testing",
+        "ANIMEGAN_S3_SECRET_ACCESS_KEY": "testing",
+        "ANIMEGAN_S3_ADDRESSING_STYLE": "path",
+    }
+    service = start_api(tmp, env=env, storage_url=f"s3://{bucket}/svc")
+    yield service
+    service.process.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_s3_inputs_and_presigned_results(s3_api, s3_endpoint):
+    with ApiClient(s3_api.url, s3_api.keys["alice"]) as client:
+        assert httpx.get(f"{s3_api.url}/readyz").json()["checks"] == {"redis": "ok", "storage": "ok"}
+        image = png_bytes((60, 40))
+        job = client.stylize(image, model=PUBLIC_MODEL)
+        assert s3_api.store.get_bytes(keys.input(job["id"], 0, "png")) == image
+        finish_job(s3_api, job["id"], {0: b"stylized bytes"})
+
+        redirect = client.http.get(f"/v1/jobs/{job['id']}/result", follow_redirects=False)
+        assert redirect.status_code == 307
+        location = redirect.headers["Location"]
+        assert (
+            location.startswith(f"{s3_endpoint}/api-tests/svc/outputs/{job['id']}/")
+            and "Signature" in location
+        )
+        # The client follows the redirect (without its API key) and gets the object from S3.
+        assert client.result_bytes(job["id"]) == b"stylized bytes"
+
+
+def test_s3_direct_upload_then_stylize(s3_api, s3_endpoint):
+    with ApiClient(s3_api.url, s3_api.keys["alice"]) as client:
+        image = png_bytes((30, 30))
+        created = client.http.post("/v1/uploads", json={"purpose": "image", "size": len(image)}).json()
+        assert created["url"].startswith(s3_endpoint) and "Authorization" not in created["headers"]
+        upload_id = client.upload(image, purpose="image")
+        assert s3_api.store.get_bytes(keys.upload("alice", upload_id)) == image
+        job = client.stylize(upload_id=upload_id, model=PUBLIC_MODEL)
+        assert s3_api.store.get_bytes(keys.input(job["id"], 0, "png")) == image
+        with ApiClient(s3_api.url, s3_api.keys["bob"]) as bob:
+            assert bob.http.get(f"/v1/uploads/{upload_id}").status_code == 404
+
+
+def test_readyz_fails_when_redis_is_down(tmp_path):
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    process = ApiProcess(
+        {"ANIMEGAN_REDIS_URL": dead, "ANIMEGAN_STORAGE_URL": (tmp_path / "s").as_uri()}, tmp_path / "api.log"
+    )
+    try:
+        process.wait_ready()
+        assert httpx.get(f"{process.url}/healthz").status_code == 200
+        ready = httpx.get(f"{process.url}/readyz", timeout=30)
+        assert ready.status_code == 503
+        body = ready.json()
+        assert body["checks"]["storage"] == "ok" and body["checks"]["redis"].startswith("unreachable")
+        assert body["error"]["code"] == "not_ready" and "redis" in body["error"]["message"]
+    finally:
+        process.stop()
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    selector = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = re.escape(f"{name}{{{selector}}}" if labels else name) + r" ([0-9.e+-]+)"
+    found = re.search(pattern, text)
+    assert found, f"{name} {labels} not in metrics"
+    return float(found.group(1))
+
+
+def test_metrics_report_jobs_queues_durations_and_rate(api, alice):
+    before = metric(httpx.get(f"{api.url}/metrics").text, "animegan_queue_depth", queue="stylize")
+    ids = [
+        alice.post(
+            "/v1/stylize", data={"model": PUBLIC_MODEL}, files={"file": ("p.png", png_bytes())}
+        ).json()["id"]
+        for _ in range(3)
+    ]
+    finish_job(api, ids[0], {0: b"x"})
+    text = httpx.get(f"{api.url}/metrics").text
+    assert metric(text, "animegan_queue_depth", queue="stylize") == before + 3
+    assert metric(text, "animegan_jobs", kind="stylize", status="succeeded") >= 1
+    assert metric(text, "animegan_jobs", kind="stylize", status="queued") >= 2
+    assert metric(text, "animegan_job_duration_seconds_count", kind="stylize") >= 1
+    assert metric(text, "animegan_images_per_second") > 0
+    assert 'animegan_http_requests_total{method="POST",route="/v1/stylize",status="202"}' in text
+
+
+def test_openapi_documents_every_route_with_examples(api):
+    spec = httpx.get(f"{api.url}/openapi.json").json()
+    paths = set(spec["paths"])
+    for path in ["/v1/stylize", "/v1/batches", "/v1/uploads", "/v1/trainings", "/v1/jobs", "/v1/jobs/{job_id}",
+                 "/v1/jobs/{job_id}/cancel", "/v1/jobs/{job_id}/result", "/v1/jobs/{job_id}/results/{index}",
+                 "/v1/jobs/{job_id}/events", "/v1/models", "/v1/models/{name}", "/healthz", "/readyz", "/metrics"]:  # fmt: skip
+        assert path in paths, path
+    schemas = spec["components"]["schemas"]
+    assert schemas["JobPublic"].get("examples") and schemas["TrainingHyperparameters"].get("examples")
+    assert "ErrorResponse" in schemas
+    assert "429" in spec["paths"]["/v1/stylize"]["post"]["responses"]
