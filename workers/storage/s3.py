@@ -59,6 +59,10 @@ class S3Store(ObjectStore):
                 retries={"max_attempts": max_attempts, "mode": "standard"},
                 s3={"addressing_style": addressing_style},
                 signature_version="s3v4",
+                # botocore >= 1.36 adds CRC checksums to every upload by default, which several S3-compatible
+                # servers (older MinIO, Ceph, some R2 paths) reject; send them only where S3 requires them.
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
             ),
         }
         self.transfer_config = TransferConfig(
