@@ -199,3 +199,19 @@ def test_presigned_urls_use_the_public_endpoint(s3_endpoint, s3_bucket):
     assert url.startswith(f"http://files.example.com:9000/{s3_bucket}/a/b?")
     assert store.presign_put("a/c", 60).startswith("http://files.example.com:9000/")
     assert store.get_bytes("a/b") == b"x"  # the service itself still talks to the internal endpoint
+
+
+def test_unreachable_s3_is_a_storage_error_not_a_crash():
+    """Connection refused surfaces (after the bounded retries) as StorageError, which workers treat as transient."""
+    from tests.conftest import free_port
+    from workers.storage.s3 import S3Store
+
+    dead = S3Store(
+        "bucket", endpoint_url=f"http://127.0.0.1:{free_port()}", access_key_id="t", secret_access_key="t",
+        max_attempts=2,
+    )  # fmt: skip
+    for call in (lambda: dead.get_bytes("a/b"), lambda: dead.put_bytes("a/b", b"x"), lambda: dead.list("a/")):
+        with pytest.raises(StorageError, match="ANIMEGAN_S3_ENDPOINT_URL"):
+            call()
+    with pytest.raises(StorageError, match="not reachable"):
+        dead.ping()
