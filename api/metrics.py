@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from workers.contracts import Queues
-from workers.jobstore import PREFIX, JobStore
+from workers.jobstore import JobStore
 
 logger = logging.getLogger(__name__)
 
@@ -75,26 +75,6 @@ class ServiceCollector(Collector):
     def __init__(self, jobs: JobStore):
         self.jobs = jobs
 
-    def _records(self) -> Iterator[dict[str, Any]]:
-        client = self.jobs.redis
-        seen = 0
-        # Job hashes are PREFIX + "job:" + id; their companion keys (":items", ...) have one more ':' part.
-        for key in client.scan_iter(match=f"{PREFIX}job:*", count=1000):
-            name = key.decode() if isinstance(key, bytes) else key
-            if name.count(":") != 2:
-                continue
-            raw = client.hmget(name, "kind", "status", "started_at", "finished_at", "done", "total")
-            kind, status, started, finished, done, total = (
-                v.decode() if isinstance(v, bytes) else v for v in raw
-            )
-            if kind is None or status is None:
-                continue
-            yield {"kind": kind, "status": status, "started": started, "finished": finished, "done": done}
-            seen += 1
-            if seen >= MAX_SCANNED_JOBS:
-                logger.warning("metrics scrape stopped after %d job records", seen)
-                return
-
     def collect(self) -> Iterator[Any]:
         client = self.jobs.redis
         depth = GaugeMetricFamily(
@@ -108,12 +88,13 @@ class ServiceCollector(Collector):
         durations: dict[str, list[float]] = {}
         recent_images = 0
         now = time.time()
-        for rec in self._records():
-            counts[(rec["kind"], rec["status"])] += 1
-            if rec["started"] and rec["finished"]:
-                durations.setdefault(rec["kind"], []).append(float(rec["finished"]) - float(rec["started"]))
-                if rec["kind"] != "train" and now - float(rec["finished"]) <= RATE_WINDOW_SECONDS:
-                    recent_images += int(rec["done"] or 0)
+        for rec in self.jobs.iter_records(MAX_SCANNED_JOBS):
+            kind = rec.kind.value
+            counts[(kind, rec.status.value)] += 1
+            if rec.started_at is not None and rec.finished_at is not None:
+                durations.setdefault(kind, []).append(rec.finished_at - rec.started_at)
+                if kind != "train" and now - rec.finished_at <= RATE_WINDOW_SECONDS:
+                    recent_images += int(rec.progress.get("done", 0))
         jobs = GaugeMetricFamily("animegan_jobs", "Job records by kind and status", labels=["kind", "status"])
         for (kind, status), n in sorted(counts.items()):
             jobs.add_metric([kind, status], n)
