@@ -35,7 +35,10 @@ MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4 refuses presigned URLs valid for lo
 class ServiceSettings(BaseSettings):
     """Fields every process needs: where Redis and object storage are, and the shared limits."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True)
+    # env_ignore_empty: `ANIMEGAN_VGG_WEIGHTS=` in an env file means "unset", not the path "".
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", validate_default=True, env_ignore_empty=True
+    )
 
     # Broker, job records, registry and leases all live in this Redis (one database).
     redis_url: str = "redis://127.0.0.1:6379/0"

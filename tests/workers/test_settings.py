@@ -84,6 +84,13 @@ def test_credentials_come_in_pairs(monkeypatch):
         load_settings(ServiceSettings)
 
 
+def test_empty_variables_mean_unset(monkeypatch):
+    monkeypatch.setenv("ANIMEGAN_VGG_WEIGHTS", "")
+    monkeypatch.setenv("ANIMEGAN_S3_ENDPOINT_URL", "")
+    settings = load_settings(WorkerSettings)
+    assert settings.vgg_weights is None and settings.s3_endpoint_url is None
+
+
 def test_overrides_win_over_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("ANIMEGAN_STORAGE_URL", "s3://from-env")
     settings = load_settings(ServiceSettings, storage_url=tmp_path.as_uri())
