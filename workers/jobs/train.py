@@ -137,6 +137,10 @@ def train_config(ctx: JobContext, params: dict[str, Any], work: Path) -> TrainCo
             overrides["generator"] = dataclasses.replace(
                 base.generator, base_channels=int(hp["base_channels"])
             )
+        # Not in the public API: lets operators and tests shrink D along with G.
+        if hp.get("discriminator_channels") is not None:
+            width = int(hp["discriminator_channels"])
+            overrides["discriminator"] = dataclasses.replace(base.discriminator, base_channels=width)
         if hp.get("loss_weights"):
             chosen = {
                 _LOSS_NAMES[k]: v for k, v in hp["loss_weights"].items() if v is not None and k in _LOSS_NAMES
@@ -145,7 +149,7 @@ def train_config(ctx: JobContext, params: dict[str, Any], work: Path) -> TrainCo
         return base.replace(
             vgg_weights=str(ctx.settings.vgg_weights),
             smooth_cache_dir=str(Path(tempfile.gettempdir()) / "animegan-smooth-cache"),
-            device=ctx.settings.device,
+            device=ctx.device,
             **overrides,
         )
     except (AnimeGANError, TypeError, ValueError) as exc:

@@ -1,0 +1,163 @@
+"""Training segments in-process: resume from the stored checkpoint, lease exclusivity, fencing, completion."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from workers import keys
+from workers.jobs import JobContext
+from workers.jobs.train import SegmentOutcome, run_segment
+
+OWNER = "tenant-a"
+DATASET = "ds1"
+
+
+def zip_of_images(count: int, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i in range(count):
+            img = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, size=(72, 80, 3), dtype=np.uint8)).save(img, "PNG")
+            zf.writestr(f"imgs/{i}.png", img.getvalue())
+    return buf.getvalue()
+
+
+@pytest.fixture
+def ctx(redis_client, redis_url, tmp_path) -> JobContext:
+    from tests.animegan.vgg_fixtures import write_vgg19_npy
+    from workers.jobs.models import ModelCache
+    from workers.jobstore import JobStore
+    from workers.lease import TrainingLease
+    from workers.registry import ModelRegistry
+    from workers.settings import WorkerSettings, load_settings
+    from workers.storage import LocalStore
+
+    settings = load_settings(
+        WorkerSettings,
+        redis_url=redis_url,
+        storage_url=(tmp_path / "storage").as_uri(),
+        vgg_weights=write_vgg19_npy(tmp_path / "vgg19.npy", seed=0),
+        device="cpu",
+        train_segment_seconds=60,
+        visibility_timeout_seconds=120,
+    )
+    store = LocalStore(tmp_path / "storage")
+    registry = ModelRegistry(redis_client)
+    store.put_bytes(keys.dataset_archive(DATASET, "photos"), zip_of_images(4, seed=1))
+    store.put_bytes(keys.dataset_archive(DATASET, "styles"), zip_of_images(4, seed=2))
+    return JobContext(
+        settings=settings,
+        jobs=JobStore.from_settings(redis_client, settings),
+        store=store,
+        registry=registry,
+        models=ModelCache(store, registry, None, device="cpu", capacity=2),
+        leases=TrainingLease(redis_client),
+        device="cpu",
+        on_terminal=lambda job_id: None,
+    )
+
+
+def train_job(ctx, max_steps: int, **hyper) -> str:
+    hp = {"preset": "v2-hayao", "image_size": 32, "batch_size": 2, "epochs": 4, "init_epochs": 1,
+          "base_channels": 8, "discriminator_channels": 8, "max_steps": max_steps, **hyper}  # fmt: skip
+    record, _ = ctx.jobs.create(
+        "train", OWNER, {"name": "my-style", "dataset_id": DATASET, "hyperparameters": hp}, total=max_steps
+    )
+    return record.id
+
+
+def test_segments_resume_from_the_stored_checkpoint_and_register_the_model(ctx, monkeypatch):
+    job_id = train_job(ctx, max_steps=5)
+    import workers.jobs.train as train_module
+
+    # First segment: stop after 3 steps, as if its time budget ran out.
+    real_trainer = train_module.Trainer
+
+    class ThreeSteps(real_trainer):
+        def run(self, max_steps=None, max_seconds=None):
+            return super().run(max_steps=3)
+
+    monkeypatch.setattr(train_module, "Trainer", ThreeSteps)
+    assert run_segment(ctx, job_id, 0) == SegmentOutcome.paused
+    assert ctx.store.list(keys.checkpoints_prefix(job_id)) == [keys.checkpoint(job_id, 3)]
+    record = ctx.jobs.get(job_id)
+    assert (record.progress["step"], record.progress["segments_done"]) == (3, 1)
+    assert set(record.progress["losses"]) >= {"con"} or record.progress["losses"]
+
+    monkeypatch.setattr(train_module, "Trainer", real_trainer)
+    assert run_segment(ctx, job_id, 0) == SegmentOutcome.stale  # a duplicate of the finished segment
+    assert run_segment(ctx, job_id, 1) == SegmentOutcome.finished
+    record = ctx.jobs.get(job_id)
+    assert record.status == "succeeded", record.error
+    assert record.progress["resumed_from_step"] == 3
+    assert record.result == {"model": "my-style", "model_key": keys.model("my-style", OWNER), "steps": 5}
+    info = ctx.registry.get("my-style", OWNER)
+    assert info is not None and info.source == "trained" and info.config["base_channels"] == 8
+    assert ctx.registry.get("my-style", "tenant-b") is None
+    # The registered model is usable by a stylize job at once.
+    assert ctx.models.get("my-style", OWNER).config["base_channels"] == 8
+
+
+def test_a_held_lease_keeps_a_second_worker_out(ctx):
+    job_id = train_job(ctx, max_steps=2)
+    token = ctx.leases.acquire(job_id, "other-worker", 30)
+    assert token is not None
+    assert run_segment(ctx, job_id, 0) == SegmentOutcome.busy
+    assert ctx.store.list(keys.checkpoints_prefix(job_id)) == []
+
+
+def test_a_fenced_off_worker_uploads_nothing(ctx, monkeypatch):
+    job_id = train_job(ctx, max_steps=3, checkpoint_every=1)
+    import workers.jobs.train as train_module
+
+    real_hooks = train_module.SegmentHooks
+
+    class TakenOver(real_hooks):
+        def progress(self, p):
+            super().progress(p)
+            if p.step == 1:  # another worker takes the lease over (ours expired while we were stalled)
+                self.ctx.redis_client_for_test.delete(self.ctx.leases.lease_key(self.job_id))
+                self.ctx.leases.acquire(self.job_id, "successor", 30)
+
+    ctx.redis_client_for_test = ctx.jobs.redis  # type: ignore[attr-defined]
+    monkeypatch.setattr(train_module, "SegmentHooks", TakenOver)
+    assert run_segment(ctx, job_id, 0) == SegmentOutcome.lost_lease
+    assert ctx.store.list(keys.checkpoints_prefix(job_id)) == []
+    assert ctx.leases.holder(job_id) == "successor"  # our release did not drop the successor's lease
+
+
+def test_bad_dataset_and_missing_vgg_fail_the_job(ctx):
+    ctx.store.put_bytes(keys.dataset_archive("broken", "photos"), b"not a zip")
+    ctx.store.put_bytes(keys.dataset_archive("broken", "styles"), zip_of_images(2, seed=3))
+    record, _ = ctx.jobs.create(
+        "train", OWNER, {"name": "x", "dataset_id": "broken", "hyperparameters": {"image_size": 64}}, total=1
+    )
+    assert run_segment(ctx, record.id, 0) == SegmentOutcome.finished
+    failed = ctx.jobs.get(record.id)
+    assert failed.status == "failed" and failed.error["code"] == "bad_dataset"
+    assert "photos archive is not a readable zip" in failed.error["message"]
+
+
+def test_cancel_stops_training_between_steps(ctx, monkeypatch):
+    job_id = train_job(ctx, max_steps=50)
+    import workers.jobs.train as train_module
+
+    real_hooks = train_module.SegmentHooks
+
+    class CancelAtTwo(real_hooks):
+        def progress(self, p):
+            super().progress(p)
+            if p.step == 2:
+                self.ctx.jobs.cancel(self.job_id)
+
+    monkeypatch.setattr(train_module, "SegmentHooks", CancelAtTwo)
+    assert run_segment(ctx, job_id, 0) == SegmentOutcome.finished
+    record = ctx.jobs.get(job_id)
+    assert record.status == "canceled"
+    assert record.progress["step"] == 2
