@@ -1,0 +1,139 @@
+"""The whole flow with a real worker: ApiClient and the `animegan submit/status/cancel/keys` commands against a
+running API and `animegan worker` on Redis and local storage, with a tiny seeded generator as the model.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from api.client import ApiClient
+from tests.api.conftest import REDIS_URL, Api, png_bytes, start_api, wait_until
+
+pytestmark = pytest.mark.e2e
+
+ANIMEGAN = shutil.which("animegan") or str(Path(sys.executable).with_name("animegan"))
+MODEL = "tiny"
+
+
+def write_tiny_model(folder: Path) -> None:
+    import torch
+
+    from animegan.config import GeneratorConfig
+    from animegan.nn import build_generator
+    from animegan.weights import save_generator
+
+    torch.manual_seed(0)
+    save_generator(
+        folder / f"{MODEL}.safetensors", build_generator(GeneratorConfig(arch="v2", base_channels=8))
+    )
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Api, dict[str, str]]]:
+    tmp = tmp_path_factory.mktemp("api-e2e")
+    models = tmp / "models"
+    models.mkdir()
+    write_tiny_model(models)
+    api = start_api(tmp)
+    env = {
+        **os.environ,
+        "ANIMEGAN_REDIS_URL": REDIS_URL,
+        "ANIMEGAN_STORAGE_URL": api.storage_root.as_uri(),
+        "ANIMEGAN_MODELS_DIR": str(models),
+        "ANIMEGAN_DEVICE": "cpu",
+        "ANIMEGAN_TORCH_THREADS": "1",
+        "ANIMEGAN_INFERENCE_PRECISION": "fp32",
+    }
+    log = (tmp / "worker.log").open("wb")
+    worker = subprocess.Popen(
+        [ANIMEGAN, "worker", "--queues", "stylize", "--concurrency", "1", "--loglevel", "info"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+
+    def ready() -> bool:
+        text = (tmp / "worker.log").read_text(errors="replace")
+        if worker.poll() is not None:
+            pytest.fail(f"worker exited with {worker.returncode}:\n{text[-3000:]}")
+        return " ready." in text
+
+    wait_until(ready, 90, "the worker to be ready")
+    yield api, env
+    worker.terminate()
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait(timeout=10)
+    log.close()
+    api.process.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([ANIMEGAN, *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_client_stylize_wait_download_and_events(stack, tmp_path):
+    api, _ = stack
+    with ApiClient(api.url, api.keys["alice"]) as client:
+        job = client.stylize(png_bytes((70, 50)), model=MODEL)
+        events = list(client.events(job["id"], timeout=120))
+        assert events[0][0] == "state" and events[-1][1]["status"] == "succeeded", events
+        final = client.wait(job["id"], timeout=60)
+        assert final["status"] == "succeeded" and final["progress"]["done"] == 1
+        target = tmp_path / "out.png"
+        assert client.download_result(job["id"], target) > 0
+        with Image.open(target) as img:
+            assert img.format == "PNG" and img.mode == "RGB"
+
+
+def test_cli_submit_folder_status_and_cancel(stack, tmp_path):
+    api, env = stack
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.open(io.BytesIO(png_bytes((40 + 8 * i, 32), color=(30 * i, 90, 150)))).save(
+            photos / f"p{i}.png"
+        )
+    (photos / "notes.txt").write_text("not an image, skipped by the folder scan")
+    out = tmp_path / "out"
+    key = api.keys["alice"]
+    done = cli(env, "submit", str(photos), "--model", MODEL, "--out", str(out), "--api", api.url, "--key", key,
+               "--format", "jpeg", "--timeout", "120")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["p0.jpg", "p1.jpg", "p2.jpg"]
+    for path in out.iterdir():
+        with Image.open(path) as img:
+            assert img.format == "JPEG"
+    job_id = done.stderr.split("job ", 1)[1].split()[0]
+
+    status = cli(env, "status", job_id, "--api", api.url, "--key", key)
+    assert status.returncode == 0 and '"status": "succeeded"' in status.stdout
+    cancel = cli(env, "cancel", job_id, "--api", api.url, "--key", key)
+    assert cancel.returncode == 1 and "already ended" in cancel.stderr
+    other = cli(env, "status", job_id, "--api", api.url, "--key", api.keys["bob"])
+    assert other.returncode == 1 and "404" in other.stderr
+
+
+def test_cli_keys_create_prints_a_working_token(stack):
+    api, env = stack
+    made = cli(env, "keys", "create", "--tenant", "dave")
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    assert token.startswith("agk_") and "shown only this once" in made.stderr
+    answer = httpx.get(f"{api.url}/v1/jobs", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 200 and answer.json()["items"] == []
+    # The token itself is never stored, only its hash.
+    assert not any(token in str(api.redis.hgetall(k)) for k in api.redis.scan_iter("animegan:apikey:*"))
+    bad = cli(env, "keys", "create", "--tenant", "Not Valid")
+    assert bad.returncode == 2 and "tenant name" in bad.stderr
