@@ -62,8 +62,8 @@ class LeaseLost(Exception):
 
 
 def lease_ttl(ctx: JobContext) -> int:
-    """Long enough to survive a slow step and a checkpoint upload, shorter than the broker's redelivery delay
-    so that a redelivered segment of a dead worker finds the lease expired."""
+    """Long enough to survive a slow step and a checkpoint upload between renewals, short enough that the
+    redelivered segment of a dead worker (re-queued while the lease is still held) soon takes over."""
     return max(10, min(ctx.settings.visibility_timeout_seconds // 2, 120))
 
 
@@ -243,6 +243,14 @@ def _train_under_lease(
                 )
         photos, styles = _fetch_dataset(ctx, params, work)
         ctx.jobs.set_progress(job_id, segment=segment, resumed_from_step=resumed_from)
+        # A short history of segments (who ran it, from which step) shows users and tests where resumes happened.
+        entry = {
+            "segment": segment,
+            "resumed_from_step": resumed_from,
+            "started_at": time.time(),
+            "token": token,
+        }
+        ctx.jobs.append_progress(job_id, "segments", entry, keep_last=20)
         logger.info("job %s: segment %d starts at step %d", job_id, segment, resumed_from)
         hooks = SegmentHooks(ctx, job_id, token, shutdown_requested, last_renew=time.monotonic())
         try:

@@ -1,0 +1,137 @@
+"""Workers killed with SIGKILL mid-batch and mid-training: a second worker finishes the job, nothing is done twice.
+
+Storage is S3 (moto) with bucket versioning, so the number of versions of an output is the number of writes.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.e2e.conftest import OWNER, VISIBILITY_TIMEOUT_SECONDS, make_service, png_bytes, s3_client, wait_for
+from workers import contracts, keys
+
+pytestmark = pytest.mark.e2e
+
+DATASET = "e2e-dataset"
+
+
+@pytest.fixture(scope="module")
+def service(request, tmp_path_factory):
+    svc = make_service(tmp_path_factory.mktemp("e2e-recovery"), "s3", request)
+    try:
+        yield svc
+    finally:
+        svc.close()
+
+
+def write_counts(service, prefix: str) -> dict[str, int]:
+    """key -> number of stored versions (writes) under `prefix` of the service's bucket."""
+    bucket, _, base = service.settings.storage_url.removeprefix("s3://").partition("/")
+    client = s3_client(service.env["ANIMEGAN_S3_ENDPOINT_URL"])
+    counts: dict[str, int] = {}
+    for page in client.get_paginator("list_object_versions").paginate(
+        Bucket=bucket, Prefix=f"{base}/{prefix}"
+    ):
+        for version in page.get("Versions", []):
+            key = version["Key"].removeprefix(f"{base}/")
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def wait_for_redelivery_window(killed_at: float) -> None:
+    """A SIGKILLed worker's unacked message is handed out again once it is older than the visibility timeout."""
+    time.sleep(max(0.0, killed_at + VISIBILITY_TIMEOUT_SECONDS + 1 - time.time()))
+
+
+def test_sigkill_mid_batch_then_a_second_worker_writes_each_output_exactly_once(service):
+    total = 40
+    record, _ = service.jobs.create("batch", OWNER, {"model": "tiny", "size_mode": "original"}, total=total)
+    input_keys = []
+    for index in range(total):
+        key = keys.input(record.id, index, "png")
+        service.store.put_bytes(key, png_bytes((128, 128), seed=index))
+        input_keys.append(key)
+    first = service.start_worker("batch-a", queues="stylize")
+    contracts.enqueue_batch(record.id, input_keys, chunk_size=8, app=service.app)
+
+    wait_for(
+        lambda: service.job(record.id).progress.get("done", 0) >= 3, 120, "the first images of the batch"
+    )
+    first.kill()
+    killed_at = time.time()
+    done_at_kill = service.job(record.id).progress["done"]
+    assert done_at_kill < total, "the batch finished before the kill; make the images larger"
+
+    wait_for_redelivery_window(killed_at)
+    service.start_worker("batch-b", queues="stylize")
+    finished = service.wait_status(record.id, {"succeeded", "failed"}, timeout=180)
+    assert finished.status == "succeeded", finished.error
+    assert (finished.progress["done"], finished.progress["failed"], finished.progress["total"]) == (
+        total,
+        0,
+        total,
+    )
+    assert finished.attempts >= 1, "the redelivered chunk was not counted as a redelivery"
+    writes = write_counts(service, keys.outputs_prefix(record.id))
+    expected = {keys.output(record.id, i, "png"): 1 for i in range(total)}
+    assert {k: v for k, v in writes.items() if k.endswith(".png")} == expected
+    with zipfile.ZipFile(io.BytesIO(service.store.get_bytes(keys.output_archive(record.id)))) as zf:
+        assert len(zf.namelist()) == total
+
+
+def dataset_zip(count: int, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i in range(count):
+            img = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, size=(80, 72, 3), dtype=np.uint8)).save(img, "JPEG")
+            zf.writestr(f"set/{i}.jpg", img.getvalue())
+    return buf.getvalue()
+
+
+def test_sigkill_mid_training_resumes_from_the_last_checkpoint_and_registers_the_model(service):
+    service.store.put_bytes(keys.dataset_archive(DATASET, "photos"), dataset_zip(4, seed=1))
+    service.store.put_bytes(keys.dataset_archive(DATASET, "styles"), dataset_zip(4, seed=2))
+    hyper = {"preset": "v2-hayao", "image_size": 64, "batch_size": 2, "epochs": 20, "init_epochs": 1,
+             "base_channels": 8, "discriminator_channels": 8, "max_steps": 14, "checkpoint_every": 2}  # fmt: skip
+    params = {"name": "e2e-style", "dataset_id": DATASET, "hyperparameters": hyper}
+    record, _ = service.jobs.create("train", OWNER, params, total=14)
+    first = service.start_worker("train-a", queues="train")
+    contracts.enqueue_training(record.id, app=service.app)
+
+    def mid_run() -> bool:
+        progress = service.job(record.id).progress
+        return progress.get("checkpoint_step", 0) >= 2 and progress.get("step", 0) < 12
+
+    wait_for(mid_run, 180, "a checkpoint in the middle of the run")
+    first.kill()
+    killed_at = time.time()
+    checkpoints = service.store.list(keys.checkpoints_prefix(record.id))
+    last_step = max(int(k.rsplit("/", 1)[1].split(".")[0]) for k in checkpoints)
+    assert 0 < last_step < 14
+
+    wait_for_redelivery_window(killed_at)
+    service.start_worker("train-b", queues="train,stylize")
+    finished = service.wait_status(record.id, {"succeeded", "failed", "canceled"}, timeout=300)
+    assert finished.status == "succeeded", finished.error
+    after_kill = [s for s in finished.progress["segments"] if s["started_at"] > killed_at]
+    assert after_kill, finished.progress["segments"]
+    assert after_kill[0]["resumed_from_step"] == last_step
+    assert finished.result["steps"] == 14
+
+    info = service.registry.get("e2e-style", OWNER)
+    assert info is not None and info.source == "trained"
+    job, _ = service.jobs.create("stylize", OWNER, {"model": "e2e-style", "size_mode": "original"}, total=1)
+    key = keys.input(job.id, 0, "png")
+    service.store.put_bytes(key, png_bytes((64, 48)))
+    contracts.enqueue_stylize(job.id, key, app=service.app)
+    styled = service.wait_status(job.id, {"succeeded", "failed"}, timeout=60)
+    assert styled.status == "succeeded", styled.error
+    assert Image.open(io.BytesIO(service.store.get_bytes(styled.result["output_key"]))).size == (64, 48)
