@@ -191,7 +191,10 @@ def _coverage(starts: list[int], weights: list[np.ndarray], length: int) -> np.n
 
 def to_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
     """(H, W, 3) or (B, H, W, 3) uint8 -> (B, 3, H, W) float32 in [-1, 1] (x / 127.5 - 1, as the reference)."""
-    t = torch.from_numpy(np.ascontiguousarray(array)).to(device)
+    array = np.ascontiguousarray(array)
+    if not array.flags.writeable:  # views of PIL images are read-only; torch wants to own writable memory
+        array = array.copy()
+    t = torch.from_numpy(array).to(device)
     if t.ndim == 3:
         t = t.unsqueeze(0)
     return t.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
