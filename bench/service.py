@@ -1,0 +1,274 @@
+"""Service benchmark: a small stylize job through the whole stack (API -> Redis -> worker -> storage -> result
+fetched), a 200-image batch through the stack against the same model in a plain in-process loop, and how many
+jobs per second the API accepts. Starts its own API and worker processes on local storage.
+
+    .venv/bin/python bench/service.py [--images 200] [--latency-jobs 40] [--size 256] [--redis-url URL]
+
+Uses a full-width v2 generator (base_channels 32) with seeded random weights: the arithmetic of the real
+model, no downloaded weights. Flushes the Redis database it is given (default db 14).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import redis
+from PIL import Image
+
+from api.auth import create_api_key
+from api.client import ApiClient
+
+logger = logging.getLogger("bench.service")
+
+ANIMEGAN = shutil.which("animegan") or str(Path(sys.executable).with_name("animegan"))
+MODEL = "bench"
+
+
+def photo(seed: int, size: int) -> bytes:
+    """A photo-like JPEG (smooth gradients plus texture), seeded; encodes like a real photo, not like noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    base = np.stack([x, y, (x + y) / 2], axis=-1) * rng.uniform(80, 200, 3) + rng.uniform(0, 50, 3)
+    texture = rng.normal(0, 12, (size, size, 3))
+    pixels = np.clip(base + texture, 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.array(values), q))
+
+
+def write_model(folder: Path) -> Path:
+    import torch
+
+    from animegan.config import GeneratorConfig
+    from animegan.nn import build_generator
+    from animegan.weights import save_generator
+
+    torch.manual_seed(0)
+    path = folder / f"{MODEL}.safetensors"
+    save_generator(path, build_generator(GeneratorConfig(arch="v2", base_channels=32)), {"name": MODEL})
+    return path
+
+
+def in_process(
+    model_path: Path, latency_image: bytes, batch: list[bytes], repeats: int
+) -> dict[str, list[float]]:
+    """Model times for the latency image, and a plain decode -> stylize -> encode loop over the batch."""
+    from animegan.inference import InferenceOptions, Stylizer, encode_image, load_image
+    from animegan.weights import load_generator
+
+    stylizer = Stylizer(load_generator(model_path).model, device="cpu", options=InferenceOptions())
+    image = load_image(latency_image)
+    for _ in range(3):
+        stylizer.stylize(image)
+    model_times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        stylizer.stylize(image)
+        model_times.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    for data in batch:
+        encode_image(stylizer.stylize(load_image(data)), "png")
+    loop_seconds = time.perf_counter() - start
+    return {"model": model_times, "loop_ips": [len(batch) / loop_seconds]}
+
+
+class Stack:
+    """The API (uvicorn) and one worker as child processes, on Redis and a temporary local storage folder."""
+
+    def __init__(self, redis_url: str, root: Path, models: Path):
+        self.root = root
+        port = _free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.env = {
+            **os.environ,
+            "ANIMEGAN_REDIS_URL": redis_url,
+            "ANIMEGAN_STORAGE_URL": (root / "storage").as_uri(),
+            "ANIMEGAN_MODELS_DIR": str(models),
+            "ANIMEGAN_MAX_ACTIVE_JOBS": "100000",
+            "ANIMEGAN_RATE_LIMIT_REQUESTS": "1000000",
+            "ANIMEGAN_MAX_BATCH_ITEMS": "10000",
+        }
+        self.procs: list[subprocess.Popen] = []
+        self._spawn("api", [sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port),
+                            "--log-level", "warning"])  # fmt: skip
+        _wait(lambda: _answers(f"{self.url}/healthz"), 60, "the API")
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = (self.root / f"{name}.log").open("wb")
+        self.procs.append(
+            subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        )
+
+    def start_worker(self) -> None:
+        self._spawn("worker", [ANIMEGAN, "worker", "--queues", "stylize", "--concurrency", "1"])
+        log = self.root / "worker.log"
+        _wait(lambda: " ready." in log.read_text(errors="replace"), 120, "the worker")
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} did not come up within {timeout:.0f} s")
+
+
+def accepted_per_second(client: ApiClient, jobs: int, threads: int) -> float:
+    """Stylize submissions of a small image from `threads` client threads, no worker running."""
+    image = photo(999, 64)
+    per_thread = jobs // threads
+
+    def submit() -> None:
+        with ApiClient(client.base_url, client.http.headers["Authorization"].split()[1]) as own:
+            for _ in range(per_thread):
+                own.stylize(image, model=MODEL)
+
+    workers = [threading.Thread(target=submit) for _ in range(threads)]
+    start = time.perf_counter()
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    return per_thread * threads / (time.perf_counter() - start)
+
+
+def stack_latency(client: ApiClient, image: bytes, jobs: int) -> list[float]:
+    """Seconds from POST to the result's bytes in hand, one job at a time (completion seen over SSE)."""
+    times = []
+    for _ in range(jobs):
+        start = time.perf_counter()
+        job = client.stylize(image, model=MODEL)
+        last: dict = {}
+        for _name, data in client.events(job["id"], timeout=120):
+            last = data
+        if last.get("status") != "succeeded":
+            raise RuntimeError(f"job {job['id']} ended {last.get('status')}: {last.get('error')}")
+        client.result_bytes(job["id"])
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def stack_batch(client: ApiClient, images: list[bytes]) -> float:
+    """Images per second of one batch job: POST of all files until the zip of results is fetched."""
+    start = time.perf_counter()
+    job = client.batch([(f"{i:04d}.jpg", data) for i, data in enumerate(images)], model=MODEL)
+    final = client.wait(job["id"], timeout=3600, poll_seconds=0.2)
+    if final["status"] != "succeeded":
+        raise RuntimeError(f"batch {job['id']} ended {final['status']}: {final.get('error')}")
+    client.result_bytes(job["id"])
+    return len(images) / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--images", type=int, default=200, help="images in the batch")
+    parser.add_argument("--latency-jobs", type=int, default=40, help="sequential single-image jobs")
+    parser.add_argument("--accept-jobs", type=int, default=200, help="jobs submitted for the acceptance rate")
+    parser.add_argument("--size", type=int, default=256, help="side of the square test photos")
+    parser.add_argument(
+        "--redis-url", default="redis://127.0.0.1:6379/14", help="a database this run may flush"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+    root = Path(tempfile.mkdtemp(prefix="animegan-bench-"))
+    models = root / "models"
+    models.mkdir()
+    model_path = write_model(models)
+    latency_image = photo(0, args.size)
+    batch = [photo(i + 1, args.size) for i in range(args.images)]
+
+    # The in-process figures are taken before and after the stack runs (the machine is shared: load drifts).
+    logger.info("in-process: model time and a plain loop over %d images ...", args.images)
+    local = in_process(model_path, latency_image, batch, args.latency_jobs)
+
+    client_redis = redis.Redis.from_url(args.redis_url)
+    client_redis.flushdb()
+    key = create_api_key(client_redis, "bench")
+    stack = Stack(args.redis_url, root, models)
+    try:
+        with ApiClient(stack.url, key, timeout=600) as client:
+            # The model record appears when the worker registers built-ins; register it ahead for acceptance.
+            from workers.registry import ModelRegistry
+
+            ModelRegistry(client_redis).register(
+                MODEL, None, "models/public/bench/generator.safetensors", {"arch": "v2"}, public=True,
+                source="builtin", replace=True,
+            )  # fmt: skip
+            logger.info("acceptance: %d submissions, no worker running ...", args.accept_jobs)
+            accept_rate = accepted_per_second(client, args.accept_jobs, threads=4)
+            client_redis.delete("stylize")  # drop the acceptance jobs' tasks before a worker sees them
+            stack.start_worker()
+            logger.info("latency: %d sequential jobs ...", args.latency_jobs)
+            stack_latency(client, latency_image, 3)  # warm-up: model load, first-call costs
+            latencies = stack_latency(client, latency_image, args.latency_jobs)
+            logger.info("batch: %d images through the stack ...", args.images)
+            batch_ips = stack_batch(client, batch)
+    finally:
+        stack.close()
+        client_redis.flushdb()
+    logger.info("in-process again, now that the worker is gone ...")
+    again = in_process(model_path, latency_image, batch, args.latency_jobs)
+    shutil.rmtree(root, ignore_errors=True)
+    model_p50 = statistics.median(local["model"] + again["model"])
+    loop_ips = statistics.mean(local["loop_ips"] + again["loop_ips"])
+
+    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+    print(f"### Service (bench/service.py, {args.size}x{args.size} photos, v2 generator width 32, CPU)")
+    print(f"- single stylize job, API->Redis->worker->storage->result: p50 {p50 * 1000:.0f} ms, "
+          f"p99 {p99 * 1000:.0f} ms ({args.latency_jobs} sequential jobs)")  # fmt: skip
+    print(f"- model alone in-process (same image): p50 {model_p50 * 1000:.0f} ms; "
+          f"not-model part of the p50: {(p50 - model_p50) * 1000:.0f} ms")  # fmt: skip
+    print(f"- batch of {args.images}: {batch_ips:.2f} img/s through the stack vs {loop_ips:.2f} img/s "
+          f"in a plain in-process loop (ratio {batch_ips / loop_ips:.2f}, target >= 0.85)")  # fmt: skip
+    print(f"- jobs accepted by the API: {accept_rate:.0f} jobs/s (4 client threads, 64x64 JPEG, no worker)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
