@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from animegan.nn.layers import MIN_NATIVE_SIDE, pad_to_native, resize, tf_legacy_resize
+from animegan.nn.layers import (
+    MIN_NATIVE_SIDE,
+    GroupNorm,
+    ReflectionPad2d,
+    pad_to_native,
+    resize,
+    tf_legacy_resize,
+)
 
 
 def numpy_legacy_resize(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
@@ -95,3 +102,16 @@ def test_pad_to_native_sizes_and_content(size, multiple, expected):
 def test_resize_rejects_unknown_mode():
     with pytest.raises(ValueError, match="nearest"):
         resize(torch.zeros(1, 1, 2, 2), (4, 4), "nearest")
+
+
+def test_pad_and_norm_keep_bf16_under_autocast():
+    """Autocast would run both in fp32 (a cast before and after each); ours stay in the activation dtype."""
+    x = torch.randn(1, 8, 6, 6).bfloat16()
+    norm = GroupNorm(1, 8, eps=1e-12)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        padded = ReflectionPad2d(1)(x)
+        normed = norm(x)
+        assert norm(x.float()).dtype == torch.float32
+    assert padded.dtype == torch.bfloat16 and padded.shape[-2:] == (8, 8)
+    assert normed.dtype == torch.bfloat16
+    torch.testing.assert_close(normed.float(), norm(x.float()), atol=0.05, rtol=0.02)
