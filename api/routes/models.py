@@ -18,7 +18,7 @@ import struct
 import zipfile
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Header, Request, Response, UploadFile, status
 
 from api.deps import ServicesDep, Tenant
 from api.errors import ApiError, not_found
@@ -26,6 +26,7 @@ from api.routes.stylize import read_upload_file
 from api.routes.trainings import check_model_name
 from api.routes.uploads import resolve_upload
 from api.schemas import ErrorResponse, ModelList, ModelPublic, UploadPurpose
+from api.submission import check_idempotency_key, request_hash
 from workers import keys
 from workers.exceptions import ModelExists
 
@@ -33,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
+_IDEMPOTENCY = "animegan:model-idem:"
 EXPORT_FORMAT = "animegan-generator"  # animegan.weights.EXPORT_FORMAT, restated to keep torch out of the API
 SAFETENSORS_DTYPES = {"F32", "F16", "BF16", "F64"}
 BRYANDLEE_KEY = re.compile(r"^(block_[a-e]|out_layer)\.[0-9a-z_.]+\.(weight|bias)$")
@@ -151,8 +153,8 @@ def create_model(
     upload_id: Annotated[
         str | None, Form(max_length=64, description="a direct upload instead of file")
     ] = None,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> ModelPublic:
-    check_model_name(services, tenant, name)
     if (file is None) == (upload_id is None):
         raise ApiError(422, "invalid_parameters", "file, upload_id: send exactly one of them")
     if file is not None:
@@ -161,6 +163,22 @@ def create_model(
     else:
         key, _ = resolve_upload(services, tenant, upload_id, {UploadPurpose.model})
         data, label = services.store.get_bytes(key), upload_id
+    idem = check_idempotency_key(idempotency_key)
+    digest = request_hash({"name": name}, [data])
+    slot = f"{_IDEMPOTENCY}{tenant}:{request_hash({'key': idem})}" if idem else None
+    if slot is not None and (previous := services.redis.get(slot)) is not None:
+        if previous != digest:
+            raise ApiError(
+                409,
+                "idempotency_conflict",
+                f"Idempotency-Key {idem!r} was already used to upload another model",
+            )
+        info = services.registry.get(name, tenant)
+        if info is not None:
+            response.status_code = status.HTTP_200_OK
+            response.headers["Idempotent-Replayed"] = "true"
+            return _public(info)
+    check_model_name(services, tenant, name)
     if data[:4] == b"PK\x03\x04":
         config, ext = check_bryandlee(data, label), "pt"
     else:
@@ -173,6 +191,8 @@ def create_model(
         info = services.registry.register(name, tenant, key, config, source="uploaded", size=len(data))
     except ModelExists as exc:  # lost a race with a concurrent upload of the same name
         raise ApiError(409, "model_exists", f"name: {exc}") from exc
+    if slot is not None:
+        services.redis.set(slot, digest, ex=services.settings.idempotency_ttl_seconds)
     logger.info("model %s uploaded by %s (%s, %d bytes)", name, tenant, ext, len(data))
     response.headers["Location"] = f"/v1/models/{name}"
     return _public(info)

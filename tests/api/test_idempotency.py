@@ -78,3 +78,25 @@ def test_batch_training_and_upload_creates_are_idempotent(alice):
         alice.post("/v1/uploads", json={**body, "size": 11}, headers={"Idempotency-Key": "up-1"}).status_code
         == 409
     )
+
+
+def test_model_upload_is_idempotent(alice):
+    from tests.api.test_tenants import export_bytes
+
+    def upload(data, key):
+        files = {"file": ("g.safetensors", data)}
+        return alice.post(
+            "/v1/models", data={"name": "idem-model"}, files=files, headers={"Idempotency-Key": key}
+        )
+
+    weights = export_bytes()  # one blob: safetensors orders its header metadata differently on each save
+    first = upload(weights, "model-1")
+    again = upload(weights, "model-1")
+    assert first.status_code == 201 and again.status_code == 200, again.text
+    assert again.json() == first.json()
+    assert upload(export_bytes(arch="v1"), "model-1").status_code == 409
+    # Without the key, a second upload of the name is refused: names are unique per tenant.
+    taken = alice.post(
+        "/v1/models", data={"name": "idem-model"}, files={"file": ("g.safetensors", export_bytes())}
+    )
+    assert taken.status_code == 409 and taken.json()["error"]["code"] == "model_exists"
