@@ -146,9 +146,13 @@ class Service:
             logs = "\n".join(f"--- {w.name}\n{w.log()[-4000:]}" for w in self.workers)
             pytest.fail(f"job {job_id} is {self.jobs.get(job_id)}; worker logs:\n{logs}")
 
-    def close(self) -> None:
+    def stop_workers(self) -> None:
         for worker in self.workers:
             worker.stop()
+        self.workers.clear()
+
+    def close(self) -> None:
+        self.stop_workers()
         self.redis.close()
 
 

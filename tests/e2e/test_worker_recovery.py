@@ -30,6 +30,13 @@ def service(request, tmp_path_factory):
         svc.close()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_workers(service):
+    """Each test starts the workers it needs; none may pick up another test's queue."""
+    yield
+    service.stop_workers()
+
+
 def write_counts(service, prefix: str) -> dict[str, int]:
     """key -> number of stored versions (writes) under `prefix` of the service's bucket."""
     bucket, _, base = service.settings.storage_url.removeprefix("s3://").partition("/")
@@ -135,3 +142,32 @@ def test_sigkill_mid_training_resumes_from_the_last_checkpoint_and_registers_the
     styled = service.wait_status(job.id, {"succeeded", "failed"}, timeout=60)
     assert styled.status == "succeeded", styled.error
     assert Image.open(io.BytesIO(service.store.get_bytes(styled.result["output_key"]))).size == (64, 48)
+
+
+def test_sigterm_checkpoints_the_running_segment_and_requeues_the_rest(service):
+    service.store.put_bytes(keys.dataset_archive(DATASET, "photos"), dataset_zip(4, seed=1))
+    service.store.put_bytes(keys.dataset_archive(DATASET, "styles"), dataset_zip(4, seed=2))
+    hyper = {"preset": "v2-hayao", "image_size": 64, "batch_size": 2, "epochs": 20, "init_epochs": 1,
+             "base_channels": 8, "discriminator_channels": 8, "max_steps": 8, "checkpoint_every": 100}  # fmt: skip
+    record, _ = service.jobs.create("train", OWNER, {"name": "e2e-term", "dataset_id": DATASET, "hyperparameters": hyper}, total=8)
+    # A segment budget far longer than the test: only the shutdown can end this segment early.
+    worker = service.start_worker(
+        "train-term", queues="train", ANIMEGAN_TRAIN_SEGMENT_SECONDS="300", ANIMEGAN_VISIBILITY_TIMEOUT_SECONDS="600"
+    )
+    contracts.enqueue_training(record.id, app=service.app)
+    wait_for(lambda: service.job(record.id).progress.get("step", 0) >= 2, 120, "training to take two steps")
+
+    started = time.monotonic()
+    assert worker.stop(timeout=120) == 0
+    assert time.monotonic() - started < 60, "warm shutdown waited for the whole segment"
+    record_after = service.job(record.id)
+    assert record_after.status == "running"
+    stopped_at = record_after.progress["step"]
+    assert stopped_at < 8
+    assert service.store.exists(keys.checkpoint(record.id, stopped_at))
+    assert record_after.progress["segments_done"] == 1
+
+    service.start_worker("train-after-term", queues="train")
+    finished = service.wait_status(record.id, {"succeeded", "failed", "canceled"}, timeout=180)
+    assert finished.status == "succeeded", finished.error
+    assert finished.progress["segments"][1]["resumed_from_step"] == stopped_at
