@@ -106,3 +106,25 @@ def test_model_uploads_are_checked_without_torch(alice):
     assert garbage.status_code == 415
     wrong_arch = upload("v9", export_bytes(arch="v9"))
     assert wrong_arch.status_code == 422 and "arch" in error_of(wrong_arch)["message"]
+
+
+def test_port_pt_files_are_checked_by_their_key_names(alice, api):
+    import io
+
+    import torch
+
+    from animegan.config import GeneratorConfig
+    from animegan.nn import build_generator
+
+    state = build_generator(GeneratorConfig(arch="v2", base_channels=8)).state_dict()
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    ok = alice.post("/v1/models", data={"name": "port-style"}, files={"file": ("paprika.pt", buf.getvalue())})
+    assert ok.status_code == 201, ok.text
+    assert ok.json()["config"]["arch"] == "v2"
+    assert api.registry.get("port-style", "alice").key.endswith("/port-style/generator.pt")
+
+    partial = io.BytesIO()
+    torch.save({k: v for i, (k, v) in enumerate(state.items()) if i % 2}, partial)
+    bad = alice.post("/v1/models", data={"name": "half"}, files={"file": ("half.pt", partial.getvalue())})
+    assert bad.status_code == 422 and "expected 77" in error_of(bad)["message"]
