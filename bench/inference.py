@@ -1,0 +1,162 @@
+"""Inference benchmark: ms per image of the fp32 eager path vs the fast path (bf16 weights, channels-last,
+optionally torch.compile) for v1 and v2 at 256/512/1024 px, PSNR of fast vs fp32, and the peak RSS of a
+tiled 4096x4096 stylization measured in a subprocess.  Usage: python bench/inference.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from animegan.config import GeneratorConfig
+from animegan.inference import InferenceOptions, Stylizer
+from animegan.nn import build_generator
+
+PHOTO = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos" / "photo_01.jpg"
+
+
+def test_image(side: int) -> tuple[Image.Image, str]:
+    """A real photo (centre square, area-resized) when the shared data is present, else a smooth synthetic."""
+    if PHOTO.is_file():
+        rgb = np.asarray(Image.open(PHOTO).convert("RGB"))
+        h, w = rgb.shape[:2]
+        s = min(h, w)
+        crop = rgb[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
+        interp = cv2.INTER_AREA if side < s else cv2.INTER_CUBIC
+        return Image.fromarray(cv2.resize(crop, (side, side), interpolation=interp)), PHOTO.name
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float32) / side
+    rgb = np.stack([np.sin(9 * xx + c) * np.cos(7 * yy - c) for c in range(3)], axis=2)
+    return Image.fromarray(((rgb + 1) * 127.5).astype(np.uint8)), "synthetic"
+
+
+def generator(arch: str, width: int | None) -> torch.nn.Module:
+    """The reference-init generator (seeded). Its tanh output is not saturated (std ~0.6), so PSNR means something."""
+    torch.manual_seed(0)
+    return build_generator(GeneratorConfig(arch=arch, base_channels=width)).eval()
+
+
+def time_stylize(stylizer: Stylizer, image: Image.Image, repeat: int) -> tuple[float, Image.Image]:
+    """Median ms of stylizer.stylize (decode-free: PIL in, PIL out) after one warm-up call."""
+    out = stylizer.stylize(image)
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = stylizer.stylize(image)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times), out
+
+
+def psnr(a: Image.Image, b: Image.Image) -> float:
+    mse = np.mean((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def rss_child(arch: str, side: int, tile: int, width: int | None) -> None:
+    """Run in a fresh process: stylize one side x side image with tiling and print peak RSS as JSON."""
+    small, _ = test_image(1024)
+    image = small.resize((side, side), Image.BICUBIC)
+    del small
+    model = generator(arch, width)
+    opts = InferenceOptions(size_mode="original", precision="auto", tile_size=tile)
+    start = time.perf_counter()
+    out = Stylizer(model, options=opts).stylize(image)
+    seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    print(
+        json.dumps(
+            {
+                "arch": arch,
+                "side": side,
+                "tile": tile,
+                "size": out.size,
+                "seconds": seconds,
+                "peak_rss_mb": peak_mb,
+            }
+        )
+    )
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument(
+        "--quick", action="store_true", help="CI smoke: width 8, 64/128 px, one repeat, 512 px RSS run"
+    )
+    p.add_argument("--archs", nargs="+", default=["v1", "v2"])
+    p.add_argument("--sizes", nargs="+", type=int, default=[256, 512, 1024])
+    p.add_argument("--repeat", type=int, default=3, help="timed runs per cell (median reported)")
+    p.add_argument("--compile", action="store_true", help="also time the fast path with torch.compile")
+    p.add_argument("--rss-side", type=int, default=4096, help="side of the tiled RSS run (0: skip)")
+    p.add_argument("--rss-tile", type=int, default=1024, help="tile size of the RSS run (the CLI default)")
+    p.add_argument("--rss-child", nargs=2, metavar=("ARCH", "SIDE"), help=argparse.SUPPRESS)
+    p.add_argument("--width", type=int, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    width = 8 if args.quick else args.width
+    if args.rss_child:
+        rss_child(args.rss_child[0], int(args.rss_child[1]), args.rss_tile, width)
+        return 0
+    sizes, repeat, rss_side = ([64, 128], 1, 512) if args.quick else (args.sizes, args.repeat, args.rss_side)
+    if args.quick:
+        args.rss_tile = 256
+    fast = InferenceOptions(size_mode="original", precision="bf16")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, bf16 fast path; image: {test_image(8)[1]}"
+    )
+    print(
+        "| arch | px | fp32 eager ms | fast ms | speed-up | PSNR fast vs fp32 dB |"
+        + (" compiled ms | speed-up |" if args.compile else "")
+    )
+    print("|---|---|---|---|---|---|" + ("---|---|" if args.compile else ""))
+    for arch in args.archs:
+        model = generator(arch, width)
+        for side in sizes:
+            image, _ = test_image(side)
+            ref_ms, ref = time_stylize(
+                Stylizer(model, options=InferenceOptions(size_mode="original", precision="fp32")),
+                image,
+                repeat,
+            )
+            fast_ms, out = time_stylize(Stylizer(model, options=fast), image, repeat)
+            row = f"| {arch} | {side} | {ref_ms:.0f} | {fast_ms:.0f} | {ref_ms / fast_ms:.1f}x | {psnr(ref, out):.1f} |"
+            if args.compile:
+                compiled = Stylizer(
+                    model, options=InferenceOptions(size_mode="original", precision="bf16", compile=True)
+                )
+                comp_ms, _ = time_stylize(compiled, image, repeat)
+                row += f" {comp_ms:.0f} | {ref_ms / comp_ms:.1f}x |"
+            print(row, flush=True)
+    if rss_side:
+        for arch in args.archs:
+            cmd = [
+                sys.executable,
+                __file__,
+                "--rss-child",
+                arch,
+                str(rss_side),
+                "--rss-tile",
+                str(args.rss_tile),
+            ]
+            if width:
+                cmd += ["--width", str(width)]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            print(
+                f"tiled {arch} {r['side']}x{r['side']} (tile {r['tile']}, precision auto): "
+                f"{r['seconds']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
