@@ -195,3 +195,15 @@ def test_v1_tf_conversion_loads_strict_and_transposes():
     del tf["generator/G_MODEL/u1/Conv_1/weights"]
     with pytest.raises(WeightsError, match="u1/Conv_1"):
         state_dict_from_tf(tf)
+
+
+def test_v1_downsample_branch_sees_every_other_pixel_on_native_sizes():
+    """TF legacy x0.5 on even sizes samples src = 2 * dst exactly: the Downsample input is x[::2, ::2]."""
+    g = tiny("v1")
+    seen = {}
+    g.b1[2].resized.register_forward_pre_hook(lambda _m, args: seen.setdefault("resized", args[0]))
+    g.b1[2].strided.register_forward_pre_hook(lambda _m, args: seen.setdefault("full", args[0]))
+    with torch.no_grad():
+        g(torch.rand(1, 3, 16, 24) * 2 - 1)
+    assert seen["resized"].shape[-2:] == (8, 12)
+    torch.testing.assert_close(seen["resized"], seen["full"][..., ::2, ::2], rtol=0, atol=0)
