@@ -124,6 +124,8 @@ def submit_job(
             record.id, "submit_failed", f"the job could not be queued ({type(exc).__name__}: {exc})"
         )
         raise ApiError(
-            503, "submit_failed", f"job {record.id} could not be queued ({type(exc).__name__}); retry shortly"
+            503,
+            "submit_failed",
+            f"job {record.id} could not be queued ({type(exc).__name__}); retry shortly (with a new Idempotency-Key)",
         ) from exc
     return services.jobs.get(record.id) or record, True
