@@ -6,6 +6,9 @@ Storage is S3 (moto) with bucket versioning, so the number of versions of an out
 from __future__ import annotations
 
 import io
+import os
+import signal
+import subprocess
 import time
 import zipfile
 
@@ -149,10 +152,15 @@ def test_sigterm_checkpoints_the_running_segment_and_requeues_the_rest(service):
     service.store.put_bytes(keys.dataset_archive(DATASET, "styles"), dataset_zip(4, seed=2))
     hyper = {"preset": "v2-hayao", "image_size": 64, "batch_size": 2, "epochs": 20, "init_epochs": 1,
              "base_channels": 8, "discriminator_channels": 8, "max_steps": 8, "checkpoint_every": 100}  # fmt: skip
-    record, _ = service.jobs.create("train", OWNER, {"name": "e2e-term", "dataset_id": DATASET, "hyperparameters": hyper}, total=8)
+    record, _ = service.jobs.create(
+        "train", OWNER, {"name": "e2e-term", "dataset_id": DATASET, "hyperparameters": hyper}, total=8
+    )
     # A segment budget far longer than the test: only the shutdown can end this segment early.
     worker = service.start_worker(
-        "train-term", queues="train", ANIMEGAN_TRAIN_SEGMENT_SECONDS="300", ANIMEGAN_VISIBILITY_TIMEOUT_SECONDS="600"
+        "train-term",
+        queues="train",
+        ANIMEGAN_TRAIN_SEGMENT_SECONDS="300",
+        ANIMEGAN_VISIBILITY_TIMEOUT_SECONDS="600",
     )
     contracts.enqueue_training(record.id, app=service.app)
     wait_for(lambda: service.job(record.id).progress.get("step", 0) >= 2, 120, "training to take two steps")
@@ -171,3 +179,47 @@ def test_sigterm_checkpoints_the_running_segment_and_requeues_the_rest(service):
     finished = service.wait_status(record.id, {"succeeded", "failed", "canceled"}, timeout=180)
     assert finished.status == "succeeded", finished.error
     assert finished.progress["segments"][1]["resumed_from_step"] == stopped_at
+
+
+def pool_children(worker) -> list[int]:
+    result = subprocess.run(["pgrep", "-P", str(worker.proc.pid)], capture_output=True, text=True)
+    return [int(pid) for pid in result.stdout.split()]
+
+
+def test_a_job_whose_worker_child_keeps_dying_fails_instead_of_looping(service):
+    total = 80
+    record, _ = service.jobs.create("batch", OWNER, {"model": "tiny", "size_mode": "original"}, total=total)
+    input_keys = []
+    for index in range(total):
+        key = keys.input(record.id, index, "png")
+        service.store.put_bytes(key, png_bytes((192, 192), seed=index))
+        input_keys.append(key)
+    # A long visibility timeout: the only redeliveries here are the parent's requeues after a lost child.
+    worker = service.start_worker(
+        "poison", queues="stylize", ANIMEGAN_MAX_REDELIVERIES="1", ANIMEGAN_VISIBILITY_TIMEOUT_SECONDS="600"
+    )
+    contracts.enqueue_batch(record.id, input_keys, chunk_size=total, app=service.app)
+
+    for attempt in range(
+        2
+    ):  # like an OOM kill of the pool child, twice; the parent requeues the task each time
+
+        def working(attempt=attempt) -> bool:
+            job = service.job(record.id)
+            return (
+                job.attempts == attempt
+                and job.progress.get("done", 0) > 0
+                and len(pool_children(worker)) == 1
+            )
+
+        wait_for(working, 120, f"delivery {attempt + 1} of the chunk to make progress")
+        time.sleep(0.5)  # let the chunk get well into its images
+        assert service.job(record.id).progress["done"] < total, "the chunk finished first; use larger images"
+        [child] = pool_children(worker)
+        os.kill(child, signal.SIGKILL)
+        wait_for(
+            lambda child=child: pool_children(worker) not in ([], [child]), 60, "a replacement pool child"
+        )
+    failed = service.wait_status(record.id, {"failed", "succeeded"}, timeout=60)
+    assert failed.error == {"code": "worker_lost", "message": "worker lost 2 times while running this job"}
+    assert worker.alive()
