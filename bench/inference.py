@@ -62,7 +62,7 @@ def psnr(a: Image.Image, b: Image.Image) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
-def rss_child(arch: str, side: int, tile: int, width: int | None) -> None:
+def rss_child(arch: str, side: int, tile: int, width: int | None, device: str) -> None:
     """Run in a fresh process: stylize one side x side image with tiling and print peak RSS as JSON."""
     small, _ = test_image(1024)
     image = small.resize((side, side), Image.BICUBIC)
@@ -70,21 +70,12 @@ def rss_child(arch: str, side: int, tile: int, width: int | None) -> None:
     model = generator(arch, width)
     opts = InferenceOptions(size_mode="original", precision="auto", tile_size=tile)
     start = time.perf_counter()
-    out = Stylizer(model, options=opts).stylize(image)
+    out = Stylizer(model, device=device, options=opts).stylize(image)
     seconds = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-    print(
-        json.dumps(
-            {
-                "arch": arch,
-                "side": side,
-                "tile": tile,
-                "size": out.size,
-                "seconds": seconds,
-                "peak_rss_mb": peak_mb,
-            }
-        )
-    )
+    gpu_mb = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else 0.0
+    result = {"arch": arch, "side": side, "tile": tile, "size": out.size, "seconds": seconds}
+    print(json.dumps({**result, "peak_rss_mb": peak_mb, "peak_gpu_mb": gpu_mb}))
 
 
 def main() -> int:
@@ -98,20 +89,24 @@ def main() -> int:
     p.add_argument("--compile", action="store_true", help="also time the fast path with torch.compile")
     p.add_argument("--rss-side", type=int, default=4096, help="side of the tiled RSS run (0: skip)")
     p.add_argument("--rss-tile", type=int, default=1024, help="tile size of the RSS run (the CLI default)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--rss-child", nargs=2, metavar=("ARCH", "SIDE"), help=argparse.SUPPRESS)
     p.add_argument("--width", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     width = 8 if args.quick else args.width
     if args.rss_child:
-        rss_child(args.rss_child[0], int(args.rss_child[1]), args.rss_tile, width)
+        rss_child(args.rss_child[0], int(args.rss_child[1]), args.rss_tile, width, args.device)
         return 0
     sizes, repeat, rss_side = ([64, 128], 1, 512) if args.quick else (args.sizes, args.repeat, args.rss_side)
     if args.quick:
         args.rss_tile = 256
     fast = InferenceOptions(size_mode="original", precision="bf16")
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, bf16 fast path; image: {test_image(8)[1]}"
+    where = (
+        torch.cuda.get_device_name()
+        if args.device.startswith("cuda")
+        else f"{torch.get_num_threads()} threads"
     )
+    print(f"torch {torch.__version__}, {where}, bf16 fast path; image: {test_image(8)[1]}")
     print(
         "| arch | px | fp32 eager ms | fast ms | speed-up | PSNR fast vs fp32 dB |"
         + (" compiled ms | speed-up |" if args.compile else "")
@@ -122,16 +117,19 @@ def main() -> int:
         for side in sizes:
             image, _ = test_image(side)
             ref_ms, ref = time_stylize(
-                Stylizer(model, options=InferenceOptions(size_mode="original", precision="fp32")),
+                Stylizer(
+                    model,
+                    device=args.device,
+                    options=InferenceOptions(size_mode="original", precision="fp32"),
+                ),
                 image,
                 repeat,
             )
-            fast_ms, out = time_stylize(Stylizer(model, options=fast), image, repeat)
+            fast_ms, out = time_stylize(Stylizer(model, device=args.device, options=fast), image, repeat)
             row = f"| {arch} | {side} | {ref_ms:.0f} | {fast_ms:.0f} | {ref_ms / fast_ms:.1f}x | {psnr(ref, out):.1f} |"
             if args.compile:
-                compiled = Stylizer(
-                    model, options=InferenceOptions(size_mode="original", precision="bf16", compile=True)
-                )
+                compile_opts = InferenceOptions(size_mode="original", precision="bf16", compile=True)
+                compiled = Stylizer(model, device=args.device, options=compile_opts)
                 comp_ms, _ = time_stylize(compiled, image, repeat)
                 row += f" {comp_ms:.0f} | {ref_ms / comp_ms:.1f}x |"
             print(row, flush=True)
@@ -145,6 +143,8 @@ def main() -> int:
                 str(rss_side),
                 "--rss-tile",
                 str(args.rss_tile),
+                "--device",
+                args.device,
             ]
             if width:
                 cmd += ["--width", str(width)]
@@ -152,7 +152,7 @@ def main() -> int:
             r = json.loads(done.stdout.strip().splitlines()[-1])
             print(
                 f"tiled {arch} {r['side']}x{r['side']} (tile {r['tile']}, precision auto): "
-                f"{r['seconds']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB",
+                f"{r['seconds']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB, peak GPU {r['peak_gpu_mb']:.0f} MB",
                 flush=True,
             )
     return 0
