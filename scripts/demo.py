@@ -189,6 +189,23 @@ def api_key(api_url: str, env: dict[str, str]) -> str:
     return match.group(0)
 
 
+def wait_for_model(api_url: str, key: str, model: str, timeout: float) -> None:
+    """The worker registers the files of ANIMEGAN_MODELS_DIR at start; wait until the API lists `model`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = httpx.get(f"{api_url}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        if response.status_code == 200 and model in {m["name"] for m in response.json()["items"]}:
+            return
+        if read_pid("worker") is None:
+            raise SystemExit(
+                f"[demo] the worker exited; its log ends:\n{tail(STATE / 'logs' / 'worker.log')}"
+            )
+        time.sleep(0.5)
+    raise SystemExit(
+        f"[demo] model {model!r} was not registered within {timeout:.0f} s; see {STATE / 'logs'}"
+    )
+
+
 def photo_folder(requested: Path | None) -> Path:
     if requested is not None:
         if not requested.is_dir():
@@ -232,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     start_process("worker", [str(ANIMEGAN), "worker", "--concurrency", "1", "--loglevel", "info"], env)
     wait_ready(api_url, ["api", "worker"], timeout=90)
     key = api_key(api_url, env)
+    wait_for_model(api_url, key, model, timeout=90)
 
     if args.out.exists():
         shutil.rmtree(args.out)
@@ -250,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"model: {model!r}, imported from {args.weights}")
     else:
         log(f"model: {model!r}, an UNTRAINED AnimeGANv2 generator (random weights, seed 0).")
-        log("These outputs are noise-like colour fields, NOT anime-style results.")
+        log("These outputs are colour-shifted, textured copies of the photos, NOT anime-style results.")
         print(HOW_TO_GET_WEIGHTS, flush=True)
     if args.once:
         stop_all()

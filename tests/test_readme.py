@@ -9,8 +9,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -109,7 +111,7 @@ def cli_workspace(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("readme-cli")
     (root / "photos").mkdir()
     for name in ("meadow", "lake"):
-        Image.open(PROJECT_ROOT / "samples" / f"{name}.jpg").resize((64, 48)).save(
+        Image.open(PROJECT_ROOT / "samples" / f"{name}.jpg").resize((192, 128)).save(
             root / "photos" / f"{name}.jpg"
         )
     Image.open(PROJECT_ROOT / "samples" / "sunset.jpg").resize((160, 112)).save(root / "big.jpg")
@@ -130,3 +132,157 @@ def test_cli_examples_run_as_written(cli_workspace):
         assert proc.returncode == 0, f"README block failed:\n{block}\n--- stderr:\n{proc.stderr[-3000:]}"
     outputs = list((cli_workspace / "out").iterdir())
     assert len(outputs) >= 3, f"stylize examples wrote {outputs}"
+
+
+class WebhookReceiver:
+    """A local HTTP server that records every POST (headers, body): the README's webhook receiver."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        received = self.received = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's naming)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append((dict(self.headers), body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/animegan"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def http_stack(tmp_path_factory, cli_workspace):
+    """A real API and worker (local storage, the test Redis database) and the files the HTTP examples use."""
+    import httpx
+    import redis
+    from conftest import TEST_REDIS_DB, TEST_REDIS_HOST, TEST_REDIS_PORT, free_port
+    from PIL import Image
+
+    redis_url = f"redis://{TEST_REDIS_HOST}:{TEST_REDIS_PORT}/{TEST_REDIS_DB}"
+    redis.Redis.from_url(redis_url).flushdb()
+    root = tmp_path_factory.mktemp("readme-http")
+    shutil.copytree(cli_workspace / "photos", root / "photos")
+    (root / "styles").mkdir()
+    for name in ("sunset", "autumn"):
+        Image.open(PROJECT_ROOT / "samples" / f"{name}.jpg").resize((192, 128)).save(
+            root / "styles" / f"{name}.jpg"
+        )
+    shutil.copy(root / "photos" / "meadow.jpg", root / "photo.jpg")
+    (root / "models").mkdir()
+    shutil.copy(cli_workspace / "paprika.safetensors", root / "models" / "paprika.safetensors")
+    vgg = load_module(PROJECT_ROOT / "tests" / "animegan" / "vgg_fixtures.py").write_vgg19_npy(
+        root / "vgg19.npy"
+    )
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}"
+    env = shell_env(
+        ANIMEGAN_REDIS_URL=redis_url,
+        ANIMEGAN_STORAGE_URL=(root / "storage").as_uri(),
+        ANIMEGAN_ALLOW_PRIVATE_WEBHOOKS="true",
+        ANIMEGAN_WEBHOOK_SECRET="readme-secret",
+        ANIMEGAN_VGG_WEIGHTS=str(vgg),
+        ANIMEGAN_TRAIN_SEGMENT_SECONDS="30",
+        ANIMEGAN_VISIBILITY_TIMEOUT_SECONDS="120",
+    )
+    logs = {name: (root / f"{name}.log").open("wb") for name in ("api", "worker")}
+    procs = {
+        "api": [str(VENV_BIN / "animegan"), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        "worker": [str(VENV_BIN / "animegan"), "worker", "--concurrency", "1"],
+    }
+    started = {
+        name: subprocess.Popen(argv, env=env, cwd=root, stdout=logs[name], stderr=subprocess.STDOUT)
+        for name, argv in procs.items()
+    }
+    receiver = WebhookReceiver()
+    try:
+
+        def ready() -> bool:
+            for name, proc in started.items():
+                assert proc.poll() is None, f"{name} exited:\n{(root / f'{name}.log').read_text()[-3000:]}"
+            try:
+                return httpx.get(f"{api_url}/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, 60, "the API's /readyz")
+        keys = subprocess.run(
+            [str(VENV_BIN / "animegan"), "keys", "create", "--tenant", "readme"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        key = re.search(r"\bagk_[A-Za-z0-9_-]+", keys.stdout).group(0)
+        (root / "data" / "local").mkdir(parents=True)
+        (root / "data" / "local" / "api-key").write_text(key + "\n")
+        yield root, {**env, "ANIMEGAN_API_URL": api_url, "WEBHOOK_URL": receiver.url}, key, receiver
+    finally:
+        receiver.close()
+        for proc in started.values():
+            proc.terminate()
+        for proc in started.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for log_file in logs.values():
+            log_file.close()
+
+
+@pytest.mark.e2e
+def test_http_examples_run_as_written(http_stack):
+    import zipfile
+
+    import httpx
+    from PIL import Image
+
+    root, env, key, receiver = http_stack
+    blocks = tagged_blocks("http")
+    assert len(blocks) >= 5, "README lost some of its HTTP examples"
+    script = "\n".join(blocks)
+    proc = run_bash(script, root, env, timeout=300)
+    logs = {name: (root / f"{name}.log").read_text(errors="replace")[-2000:] for name in ("api", "worker")}
+    assert proc.returncode == 0, (
+        f"README HTTP examples failed:\n{proc.stderr[-3000:]}\n{proc.stdout[-2000:]}\n{logs}"
+    )
+
+    assert Image.open(root / "photo.anime.jpg").format == "JPEG"
+    assert Image.open(root / "first.png").format == "PNG"
+    with zipfile.ZipFile(root / "results.zip") as archive:
+        assert len([n for n in archive.namelist() if not n.endswith("/")]) == 2
+    client = httpx.Client(base_url=env["ANIMEGAN_API_URL"], headers={"Authorization": f"Bearer {key}"})
+    trainings = client.get("/v1/jobs", params={"kind": "train"}).json()["items"]
+    assert len(trainings) == 1
+    wait_until(
+        lambda: client.get(f"/v1/jobs/{trainings[0]['id']}").json()["status"] == "canceled",
+        120,
+        "canceled training",
+    )
+    wait_until(lambda: receiver.received, 120, "the webhook delivery")
+    from workers.jobs.webhooks import verify
+
+    headers, body = receiver.received[0]
+    event = verify("readme-secret", headers, body)
+    assert event["type"] == "job.succeeded" and event["data"]["kind"] == "stylize"

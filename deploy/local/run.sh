@@ -34,9 +34,14 @@ if [[ -z "$stop_only" ]]; then
     stamp="$VENV/.animegan-install-stamp"
     want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
     if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
-        say "installing the project with its API and worker extras (pip, constraints.txt); first time takes minutes"
-        "$VENV/bin/python" -m pip install --quiet --upgrade pip
-        "$VENV/bin/python" -m pip install --quiet -c constraints.txt -e ".[api,worker]"
+        mkdir -p "$STATE/logs"
+        pip_log="$STATE/logs/pip-install.log"
+        say "installing the project with its API and worker extras (pip, constraints.txt; log: $pip_log)"
+        if ! { "$VENV/bin/python" -m pip install --upgrade pip \
+            && "$VENV/bin/python" -m pip install -c constraints.txt -e ".[api,worker]"; } >"$pip_log" 2>&1; then
+            tail -n 20 "$pip_log" >&2
+            die "pip install failed; the full log is $pip_log"
+        fi
         echo "$want" >"$stamp"
     fi
 fi
