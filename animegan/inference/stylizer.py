@@ -19,7 +19,7 @@ from torch import nn
 
 from animegan.errors import ConfigError
 from animegan.inference.imageio import merge_alpha, split_alpha
-from animegan.inference.tiling import ALIGN, TileModel, run_tiled, to_tensor
+from animegan.inference.tiling import ALIGN, ReductionGroupNorm, TileModel, run_tiled, swap_norms, to_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,9 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "bf16":
         return torch.bfloat16
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # Measured on an H200: fp32 convs already run on TF32 tensor cores (no gain from bf16), and v1's
+        # per-channel norms lose 20+ dB in bf16 there. So "auto" keeps fp32 on CUDA.
+        return None
     return torch.bfloat16 if device.type == "cpu" and _cpu_has_fast_bf16() else None
 
 
@@ -124,6 +126,10 @@ class Stylizer:
             # A reduced-precision copy in NHWC (what oneDNN's AMX and cuDNN kernels want). On this CPU it ran
             # v2 at 512 px 6x faster than bf16 autocast, which re-casts weights and runs norms in fp32.
             model = copy.deepcopy(model).to(dtype=self.dtype, memory_format=torch.channels_last)
+        if self.device.type == "cuda":
+            # CUDA's GroupNorm kernel is ~50x slower than a var_mean reduction on large maps (see tiling.py).
+            model = copy.deepcopy(model)
+            swap_norms(model, lambda norm: ReductionGroupNorm(norm), (nn.GroupNorm,))
         self.model = model
         self._tile_model: TileModel | None = None
         logger.debug("stylizer on %s, precision %s (%s)", self.device, self.options.precision, self.dtype)

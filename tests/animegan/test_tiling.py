@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,15 @@ from test_stylizer import photo, tiny
 
 from animegan.config import GeneratorConfig
 from animegan.inference import InferenceOptions, Stylizer
-from animegan.inference.tiling import ALIGN, TileModel, blend_weights, tile_starts, to_tensor
+from animegan.inference.tiling import (
+    ALIGN,
+    ReductionGroupNorm,
+    TileModel,
+    blend_weights,
+    swap_norms,
+    tile_starts,
+    to_tensor,
+)
 from animegan.nn import build_generator
 
 
@@ -119,3 +129,18 @@ def test_large_image_statistics_come_from_a_downscaled_pass():
         out = np.asarray(Stylizer(model, options=opts).stylize(image)).astype(float)
         errors.append(np.abs(out - untiled).mean())
     assert errors[0] < 0.5 and errors[0] < errors[1] < 4.0, errors
+
+
+@pytest.mark.parametrize("arch", ["v1", "v2"])
+def test_reduction_group_norm_equals_group_norm_and_records_statistics(arch):
+    """The CUDA-friendly norm (used by Stylizer on GPUs) computes what nn.GroupNorm does, and tiles still work."""
+    model = tiny(arch)
+    fast = copy.deepcopy(model)
+    assert len(swap_norms(fast, ReductionGroupNorm, (torch.nn.GroupNorm,))) > 0
+    x = to_tensor(np.asarray(photo(40, 36)), torch.device("cpu"))
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), model(x), atol=1e-4, rtol=0)
+        tiles = TileModel(fast)
+        with tiles.recording():
+            ref = fast(x)
+        torch.testing.assert_close(tiles.model(x), ref, atol=1e-4, rtol=0)
