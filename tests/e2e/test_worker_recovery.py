@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 import zipfile
 
 import numpy as np
@@ -21,7 +22,8 @@ from workers import contracts, keys
 
 pytestmark = pytest.mark.e2e
 
-DATASET = "e2e-dataset"
+# Unique per run: workers cache unpacked datasets by id on the machine.
+DATASET = f"e2e-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="module")

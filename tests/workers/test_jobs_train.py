@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import uuid
 import zipfile
 
 import numpy as np
@@ -14,7 +15,8 @@ from workers.jobs import JobContext
 from workers.jobs.train import SegmentOutcome, run_segment
 
 OWNER = "tenant-a"
-DATASET = "ds1"
+# Unique per run: workers cache unpacked datasets by id on the machine.
+DATASET = f"ds-{uuid.uuid4().hex[:8]}"
 
 
 def zip_of_images(count: int, seed: int) -> bytes:
@@ -132,11 +134,12 @@ def test_a_fenced_off_worker_uploads_nothing(ctx, monkeypatch):
     assert ctx.leases.holder(job_id) == "successor"  # our release did not drop the successor's lease
 
 
-def test_bad_dataset_and_missing_vgg_fail_the_job(ctx):
-    ctx.store.put_bytes(keys.dataset_archive("broken", "photos"), b"not a zip")
-    ctx.store.put_bytes(keys.dataset_archive("broken", "styles"), zip_of_images(2, seed=3))
+def test_a_bad_dataset_fails_the_job_naming_the_archive(ctx):
+    broken = f"broken-{uuid.uuid4().hex[:6]}"
+    ctx.store.put_bytes(keys.dataset_archive(broken, "photos"), b"not a zip")
+    ctx.store.put_bytes(keys.dataset_archive(broken, "styles"), zip_of_images(2, seed=3))
     record, _ = ctx.jobs.create(
-        "train", OWNER, {"name": "x", "dataset_id": "broken", "hyperparameters": {"image_size": 64}}, total=1
+        "train", OWNER, {"name": "x", "dataset_id": broken, "hyperparameters": {"image_size": 64}}, total=1
     )
     assert run_segment(ctx, record.id, 0) == SegmentOutcome.finished
     failed = ctx.jobs.get(record.id)
@@ -161,3 +164,11 @@ def test_cancel_stops_training_between_steps(ctx, monkeypatch):
     record = ctx.jobs.get(job_id)
     assert record.status == "canceled"
     assert record.progress["step"] == 2
+
+
+def test_a_worker_without_vgg_weights_fails_training_with_what_to_set(ctx):
+    ctx.settings = ctx.settings.model_copy(update={"vgg_weights": None})
+    job_id = train_job(ctx, max_steps=2)
+    assert run_segment(ctx, job_id, 0) == SegmentOutcome.finished
+    error = ctx.jobs.get(job_id).error
+    assert error["code"] == "vgg_weights_missing" and "ANIMEGAN_VGG_WEIGHTS" in error["message"]

@@ -79,6 +79,8 @@ def _stylize_group(
     for (index, _), result in zip(part, results, strict=True):
         write_output(ctx, job_id, index, result, spec)
         ctx.jobs.mark_item_done(job_id, index)
+    # One progress event per forward pass (done/failed/total) for the API's event stream.
+    ctx.jobs.set_progress(job_id)
 
 
 def _already_done(ctx: JobContext, job_id: str, index: int, spec: OutputSpec) -> bool:

@@ -111,6 +111,7 @@ def run_stylize(ctx: JobContext, job_id: str, input_key: str, redelivered: bool 
         fail(ctx, job_id, exc.code, exc.message)
         return
     ctx.jobs.mark_item_done(job_id, 0)
+    ctx.jobs.set_progress(job_id)  # publishes done 1/1 before the status event
     succeed(
         ctx,
         job_id,

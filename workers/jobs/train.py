@@ -10,8 +10,10 @@ import dataclasses
 import logging
 import os
 import re
+import shutil
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,7 +21,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from animegan.errors import AnimeGANError
+import redis
+
+from animegan.errors import AnimeGANError, DatasetError
 from animegan.training import TrainConfig, Trainer, TrainProgress
 from animegan.training.checkpoint import checkpoint_path
 from workers import keys
@@ -43,8 +47,12 @@ _LOSS_NAMES = {
     "color": "color",
     "tv": "tv",
 }
-# Renew the lease at most this often (one Redis round trip); the lease lives lease_ttl() seconds.
-RENEW_EVERY_SECONDS = 5.0
+# Unpacked datasets, reused by later segments on this machine; the edge-smoothing cache sits beside them.
+DATASET_CACHE = Path(tempfile.gettempdir()) / "animegan-datasets"
+SMOOTH_CACHE = Path(tempfile.gettempdir()) / "animegan-smooth-cache"
+DONE_MARKER = ".complete"
+# Newest sample grids listed in the job's progress (all stay in storage).
+SAMPLES_LISTED = 20
 
 
 class SegmentOutcome(StrEnum):
@@ -67,6 +75,39 @@ def lease_ttl(ctx: JobContext) -> int:
     return max(10, min(ctx.settings.visibility_timeout_seconds // 2, 120))
 
 
+class LeaseKeeper:
+    """Renews the lease from a background thread every ttl/3 seconds, so a slow step, a long dataset download
+    or a big checkpoint upload never lets it lapse while this worker is alive."""
+
+    def __init__(self, ctx: JobContext, job_id: str, token: int) -> None:
+        self.ctx, self.job_id, self.token = ctx, job_id, token
+        self.ttl = lease_ttl(ctx)
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{job_id}", daemon=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                if not self.ctx.leases.renew(self.job_id, self.token, self.ttl):
+                    logger.warning(
+                        "job %s: lease lost (token %d); stopping this segment", self.job_id, self.token
+                    )
+                    self.lost = True
+                    return
+            except redis.RedisError as exc:
+                # Keep trying: the lease outlives a few missed renewals, and uploads check the fence anyway.
+                logger.warning("job %s: lease renewal failed (%s); retrying", self.job_id, exc)
+
+
 @dataclass
 class SegmentHooks:
     """Trainer callbacks: progress to the job record, uploads behind the fence, cancellation."""
@@ -74,21 +115,19 @@ class SegmentHooks:
     ctx: JobContext
     job_id: str
     token: int
+    keep_checkpoints: int  # uploaded checkpoints kept in storage (older ones deleted)
     shutdown_requested: Any = None  # callable() -> bool: the worker is shutting down (SIGTERM)
-    lost: bool = False
-    last_renew: float = 0.0
-    last_step: int = 0
+    keeper: LeaseKeeper | None = None
+    fenced_off: bool = False
+
+    @property
+    def lost(self) -> bool:
+        return self.fenced_off or (self.keeper is not None and self.keeper.lost)
 
     def progress(self, p: TrainProgress) -> None:
-        self.last_step = p.step
         fields = {"step": p.step, "total_steps": p.total_steps, "epoch": p.epoch, "phase": p.phase}
         losses = {name: round(float(value), 6) for name, value in p.losses.items()}
         self.ctx.jobs.set_progress(self.job_id, **fields, losses=losses)
-        if time.monotonic() - self.last_renew >= RENEW_EVERY_SECONDS:
-            self.last_renew = time.monotonic()
-            if not self.ctx.leases.renew(self.job_id, self.token, lease_ttl(self.ctx)):
-                logger.warning("job %s: lease lost at step %d; stopping this segment", self.job_id, p.step)
-                self.lost = True
 
     def should_stop(self) -> bool:
         if self.lost:
@@ -99,19 +138,32 @@ class SegmentHooks:
 
     def _fence(self) -> None:
         if self.lost or not self.ctx.leases.check(self.job_id, self.token):
-            self.lost = True
+            self.fenced_off = True
             raise LeaseLost(self.job_id)
 
     def on_checkpoint(self, path: Path) -> None:
         self._fence()
         step = _step_of(path)
-        self.ctx.store.put_file(keys.checkpoint(self.job_id, step), path)
+        key = keys.checkpoint(self.job_id, step)
+        self.ctx.store.put_file(key, path)
         self.ctx.jobs.set_progress(self.job_id, checkpoint_step=step)
+        self.ctx.jobs.append_progress(
+            self.job_id, "checkpoints", {"step": step, "key": key}, keep_last=self.keep_checkpoints
+        )
+        # Only the newest few are ever resumed from; a long run would otherwise pile up gigabytes.
+        uploaded = sorted(self.ctx.store.list(keys.checkpoints_prefix(self.job_id)))
+        for old in uploaded[: -self.keep_checkpoints]:
+            self.ctx.store.delete(old)
         logger.info("job %s: checkpoint of step %d uploaded", self.job_id, step)
 
     def on_sample(self, path: Path) -> None:
         self._fence()
-        self.ctx.store.put_file(keys.sample(self.job_id, _step_of(path), path.suffix or ".png"), path)
+        step = _step_of(path)
+        key = keys.sample(self.job_id, step, path.suffix or ".png")
+        self.ctx.store.put_file(key, path)
+        self.ctx.jobs.append_progress(
+            self.job_id, "samples", {"step": step, "key": key}, keep_last=SAMPLES_LISTED
+        )
 
 
 def _step_of(path: Path) -> int:
@@ -148,7 +200,7 @@ def train_config(ctx: JobContext, params: dict[str, Any], work: Path) -> TrainCo
             overrides["losses"] = dataclasses.replace(base.losses, **chosen)
         return base.replace(
             vgg_weights=str(ctx.settings.vgg_weights),
-            smooth_cache_dir=str(Path(tempfile.gettempdir()) / "animegan-smooth-cache"),
+            smooth_cache_dir=str(SMOOTH_CACHE),
             device=ctx.device,
             **overrides,
         )
@@ -157,23 +209,38 @@ def train_config(ctx: JobContext, params: dict[str, Any], work: Path) -> TrainCo
 
 
 def _fetch_dataset(ctx: JobContext, params: dict[str, Any], work: Path) -> tuple[Path, Path]:
+    """Photos and styles folders of the job's dataset, unpacked once per machine (dataset ids are immutable)."""
     dataset_id = params.get("dataset_id")
-    if not isinstance(dataset_id, str):
+    if not isinstance(dataset_id, str) or not keys.SEGMENT_RE.match(dataset_id):
         raise JobInputError("bad_params", f"params.dataset_id must be a dataset id, got {dataset_id!r}")
+    cache = DATASET_CACHE / dataset_id
     folders = []
     for part in ("photos", "styles"):
-        archive = work / f"{part}.zip"
-        try:
-            ctx.store.get_file(keys.dataset_archive(dataset_id, part), archive)
-        except NotFound as exc:
-            raise JobInputError(
-                "dataset_missing", f"dataset {dataset_id} has no {part}.zip in storage"
-            ) from exc
-        folder = work / part
-        unpack_images(archive, folder, what=part)
-        archive.unlink()
+        folder = cache / part
+        if not (folder / DONE_MARKER).is_file():
+            _download_part(ctx, dataset_id, part, folder, work)
         folders.append(folder)
     return folders[0], folders[1]
+
+
+def _download_part(ctx: JobContext, dataset_id: str, part: str, folder: Path, work: Path) -> None:
+    archive = work / f"{part}.zip"
+    try:
+        ctx.store.get_file(keys.dataset_archive(dataset_id, part), archive)
+    except NotFound as exc:
+        raise JobInputError("dataset_missing", f"dataset {dataset_id} has no {part}.zip in storage") from exc
+    # Unpack beside the cache entry, then rename, so a crash never leaves a half-filled folder marked done.
+    staging = folder.with_name(f".{part}-{uuid.uuid4().hex[:8]}")
+    count = unpack_images(archive, staging, what=part)
+    (staging / DONE_MARKER).write_text(str(count))
+    archive.unlink()
+    try:
+        staging.rename(folder)
+    except OSError:
+        # Another worker process on this machine finished the same folder first; theirs is as good.
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (folder / DONE_MARKER).is_file():
+            raise
 
 
 def _restore_latest_checkpoint(ctx: JobContext, job_id: str, run_dir: Path) -> int:
@@ -214,7 +281,8 @@ def run_segment(
     if token is None:
         return SegmentOutcome.busy
     try:
-        return _train_under_lease(ctx, record, segment, token, shutdown_requested)
+        with LeaseKeeper(ctx, job_id, token) as keeper:
+            return _train_under_lease(ctx, record, segment, keeper, shutdown_requested)
     except LeaseLost:
         logger.warning("job %s: fenced off during segment %d", job_id, segment)
         return SegmentOutcome.lost_lease
@@ -226,9 +294,9 @@ def run_segment(
 
 
 def _train_under_lease(
-    ctx: JobContext, record: Any, segment: int, token: int, shutdown_requested: Any
+    ctx: JobContext, record: Any, segment: int, keeper: LeaseKeeper, shutdown_requested: Any
 ) -> SegmentOutcome:
-    job_id = record.id
+    job_id, token = record.id, keeper.token
     params = record.params
     with tempfile.TemporaryDirectory(prefix=f"animegan-train-{job_id}-") as tmp:
         work = Path(tmp)
@@ -252,7 +320,7 @@ def _train_under_lease(
         }
         ctx.jobs.append_progress(job_id, "segments", entry, keep_last=20)
         logger.info("job %s: segment %d starts at step %d", job_id, segment, resumed_from)
-        hooks = SegmentHooks(ctx, job_id, token, shutdown_requested, last_renew=time.monotonic())
+        hooks = SegmentHooks(ctx, job_id, token, config.keep_checkpoints, shutdown_requested, keeper)
         try:
             trainer = Trainer(
                 config,
@@ -267,7 +335,7 @@ def _train_under_lease(
             result = trainer.run(max_seconds=ctx.settings.train_segment_seconds)
         except AnimeGANError as exc:
             raise JobInputError(
-                "bad_dataset" if "ataset" in type(exc).__name__ else "bad_params", str(exc)
+                "bad_dataset" if isinstance(exc, DatasetError) else "bad_params", str(exc)
             ) from exc
         if hooks.lost:
             raise LeaseLost(job_id)
