@@ -16,6 +16,7 @@ import redis
 from celery import Task
 from celery.exceptions import Retry
 from celery.signals import worker_init, worker_process_init, worker_shutting_down
+from kombu.exceptions import OperationalError
 
 from workers import contracts
 from workers.celery_app import app
@@ -104,9 +105,13 @@ def build_context(settings: WorkerSettings) -> Any:
 
 def _notify_terminal(job_id: str) -> None:
     """Off the hot path: a terminal job with a webhook_url gets a delivery task on the webhooks queue."""
-    record = context().jobs.get(job_id)
-    if record is not None and record.webhook_url:
-        contracts.enqueue_webhook(job_id, str(record.status))
+    try:
+        record = context().jobs.get(job_id)
+        if record is not None and record.webhook_url:
+            contracts.enqueue_webhook(job_id, str(record.status))
+    except (redis.RedisError, OperationalError) as exc:
+        # The job's outcome is recorded; only its notification is lost, which must not fail the task.
+        logger.error("job %s: could not enqueue its webhook: %s", job_id, exc)
 
 
 def _redelivered(task: Task) -> bool:

@@ -120,32 +120,35 @@ def test_cancel_of_a_queued_and_of_a_running_job(service):
 
 class _Hook(BaseHTTPRequestHandler):
     deliveries: list = []
+    statuses: list[int] = []  # answers to give, in order; 204 once they run out
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
         body = self.rfile.read(int(self.headers["content-length"]))
         type(self).deliveries.append(({k.lower(): v for k, v in self.headers.items()}, body))
-        self.send_response(204)
+        self.send_response(type(self).statuses.pop(0) if type(self).statuses else 204)
         self.end_headers()
 
     def log_message(self, *args: object) -> None:
         return
 
 
-def test_webhook_is_delivered_signed_on_completion(service):
+def test_webhook_is_delivered_signed_and_retried_on_completion(service):
     from workers.jobs.webhooks import verify
 
-    handler = type("Hook", (_Hook,), {"deliveries": []})
+    # The receiver is down for the first try: the delivery is retried with backoff and the same message id.
+    handler = type("Hook", (_Hook,), {"deliveries": [], "statuses": [503]})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/done"
         job_id = submit_stylize(service, png_bytes(seed=5), webhook_url=url)
         assert service.wait_status(job_id, {"succeeded", "failed"}).status == "succeeded"
-        wait_for(lambda: handler.deliveries, 30, "the webhook delivery")
+        wait_for(lambda: len(handler.deliveries) == 2, 30, "the retried webhook delivery")
     finally:
         server.shutdown()
         server.server_close()
-    [(headers, body)] = handler.deliveries
+    (first_headers, _), (headers, body) = handler.deliveries
+    assert first_headers["webhook-id"] == headers["webhook-id"] == f"msg_{job_id}_succeeded"
     payload = verify(service.env["ANIMEGAN_WEBHOOK_SECRET"], headers, body)
     assert payload["type"] == "job.succeeded"
     assert payload["data"]["id"] == job_id
