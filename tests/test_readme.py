@@ -115,6 +115,17 @@ def cli_workspace(tmp_path_factory) -> Path:
             root / "photos" / f"{name}.jpg"
         )
     Image.open(PROJECT_ROOT / "samples" / "sunset.jpg").resize((160, 112)).save(root / "big.jpg")
+    # The training examples' dataset: shorter sides of 128 px, the least a 256 px run accepts.
+    for folder, names in [
+        ("dataset/train_photo", ("meadow", "lake")),
+        ("dataset/Hayao/style", ("sunset", "autumn")),
+    ]:
+        (root / folder).mkdir(parents=True)
+        for name in names:
+            Image.open(PROJECT_ROOT / "samples" / f"{name}.jpg").resize((192, 128)).save(
+                root / folder / f"{name}.jpg"
+            )
+    load_module(PROJECT_ROOT / "tests" / "animegan" / "vgg_fixtures.py").write_vgg19_npy(root / "vgg19.npy")
     torch.manual_seed(0)
     save_generator(root / "paprika.safetensors", build_generator(GeneratorConfig(arch="v2", base_channels=8)))
     # A file in the public port's format: a plain state dict of the full-size v2 generator (same keys/shapes).
@@ -130,8 +141,12 @@ def test_cli_examples_run_as_written(cli_workspace):
     for block in blocks:
         proc = run_bash(block, cli_workspace, shell_env(), timeout=300)
         assert proc.returncode == 0, f"README block failed:\n{block}\n--- stderr:\n{proc.stderr[-3000:]}"
-    outputs = list((cli_workspace / "out").iterdir())
+    outputs = [p.name for p in (cli_workspace / "out").iterdir()]
     assert len(outputs) >= 3, f"stylize examples wrote {outputs}"
+    assert not (cli_workspace / "runs" / "hayao" / "checkpoints").exists(), "--dry-run must not train"
+    assert len(list((cli_workspace / "out" / "smoke").iterdir())) == 2, (
+        "the smoke-trained model stylized nothing"
+    )
 
 
 class WebhookReceiver:
