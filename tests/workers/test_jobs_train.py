@@ -65,11 +65,14 @@ def ctx(redis_client, redis_url, tmp_path) -> JobContext:
     )
 
 
-def train_job(ctx, max_steps: int, **hyper) -> str:
+def train_job(ctx, max_steps: int, extra_params: dict | None = None, **hyper) -> str:
     hp = {"preset": "v2-hayao", "image_size": 32, "batch_size": 2, "epochs": 4, "init_epochs": 1,
           "base_channels": 8, "discriminator_channels": 8, "max_steps": max_steps, **hyper}  # fmt: skip
     record, _ = ctx.jobs.create(
-        "train", OWNER, {"name": "my-style", "dataset_id": DATASET, "hyperparameters": hp}, total=max_steps
+        "train",
+        OWNER,
+        {"name": "my-style", "dataset_id": DATASET, "hyperparameters": hp, **(extra_params or {})},
+        total=max_steps,
     )
     return record.id
 
@@ -172,3 +175,27 @@ def test_a_worker_without_vgg_weights_fails_training_with_what_to_set(ctx):
     assert run_segment(ctx, job_id, 0) == SegmentOutcome.finished
     error = ctx.jobs.get(job_id).error
     assert error["code"] == "vgg_weights_missing" and "ANIMEGAN_VGG_WEIGHTS" in error["message"]
+
+
+def test_fine_tuning_starts_from_a_registered_model_and_skips_the_init_phase(ctx, tmp_path):
+    import torch
+
+    from animegan.config import GeneratorConfig
+    from animegan.nn import build_generator
+    from animegan.weights import save_generator
+
+    torch.manual_seed(1)
+    export = save_generator(
+        tmp_path / "base.safetensors", build_generator(GeneratorConfig(arch="v2", base_channels=8))
+    )
+    ctx.store.put_file(keys.model("base", OWNER), export)
+    ctx.registry.register("base", OWNER, keys.model("base", OWNER), {"arch": "v2", "base_channels": 8})
+
+    job_id = train_job(ctx, max_steps=1, extra_params={"fine_tune_from": "base"}, base_channels=None)
+    assert run_segment(ctx, job_id, 0) == SegmentOutcome.finished
+    done = ctx.jobs.get(job_id)
+    assert done.status == "succeeded", done.error
+    assert (
+        done.progress["phase"] == "gan"
+    )  # step 1 was already a GAN step: the content-only warm-up was skipped
+    assert ctx.registry.get("my-style", OWNER).config["base_channels"] == 8
