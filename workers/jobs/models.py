@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from animegan.errors import AnimeGANError
 from animegan.inference import InferenceOptions, Stylizer
 from animegan.weights import load_generator
 from workers.jobs import JobInputError
@@ -72,7 +73,7 @@ class ModelCache:
         """Find the model a tenant may use by this name, or raise JobInputError("unknown_model")."""
         info = self._registry.get(name, owner)
         if info is not None:
-            version = f"{info.key}@{getattr(info, 'created_at', '')}:{getattr(info, 'size', '')}"
+            version = f"{info.key}@{info.created_at}:{info.size}"
             return ModelSource(name=name, version=version, key=info.key)
         if self._models_dir is not None:
             for suffix in BUILTIN_SUFFIXES:
@@ -133,12 +134,11 @@ class ModelCache:
                     ) from exc
                 loaded = self._load_file(source.name, local)
         logger.info("loaded model %s (%s) on %s", source.name, source.version, self._device)
-        config = loaded.config.to_dict() if hasattr(loaded.config, "to_dict") else dict(loaded.config)
-        return CachedModel(name=source.name, version=source.version, generator=loaded.model, config=config)
+        return CachedModel(
+            name=source.name, version=source.version, generator=loaded.model, config=loaded.config.to_dict()
+        )
 
     def _load_file(self, name: str, path: Path) -> Any:
-        from animegan.errors import AnimeGANError
-
         try:
             return load_generator(path, device=self._device)
         except AnimeGANError as exc:

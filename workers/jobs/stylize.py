@@ -47,24 +47,21 @@ def output_spec(ctx: JobContext, params: dict[str, Any]) -> OutputSpec:
     model = params.get("model")
     if not isinstance(model, str) or not model:
         raise JobInputError("bad_params", f"params.model must be a model name, got {model!r}")
-    fmt = str(params.get("output_format", params.get("format", "png"))).lower()
+    fmt = str(params.get("format") or "png").lower()
     if fmt not in FORMATS:
-        raise JobInputError("bad_params", f"params.output_format {fmt!r} is not one of png, jpeg, webp")
-    size_mode = params.get("size_mode", "reference")
-    max_side = params.get("max_side")
+        raise JobInputError("bad_params", f"params.format {fmt!r} is not one of png, jpeg, webp")
     try:
         options = InferenceOptions(
-            size_mode=size_mode,
-            max_side=max_side,
+            size_mode=params.get("size_mode") or "reference",
+            max_side=params.get("max_side"),
             precision=ctx.settings.inference_precision,
-            compile=bool(getattr(ctx.settings, "inference_compile", False)),
         )
     except (AnimeGANError, ValueError, TypeError) as exc:
         raise JobInputError("bad_params", f"inference options are invalid: {exc}") from exc
     return OutputSpec(
         model=model,
         fmt="jpeg" if fmt == "jpg" else fmt,
-        quality=int(params.get("quality", 95)),
+        quality=int(params.get("quality") or 95),
         options=options,
     )
 
