@@ -56,7 +56,7 @@ def test_cuda_fast_path_close_to_fp32(arch):
     g = build_generator(GeneratorConfig(arch=arch)).eval().to("cuda")
     image = _photo(512, 512, seed=1)
     ref = Stylizer(g, device="cuda", options=InferenceOptions(size_mode="original", precision="fp32"))
-    fast = Stylizer(g, device="cuda", options=InferenceOptions(size_mode="original", precision="auto"))
+    fast = Stylizer(g, device="cuda", options=InferenceOptions(size_mode="original", precision="bf16"))
     assert _psnr(ref.stylize(image), fast.stylize(image)) >= 35.0
 
 
