@@ -93,7 +93,7 @@ def run_help(args: list[str], block_torch: bool = False) -> subprocess.Completed
         "class Block:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
         "        if name.split('.')[0] in ('torch', 'cv2', 'safetensors'):\n"
-        "            raise ModuleNotFoundError(f'No module named {name!r} (blocked: API host)')\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r} (blocked: API host)', name=name)\n"
         "sys.meta_path.insert(0, Block())\n"
         "from animegan.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"

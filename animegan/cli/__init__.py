@@ -26,6 +26,8 @@ LIBRARY_COMMANDS = (
 )
 # Optional: absent when the service extras (celery, redis, fastapi) are not installed.
 SERVICE_COMMANDS = ("api.cli", "workers.cli")
+# Top-level modules of the [ml] extra (pyproject.toml); absent on an API host.
+ML_EXTRA_MODULES = ("torch", "cv2", "safetensors")
 
 
 def _register_all(subparsers: argparse._SubParsersAction) -> None:
@@ -33,6 +35,10 @@ def _register_all(subparsers: argparse._SubParsersAction) -> None:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
+            # An API host installs no [ml] extra: its `animegan serve` must still start without torch.
+            if (exc.name or "").split(".")[0] in ML_EXTRA_MODULES:
+                logger.debug("command module %s needs the [ml] extra (%s is not installed)", name, exc.name)
+                continue
             if exc.name != name:  # a real missing dependency of a library command: fail loudly
                 raise
             logger.debug("command module %s is not present", name)
