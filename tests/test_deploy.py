@@ -271,3 +271,36 @@ def test_kustomization_lists_every_manifest():
     assert all(
         doc["metadata"].get("namespace") == "animegan" for doc in rendered if doc["kind"] != "Namespace"
     )
+
+
+def extra_requirements(extra: str) -> set[str]:
+    """Distribution names `pip install ".[extra]"` asks for, following the project's self-referencing extras."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    names, pending, seen = (
+        set(),
+        [*project["dependencies"], *project["optional-dependencies"][extra]],
+        {extra},
+    )
+    while pending:
+        req = Requirement(pending.pop())
+        if req.name == project["name"]:
+            for sub in req.extras - seen:
+                seen.add(sub)
+                pending += project["optional-dependencies"][sub]
+        else:
+            names.add(req.name.lower())
+    return names
+
+
+def test_api_extra_installs_no_torch_and_worker_extra_does():
+    heavy = {"torch", "opencv-python-headless", "safetensors"}
+    api = extra_requirements("api")
+    assert not api & heavy, f"pip install '.[api]' would pull {sorted(api & heavy)}"
+    assert {"fastapi", "uvicorn", "celery", "redis", "boto3", "pydantic-settings"} <= api
+    assert heavy | {"celery", "boto3"} <= extra_requirements("worker")
+    pins = (PROJECT_ROOT / "constraints.txt").read_text().splitlines()
+    assert "torch==2.13.0" in pins, "constraints.txt must pin torch without a local (+cpu/+cuXXX) label"
