@@ -47,23 +47,22 @@ def run_chunk(
             "job %s: %d of %d chunk images already done", job_id, len(items) - len(pending), len(items)
         )
 
-    # Group decoded images by size so each group is one forward pass; bounded so memory stays flat.
-    groups: dict[tuple[int, int], list[tuple[int, Image.Image]]] = defaultdict(list)
-    for index, key in pending:
-        check_cancel(ctx, job_id)
-        try:
-            image = read_image(ctx, key)
-        except JobInputError as exc:
-            _record_item_error(ctx, job_id, index, exc.code, exc.message)
-            continue
-        groups[image.size].append((index, image))
-
-    group_size = spec.options.batch_size
-    for same_size in groups.values():
-        for start in range(0, len(same_size), group_size):
+    # Windows of batch_size images bound memory (inputs can be tens of megapixels); within a window,
+    # same-size images share one forward pass.
+    window = spec.options.batch_size
+    for start in range(0, len(pending), window):
+        groups: dict[tuple[int, int], list[tuple[int, Image.Image]]] = defaultdict(list)
+        for index, key in pending[start : start + window]:
             check_cancel(ctx, job_id)
-            part = same_size[start : start + group_size]
-            _stylize_group(ctx, job_id, stylizer, part, spec)
+            try:
+                image = read_image(ctx, key)
+            except JobInputError as exc:
+                _record_item_error(ctx, job_id, index, exc.code, exc.message)
+                continue
+            groups[image.size].append((index, image))
+        for same_size in groups.values():
+            check_cancel(ctx, job_id)
+            _stylize_group(ctx, job_id, stylizer, same_size, spec)
     maybe_finalize(ctx, job_id)
 
 
