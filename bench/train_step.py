@@ -56,13 +56,17 @@ def time_steps(trainer: Trainer, device: torch.device) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per precision (after 1 warm-up)")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per variant (after 1 warm-up)")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--preset", default="v2-hayao")
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--channels-last", choices=("on", "off", "both"), default="on", help="memory format(s) to time"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    layouts = {"on": [True], "off": [False], "both": [False, True]}[args.channels_last]
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -70,35 +74,42 @@ def main() -> int:
         photos = write_images(root / "photos", args.batch, args.size, seed=1)
         styles = write_images(root / "styles", args.batch, args.size, seed=2)
         trainers = {}
-        for precision in ("fp32", "bf16"):
-            cfg = TrainConfig.from_preset(
-                args.preset,
-                image_size=args.size,
-                batch_size=args.batch,
-                vgg_weights=str(vgg),
-                device=args.device,
-                precision=precision,
-                skip_init=True,
-                epochs=1000,
-                checkpoint_every=10**9,
-                sample_every=0,
-            )
-            trainers[precision] = Trainer(cfg, photos, styles, root / f"run-{precision}")
-        device = trainers["fp32"].device
-        times: dict[str, list[float]] = {p: [] for p in trainers}
+        for channels_last in layouts:
+            for precision in ("fp32", "bf16"):
+                cfg = TrainConfig.from_preset(
+                    args.preset,
+                    image_size=args.size,
+                    batch_size=args.batch,
+                    vgg_weights=str(vgg),
+                    device=args.device,
+                    precision=precision,
+                    channels_last=channels_last,
+                    skip_init=True,
+                    epochs=1000,
+                    checkpoint_every=10**9,
+                    sample_every=0,
+                )
+                name = f"{precision} {'NHWC' if channels_last else 'NCHW'}"
+                trainers[name] = Trainer(cfg, photos, styles, root / name.replace(" ", "-"))
+        device = next(iter(trainers.values())).device
+        times: dict[str, list[float]] = {name: [] for name in trainers}
         for i in range(args.steps + 1):  # step 0 of each is a warm-up (allocator, oneDNN/cuDNN kernels)
-            for precision, trainer in trainers.items():
+            for name, trainer in trainers.items():
                 seconds = time_steps(trainer, device)
                 if i > 0:
-                    times[precision].append(seconds)
-    fp32, bf16 = (statistics.median(times[p]) for p in ("fp32", "bf16"))
+                    times[name].append(seconds)
+    median = {name: statistics.median(t) for name, t in times.items()}
     print(
         f"device {device} ({torch.get_num_threads()} threads), torch {torch.__version__}, preset {args.preset}, "
         f"batch {args.batch}, {args.size} px, {args.steps} timed GAN steps each (median)"
     )
-    print(f"fp32: {fp32:.2f} s/step  (all: {', '.join(f'{t:.2f}' for t in times['fp32'])})")
-    print(f"bf16: {bf16:.2f} s/step  (all: {', '.join(f'{t:.2f}' for t in times['bf16'])})")
-    print(f"bf16 speed-up: {fp32 / bf16:.2f}x")
+    for name, t in times.items():
+        print(f"{name}: {median[name]:.2f} s/step  (all: {', '.join(f'{x:.2f}' for x in t)})")
+    for layout in ("NCHW", "NHWC"):
+        if f"fp32 {layout}" in median:
+            print(f"bf16 speed-up ({layout}): {median[f'fp32 {layout}'] / median[f'bf16 {layout}']:.2f}x")
+    if len(layouts) == 2:
+        print(f"bf16 NHWC vs fp32 NCHW: {median['fp32 NCHW'] / median['bf16 NHWC']:.2f}x")
     return 0
 
 

@@ -109,7 +109,7 @@ def resolve(args: argparse.Namespace) -> tuple[Any, dict[str, str | None]]:
         raise ConfigError("give --run-dir (or run_dir in --config): the folder that holds the run")
     own = Path(paths["run_dir"]) / "config.json"
     if args.config is None and args.preset is None and own.is_file():
-        base = json.loads(own.read_text())  # rerun of an existing run: its own config is the base
+        base = TrainConfig.load(own).to_dict()  # rerun of an existing run: its own config is the base
     preset = args.preset or base.pop("preset", None) or "v2-hayao"
     base.pop("preset", None)
     for dest, name in FLAG_FIELDS.items():

@@ -10,7 +10,7 @@ from animegan.data.dataset import (
     load_image_set,
     smooth_folder,
 )
-from animegan.data.edge_smooth import SmoothCache, edge_mask, gaussian_kernel_2d, smooth_edges, smooth_gray
+from animegan.data.edge_smooth import SmoothCache, edge_mask, gaussian_kernel_2d, smooth_edges
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -25,5 +25,4 @@ __all__ = [
     "load_image_set",
     "smooth_edges",
     "smooth_folder",
-    "smooth_gray",
 ]

@@ -65,10 +65,13 @@ def decode_fitted(content: bytes, image_size: int, min_side: int) -> np.ndarray:
     if not content:
         raise ValueError("the file is empty")
     with Image.open(io.BytesIO(content)) as img:
-        img.load()  # decode now: truncated files fail here, not later in a batch
         w, h = img.size
         if min(w, h) < min_side:
             raise ValueError(f"{w}x{h} is too small (shorter side must be at least {min_side} px)")
+        # JPEG: let the decoder downscale by 1/2..1/8 while both sides stay >= image_size (much faster
+        # for 1080p style frames; the final resize below does the rest)
+        img.draft("RGB", (image_size, image_size))
+        img.load()  # decode now: truncated files fail here, not later in a batch
         rgb = ImageOps.exif_transpose(img).convert("RGB")
     fitted = ImageOps.fit(rgb, (image_size, image_size), Image.Resampling.BICUBIC)
     return np.asarray(fitted, dtype=np.uint8)
@@ -163,13 +166,11 @@ class TrainBatch:
     anime_gray: torch.Tensor
     smooth_gray: torch.Tensor
 
-    def to(self, device: torch.device) -> TrainBatch:
-        return TrainBatch(
-            *(
-                t.to(device, non_blocking=True)
-                for t in (self.photo, self.anime, self.anime_gray, self.smooth_gray)
-            )
-        )
+    def to(
+        self, device: torch.device, memory_format: torch.memory_format = torch.contiguous_format
+    ) -> TrainBatch:
+        tensors = (self.photo, self.anime, self.anime_gray, self.smooth_gray)
+        return TrainBatch(*(t.to(device, non_blocking=True, memory_format=memory_format) for t in tensors))
 
 
 def to_tensor_color(images: np.ndarray) -> torch.Tensor:

@@ -58,11 +58,6 @@ def smooth_edges(rgb: np.ndarray) -> np.ndarray:
     return out
 
 
-def smooth_gray(rgb: np.ndarray) -> np.ndarray:
-    """What D sees of a smoothed style image: the grayscale of smooth_edges(rgb), (H, W) uint8."""
-    return cv2.cvtColor(smooth_edges(rgb), cv2.COLOR_RGB2GRAY)
-
-
 class SmoothCache:
     """Edge-smoothed images on disk, keyed by the source file's content hash and the training size.
 

@@ -23,6 +23,7 @@ DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 RUNTIME_FIELDS = frozenset(
     {
         "device",
+        "channels_last",
         "precision",
         "checkpoint_every",
         "keep_checkpoints",
@@ -97,6 +98,7 @@ class TrainConfig:
     seed: int = 0  # seeds weights init, data order and every RNG; same seed + same device = same run on CPU
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:N"
     precision: str = "fp32"  # "fp32" | "bf16" (autocast of the forward passes; losses reduced in fp32)
+    channels_last: bool = True  # NHWC tensors: faster oneDNN (CPU) and tensor-core (CUDA) convolutions
     checkpoint_every: int = 1000  # steps between checkpoints (each run() segment also ends with one)
     keep_checkpoints: int = 3  # newest checkpoints kept in run_dir/checkpoints (older ones deleted)
     sample_every: int = 1000  # steps between sample grids in run_dir/samples; 0 disables interval samples

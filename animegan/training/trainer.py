@@ -20,7 +20,7 @@ from PIL import Image
 
 from animegan.data import UnpairedDataset
 from animegan.data.dataset import ImageSource, to_tensor_color
-from animegan.errors import ConfigError
+from animegan.errors import ConfigError, WeightsError
 from animegan.losses import AnimeGANLoss
 from animegan.nn import VGG19Features, build_discriminator, build_generator
 from animegan.training import checkpoint as ckpt
@@ -84,8 +84,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.progress, self.should_stop = progress, should_stop
         self.on_checkpoint, self.on_sample = on_checkpoint, on_sample
-        resume_from = ckpt.latest_checkpoint(self.run_dir)
-        state = ckpt.load_checkpoint(resume_from) if resume_from else None
+        resume_from, state = _load_latest(self.run_dir)
         init_state = None
         if state is not None:
             config = self._reconcile(config, TrainConfig.from_dict(state["config"]), resume_from)
@@ -123,6 +122,10 @@ class Trainer:
         self.criterion = AnimeGANLoss(self.vgg, config.losses)
         if init_state is not None:
             self.generator.load_state_dict(init_state, strict=True)
+        # NHWC measured 1.5x faster in bf16 on an AMX CPU at 256 px; load_state_dict keeps the parameters' format.
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        for module in (self.generator, self.discriminator, self.vgg):
+            module.to(memory_format=self.memory_format)
         betas = config.betas
         self.opt_init = torch.optim.Adam(self.generator.parameters(), lr=config.init_lr, betas=betas)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.g_lr, betas=betas)
@@ -133,6 +136,8 @@ class Trainer:
         if state is not None:
             self._load_state(state)
             self._truncate_loss_log()
+            if not (self.run_dir / CONFIG_FILE).is_file():  # a checkpoint fetched into a fresh folder
+                config.save(self.run_dir / CONFIG_FILE)
             logger.info(
                 "resuming %s from %s (step %d of %d)", self.run_dir, resume_from, self.step, self.total_steps
             )
@@ -175,7 +180,7 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         """One optimisation step of the current phase; returns the named losses as floats."""
-        batch = self.data.next_batch().to(self.device)
+        batch = self.data.next_batch().to(self.device, self.memory_format)
         self.generator.train()
         if self.phase_of(self.step) == "init":
             with self._autocast():
@@ -348,6 +353,21 @@ class Trainer:
             "run_dir": str(self.run_dir),
         }
         return save_generator(Path(path), self.generator, metadata=metadata)
+
+
+def _load_latest(run_dir: Path) -> tuple[Path | None, dict[str, Any] | None]:
+    """The newest readable checkpoint; an unreadable newer one (e.g. a cut-off copy) is skipped with a warning."""
+    found = ckpt.list_checkpoints(run_dir)
+    first_error: WeightsError | None = None
+    for path in reversed(found):
+        try:
+            return path, ckpt.load_checkpoint(path)
+        except WeightsError as exc:
+            logger.warning("skipping unreadable checkpoint %s: %s", path, exc)
+            first_error = first_error or exc
+    if first_error is not None:
+        raise first_error
+    return None, None
 
 
 def _floats(terms: dict[str, torch.Tensor], prefix: str) -> dict[str, float]:

@@ -147,6 +147,10 @@ def test_stop_pause_and_config_mismatch(vgg_file, images, tmp_path):
     assert (more.status, more.step, more.total_steps) == ("completed", 3, 3)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000002.pt", "step-00000003.pt"]
 
+    # A cut-off newest checkpoint (say, an interrupted download) is skipped for the previous one.
+    (tmp_path / "checkpoints" / "step-00000009.pt").write_bytes(b"PK\x03\x04 cut off")
+    assert make_trainer(cfg.replace(max_total_steps=3), images, tmp_path).step == 3
+
 
 def test_export_fine_tune_and_bf16(vgg_file, images, tmp_path):
     cfg = tiny_config(vgg_file, epochs=1, init_epochs=1, max_total_steps=1)
