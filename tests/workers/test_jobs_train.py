@@ -199,3 +199,23 @@ def test_fine_tuning_starts_from_a_registered_model_and_skips_the_init_phase(ctx
         done.progress["phase"] == "gan"
     )  # step 1 was already a GAN step: the content-only warm-up was skipped
     assert ctx.registry.get("my-style", OWNER).config["base_channels"] == 8
+
+
+def test_the_lease_keeper_renews_until_the_segment_ends_and_notices_a_takeover(ctx):
+    import time
+
+    from workers.jobs.train import LeaseKeeper
+
+    token = ctx.leases.acquire("job-k", "me", 1.0)
+    with LeaseKeeper(ctx, "job-k", token, ttl=1.0) as keeper:
+        time.sleep(2.5)  # more than twice the ttl: only renewals keep it
+        assert ctx.leases.check("job-k", token) and not keeper.lost
+    time.sleep(1.5)
+    assert not ctx.leases.check("job-k", token), "the lease outlived its segment"
+
+    token = ctx.leases.acquire("job-k", "me", 1.0)
+    with LeaseKeeper(ctx, "job-k", token, ttl=1.0) as keeper:
+        ctx.jobs.redis.delete(ctx.leases.lease_key("job-k"))
+        ctx.leases.acquire("job-k", "successor", 30)
+        time.sleep(1.0)
+        assert keeper.lost

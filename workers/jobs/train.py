@@ -79,9 +79,9 @@ class LeaseKeeper:
     """Renews the lease from a background thread every ttl/3 seconds, so a slow step, a long dataset download
     or a big checkpoint upload never lets it lapse while this worker is alive."""
 
-    def __init__(self, ctx: JobContext, job_id: str, token: int) -> None:
+    def __init__(self, ctx: JobContext, job_id: str, token: int, ttl: float | None = None) -> None:
         self.ctx, self.job_id, self.token = ctx, job_id, token
-        self.ttl = lease_ttl(ctx)
+        self.ttl = lease_ttl(ctx) if ttl is None else ttl
         self.lost = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lease-{job_id}", daemon=True)
