@@ -65,7 +65,7 @@ def test_one_image_end_to_end(service):
 
 
 def test_batch_of_50_reports_rising_progress_and_writes_every_output(service):
-    job_id = submit_batch(service, [png_bytes((40, 32), seed=i) for i in range(50)], chunk_size=5)
+    job_id = submit_batch(service, [png_bytes((64, 48), seed=i) for i in range(50)], chunk_size=5)
     seen: list[int] = []
 
     def finished() -> bool:
@@ -73,7 +73,7 @@ def test_batch_of_50_reports_rising_progress_and_writes_every_output(service):
         seen.append(int(record.progress.get("done", 0)))
         return str(record.status) in {"succeeded", "failed"}
 
-    wait_for(finished, 120, f"batch {job_id} to finish", interval=0.05)
+    wait_for(finished, 120, f"batch {job_id} to finish", interval=0.02)
     record = service.job(job_id)
     assert record.status == "succeeded", record.error
     assert seen == sorted(seen), "done must never go down"
@@ -106,7 +106,12 @@ def test_cancel_of_a_queued_and_of_a_running_job(service):
 
     # Large enough that the chunk is still running when the cancel lands.
     running = submit_batch(service, [png_bytes((256, 256), seed=i) for i in range(60)], chunk_size=60)
-    wait_for(lambda: service.job(running).progress.get("done", 0) > 0, 60, "the batch to start producing")
+    wait_for(
+        lambda: service.job(running).progress.get("done", 0) > 0,
+        60,
+        "the batch to start producing",
+        interval=0.02,
+    )
     service.jobs.cancel(running)
     record = service.wait_status(running, {"canceled", "succeeded", "failed"})
     assert record.status == "canceled"

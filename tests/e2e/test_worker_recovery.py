@@ -73,7 +73,7 @@ def test_sigkill_mid_batch_then_a_second_worker_writes_each_output_exactly_once(
     contracts.enqueue_batch(record.id, input_keys, chunk_size=8, app=service.app)
 
     wait_for(
-        lambda: service.job(record.id).progress.get("done", 0) >= 3, 120, "the first images of the batch"
+        lambda: service.job(record.id).progress.get("done", 0) >= 3, 120, "the first images", interval=0.02
     )
     first.kill()
     killed_at = time.time()
