@@ -200,3 +200,26 @@ def test_canceled_batch_ends_canceled_at_next_chunk(ctx):
     run_chunk(ctx, job_id, chunks[1])
     assert ctx.jobs.get(job_id).status == "canceled"
     assert not ctx.store.exists(keys.output(job_id, 1, "png"))
+
+
+def test_model_cache_evicts_the_least_recently_used_and_reloads_a_replaced_file(ctx, models_dir, tmp_path):
+    import shutil
+
+    for name in ("second", "third"):
+        shutil.copy(models_dir / "tiny.safetensors", tmp_path / f"{name}.safetensors")
+        key = keys.model(name, OWNER)
+        ctx.store.put_file(key, tmp_path / f"{name}.safetensors")
+        ctx.registry.register(name, OWNER, key, {"arch": "v2", "base_channels": 8})
+    tiny = ctx.models.get("tiny", OWNER)
+    ctx.models.get("second", OWNER)
+    assert ctx.models.get("tiny", OWNER) is tiny  # a hit refreshes "tiny"
+    ctx.models.get("third", OWNER)  # capacity 2: evicts "second", the least recently used
+    assert ctx.models.loads == 3
+    assert ctx.models.get("tiny", OWNER) is tiny
+    ctx.models.get("second", OWNER)
+    assert ctx.models.loads == 4
+    # Re-registering a name (a new file version) loads the new file instead of serving the old weights.
+    key = keys.model("third", OWNER)
+    ctx.registry.register("third", OWNER, key, {"arch": "v2", "base_channels": 8}, replace=True)
+    ctx.models.get("third", OWNER)
+    assert ctx.models.loads == 5
