@@ -230,6 +230,29 @@ def test_cli_dry_run_train_and_rerun_resumes(vgg_file, images, tmp_path, capsys)
     assert "completed at step 2/2" in out and (run_dir / "generator.safetensors").is_file()
     assert [json.loads(x)["step"] for x in (run_dir / "losses.jsonl").read_text().splitlines()] == [1, 2]
 
+    # A JSON config file (TrainConfig fields plus the paths) gives the same dry run; flags still override.
+    config_file = tmp_path / "train.json"
+    config_file.write_text(
+        json.dumps(
+            {
+                "preset": "v1",
+                "photos": str(images / "photos"),
+                "styles": str(images / "styles"),
+                "run_dir": str(tmp_path / "from-file"),
+                "vgg_weights": str(vgg_file),
+                "image_size": SIZE,
+                "batch_size": 1,
+                "epochs": 3,
+                "losses": {"sty": 2.0},
+            }
+        )
+    )
+    assert cli_main(["train", "--config", str(config_file), "--epochs", "7", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    resolved = json.loads(out[: out.rindex("}") + 1])
+    assert (resolved["preset"], resolved["epochs"], resolved["init_epochs"]) == ("v1", 7, 5)
+    assert resolved["losses"]["sty"] == 2.0 and resolved["generator"]["arch"] == "v1"
+
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "broken.jpg").write_text("not an image")
     code = cli_main(
@@ -276,3 +299,23 @@ def test_cuda_bf16_both_phases_and_cpu_loadable_checkpoint(vgg_file, images, tmp
     assert state["step"] == 3 and state["generator"]["out_layer.0.weight"].device.type == "cpu"
     loaded = load_generator(trainer.export_generator(tmp_path / "g.safetensors"))
     assert loaded.config == cfg.generator
+
+
+def test_v1_preset_gan_step(vgg_file, images, tmp_path):
+    cfg = TrainConfig.from_preset(
+        "v1",
+        image_size=SIZE,
+        batch_size=1,
+        vgg_weights=str(vgg_file),
+        generator={"base_channels": 8},
+        discriminator={"base_channels": 8},
+        device="cpu",
+        skip_init=True,
+        max_total_steps=1,
+        sample_every=0,
+    )
+    seen = []
+    result = make_trainer(cfg, images, tmp_path, progress=seen.append).run()
+    assert (result.status, seen[0].phase) == ("completed", "gan")
+    assert "g_tv" not in seen[0].losses  # v1 has no total-variation term
+    assert all(np.isfinite(v) for v in seen[0].losses.values())
