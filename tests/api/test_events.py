@@ -135,3 +135,12 @@ def test_training_files_are_listed_and_served(api, client):
     sample = next(f for f in files if f["kind"] == "sample")
     assert client.http.get(sample["url"]).content == b"sample-png"
     assert client.http.get(f"/v1/jobs/{job['id']}/files/samples/..%2Fconfig.json").status_code == 404
+
+
+def test_client_direct_upload_on_the_local_backend(api, client):
+    image = png_bytes((33, 33))
+    upload_id = client.upload(image, purpose="image", filename="p.png")
+    assert api.store.get_bytes(keys.upload("alice", upload_id)) == image
+    job = client.batch(upload_ids=[upload_id, upload_id], model=PUBLIC_MODEL)
+    assert job["progress"]["total"] == 2
+    assert api.store.get_bytes(keys.input(job["id"], 1, "png")) == image
