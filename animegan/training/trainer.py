@@ -122,7 +122,7 @@ class Trainer:
         self.criterion = AnimeGANLoss(self.vgg, config.losses)
         if init_state is not None:
             self.generator.load_state_dict(init_state, strict=True)
-        # NHWC measured 1.5x faster in bf16 on an AMX CPU at 256 px; load_state_dict keeps the parameters' format.
+        # NHWC: bf16 steps 2x faster on a 2-thread AMX CPU at 256 px (bench/RESULTS-train.md)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         for module in (self.generator, self.discriminator, self.vgg):
             module.to(memory_format=self.memory_format)
