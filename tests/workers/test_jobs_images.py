@@ -176,6 +176,8 @@ def test_batch_of_only_bad_images_fails(ctx):
 def test_batch_stops_at_cancel_between_images(ctx, monkeypatch):
     from workers.jobs import JobCanceled
 
+    # A window of 4 images decodes all four before its forward pass: a cancel seen while decoding drops the window.
+    ctx.settings = ctx.settings.model_copy(update={"inference_batch_size": 4})
     job_id, chunks = batch_job(ctx, [png(seed=i) for i in range(4)], chunk=4)
     reads = []
     real_get = ctx.store.get_bytes
@@ -223,3 +225,16 @@ def test_model_cache_evicts_the_least_recently_used_and_reloads_a_replaced_file(
     ctx.registry.register("third", OWNER, key, {"arch": "v2", "base_channels": 8}, replace=True)
     ctx.models.get("third", OWNER)
     assert ctx.models.loads == 5
+
+
+def test_forward_batch_size_follows_the_device(ctx):
+    """One image per forward pass on a CPU (batching costs more there than it saves), 4 on a GPU; a setting wins."""
+    from dataclasses import replace
+
+    from workers.jobs.stylize import output_spec
+
+    params = {"model": "tiny"}
+    assert output_spec(ctx, params).options.batch_size == 1
+    assert output_spec(replace(ctx, device="cuda"), params).options.batch_size == 4
+    tuned = replace(ctx, settings=ctx.settings.model_copy(update={"inference_batch_size": 8}))
+    assert output_spec(tuned, params).options.batch_size == 8

@@ -55,6 +55,7 @@ def output_spec(ctx: JobContext, params: dict[str, Any]) -> OutputSpec:
             size_mode=params.get("size_mode") or "reference",
             max_side=params.get("max_side"),
             precision=ctx.settings.inference_precision,
+            batch_size=ctx.settings.inference_batch_size or (1 if ctx.device == "cpu" else 4),
         )
     except (AnimeGANError, ValueError, TypeError) as exc:
         raise JobInputError("bad_params", f"inference options are invalid: {exc}") from exc
