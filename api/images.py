@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 # Pillow format name -> file extension of the stored input; anything else is answered with 415.
 ACCEPTED_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp"}
+CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "BMP": "image/bmp"}
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 # An archive entry that inflates more than this is treated as a zip bomb.
 MAX_COMPRESSION_RATIO = 200
@@ -35,6 +36,10 @@ class ImageInfo:
     ext: str  # extension of the stored input, e.g. "jpg"
     width: int
     height: int
+
+    @property
+    def content_type(self) -> str:
+        return CONTENT_TYPES[self.format]
 
 
 def inspect_image(data: bytes, name: str, max_pixels: int) -> ImageInfo:

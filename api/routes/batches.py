@@ -18,7 +18,7 @@ from api.routes.uploads import resolve_upload
 from api.schemas import BatchForm, JobPublic, UploadPurpose
 from api.submission import check_idempotency_key, check_webhook_url, request_hash, submit_job
 from workers import contracts, keys
-from workers.jobstore import JobKind
+from workers.jobstore import JobKind, JobRecord
 
 logger = logging.getLogger(__name__)
 
@@ -104,10 +104,10 @@ def create_batch(
     def write_inputs(job_id: str) -> None:
         for index, (_, data, info) in enumerate(items):
             key = keys.input(job_id, index, info.ext)
-            services.store.put_bytes(key, data, content_type=f"image/{info.ext}")
+            services.store.put_bytes(key, data, content_type=info.content_type)
             input_keys.append(key)
 
-    def enqueue(record) -> None:
+    def enqueue(record: JobRecord) -> None:
         contracts.enqueue_batch(record.id, input_keys, chunk_size=settings.batch_chunk_size)
 
     record, created = submit_job(

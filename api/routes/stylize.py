@@ -15,7 +15,7 @@ from api.routes.uploads import resolve_upload
 from api.schemas import ErrorResponse, JobPublic, StyleOptions, StylizeForm, UploadPurpose
 from api.submission import check_idempotency_key, check_webhook_url, request_hash, submit_job
 from workers import contracts, keys
-from workers.jobstore import JobKind
+from workers.jobstore import JobKind, JobRecord
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,6 @@ def create_stylize(
     if file is not None:
         data = read_upload_file(file, settings.max_upload_bytes)
         name = safe_name(file.filename or "", "image")
-        source = None
     else:
         source, _ = resolve_upload(services, tenant, form.upload_id, {UploadPurpose.image})
         data = services.store.get_bytes(source)
@@ -102,14 +101,12 @@ def create_stylize(
     params.update(filename=name, width=info.width, height=info.height)
     webhook = check_webhook_url(form.webhook_url, settings.allow_private_webhooks)
     digest = request_hash({"kind": "stylize", **form.model_dump(mode="json")}, [data])
-    input_key: dict[str, str] = {}
 
     def write_inputs(job_id: str) -> None:
-        input_key["key"] = keys.input(job_id, 0, info.ext)
-        services.store.put_bytes(input_key["key"], data, content_type=f"image/{info.ext}")
+        services.store.put_bytes(keys.input(job_id, 0, info.ext), data, content_type=info.content_type)
 
-    def enqueue(record) -> None:
-        contracts.enqueue_stylize(record.id, input_key["key"])
+    def enqueue(record: JobRecord) -> None:
+        contracts.enqueue_stylize(record.id, keys.input(record.id, 0, info.ext))
 
     record, created = submit_job(
         services, tenant, JobKind.STYLIZE, params, 1, digest, idem, webhook, write_inputs, enqueue

@@ -25,7 +25,7 @@ from api.routes.uploads import resolve_upload
 from api.schemas import JobPublic, TrainingForm, TrainingHyperparameters, UploadPurpose
 from api.submission import check_idempotency_key, check_webhook_url, request_hash, submit_job
 from workers import contracts, keys
-from workers.jobstore import JobKind
+from workers.jobstore import JobKind, JobRecord
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def create_training(
             for part in PARTS:
                 services.store.put_file(keys.dataset_archive(dataset_id, part), staged[part])
 
-        def enqueue(record) -> None:
+        def enqueue(record: JobRecord) -> None:
             contracts.enqueue_training(record.id)
 
         record, created = submit_job(
