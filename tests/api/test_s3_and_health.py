@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from api.client import ApiClient
-from tests.api.conftest import PUBLIC_MODEL, Api, ApiProcess, finish_job, png_bytes, start_api
+from tests.api.conftest import PUBLIC_MODEL, REDIS_URL, Api, ApiProcess, finish_job, png_bytes, start_api
 from tests.conftest import free_port
 from workers import keys
 
@@ -125,3 +125,19 @@ def test_openapi_documents_every_route_with_examples(api):
     assert schemas["JobPublic"].get("examples") and schemas["TrainingHyperparameters"].get("examples")
     assert "ErrorResponse" in schemas
     assert "429" in spec["paths"]["/v1/stylize"]["post"]["responses"]
+
+
+def test_auth_disabled_is_an_explicit_local_demo_mode(tmp_path):
+    env = {
+        "ANIMEGAN_REDIS_URL": REDIS_URL,
+        "ANIMEGAN_STORAGE_URL": (tmp_path / "s").as_uri(),
+        "ANIMEGAN_AUTH_DISABLED": "true",
+    }
+    process = ApiProcess(env, tmp_path / "api.log")
+    try:
+        process.wait_ready()
+        listing = httpx.get(f"{process.url}/v1/jobs")
+        assert listing.status_code == 200 and listing.json()["items"] == []
+        assert "ANIMEGAN_AUTH_DISABLED is set" in process.log()
+    finally:
+        process.stop()
