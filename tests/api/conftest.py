@@ -29,6 +29,7 @@ from workers.settings import ServiceSettings
 from workers.storage import ObjectStore, open_store
 
 REDIS_URL = f"redis://{TEST_REDIS_HOST}:{TEST_REDIS_PORT}/{TEST_REDIS_DB}"
+ANIMEGAN = shutil.which("animegan") or str(Path(sys.executable).with_name("animegan"))
 PUBLIC_MODEL = "tiny"
 # Small limits so each one is cheap to exceed in a test.
 BASE_ENV = {
@@ -63,17 +64,21 @@ def png_bytes(
 
 
 class ApiProcess:
-    """`uvicorn api.main:app` in a child process with the given ANIMEGAN_* environment."""
+    """`uvicorn api.main:app` (or `animegan serve`, with via_cli) in a child process with the given environment."""
 
-    def __init__(self, env: dict[str, str], log_path: Path):
+    def __init__(self, env: dict[str, str], log_path: Path, via_cli: bool = False):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = log_path.open("ab")
         full_env = {**os.environ, **env}
+        if via_cli:
+            argv = [ANIMEGAN, "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        else:
+            argv = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(self.port),
+                    "--log-level", "warning"]  # fmt: skip
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(self.port),
-             "--log-level", "warning"],
+            argv,
             env=full_env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -128,7 +133,9 @@ class Api:
         return self.keys[tenant]
 
 
-def start_api(tmp: Path, env: dict[str, str] | None = None, storage_url: str | None = None) -> Api:
+def start_api(
+    tmp: Path, env: dict[str, str] | None = None, storage_url: str | None = None, via_cli: bool = False
+) -> Api:
     """Flush the test Redis database, then start an API on it with BASE_ENV overridden by `env`."""
     client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
     try:
@@ -151,7 +158,7 @@ def start_api(tmp: Path, env: dict[str, str] | None = None, storage_url: str | N
                       public=True, source="builtin")  # fmt: skip
     keys = {t: create_api_key(client, t) for t in ("alice", "bob")}
     settings = ServiceSettings(**{k.removeprefix("ANIMEGAN_").lower(): v for k, v in full_env.items()})
-    process = ApiProcess(full_env, tmp / "api.log").wait_ready()
+    process = ApiProcess(full_env, tmp / "api.log", via_cli=via_cli).wait_ready()
     return Api(
         process.url, process, client, JobStore(client), registry, open_store(settings), storage_root, keys
     )

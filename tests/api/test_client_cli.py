@@ -8,7 +8,6 @@ import io
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,11 +16,10 @@ import pytest
 from PIL import Image
 
 from api.client import ApiClient
-from tests.api.conftest import REDIS_URL, Api, png_bytes, start_api, wait_until
+from tests.api.conftest import ANIMEGAN, REDIS_URL, Api, png_bytes, start_api, wait_until
 
 pytestmark = pytest.mark.e2e
 
-ANIMEGAN = shutil.which("animegan") or str(Path(sys.executable).with_name("animegan"))
 MODEL = "tiny"
 
 
@@ -44,7 +42,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Api, dict[
     models = tmp / "models"
     models.mkdir()
     write_tiny_model(models)
-    api = start_api(tmp)
+    api = start_api(tmp, via_cli=True)  # the API through `animegan serve`
     env = {
         **os.environ,
         "ANIMEGAN_REDIS_URL": REDIS_URL,
