@@ -128,3 +128,22 @@ def test_port_pt_files_are_checked_by_their_key_names(alice, api):
     torch.save({k: v for i, (k, v) in enumerate(state.items()) if i % 2}, partial)
     bad = alice.post("/v1/models", data={"name": "half"}, files={"file": ("half.pt", partial.getvalue())})
     assert bad.status_code == 422 and "expected 77" in error_of(bad)["message"]
+
+
+def test_job_listing_filters_and_pages(api):
+    api.key("erin")
+    with api.client("erin") as erin:
+        ids = [
+            erin.post(
+                "/v1/stylize", data={"model": PUBLIC_MODEL}, files={"file": ("p.png", png_bytes())}
+            ).json()["id"]
+            for _ in range(3)
+        ]
+        erin.post(f"/v1/jobs/{ids[0]}/cancel")
+        first = erin.get("/v1/jobs", params={"limit": 2}).json()
+        assert [j["id"] for j in first["items"]] == ids[::-1][:2] and first["next_cursor"]
+        second = erin.get("/v1/jobs", params={"limit": 2, "cursor": first["next_cursor"]}).json()
+        assert [j["id"] for j in second["items"]] == [ids[0]] and second["next_cursor"] is None
+        canceled = erin.get("/v1/jobs", params={"status": "canceled"}).json()["items"]
+        assert [j["id"] for j in canceled] == [ids[0]]
+        assert erin.get("/v1/jobs", params={"kind": "batch"}).json()["items"] == []
