@@ -8,10 +8,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from workers.exceptions import StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +86,16 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     )
 
 
+async def _dependency_down(request: Request, exc: Exception) -> JSONResponse:
+    what = "Redis" if isinstance(exc, redis.RedisError) else "object storage"
+    logger.warning("%s unavailable on %s %s: %s", what, request.method, request.url.path, exc)
+    return JSONResponse(
+        error_body("service_unavailable", f"{what} is unreachable ({type(exc).__name__}); retry shortly"),
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return JSONResponse(
@@ -97,4 +110,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(redis.RedisError, _dependency_down)
+    app.add_exception_handler(StorageError, _dependency_down)
     app.add_exception_handler(Exception, _unexpected)

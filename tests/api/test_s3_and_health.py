@@ -84,6 +84,13 @@ def test_readyz_fails_when_redis_is_down(tmp_path):
         body = ready.json()
         assert body["checks"]["storage"] == "ok" and body["checks"]["redis"].startswith("unreachable")
         assert body["error"]["code"] == "not_ready" and "redis" in body["error"]["message"]
+        # Requests that need Redis say so with a 503 (not a bare 500) and when to come back.
+        listing = httpx.get(f"{process.url}/v1/jobs", headers={"Authorization": "Bearer agk_x"}, timeout=30)
+        assert listing.status_code == 503 and listing.headers["Retry-After"] == "5"
+        assert (
+            listing.json()["error"]["code"] == "service_unavailable"
+            and "Redis" in listing.json()["error"]["message"]
+        )
     finally:
         process.stop()
 
