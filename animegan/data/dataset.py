@@ -9,6 +9,7 @@ import hashlib
 import io
 import logging
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 # Upscaling more than 2x only teaches G blur; smaller images are reported instead of used.
 MIN_SIDE_FLOOR = 16
 MAX_LISTED_ERRORS = 20  # bad files named in one DatasetError message (all are logged)
+DECODE_CACHE_VERSION = 1  # bump when decode_fitted changes so stale decoded arrays are never reused
 
 ImageSource = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
@@ -91,21 +93,41 @@ class ImageSet:
         return len(self.paths)
 
 
-def load_image_set(source: ImageSource, role: str, image_size: int) -> ImageSet:
-    """Decode every image once; a bad file anywhere fails here with a DatasetError naming all of them."""
+def load_image_set(
+    source: ImageSource, role: str, image_size: int, cache_dir: str | os.PathLike[str] | None = None
+) -> ImageSet:
+    """Decode every image once; a bad file anywhere fails here with a DatasetError naming all of them.
+
+    With cache_dir the decoded (N, S, S, 3) array is kept on disk, keyed by every file's content and the size,
+    so later training segments skip decoding (a changed, added or removed file makes a new entry).
+    """
     paths = list_images(source, role)
-    min_side = min_side_for(image_size)
-    color = np.empty((len(paths), image_size, image_size, 3), np.uint8)
     digests: list[str] = []
     bad: list[str] = []
-    for i, path in enumerate(paths):
+    unreadable: set[Path] = set()
+    for path in paths:
         try:
-            content = path.read_bytes()
-            color[i] = decode_fitted(content, image_size, min_side)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            digests.append(hashlib.sha256(path.read_bytes()).hexdigest())
+        except OSError as exc:
             bad.append(f"{path}: {exc}")
-            continue
-        digests.append(hashlib.sha256(content).hexdigest())
+            unreadable.add(path)
+    cache_path = None
+    if cache_dir is not None and not bad:
+        key = hashlib.sha256(f"v{DECODE_CACHE_VERSION}|{image_size}|{'|'.join(digests)}".encode()).hexdigest()
+        cache_path = Path(cache_dir) / f"decoded-{role.replace(' ', '_')}-{image_size}-{key[:40]}.npy"
+    color = _read_cached(cache_path, (len(paths), image_size, image_size, 3))
+    if color is None:
+        color = np.empty((len(paths), image_size, image_size, 3), np.uint8)
+        min_side = min_side_for(image_size)
+        for i, path in enumerate(paths):
+            if path in unreadable:
+                continue
+            try:
+                color[i] = decode_fitted(path.read_bytes(), image_size, min_side)
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+                bad.append(f"{path}: {exc}")
+        if not bad and cache_path is not None:
+            _write_cached(cache_path, color)
     if bad:
         for line in bad:
             logger.error("bad %s image %s", role, line)
@@ -116,6 +138,38 @@ def load_image_set(source: ImageSource, role: str, image_size: int) -> ImageSet:
         )
     gray = np.stack([cv2.cvtColor(c, cv2.COLOR_RGB2GRAY) for c in color]) if len(color) else color[..., 0]
     return ImageSet(role=role, paths=paths, digests=digests, color=color, gray=gray)
+
+
+def _read_cached(path: Path | None, shape: tuple[int, ...]) -> np.ndarray | None:
+    if path is None or not path.is_file():
+        return None
+    try:
+        array = np.load(path)
+    except (OSError, ValueError) as exc:
+        logger.warning("unreadable decoded-image cache %s (%s); decoding again", path, exc)
+        return None
+    if array.shape != shape or array.dtype != np.uint8:
+        logger.warning(
+            "decoded-image cache %s holds %s %s, expected %s; decoding again",
+            path,
+            array.shape,
+            array.dtype,
+            shape,
+        )
+        return None
+    return array
+
+
+def _write_cached(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)  # a concurrent reader sees the old state or the whole file
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class ShuffledStream:
@@ -202,8 +256,8 @@ class UnpairedDataset:
             raise DatasetError(f"batch_size must be at least 1, got {batch_size}")
         self.image_size = image_size
         self.batch_size = batch_size
-        self.photos = load_image_set(photos, "photo", image_size)
-        self.styles = load_image_set(styles, "style", image_size)
+        self.photos = load_image_set(photos, "photo", image_size, cache_dir=smooth_cache_dir)
+        self.styles = load_image_set(styles, "style", image_size, cache_dir=smooth_cache_dir)
         self.smooth_cache = SmoothCache(smooth_cache_dir)
         # (M, S, S) uint8: D only ever sees the smoothed style images in grayscale
         if smoothed is None:
@@ -216,7 +270,9 @@ class UnpairedDataset:
                 ]
             )
         else:
-            self.smooth_gray = load_image_set(smoothed, "smoothed style", image_size).gray
+            self.smooth_gray = load_image_set(
+                smoothed, "smoothed style", image_size, cache_dir=smooth_cache_dir
+            ).gray
         # Distinct seeds: the three streams are shuffled independently, as in the reference.
         self.streams = {
             "photo": ShuffledStream(len(self.photos), seed * 3 + 0),

@@ -106,7 +106,9 @@ class TrainConfig:
     log_every: int = 10  # steps between log lines (losses.jsonl gets every step)
     init_generator: str | None = None  # fine-tuning: start G from this export/checkpoint/state-dict file
     skip_init: bool = False  # skip the content-only phase (fine-tuning from a trained G)
-    smooth_cache_dir: str | None = None  # edge-smoothing cache; None: run_dir/smooth_cache
+    smooth_cache_dir: str | None = (
+        None  # cache of decoded and edge-smoothed images; None: run_dir/smooth_cache
+    )
 
     def __post_init__(self) -> None:
         for name, cls in _NESTED.items():

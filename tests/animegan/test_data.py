@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from animegan.data import ShuffledStream, UnpairedDataset, list_images
+from animegan.data import ShuffledStream, UnpairedDataset, list_images, load_image_set
 from animegan.errors import DatasetError
 
 
@@ -173,3 +173,28 @@ def test_shared_photos_load(shared_data, tmp_path):
     assert data.photos.color.shape == (3, 64, 64, 3)
     # Real anime frames have line art, so smoothing must change some pixels.
     assert (data.smooth_gray != data.styles.gray).any()
+
+
+def test_decoded_images_are_cached_by_content(tmp_path, monkeypatch):
+    import animegan.data.dataset as dataset_module
+
+    paths = write_images(tmp_path / "photos", 3)
+    calls = []
+    real_decode = dataset_module.decode_fitted
+
+    def counting_decode(*args):
+        calls.append(1)
+        return real_decode(*args)
+
+    monkeypatch.setattr(dataset_module, "decode_fitted", counting_decode)
+    first = load_image_set(tmp_path / "photos", "photo", 32, cache_dir=tmp_path / "cache")
+    assert len(calls) == 3
+    second = load_image_set(tmp_path / "photos", "photo", 32, cache_dir=tmp_path / "cache")
+    assert len(calls) == 3, "the second load decoded again"
+    np.testing.assert_array_equal(second.color, first.color)
+
+    Image.new("RGB", (48, 40), (200, 10, 10)).save(paths[1])
+    third = load_image_set(tmp_path / "photos", "photo", 32, cache_dir=tmp_path / "cache")
+    assert len(calls) == 6
+    assert tuple(third.color[1, 5, 5]) == (200, 10, 10)
+    np.testing.assert_array_equal(third.color[0], first.color[0])
