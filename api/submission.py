@@ -118,7 +118,9 @@ def submit_job(
     except ApiError as exc:
         services.jobs.fail(record.id, exc.code, exc.message)
         raise
-    except Exception as exc:
+    except (
+        Exception
+    ) as exc:  # any failure after the record exists must fail that job, or it stays queued forever
         logger.exception("job %s could not be submitted", record.id)
         services.jobs.fail(
             record.id, "submit_failed", f"the job could not be queued ({type(exc).__name__}: {exc})"
