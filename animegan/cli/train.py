@@ -7,9 +7,12 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from animegan.errors import ConfigError
+
+if TYPE_CHECKING:  # the torch-heavy modules load only when a command runs, keeping `animegan --help` fast
+    from animegan.training import TrainConfig
 
 # CLI-only keys a JSON config file may hold besides the TrainConfig fields.
 PATH_KEYS = ("photos", "styles", "smoothed", "run_dir")
@@ -89,7 +92,7 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def resolve(args: argparse.Namespace) -> tuple[Any, dict[str, str | None]]:
+def resolve(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, str | None]]:
     """(TrainConfig, paths) from the config file, the run's own config.json, the preset and the flags."""
     from animegan.training import TrainConfig
 
@@ -135,7 +138,7 @@ def resolve(args: argparse.Namespace) -> tuple[Any, dict[str, str | None]]:
     return config, paths
 
 
-def dry_run(config: Any, paths: dict[str, str | None]) -> int:
+def dry_run(config: TrainConfig, paths: dict[str, str | None]) -> int:
     from animegan.data import load_image_set
     from animegan.nn import VGG19Features
 
