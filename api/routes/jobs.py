@@ -117,7 +117,14 @@ def cancel_job(job_id: str, request: Request, tenant: Tenant, services: Services
         except (KombuError, redis.RedisError, OSError) as exc:
             # Best effort: the cancel flag already stops any worker that picks the task up.
             logger.warning("could not revoke queued tasks of job %s: %s", job_id, exc)
-    return job_public(services, request, services.jobs.get(job_id) or record)
+    current = services.jobs.get(job_id) or record
+    if current.status == JobStatus.CANCELED and current.webhook_url:
+        # A queued job ends here, not in a worker: its terminal webhook is ours to send.
+        try:
+            contracts.enqueue_webhook(job_id, JobStatus.CANCELED.value)
+        except (KombuError, redis.RedisError, OSError) as exc:
+            logger.error("job %s: could not enqueue its webhook: %s", job_id, exc)
+    return job_public(services, request, current)
 
 
 def _deliver(services: Services, key: str, filename: str) -> Response:

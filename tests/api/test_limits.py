@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 
@@ -62,4 +63,9 @@ def test_concurrent_jobs_per_key_and_loopback_webhooks_when_allowed(api):
         assert third.headers["Retry-After"].isdigit()
         # A finished (here: canceled) job frees its slot.
         assert carol.post(f"/v1/jobs/{first.json()['id']}/cancel").json()["status"] == "canceled"
+        # It ended in the API, not in a worker: the API queued its terminal webhook.
+        queued = [json.loads(m)["headers"] for m in api.redis.lrange("webhooks", 0, -1)]
+        assert any(
+            h["task"] == "animegan.deliver_webhook" and first.json()["id"] in h["id"] for h in queued
+        ), queued
         assert submit(carol).status_code == 202
