@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # the torch-heavy modules load only when a command runs, keep
     from animegan.training import TrainConfig
 
 # CLI-only keys a JSON config file may hold besides the TrainConfig fields.
-PATH_KEYS = ("photos", "styles", "smoothed", "run_dir")
+PATH_KEYS = ("photos", "styles", "smoothed", "val_photos", "run_dir")
 # flag dest -> TrainConfig field (None values are "not given")
 FLAG_FIELDS = {
     "vgg_weights": "vgg_weights",
@@ -44,12 +44,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Rerun the same command to resume from the run directory's latest checkpoint.",
     )
     p.add_argument(
-        "--config", type=Path, help="JSON file: TrainConfig fields (+ photos, styles, smoothed, run_dir)"
+        "--config",
+        type=Path,
+        help="JSON file: TrainConfig fields (+ photos, styles, smoothed, val_photos, run_dir)",
     )
     p.add_argument("--preset", help="v1, v2-hayao (default), v2-paprika or v2-shinkai")
     p.add_argument("--photos", help="folder of real photos")
     p.add_argument("--styles", help="folder of style (anime) images")
     p.add_argument("--smoothed", help="folder of pre-smoothed style images (default: computed and cached)")
+    p.add_argument(
+        "--val-photos", help="folder of photos for the sample grids (default: first training photos)"
+    )
     p.add_argument("--run-dir", help="run folder: config.json, checkpoints/, samples/, losses.jsonl")
     p.add_argument("--vgg-weights", help="local VGG19 weights (vgg19.npy or torchvision .pth)")
     p.add_argument("--steps", type=int, help="stop the whole run at this step (default: all epochs)")
@@ -144,8 +149,9 @@ def dry_run(config: TrainConfig, paths: dict[str, str | None]) -> int:
 
     photos = load_image_set(paths["photos"], "photo", config.image_size)
     styles = load_image_set(paths["styles"], "style", config.image_size)
-    if paths["smoothed"] is not None:
-        load_image_set(paths["smoothed"], "smoothed style", config.image_size)
+    for key, role in (("smoothed", "smoothed style"), ("val_photos", "val photo")):
+        if paths[key] is not None:
+            load_image_set(paths[key], role, config.image_size)
     if not config.vgg_weights:
         raise ConfigError("give --vgg-weights: the path of a local VGG19 weights file")
     VGG19Features(config.vgg_weights)
@@ -190,6 +196,7 @@ def run(args: argparse.Namespace) -> int:
         progress=report,
         should_stop=lambda: bool(stop_requested),
         smoothed=paths["smoothed"],
+        val_photos=paths["val_photos"],
     )
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:

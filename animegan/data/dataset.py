@@ -258,6 +258,7 @@ class UnpairedDataset:
         self.batch_size = batch_size
         self.photos = load_image_set(photos, "photo", image_size, cache_dir=smooth_cache_dir)
         self.styles = load_image_set(styles, "style", image_size, cache_dir=smooth_cache_dir)
+        self.cache_dir = Path(smooth_cache_dir)  # decoded and edge-smoothed images, keyed by file content
         self.smooth_cache = SmoothCache(smooth_cache_dir)
         # (M, S, S) uint8: D only ever sees the smoothed style images in grayscale
         if smoothed is None:

@@ -102,7 +102,7 @@ class TrainConfig:
     checkpoint_every: int = 1000  # steps between checkpoints (each run() segment also ends with one)
     keep_checkpoints: int = 3  # newest checkpoints kept in run_dir/checkpoints (older ones deleted)
     sample_every: int = 1000  # steps between sample grids in run_dir/samples; 0 disables interval samples
-    num_samples: int = 4  # val photos in each sample grid (the first photos of the training set)
+    num_samples: int = 4  # photos in each sample grid (Trainer(val_photos=...) or the first training photos)
     log_every: int = 10  # steps between log lines (losses.jsonl gets every step)
     init_generator: str | None = None  # fine-tuning: start G from this export/checkpoint/state-dict file
     skip_init: bool = False  # skip the content-only phase (fine-tuning from a trained G)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from animegan.data import UnpairedDataset
+from animegan.data import UnpairedDataset, load_image_set
 from animegan.data.dataset import ImageSource, to_tensor_color
 from animegan.errors import ConfigError, WeightsError
 from animegan.losses import AnimeGANLoss
@@ -80,6 +80,7 @@ class Trainer:
         on_checkpoint: Callable[[Path], None] | None = None,
         on_sample: Callable[[Path], None] | None = None,
         smoothed: ImageSource | None = None,
+        val_photos: ImageSource | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.progress, self.should_stop = progress, should_stop
@@ -131,7 +132,11 @@ class Trainer:
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.g_lr, betas=betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.d_lr, betas=betas)
         self.step = 0
-        self.samples = to_tensor_color(self.data.photos.color[: config.num_samples]).to(self.device)
+        # (N, 3, S, S): the photos of every sample grid; default the first training photos
+        val = self.data.photos
+        if val_photos is not None:
+            val = load_image_set(val_photos, "val photo", config.image_size, cache_dir=self.data.cache_dir)
+        self.samples = to_tensor_color(val.color[: config.num_samples]).to(self.device)
 
         if state is not None:
             self._load_state(state)

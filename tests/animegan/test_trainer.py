@@ -173,7 +173,12 @@ def test_export_fine_tune_and_bf16(vgg_file, images, tmp_path):
         precision="bf16",
         generator={"base_channels": 16},
     )  # the file's architecture wins over this
-    tuner = make_trainer(tune, images, tmp_path / "tune")
+    (tmp_path / "val").mkdir()
+    Image.new("RGB", (SIZE, SIZE), (0, 128, 255)).save(tmp_path / "val" / "v.png")
+    samples = []
+    tuner = make_trainer(
+        tune, images, tmp_path / "tune", val_photos=tmp_path / "val", on_sample=samples.append
+    )
     assert tuner.config.generator == loaded.config and tuner.init_steps == 0
     for key, value in loaded.model.state_dict().items():
         assert torch.equal(tuner.generator.state_dict()[key], value)
@@ -181,6 +186,7 @@ def test_export_fine_tune_and_bf16(vgg_file, images, tmp_path):
     tuner.progress = seen.append
     assert tuner.run().status == "completed"
     assert [p.phase for p in seen] == ["gan"]
+    assert Image.open(samples[-1]).size == (SIZE, 2 * SIZE)  # the one val photo over its output
     assert all(np.isfinite(v) for p in seen for v in p.losses.values())
 
 
