@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import functools
 import logging
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,10 +27,6 @@ PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 # Exact-size inputs are padded up to this side at least: the generators' reflect pads need a few pixels
 # at 1/4 resolution, and statistics over a 1x1 image mean nothing.
 MIN_MODEL_SIDE = 32
-
-# Compiled modules, one per model and per process; torch.compile specialises (and pays its cost) once per shape.
-_COMPILED: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
-_COMPILED_SHAPES: set[tuple] = set()
 
 
 @dataclass(frozen=True)
@@ -113,7 +108,8 @@ class _Prepared:
 
 
 class Stylizer:
-    """Stylizes PIL images with one generator; cheap to call repeatedly (compiled modules are cached)."""
+    """Stylizes PIL images with one generator; keep one per (model, options): it holds the bf16 copy, the tile
+    model and the compiled modules, so their cost is paid once."""
 
     def __init__(
         self, model: nn.Module, device: str | torch.device = "cpu", options: InferenceOptions | None = None
@@ -132,6 +128,10 @@ class Stylizer:
             swap_norms(model, lambda norm: ReductionGroupNorm(norm), (nn.GroupNorm,))
         self.model = model
         self._tile_model: TileModel | None = None
+        self._compiled_modules: dict[
+            int, nn.Module
+        ] = {}  # id(module) -> compiled; modules live as long as self
+        self._compiled_shapes: set[tuple] = set()
         logger.debug("stylizer on %s, precision %s (%s)", self.device, self.options.precision, self.dtype)
 
     def stylize(self, image: Image.Image) -> Image.Image:
@@ -161,9 +161,20 @@ class Stylizer:
         if self.dtype is not None:
             x = x.to(dtype=self.dtype, memory_format=torch.channels_last)
         if self.options.compile:
-            module = compiled(module, tuple(x.shape), self.dtype)
+            module = self._compiled(module, tuple(x.shape))
         with torch.inference_mode():
             return module(x).float().clamp(-1.0, 1.0)
+
+    def _compiled(self, module: nn.Module, shape: tuple) -> nn.Module:
+        """torch.compile'd `module`, kept with this Stylizer (a process-wide cache would keep evicted models
+        alive); static shapes, so the compile cost is paid once per input shape: reuse the Stylizer."""
+        fast = self._compiled_modules.get(id(module))
+        if fast is None:
+            fast = self._compiled_modules[id(module)] = torch.compile(module, dynamic=False)
+        if (id(module), shape) not in self._compiled_shapes:
+            self._compiled_shapes.add((id(module), shape))
+            logger.info("compiling the generator for input %s (%s); later calls reuse it", shape, self.dtype)
+        return fast
 
     def _needs_tiling(self, item: _Prepared) -> bool:
         tile = self.options.tile_size
@@ -223,18 +234,3 @@ def pad_for_model(rgb: np.ndarray) -> np.ndarray:
 def to_uint8(y: torch.Tensor) -> np.ndarray:
     """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8, rounded (the reference truncates; at most 1 level apart)."""
     return ((y + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
-def compiled(module: nn.Module, shape: tuple, dtype: torch.dtype | None) -> nn.Module:
-    """The process-wide torch.compile'd version of `module` (static shapes: one compile per input shape)."""
-    fast = _COMPILED.get(module)
-    if fast is None:
-        fast = torch.compile(module, dynamic=False)
-        _COMPILED[module] = fast
-    key = (id(module), shape, dtype)
-    if key not in _COMPILED_SHAPES:
-        _COMPILED_SHAPES.add(key)
-        logger.info(
-            "compiling the generator for input %s (%s); later calls of this shape reuse it", shape, dtype
-        )
-    return fast
