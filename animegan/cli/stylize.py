@@ -60,7 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--tile", type=int, default=1024, help="tile images larger than this side (0: never tile)")
     p.add_argument("--tile-overlap", type=int, default=64, help="overlap of neighbouring tiles in pixels")
-    p.add_argument("--batch-size", type=int, default=4, help="same-size images per forward pass")
+    p.add_argument(
+        "--batch-size", type=int, help="same-size images per forward pass (default: 1 on CPU, 8 on CUDA)"
+    )
     p.add_argument("--drop-alpha", action="store_true", help="write RGB even for inputs with transparency")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger inputs")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
@@ -140,9 +142,11 @@ def run(args: argparse.Namespace) -> int:
     used: set[Path] = set()
     failed = 0
     with tqdm(total=len(files), unit="img", disable=None, file=sys.stderr) as bar:
-        for start in range(0, len(files), args.batch_size):
+        # Read a few images ahead so same-size ones can share a forward pass; memory stays bounded.
+        read_ahead = max(8, stylizer.batch_size)
+        for start in range(0, len(files), read_ahead):
             chunk, images = [], []
-            for path in files[start : start + args.batch_size]:
+            for path in files[start : start + read_ahead]:
                 try:
                     images.append(load_image(path, max_pixels=args.max_pixels))
                     chunk.append(path)

@@ -37,13 +37,14 @@ class InferenceOptions:
         "reference"  # "reference" (256 if smaller else floor to /32), "original" (exact), "max_side"
     )
     max_side: int | None = None  # cap on the longer side (downscale first); required by "max_side"
-    precision: str = "auto"  # "fp32" (reference path) | "bf16" | "fp16" (CUDA) | "auto" (bf16 where fast)
+    precision: str = "auto"  # "fp32" (reference path) | "bf16" | "fp16" (CUDA) | "auto" (bf16 where fast; v2)
     compile: bool = False  # torch.compile the generator; pays off for many images of one size (or tiles)
     tile_size: int | None = 1024  # images with a side above this run in overlapping tiles (None: never);
     # the default keeps a 4096 px run at ~2.5 GB peak RSS; untiled, one v2 feature map alone is 2 GB in bf16
     tile_overlap: int = 64  # overlap of neighbouring tiles: outer quarters dropped, middle half cross-faded
     keep_alpha: bool = True  # re-attach the input's alpha channel to the output (else RGB out)
-    batch_size: int = 4  # same-size images per forward pass in stylize_many
+    batch_size: int | None = None  # same-size images per forward pass; None: 1 on CPU (batches were slower
+    # per image there, bench/RESULTS.md Service), 8 on CUDA
     tile_stats_side: int = 1024  # tiled runs take norm statistics from the image downscaled to this side
 
     def __post_init__(self) -> None:
@@ -61,7 +62,7 @@ class InferenceOptions:
             raise ConfigError(f"tile_size={self.tile_size} is below 64 pixels")
         if not 0 <= self.tile_overlap <= (self.tile_size or 1 << 30) // 2:
             raise ConfigError(f"tile_overlap={self.tile_overlap} must be in 0..tile_size/2")
-        if self.batch_size < 1 or self.tile_stats_side < 64:
+        if (self.batch_size is not None and self.batch_size < 1) or self.tile_stats_side < 64:
             raise ConfigError(f"batch_size={self.batch_size} must be >= 1, tile_stats_side >= 64")
 
 
@@ -82,8 +83,8 @@ def _cpu_has_fast_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def resolve_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The reduced-precision dtype for `precision` on `device`, or None for the fp32 reference path."""
+def resolve_dtype(precision: str, device: torch.device, arch: str | None = None) -> torch.dtype | None:
+    """The reduced-precision dtype for `precision` on `device` and generator `arch`, or None for fp32."""
     if precision == "fp32":
         return None
     if precision == "fp16":
@@ -95,6 +96,10 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if device.type == "cuda":
         # Measured on an H200: fp32 convs already run on TF32 tensor cores (no gain from bf16), and v1's
         # per-channel norms lose 20+ dB in bf16 there. So "auto" keeps fp32 on CUDA.
+        return None
+    if arch == "v1":
+        # v1's per-channel norms (eps 1e-6) re-amplify bf16 rounding: 34 dB on a photo, 17-24 dB on smooth
+        # images (bench/RESULTS.md); "bf16" stays available, but the default keeps v1 exact.
         return None
     return torch.bfloat16 if device.type == "cpu" and _cpu_has_fast_bf16() else None
 
@@ -116,7 +121,8 @@ class Stylizer:
     ):
         self.options = options or InferenceOptions()
         self.device = torch.device(device)
-        self.dtype = resolve_dtype(self.options.precision, self.device)
+        config = getattr(model, "config", None)
+        self.dtype = resolve_dtype(self.options.precision, self.device, getattr(config, "arch", None))
         model = model.to(self.device).eval().requires_grad_(False)
         if self.dtype is not None:
             # A reduced-precision copy in NHWC (what oneDNN's AMX and cuDNN kernels want). On this CPU it ran
@@ -127,6 +133,7 @@ class Stylizer:
             model = copy.deepcopy(model)
             swap_norms(model, lambda norm: ReductionGroupNorm(norm), (nn.GroupNorm,))
         self.model = model
+        self.batch_size = self.options.batch_size or (8 if self.device.type == "cuda" else 1)
         self._tile_model: TileModel | None = None
         self._compiled_modules: dict[
             int, nn.Module
@@ -148,8 +155,8 @@ class Stylizer:
             else:
                 groups.setdefault(item.pixels.shape[:2], []).append(i)
         for indices in groups.values():
-            for start in range(0, len(indices), self.options.batch_size):
-                chunk = indices[start : start + self.options.batch_size]
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start : start + self.batch_size]
                 batch = np.stack([prepared[i].pixels for i in chunk])
                 out = to_uint8(self.forward(self.model, to_tensor(batch, self.device)))
                 for j, i in enumerate(chunk):

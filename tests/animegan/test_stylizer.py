@@ -98,8 +98,13 @@ def test_fast_path_close_to_fp32():
 
 
 def test_auto_precision_resolves_per_device():
+    from animegan.inference.stylizer import _cpu_has_fast_bf16
+
     s = Stylizer(tiny(), options=InferenceOptions(precision="auto"))
-    assert s.dtype in (None, torch.bfloat16)
+    assert s.dtype == (torch.bfloat16 if _cpu_has_fast_bf16() else None)
+    assert s.batch_size == 1  # CPU default
+    assert Stylizer(tiny("v1"), options=InferenceOptions(precision="auto")).dtype is None  # v1 stays exact
+    assert Stylizer(tiny("v1"), options=InferenceOptions(precision="bf16")).dtype == torch.bfloat16
     with pytest.raises(ConfigError, match="fp16"):
         Stylizer(tiny(), options=InferenceOptions(precision="fp16"))
 
