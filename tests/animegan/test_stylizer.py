@@ -162,3 +162,14 @@ def test_cuda_matches_cpu_untiled_tiled_and_bf16(arch):
             limit = 10.0  # v1's per-channel norms (eps 1e-6) amplify bf16 rounding on flat regions (bench/RESULTS.md)
         assert np.abs(out - cpu).mean() < limit, (opts, np.abs(out - cpu).mean())
     assert Stylizer(gpu_model, device="cuda", options=InferenceOptions(precision="auto")).dtype is None
+
+
+def test_reference_size_matches_the_original_hayao_outputs(shared_data):
+    """The original AnimeGAN's published outputs have exactly the sizes our reference rule gives their photos."""
+    pairs = sorted((shared_data / "hayao_reference").glob("*.jpg"))
+    assert pairs, f"no reference outputs in {shared_data / 'hayao_reference'}"
+    for ref in pairs:
+        w, h = Image.open(shared_data / "photos" / ref.name).size
+        assert reference_size(h, w)[::-1] == Image.open(ref).size, ref.name
+    out = Stylizer(tiny(), options=fp32()).stylize(Image.open(shared_data / "photos" / pairs[0].name))
+    assert out.size == Image.open(pairs[0]).size
