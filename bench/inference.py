@@ -80,9 +80,7 @@ def rss_child(arch: str, side: int, tile: int, width: int | None, device: str) -
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument(
-        "--quick", action="store_true", help="CI smoke: width 8, 64/128 px, one repeat, 512 px RSS run"
-    )
+    p.add_argument("--quick", action="store_true", help="CI smoke: width 8, 64/128 px, 512 px RSS run")
     p.add_argument("--archs", nargs="+", default=["v1", "v2"])
     p.add_argument("--sizes", nargs="+", type=int, default=[256, 512, 1024])
     p.add_argument("--repeat", type=int, default=3, help="timed runs per cell (median reported)")
@@ -97,7 +95,7 @@ def main() -> int:
     if args.rss_child:
         rss_child(args.rss_child[0], int(args.rss_child[1]), args.rss_tile, width, args.device)
         return 0
-    sizes, repeat, rss_side = ([64, 128], 1, 512) if args.quick else (args.sizes, args.repeat, args.rss_side)
+    sizes, repeat, rss_side = ([64, 128], 3, 512) if args.quick else (args.sizes, args.repeat, args.rss_side)
     if args.quick:
         args.rss_tile = 256
     fast = InferenceOptions(size_mode="original", precision="bf16")
