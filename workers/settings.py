@@ -180,8 +180,8 @@ class WorkerSettings(ServiceSettings):
     train_segment_seconds: int = Field(default=600, ge=1)
     # Precision of stylize inference: "auto" uses bf16 autocast where the device runs it fast.
     inference_precision: Literal["fp32", "bf16", "auto"] = "auto"
-    # Same-size images per forward pass. None: 1 on a CPU (batching there costs more per image than it saves:
-    # bench/RESULTS.md, Service) and 4 on a GPU, where batching fills the device.
+    # Same-size images per forward pass. None: the library's default_batch_size (1 on a CPU, where batching
+    # cost more per image than it saved: bench/RESULTS.md, Service; 8 on a GPU, where it fills the device).
     inference_batch_size: int | None = Field(default=None, ge=1, le=64)
     # HMAC key for signing webhook bodies; None sends them unsigned.
     webhook_secret: SecretStr | None = None

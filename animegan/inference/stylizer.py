@@ -66,6 +66,12 @@ class InferenceOptions:
             raise ConfigError(f"batch_size={self.batch_size} must be >= 1, tile_stats_side >= 64")
 
 
+def default_batch_size(device: torch.device | str) -> int:
+    """Same-size images per forward pass when none is set: batching fills a GPU but, on this CPU, cost more per
+    image than it saved (0.29 s vs 0.17 s per 256 px image; bench/RESULTS.md, Service)."""
+    return 8 if torch.device(device).type == "cuda" else 1
+
+
 def reference_size(height: int, width: int) -> tuple[int, int]:
     """The reference inference size (AnimeGAN test.py): a side <= 256 becomes 256, else floors to /32."""
     h = 256 if height <= 256 else height - height % 32
@@ -133,7 +139,7 @@ class Stylizer:
             model = copy.deepcopy(model)
             swap_norms(model, lambda norm: ReductionGroupNorm(norm), (nn.GroupNorm,))
         self.model = model
-        self.batch_size = self.options.batch_size or (8 if self.device.type == "cuda" else 1)
+        self.batch_size = self.options.batch_size or default_batch_size(self.device)
         self._tile_model: TileModel | None = None
         self._compiled_modules: dict[
             int, nn.Module

@@ -228,13 +228,13 @@ def test_model_cache_evicts_the_least_recently_used_and_reloads_a_replaced_file(
 
 
 def test_forward_batch_size_follows_the_device(ctx):
-    """One image per forward pass on a CPU (batching costs more there than it saves), 4 on a GPU; a setting wins."""
+    """One image per forward pass on a CPU (batching costs more there than it saves), 8 on a GPU; a setting wins."""
     from dataclasses import replace
 
     from workers.jobs.stylize import output_spec
 
     params = {"model": "tiny"}
     assert output_spec(ctx, params).options.batch_size == 1
-    assert output_spec(replace(ctx, device="cuda"), params).options.batch_size == 4
+    assert output_spec(replace(ctx, device="cuda"), params).options.batch_size == 8
     tuned = replace(ctx, settings=ctx.settings.model_copy(update={"inference_batch_size": 8}))
     assert output_spec(tuned, params).options.batch_size == 8

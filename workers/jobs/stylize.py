@@ -13,7 +13,7 @@ from typing import Any
 from PIL import Image
 
 from animegan.errors import AnimeGANError
-from animegan.inference import InferenceOptions, encode_image, load_image
+from animegan.inference import InferenceOptions, default_batch_size, encode_image, load_image
 from workers import keys
 from workers.jobs import JobContext, JobInputError, begin, check_cancel, fail, succeed
 from workers.storage import NotFound
@@ -55,7 +55,7 @@ def output_spec(ctx: JobContext, params: dict[str, Any]) -> OutputSpec:
             size_mode=params.get("size_mode") or "reference",
             max_side=params.get("max_side"),
             precision=ctx.settings.inference_precision,
-            batch_size=ctx.settings.inference_batch_size or (1 if ctx.device == "cpu" else 4),
+            batch_size=ctx.settings.inference_batch_size or default_batch_size(ctx.device),
         )
     except (AnimeGANError, ValueError, TypeError) as exc:
         raise JobInputError("bad_params", f"inference options are invalid: {exc}") from exc
