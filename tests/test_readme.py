@@ -10,6 +10,7 @@ import importlib.util
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -191,10 +192,14 @@ def http_stack(tmp_path_factory, cli_workspace):
     """A real API and worker (local storage, the test Redis database) and the files the HTTP examples use."""
     import httpx
     import redis
-    from conftest import TEST_REDIS_DB, TEST_REDIS_HOST, TEST_REDIS_PORT, free_port
     from PIL import Image
 
-    redis_url = f"redis://{TEST_REDIS_HOST}:{TEST_REDIS_PORT}/{TEST_REDIS_DB}"
+    # The database tests/conftest.py's redis_url fixture uses (read here: several test folders have a conftest).
+    host = os.environ.get("ANIMEGAN_TEST_REDIS_HOST", "127.0.0.1")
+    redis_url = (
+        f"redis://{host}:{os.environ.get('ANIMEGAN_TEST_REDIS_PORT', '6379')}/"
+        f"{os.environ.get('ANIMEGAN_TEST_REDIS_DB', '9')}"
+    )
     redis.Redis.from_url(redis_url).flushdb()
     root = tmp_path_factory.mktemp("readme-http")
     shutil.copytree(cli_workspace / "photos", root / "photos")
@@ -209,7 +214,9 @@ def http_stack(tmp_path_factory, cli_workspace):
     vgg = load_module(PROJECT_ROOT / "tests" / "animegan" / "vgg_fixtures.py").write_vgg19_npy(
         root / "vgg19.npy"
     )
-    port = free_port()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     api_url = f"http://127.0.0.1:{port}"
     env = shell_env(
         ANIMEGAN_REDIS_URL=redis_url,
