@@ -39,6 +39,12 @@ def log(message: str) -> None:
 
 
 def pid_alive(pid: int) -> bool:
+    # A child of this process (started by this run, then stopped by --once) lingers as a zombie until reaped.
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
