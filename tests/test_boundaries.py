@@ -80,6 +80,24 @@ def test_console_script_module_loads_nothing_heavy():
     assert not bad, f"`import animegan.cli` loaded {bad}; command modules import heavy code inside run()"
 
 
+def test_building_the_command_line_loads_no_torch():
+    # Every `animegan` invocation builds the full parser (library and service commands) before it runs one:
+    # `animegan serve` on a host with torch installed must not pay for loading it.
+    code = (
+        "import json, sys\n"
+        "from animegan.cli import build_parser\n"
+        "build_parser()\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    heavy = ("torch", "safetensors", "cv2", "animegan.nn", "animegan.training", "animegan.inference.stylizer")
+    bad = offenders(set(json.loads(proc.stdout.strip().splitlines()[-1])), heavy)
+    assert not bad, f"building the `animegan` parser loaded {bad}; command modules import heavy code in run()"
+
+
 def imported_names(path: Path) -> list[tuple[int, str]]:
     """Every module name an `import` or `from ... import` statement in `path` names, at any depth."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))

@@ -87,7 +87,11 @@ def run_help(args: list[str], block_torch: bool = False) -> subprocess.Completed
     """Run the `animegan` console script with `args` + --help, as the image would, outside a container."""
     if not block_torch:
         return subprocess.run([str(ANIMEGAN), *args, "--help"], capture_output=True, text=True, timeout=120)
-    # The API host has no torch installed: make importing it fail the way it would there.
+    return run_cli_without_torch([*args, "--help"])
+
+
+def run_cli_without_torch(args: list[str]) -> subprocess.CompletedProcess:
+    """`animegan ARGS` as on the API host, which has no torch: importing it fails the way it would there."""
     code = (
         "import sys\n"
         "class Block:\n"
@@ -98,7 +102,7 @@ def run_help(args: list[str], block_torch: bool = False) -> subprocess.Completed
         "from animegan.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
-    cmd = [sys.executable, "-c", code, *args, "--help"]
+    cmd = [sys.executable, "-c", code, *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=PROJECT_ROOT)
 
 
@@ -189,6 +193,12 @@ def test_api_image_command_runs_without_torch():
     proc = run_help(args, block_torch=True)
     assert proc.returncode == 0, f"`animegan {' '.join(args)}` without torch failed:\n{proc.stderr[-2000:]}"
     assert "--port" in proc.stdout
+
+
+def test_library_command_without_torch_says_which_extra_is_missing(tmp_path):
+    proc = run_cli_without_torch(["info", str(tmp_path / "g.safetensors")])
+    assert proc.returncode == 1
+    assert "[ml] extra" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
 
 
 def test_every_container_command_parses():

@@ -31,19 +31,10 @@ ML_EXTRA_MODULES = ("torch", "cv2", "safetensors")
 
 
 def _register_all(subparsers: argparse._SubParsersAction) -> None:
+    # Command modules import only argparse-level code; torch loads inside run(), so an API host (no [ml] extra)
+    # still builds this parser for `animegan serve`.
     for name in LIBRARY_COMMANDS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            # An API host installs no [ml] extra: its `animegan serve` must still start without torch.
-            if (exc.name or "").split(".")[0] in ML_EXTRA_MODULES:
-                logger.debug("command module %s needs the [ml] extra (%s is not installed)", name, exc.name)
-                continue
-            if exc.name != name:  # a real missing dependency of a library command: fail loudly
-                raise
-            logger.debug("command module %s is not present", name)
-            continue
-        module.register(subparsers)
+        importlib.import_module(name).register(subparsers)
     for name in SERVICE_COMMANDS:
         try:
             module = importlib.import_module(name)
@@ -83,6 +74,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("animegan: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in ML_EXTRA_MODULES:
+            raise
+        print(
+            f"animegan: error: `animegan {args.command}` needs the model library's [ml] extra ({exc.name} is "
+            "not installed): pip install -c constraints.txt '.[ml]'",
+            file=sys.stderr,
+        )
+        return 1
     except (AnimeGANError, OSError) as exc:
         if args.debug:
             traceback.print_exc()

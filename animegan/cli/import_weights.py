@@ -8,7 +8,6 @@ import argparse
 from pathlib import Path
 
 from animegan.errors import ConfigError
-from animegan.weights import import_bryandlee
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,6 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from animegan.weights import import_bryandlee  # torch and safetensors: only when the command runs
+
     if args.dst.exists() and not args.force:
         raise ConfigError(f"{args.dst} exists; pass --force to overwrite it")
     if args.dst.suffix != ".safetensors":

@@ -6,8 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-from animegan.weights import describe
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("info", help="describe a weights file", description=__doc__)
@@ -31,6 +29,8 @@ def format_description(info: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from animegan.weights import describe  # torch and safetensors: only when the command runs
+
     info = describe(args.file)
     print(json.dumps(info, indent=2, default=str) if args.json else format_description(info))
     return 0

@@ -6,13 +6,13 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-
-import torch
-from tqdm import tqdm
+from typing import TYPE_CHECKING
 
 from animegan.errors import AnimeGANError, ConfigError, ImageError
-from animegan.inference import DEFAULT_MAX_PIXELS, InferenceOptions, Stylizer, encode_image, load_image
-from animegan.inference.imageio import normalize_format
+from animegan.inference.imageio import DEFAULT_MAX_PIXELS, encode_image, load_image, normalize_format
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +97,8 @@ def _load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.n
         return loaded.model, ""
     if not args.untrained_demo:
         raise ConfigError(NO_MODEL_HELP)
+    import torch
+
     from animegan.config import GeneratorConfig
     from animegan.nn import build_generator
 
@@ -119,6 +121,12 @@ def _output_path(out_dir: Path, source: Path, suffix: str, ext: str, used: set[P
 
 
 def run(args: argparse.Namespace) -> int:
+    # Torch loads here, not at import: building the parser (`animegan serve` on an API host) stays light.
+    import torch
+    from tqdm import tqdm
+
+    from animegan.inference import InferenceOptions, Stylizer
+
     fmt = normalize_format(args.format)
     options = InferenceOptions(
         size_mode=args.size_mode,
