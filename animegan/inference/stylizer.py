@@ -39,8 +39,13 @@ class InferenceOptions:
     max_side: int | None = None  # cap on the longer side (downscale first); required by "max_side"
     precision: str = "auto"  # "fp32" (reference path) | "bf16" | "fp16" (CUDA) | "auto" (bf16 where fast; v2)
     compile: bool = False  # torch.compile the generator; pays off for many images of one size (or tiles)
-    tile_size: int | None = 1024  # images with a side above this run in overlapping tiles (None: never);
-    # the default keeps a 4096 px run at ~2.5 GB peak RSS; untiled, one v2 feature map alone is 2 GB in bf16
+    tile_size: int | None = (
+        1024  # tiles are this large (None: never tile); the default keeps a 4096 px run at
+    )
+    # ~2.5 GB peak RSS, where untiled one v2 feature map alone is 2 GB in bf16
+    untiled_max_mb: int = 2560  # images whose estimated activations fit this budget run whole: tiling costs a
+    # statistics pass and the overlaps (2.6-3.4x slower on 1-3 Mpx photos, bench/RESULTS.md); 0 tiles every
+    # image with a side above tile_size
     tile_overlap: int = 64  # overlap of neighbouring tiles: outer quarters dropped, middle half cross-faded
     keep_alpha: bool = True  # re-attach the input's alpha channel to the output (else RGB out)
     batch_size: int | None = None  # same-size images per forward pass; None: 1 on CPU (batches were slower
@@ -62,8 +67,13 @@ class InferenceOptions:
             raise ConfigError(f"tile_size={self.tile_size} is below 64 pixels")
         if not 0 <= self.tile_overlap <= (self.tile_size or 1 << 30) // 2:
             raise ConfigError(f"tile_overlap={self.tile_overlap} must be in 0..tile_size/2")
+        if self.untiled_max_mb < 0:
+            raise ConfigError(f"untiled_max_mb={self.untiled_max_mb} must be >= 0")
         if (self.batch_size is not None and self.batch_size < 1) or self.tile_stats_side < 64:
             raise ConfigError(f"batch_size={self.batch_size} must be >= 1, tile_stats_side >= 64")
+
+
+LIVE_MAPS = {"v1": 8, "v2": 11}  # see Stylizer.__init__: sizes the untiled memory estimate
 
 
 def default_batch_size(device: torch.device | str) -> int:
@@ -140,6 +150,11 @@ class Stylizer:
             swap_norms(model, lambda norm: ReductionGroupNorm(norm), (nn.GroupNorm,))
         self.model = model
         self.batch_size = self.options.batch_size or default_batch_size(self.device)
+        # Peak activation bytes per input pixel, from peak RSS measured on this CPU: about 11 (v2) or 8 (v1)
+        # full-resolution maps of base_channels alive at once (v2 bf16 0.68 GB per Mpx, v1 fp32 1.9 GB per Mpx).
+        element = torch.finfo(self.dtype or torch.float32).bits // 8
+        maps = LIVE_MAPS.get(getattr(config, "arch", None), max(LIVE_MAPS.values()))
+        self._bytes_per_pixel = maps * int(getattr(config, "base_channels", None) or 64) * element
         self._tile_model: TileModel | None = None
         self._compiled_modules: dict[
             int, nn.Module
@@ -191,7 +206,10 @@ class Stylizer:
 
     def _needs_tiling(self, item: _Prepared) -> bool:
         tile = self.options.tile_size
-        return tile is not None and max(item.pixels.shape[:2]) > tile
+        if tile is None or max(item.pixels.shape[:2]) <= tile:
+            return False
+        height, width = item.pixels.shape[:2]
+        return height * width * self._bytes_per_pixel > self.options.untiled_max_mb * 2**20
 
     def _run_tiled(self, pixels: np.ndarray) -> np.ndarray:
         if self._tile_model is None:

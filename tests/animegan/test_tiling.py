@@ -65,7 +65,7 @@ def untiled_and_tiled(overlap: int, precision: str = "fp32") -> tuple[np.ndarray
     tiled = Stylizer(
         model,
         options=InferenceOptions(
-            size_mode="original", precision=precision, tile_size=128, tile_overlap=overlap
+            size_mode="original", precision=precision, tile_size=128, tile_overlap=overlap, untiled_max_mb=0
         ),
     )
     return np.asarray(plain.stylize(image)).astype(float), np.asarray(tiled.stylize(image)).astype(float)
@@ -82,7 +82,9 @@ def test_tiled_equals_untiled_within_tolerance():
 def test_tiling_without_shared_statistics_would_be_worse():
     """Guards the point of the statistics replay: per-tile norms drift much further from the untiled run."""
     model, image = tiny(), photo(160, 96, seed=3)
-    opts = InferenceOptions(size_mode="original", precision="fp32", tile_size=64, tile_overlap=32)
+    opts = InferenceOptions(
+        size_mode="original", precision="fp32", tile_size=64, tile_overlap=32, untiled_max_mb=0
+    )
     untiled = np.asarray(
         Stylizer(model, options=InferenceOptions(size_mode="original", precision="fp32")).stylize(image)
     )
@@ -124,7 +126,12 @@ def test_large_image_statistics_come_from_a_downscaled_pass():
     errors = []
     for stats_side in (1024, 128):  # exact statistics, then from a half-size copy
         opts = InferenceOptions(
-            size_mode="original", precision="fp32", tile_size=128, tile_overlap=64, tile_stats_side=stats_side
+            size_mode="original",
+            precision="fp32",
+            tile_size=128,
+            tile_overlap=64,
+            tile_stats_side=stats_side,
+            untiled_max_mb=0,
         )
         out = np.asarray(Stylizer(model, options=opts).stylize(image)).astype(float)
         errors.append(np.abs(out - untiled).mean())
