@@ -6,8 +6,11 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +21,21 @@ SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 TEST_REDIS_DB = int(os.environ.get("ANIMEGAN_TEST_REDIS_DB", "9"))
 TEST_REDIS_HOST = os.environ.get("ANIMEGAN_TEST_REDIS_HOST", "127.0.0.1")
 TEST_REDIS_PORT = int(os.environ.get("ANIMEGAN_TEST_REDIS_PORT", "6379"))
+
+
+# The console script of this environment's project install (tests start API and worker processes with it).
+ANIMEGAN = shutil.which("animegan") or str(Path(sys.executable).with_name("animegan"))
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll until `predicate()` is truthy and return its value; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def free_port() -> int:
@@ -63,7 +81,7 @@ def redis_client(redis_url):
 def s3_endpoint() -> str:
     """A real S3 HTTP endpoint (moto server) on loopback, in its own process, for the whole session."""
     port = free_port()
-    moto = shutil.which("moto_server") or str(Path(os.sys.executable).with_name("moto_server"))
+    moto = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
     proc = subprocess.Popen(
         [moto, "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,

@@ -9,11 +9,9 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -21,7 +19,7 @@ import redis
 from PIL import Image
 
 from api.auth import create_api_key
-from tests.conftest import TEST_REDIS_DB, TEST_REDIS_HOST, TEST_REDIS_PORT, free_port
+from tests.conftest import ANIMEGAN, TEST_REDIS_DB, TEST_REDIS_HOST, TEST_REDIS_PORT, free_port, wait_until
 from workers import keys
 from workers.jobstore import JobStore
 from workers.registry import ModelRegistry
@@ -29,7 +27,6 @@ from workers.settings import ServiceSettings
 from workers.storage import ObjectStore, open_store
 
 REDIS_URL = f"redis://{TEST_REDIS_HOST}:{TEST_REDIS_PORT}/{TEST_REDIS_DB}"
-ANIMEGAN = shutil.which("animegan") or str(Path(sys.executable).with_name("animegan"))
 PUBLIC_MODEL = "tiny"
 # Small limits so each one is cheap to exceed in a test.
 BASE_ENV = {
@@ -43,16 +40,6 @@ BASE_ENV = {
     "ANIMEGAN_ALLOW_PRIVATE_WEBHOOKS": "false",
     "ANIMEGAN_SSE_KEEPALIVE_SECONDS": "1",
 }
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def png_bytes(

@@ -9,13 +9,9 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import shutil
 import signal
 import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,25 +19,13 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tests.conftest import TEST_REDIS_DB, TEST_REDIS_HOST, TEST_REDIS_PORT
+from tests.conftest import ANIMEGAN, TEST_REDIS_DB, TEST_REDIS_HOST, TEST_REDIS_PORT, wait_until
 
-ANIMEGAN = shutil.which("animegan") or str(Path(sys.executable).with_name("animegan"))
 OWNER = "tenant-a"
 BUILTIN_MODEL = "tiny"
 # Short enough that a redelivery after SIGKILL happens within a test, long enough for a tiny task to finish.
 VISIBILITY_TIMEOUT_SECONDS = 8
 TRAIN_SEGMENT_SECONDS = 4
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    """Poll until `predicate()` is truthy; fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def png_bytes(size: tuple[int, int] = (48, 40), seed: int = 0) -> bytes:
@@ -80,7 +64,7 @@ class WorkerProcess:
                 pytest.fail(f"worker {self.name} exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
             return " ready." in self.log()
 
-        wait_for(ready, timeout, f"worker {self.name} to be ready")
+        wait_until(ready, timeout, f"worker {self.name} to be ready")
         return self
 
     def alive(self) -> bool:
@@ -141,7 +125,7 @@ class Service:
             return record if record is not None and str(record.status) in statuses else None
 
         try:
-            return wait_for(reached, timeout, f"job {job_id} to reach {sorted(statuses)}")
+            return wait_until(reached, timeout, f"job {job_id} to reach {sorted(statuses)}")
         except pytest.fail.Exception:
             logs = "\n".join(f"--- {w.name}\n{w.log()[-4000:]}" for w in self.workers)
             pytest.fail(f"job {job_id} is {self.jobs.get(job_id)}; worker logs:\n{logs}")

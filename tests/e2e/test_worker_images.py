@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
-from tests.e2e.conftest import BUILTIN_MODEL, OWNER, make_service, png_bytes, wait_for
+from tests.e2e.conftest import BUILTIN_MODEL, OWNER, make_service, png_bytes, wait_until
 from workers import contracts, keys
 
 pytestmark = pytest.mark.e2e
@@ -73,7 +73,7 @@ def test_batch_of_50_reports_rising_progress_and_writes_every_output(service):
         seen.append(int(record.progress.get("done", 0)))
         return str(record.status) in {"succeeded", "failed"}
 
-    wait_for(finished, 120, f"batch {job_id} to finish", interval=0.02)
+    wait_until(finished, 120, f"batch {job_id} to finish", interval=0.02)
     record = service.job(job_id)
     assert record.status == "succeeded", record.error
     assert seen == sorted(seen), "done must never go down"
@@ -106,7 +106,7 @@ def test_cancel_of_a_queued_and_of_a_running_job(service):
 
     # Large enough that the chunk is still running when the cancel lands.
     running = submit_batch(service, [png_bytes((256, 256), seed=i) for i in range(60)], chunk_size=60)
-    wait_for(
+    wait_until(
         lambda: service.job(running).progress.get("done", 0) > 0,
         60,
         "the batch to start producing",
@@ -146,7 +146,7 @@ def test_webhook_is_delivered_signed_and_retried_on_completion(service):
         url = f"http://127.0.0.1:{server.server_address[1]}/done"
         job_id = submit_stylize(service, png_bytes(seed=5), webhook_url=url)
         assert service.wait_status(job_id, {"succeeded", "failed"}).status == "succeeded"
-        wait_for(lambda: len(handler.deliveries) == 2, 30, "the retried webhook delivery")
+        wait_until(lambda: len(handler.deliveries) == 2, 30, "the retried webhook delivery")
     finally:
         server.shutdown()
         server.server_close()

@@ -17,7 +17,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.e2e.conftest import OWNER, VISIBILITY_TIMEOUT_SECONDS, make_service, png_bytes, s3_client, wait_for
+from tests.e2e.conftest import (
+    OWNER,
+    VISIBILITY_TIMEOUT_SECONDS,
+    make_service,
+    png_bytes,
+    s3_client,
+    wait_until,
+)
 from workers import contracts, keys
 
 pytestmark = pytest.mark.e2e
@@ -72,7 +79,7 @@ def test_sigkill_mid_batch_then_a_second_worker_writes_each_output_exactly_once(
     first = service.start_worker("batch-a", queues="stylize")
     contracts.enqueue_batch(record.id, input_keys, chunk_size=8, app=service.app)
 
-    wait_for(
+    wait_until(
         lambda: service.job(record.id).progress.get("done", 0) >= 3, 120, "the first images", interval=0.02
     )
     first.kill()
@@ -122,7 +129,7 @@ def test_sigkill_mid_training_resumes_from_the_last_checkpoint_and_registers_the
         progress = service.job(record.id).progress
         return progress.get("checkpoint_step", 0) >= 2 and progress.get("step", 0) < 12
 
-    wait_for(mid_run, 180, "a checkpoint in the middle of the run")
+    wait_until(mid_run, 180, "a checkpoint in the middle of the run")
     first.kill()
     killed_at = time.time()
     checkpoints = service.store.list(keys.checkpoints_prefix(record.id))
@@ -165,7 +172,7 @@ def test_sigterm_checkpoints_the_running_segment_and_requeues_the_rest(service):
         ANIMEGAN_VISIBILITY_TIMEOUT_SECONDS="600",
     )
     contracts.enqueue_training(record.id, app=service.app)
-    wait_for(lambda: service.job(record.id).progress.get("step", 0) >= 2, 120, "training to take two steps")
+    wait_until(lambda: service.job(record.id).progress.get("step", 0) >= 2, 120, "training to take two steps")
 
     started = time.monotonic()
     assert worker.stop(timeout=120) == 0
@@ -214,12 +221,12 @@ def test_a_job_whose_worker_child_keeps_dying_fails_instead_of_looping(service):
                 and len(pool_children(worker)) == 1
             )
 
-        wait_for(working, 120, f"delivery {attempt + 1} of the chunk to make progress")
+        wait_until(working, 120, f"delivery {attempt + 1} of the chunk to make progress")
         time.sleep(0.5)  # let the chunk get well into its images
         assert service.job(record.id).progress["done"] < total, "the chunk finished first; use larger images"
         [child] = pool_children(worker)
         os.kill(child, signal.SIGKILL)
-        wait_for(
+        wait_until(
             lambda child=child: pool_children(worker) not in ([], [child]), 60, "a replacement pool child"
         )
     failed = service.wait_status(record.id, {"failed", "succeeded"}, timeout=60)
