@@ -157,13 +157,17 @@ def _require_succeeded(record: JobRecord) -> None:
     )
 
 
+# Routes that hand out a stored file: a 307 to a presigned URL (S3) or the bytes (local backend).
+FILE_RESPONSES = {
+    **NOT_FOUND,
+    307: {"description": "redirect to a presigned URL"},
+    409: {"model": ErrorResponse},
+}
+
+
 @router.get(
     "/{job_id}/result",
-    responses={
-        **NOT_FOUND,
-        307: {"description": "redirect to a presigned URL"},
-        409: {"model": ErrorResponse},
-    },
+    responses=FILE_RESPONSES,
     response_class=Response,
     summary="The result: the image of a stylize job, the zip of a batch",
 )
@@ -185,11 +189,7 @@ def get_result(job_id: str, tenant: Tenant, services: ServicesDep) -> Response:
 
 @router.get(
     "/{job_id}/results/{index}",
-    responses={
-        **NOT_FOUND,
-        307: {"description": "redirect to a presigned URL"},
-        409: {"model": ErrorResponse},
-    },
+    responses=FILE_RESPONSES,
     response_class=Response,
     summary="One image of a batch, as soon as it is done",
 )
