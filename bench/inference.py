@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
 
 from animegan.config import GeneratorConfig
 from animegan.inference import InferenceOptions, Stylizer
@@ -60,6 +61,43 @@ def time_stylize(stylizer: Stylizer, image: Image.Image, repeat: int) -> tuple[f
 def psnr(a: Image.Image, b: Image.Image) -> float:
     mse = np.mean((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2)
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def cpu_line() -> str:
+    """CPU model and its bf16 units: AMX tiles multiply bf16 ~10x faster than AVX-512 fp32 FMAs, AVX512-BF16
+    dot products only ~2x, so the fast path's ceiling depends on which of them this CPU has."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "cpu: unknown"
+    model = next(
+        (line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?"
+    )
+    units = [flag for flag in ("amx_bf16", "avx512_bf16") if flag in info.split()]
+    return f"cpu: {model}, bf16 units: {', '.join(units) or 'none (emulated)'}"
+
+
+def matmul_gmacs(dtype: torch.dtype, device: str, n: int = 2048, repeat: int = 10) -> float:
+    """Measured multiply-accumulates per second (1e9) of an n x n matmul: the peak the convolutions approach."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    a @ b
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        a @ b
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return n**3 * repeat / (time.perf_counter() - start) / 1e9
+
+
+def generator_gmacs(model: torch.nn.Module, side: int) -> float:
+    """Multiply-accumulates (1e9) of one side x side forward pass: counted at 64 px and scaled by area, which is
+    exact for sides that are multiples of 4 (every layer's output scales with the input area)."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, 64, 64))
+    return counter.get_total_flops() / 2 / 1e9 * (side / 64) ** 2
 
 
 def rss_child(arch: str, side: int, tile: int, width: int | None, device: str) -> None:
@@ -105,11 +143,18 @@ def main() -> int:
         else f"{torch.get_num_threads()} threads"
     )
     print(f"torch {torch.__version__}, {where}, bf16 fast path; image: {test_image(8)[1]}")
+    fp32_peak = matmul_gmacs(torch.float32, args.device)
+    bf16_peak = matmul_gmacs(torch.bfloat16, args.device)
     print(
-        "| arch | px | fp32 eager ms | fast ms | speed-up | PSNR fast vs fp32 dB |"
+        f"{cpu_line() if args.device == 'cpu' else where}; matmul peak: fp32 {fp32_peak:.0f}, bf16 "
+        f"{bf16_peak:.0f} GMAC/s ({bf16_peak / fp32_peak:.1f}x)"
+    )
+    # ceiling: the speed-up if the fast path did nothing but its multiply-accumulates at the bf16 matmul peak.
+    print(
+        "| arch | px | fp32 eager ms | fast ms | speed-up | PSNR fast vs fp32 dB | GMAC | ceiling |"
         + (" compiled ms | speed-up |" if args.compile else "")
     )
-    print("|---|---|---|---|---|---|" + ("---|---|" if args.compile else ""))
+    print("|---|---|---|---|---|---|---|---|" + ("---|---|" if args.compile else ""))
     for arch in args.archs:
         model = generator(arch, width)
         for side in sizes:
@@ -124,7 +169,12 @@ def main() -> int:
                 repeat,
             )
             fast_ms, out = time_stylize(Stylizer(model, device=args.device, options=fast), image, repeat)
-            row = f"| {arch} | {side} | {ref_ms:.0f} | {fast_ms:.0f} | {ref_ms / fast_ms:.1f}x | {psnr(ref, out):.1f} |"
+            gmacs = generator_gmacs(model, side)
+            ceiling = ref_ms / (gmacs / bf16_peak * 1000)
+            row = (
+                f"| {arch} | {side} | {ref_ms:.0f} | {fast_ms:.0f} | {ref_ms / fast_ms:.1f}x | {psnr(ref, out):.1f} "
+                f"| {gmacs:.3g} | {ceiling:.1f}x |"
+            )
             if args.compile:
                 compile_opts = InferenceOptions(size_mode="original", precision="bf16", compile=True)
                 compiled = Stylizer(model, device=args.device, options=compile_opts)

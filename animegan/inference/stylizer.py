@@ -120,6 +120,28 @@ def resolve_dtype(precision: str, device: torch.device, arch: str | None = None)
     return torch.bfloat16 if device.type == "cpu" and _cpu_has_fast_bf16() else None
 
 
+class Float32Island(nn.Module):
+    """Runs `module` in fp32 inside a reduced-precision model: casts its input up and its output back down."""
+
+    def __init__(self, module: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.module, self.dtype = module, dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x.float()).to(self.dtype)
+
+
+def reduced_precision_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A `dtype` copy of `model` in NHWC (what oneDNN's bf16 and cuDNN kernels want), except the submodules
+    named in its `fp32_submodules`, which stay fp32 (v1's full-resolution encoder, see GeneratorV1)."""
+    fast = copy.deepcopy(model).to(dtype=dtype, memory_format=torch.channels_last)
+    for name in getattr(model, "fp32_submodules", ()):
+        exact = copy.deepcopy(model.get_submodule(name)).to(memory_format=torch.channels_last)
+        parent, _, leaf = name.rpartition(".")
+        setattr(fast.get_submodule(parent), leaf, Float32Island(exact, dtype))
+    return fast
+
+
 @dataclass
 class _Prepared:
     pixels: np.ndarray  # (H, W, 3) uint8 model input, padded to a multiple of ALIGN where needed
@@ -143,7 +165,7 @@ class Stylizer:
         if self.dtype is not None:
             # A reduced-precision copy in NHWC (what oneDNN's AMX and cuDNN kernels want). On this CPU it ran
             # v2 at 512 px 6x faster than bf16 autocast, which re-casts weights and runs norms in fp32.
-            model = copy.deepcopy(model).to(dtype=self.dtype, memory_format=torch.channels_last)
+            model = reduced_precision_copy(model, self.dtype)
         if self.device.type == "cuda":
             # CUDA's GroupNorm kernel is ~50x slower than a var_mean reduction on large maps (see tiling.py).
             model = copy.deepcopy(model)
