@@ -51,6 +51,8 @@ class InferenceOptions:
     batch_size: int | None = None  # same-size images per forward pass; None: 1 on CPU (batches were slower
     # per image there, bench/RESULTS.md Service), 8 on CUDA
     tile_stats_side: int = 1024  # tiled runs take norm statistics from the image downscaled to this side
+    fp32_submodules: tuple[str, ...] | None = None  # submodules a bf16/fp16 run keeps in fp32; None: the
+    # generator's own list (v1: its encoder b1, worth 3 dB of PSNR for ~25% of the time), (): none
 
     def __post_init__(self) -> None:
         if self.size_mode not in SIZE_MODES:
@@ -131,12 +133,20 @@ class Float32Island(nn.Module):
         return self.module(x.float()).to(self.dtype)
 
 
-def reduced_precision_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+def reduced_precision_copy(
+    model: nn.Module, dtype: torch.dtype, fp32_submodules: tuple[str, ...] | None = None
+) -> nn.Module:
     """A `dtype` copy of `model` in NHWC (what oneDNN's bf16 and cuDNN kernels want), except the submodules
-    named in its `fp32_submodules`, which stay fp32 (v1's full-resolution encoder, see GeneratorV1)."""
+    named in `fp32_submodules` (default: the model's own `fp32_submodules`, v1's full-resolution encoder, see
+    GeneratorV1), which stay fp32."""
+    if fp32_submodules is None:
+        fp32_submodules = getattr(model, "fp32_submodules", ())
     fast = copy.deepcopy(model).to(dtype=dtype, memory_format=torch.channels_last)
-    for name in getattr(model, "fp32_submodules", ()):
-        exact = copy.deepcopy(model.get_submodule(name)).to(memory_format=torch.channels_last)
+    for name in fp32_submodules:
+        try:
+            exact = copy.deepcopy(model.get_submodule(name)).to(memory_format=torch.channels_last)
+        except AttributeError as exc:
+            raise ConfigError(f"fp32_submodules: the generator has no submodule {name!r}") from exc
         parent, _, leaf = name.rpartition(".")
         setattr(fast.get_submodule(parent), leaf, Float32Island(exact, dtype))
     return fast
@@ -165,7 +175,8 @@ class Stylizer:
         if self.dtype is not None:
             # A reduced-precision copy in NHWC (what oneDNN's AMX and cuDNN kernels want). On this CPU it ran
             # v2 at 512 px 6x faster than bf16 autocast, which re-casts weights and runs norms in fp32.
-            model = reduced_precision_copy(model, self.dtype)
+            keep = self.options.fp32_submodules
+            model = reduced_precision_copy(model, self.dtype, keep)
         if self.device.type == "cuda":
             # CUDA's GroupNorm kernel is ~50x slower than a var_mean reduction on large maps (see tiling.py).
             model = copy.deepcopy(model)

@@ -109,8 +109,7 @@ def test_v1_fast_path_keeps_its_encoder_in_fp32():
     fast = Stylizer(model, options=InferenceOptions(size_mode="original", precision="bf16"))
     assert {p.dtype for p in fast.model.b1.parameters()} == {torch.float32}
     assert {p.dtype for p in fast.model.m.parameters()} == {torch.bfloat16}
-    model.fp32_submodules = ()  # the same model rounded everywhere
-    plain = Stylizer(model, options=InferenceOptions(size_mode="original", precision="bf16"))
+    plain = Stylizer(model, options=replace(fast.options, fp32_submodules=()))  # rounded everywhere
     assert {p.dtype for p in plain.model.parameters()} == {torch.bfloat16}
     # The error of the all-bf16 copy is ~1.7x that of the mixed one at this width (8.5 vs 4.9 levels RMS).
     assert rms(ref, fast.stylize(image)) < 0.75 * rms(ref, plain.stylize(image))
@@ -118,6 +117,8 @@ def test_v1_fast_path_keeps_its_encoder_in_fp32():
     tiled = replace(fast.options, tile_size=64, tile_overlap=16, untiled_max_mb=0)
     tiled_ref = Stylizer(model, options=replace(tiled, precision="fp32")).stylize(image)
     assert rms(tiled_ref, Stylizer(tiny("v1"), options=tiled).stylize(image)) < 6
+    with pytest.raises(ConfigError, match="no submodule 'b9'"):
+        Stylizer(model, options=replace(fast.options, fp32_submodules=("b9",)))
 
 
 def test_auto_precision_resolves_per_device():
