@@ -52,7 +52,7 @@ class InferenceOptions:
     # per image there, bench/RESULTS.md Service), 8 on CUDA
     tile_stats_side: int = 1024  # tiled runs take norm statistics from the image downscaled to this side
     fp32_submodules: tuple[str, ...] | None = None  # submodules a bf16/fp16 run keeps in fp32; None: the
-    # generator's own list (v1: its encoder b1, worth 3 dB of PSNR for ~25% of the time), (): none
+    # generator's own list (v1: its encoder b1, worth 3 dB of PSNR for ~10% of the time), (): none
 
     def __post_init__(self) -> None:
         if self.size_mode not in SIZE_MODES:
@@ -116,8 +116,9 @@ def resolve_dtype(precision: str, device: torch.device, arch: str | None = None)
         # per-channel norms lose 20+ dB in bf16 there. So "auto" keeps fp32 on CUDA.
         return None
     if arch == "v1":
-        # v1's per-channel norms (eps 1e-6) re-amplify bf16 rounding: 34 dB on a photo, 17-24 dB on smooth
-        # images (bench/RESULTS.md); "bf16" stays available, but the default keeps v1 exact.
+        # v1's per-channel norms re-amplify bf16 rounding: even with its encoder in fp32 (fp32_submodules) a
+        # photo keeps 36-37 dB but a smooth synthetic image 21-25 dB (bench/RESULTS.md, "v1 precision");
+        # "bf16" stays available, but the default keeps v1 exact.
         return None
     return torch.bfloat16 if device.type == "cpu" and _cpu_has_fast_bf16() else None
 
@@ -173,7 +174,7 @@ class Stylizer:
         self.dtype = resolve_dtype(self.options.precision, self.device, getattr(config, "arch", None))
         model = model.to(self.device).eval().requires_grad_(False)
         if self.dtype is not None:
-            # A reduced-precision copy in NHWC (what oneDNN's AMX and cuDNN kernels want). On this CPU it ran
+            # A reduced-precision copy in NHWC (what oneDNN's AMX and cuDNN kernels want). On an AMX CPU it ran
             # v2 at 512 px 6x faster than bf16 autocast, which re-casts weights and runs norms in fp32.
             keep = self.options.fp32_submodules
             model = reduced_precision_copy(model, self.dtype, keep)

@@ -53,8 +53,8 @@ class GeneratorV1(nn.Module):
 
     # Submodules a reduced-precision fast path keeps in fp32 (Stylizer). Every later per-channel norm
     # re-amplifies rounding made early, so the full-resolution encoder b1 causes about half of the bf16 output
-    # error: fp32 there lifts PSNR vs fp32 from 33-34 dB to 36-37 dB on photos for ~8% of the fast path's time
-    # (bench/RESULTS.md, "v1 precision").
+    # error: fp32 there lifts PSNR vs fp32 from 33-34 dB to 36-37 dB on photos for ~10% more time at 512 px on
+    # an AVX512-BF16 CPU (bench/RESULTS.md, "v1 precision").
     fp32_submodules: tuple[str, ...] = ("b1",)
 
     def __init__(self, config: GeneratorConfig) -> None:
