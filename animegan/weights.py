@@ -1,4 +1,5 @@
-"""Generator weights files: our safetensors export, bryandlee/animegan2-pytorch .pt files, training checkpoints.
+"""Generator weights files: our safetensors export, bryandlee/animegan2-pytorch .pt files, training checkpoints,
+and the original AnimeGAN v1 TensorFlow checkpoints (read without TensorFlow, animegan/tfcheckpoint.py).
 
 The export loads without unpickling anything; .pt files are read with torch.load(weights_only=True) only.
 """
@@ -22,6 +23,8 @@ from torch import nn
 from animegan.config import GeneratorConfig
 from animegan.errors import ConfigError, WeightsError
 from animegan.nn import build_generator
+from animegan.nn.generator_v1 import state_dict_from_tf
+from animegan.tfcheckpoint import checkpoint_prefix, read_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +32,8 @@ EXPORT_FORMAT = "animegan-generator"
 EXPORT_FORMAT_VERSION = 1
 ACCEPTED = (
     "our generator export (.safetensors, from `animegan import-weights` or training), "
-    "a training checkpoint (.pt), or a bryandlee/animegan2-pytorch v2 state dict (.pt)"
+    "a training checkpoint (.pt), a bryandlee/animegan2-pytorch v2 state dict (.pt), "
+    "or an AnimeGAN v1 TensorFlow checkpoint (its folder, PREFIX or PREFIX.index)"
 )
 # The port's GroupNorm keeps PyTorch's default epsilon; the TF original used 1e-12 (spec section 4.1).
 BRYANDLEE_NORM_EPS = 1e-5
@@ -169,9 +173,26 @@ def _from_checkpoint(
     return state, config, metadata
 
 
+def _from_tf_v1(prefix: Path) -> tuple[dict[str, torch.Tensor], GeneratorConfig, dict[str, Any]]:
+    """The generator of an AnimeGAN v1 TF checkpoint (generator/G_MODEL/*; optimizer slots and D are skipped)."""
+    state = state_dict_from_tf(read_checkpoint(prefix))
+    width = int(state["b1.0.1.weight"].shape[0])  # 64 in the released checkpoints
+    config = GeneratorConfig(arch="v1", base_channels=width, upsample="tf_legacy")
+    metadata = {
+        "format": "tf v1 checkpoint",
+        "name": prefix.name,
+        "arch": "v1",
+        "source": f"tf:{prefix.name}",
+    }
+    return state, config, metadata
+
+
 def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], GeneratorConfig, dict[str, Any]]:
     """(state dict, config, metadata) of any accepted file, without building a model."""
     path = Path(path)
+    prefix = checkpoint_prefix(path)
+    if prefix is not None:
+        return _from_tf_v1(prefix)
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist (or is not a file); accepted: {ACCEPTED}")
     kind = sniff_format(path)
@@ -230,7 +251,8 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Load
 
 
 def import_bryandlee(src: str | Path, dst: str | Path, name: str | None = None) -> LoadedGenerator:
-    """Convert a bryandlee .pt (or a training checkpoint) into our export at `dst`; returns what was written."""
+    """Convert a bryandlee .pt, a training checkpoint or a v1 TF checkpoint into our export at `dst`; returns
+    what was written."""
     src = Path(src)
     loaded = load_generator(src)
     if loaded.metadata.get("format") == "safetensors export":
@@ -252,7 +274,15 @@ def describe(path: str | Path) -> dict[str, Any]:
         "arch": config.arch,
         "params": int(sum(t.numel() for t in state.values() if t.is_floating_point())),
         "tensors": len(state),
-        "bytes": path.stat().st_size,
+        "bytes": _size(path),
         "config": config.to_dict(),
         "metadata": {k: v for k, v in metadata.items() if k != "format"},
     }
+
+
+def _size(path: Path) -> int:
+    """Bytes of a weights file, or of all files of a TF checkpoint (index and data shards)."""
+    prefix = checkpoint_prefix(path)
+    if prefix is None:
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in prefix.parent.glob(f"{prefix.name}.*") if f.is_file())

@@ -1,5 +1,6 @@
-"""`animegan import-weights SRC DST`: convert a bryandlee/animegan2-pytorch .pt (or a training checkpoint)
-into our safetensors export, which carries its config and loads without unpickling.
+"""`animegan import-weights SRC DST`: convert a bryandlee/animegan2-pytorch .pt, a training checkpoint or an
+original AnimeGAN v1 TensorFlow checkpoint into our safetensors export, which carries its config and loads without
+unpickling.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "import-weights", help="convert a bryandlee .pt into our export", description=__doc__
     )
-    p.add_argument("src", type=Path, help="bryandlee v2 .pt (e.g. paprika.pt) or a training checkpoint")
+    p.add_argument(
+        "src",
+        type=Path,
+        help="bryandlee v2 .pt (e.g. paprika.pt), a training checkpoint, or a v1 TF checkpoint "
+        "(its folder, PREFIX such as AnimeGAN.model-60, or PREFIX.index)",
+    )
     p.add_argument("dst", type=Path, help="output .safetensors file")
     p.add_argument("--name", help="model name stored in the metadata (default: the source file's stem)")
     p.add_argument("--force", action="store_true", help="overwrite DST if it exists")

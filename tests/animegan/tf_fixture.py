@@ -1,0 +1,45 @@
+"""The TF v1 checkpoint fixture's contents (tests/animegan/data/tf_v1_w8/, written by real TensorFlow with
+make_tf_checkpoint.py): variable names and TF-layout shapes of a width-8 v1 generator plus a few variables a
+training checkpoint also holds, each filled with values the tests recompute here."""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from animegan.config import GeneratorConfig
+from animegan.nn import build_generator
+from animegan.nn.generator_v1 import tf_variable_map
+
+FIXTURE = Path(__file__).resolve().parent / "data" / "tf_v1_w8"
+WIDTH = 8
+# Variables that are not the generator's: the importer must skip them.
+EXTRAS = {
+    "generator/G_MODEL/b1/Conv/weights/Adam": (3, 3, 3, WIDTH),
+    "discriminator/conv_0/weights": (3, 3, 3, 32),
+    "beta1_power": (),
+}
+
+
+def variables() -> dict[str, tuple[int, ...]]:
+    """TF name -> TF-layout shape of every variable in the fixture."""
+    state = build_generator(GeneratorConfig(arch="v1", base_channels=WIDTH)).state_dict()
+    out = {}
+    for key, (name, perm) in tf_variable_map().items():
+        shape = tuple(state[key].shape)
+        if perm is not None:  # torch = tf.permute(perm) -> tf shape[perm[i]] = torch shape[i]
+            tf_shape = [0] * len(shape)
+            for i, axis in enumerate(perm):
+                tf_shape[axis] = shape[i]
+            shape = tuple(tf_shape)
+        out[name] = shape
+    return {**out, **EXTRAS}
+
+
+def value(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Deterministic float32 contents: small integers / 1000 (exact arithmetic), offset by the name's crc."""
+    size = int(np.prod(shape, dtype=np.int64))
+    ints = (np.arange(size, dtype=np.int64) * 7919 + zlib.crc32(name.encode())) % 2001 - 1000
+    return (ints.astype(np.float32) / np.float32(1000)).reshape(shape)
