@@ -43,3 +43,14 @@ def value(name: str, shape: tuple[int, ...]) -> np.ndarray:
     size = int(np.prod(shape, dtype=np.int64))
     ints = (np.arange(size, dtype=np.int64) * 7919 + zlib.crc32(name.encode())) % 2001 - 1000
     return (ints.astype(np.float32) / np.float32(1000)).reshape(shape)
+
+
+def fixture_input() -> np.ndarray:
+    """(1, 40, 56, 3) NHWC in [-1, 1]: a smooth two-frequency pattern plus texture; 40 x 56 are multiples of 4
+    (the sizes the reference graph runs natively) and not square."""
+    yy, xx = np.mgrid[0:40, 0:56].astype(np.float32)
+    channels = [
+        np.sin(xx / (3 + c) + c) * np.cos(yy / (5 - c)) * 0.8 + 0.15 * np.sin(xx * yy / 7.0 + c)
+        for c in range(3)
+    ]
+    return np.clip(np.stack(channels, axis=-1)[None], -1, 1).astype(np.float32)
