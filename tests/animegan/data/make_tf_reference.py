@@ -1,0 +1,73 @@
+"""Write tests/animegan/data/tf_reference.npz: TensorFlow's own results for the TF1 legacy bilinear resize and the
+AnimeGAN loss terms that do not need VGG (AG1/AG2 tools/ops.py, spec sections 1.6 and 2.4), on small deterministic
+inputs, for tests/animegan/test_tf_reference.py. Needs TensorFlow (not a project dependency):
+    python -m tests.animegan.data.make_tf_reference
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+OUT = Path(__file__).resolve().parent / "tf_reference.npz"
+RESIZE_SIZES = [(3, 4), (14, 18), (13, 5), (7, 9), (1, 1), (20, 3), (5, 17)]
+
+
+def inputs() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(7)
+    return {
+        "resize_in": rng.uniform(-1, 1, (2, 7, 9, 3)).astype(np.float32),
+        "photo": rng.uniform(-1, 1, (2, 6, 5, 3)).astype(np.float32),  # NHWC in [-1, 1]
+        "fake": rng.uniform(-1, 1, (2, 6, 5, 3)).astype(np.float32),
+        "features_a": rng.normal(0, 2, (2, 4, 3, 8)).astype(np.float32),  # NHWC "VGG features"
+        "features_b": rng.normal(0, 2, (2, 4, 3, 8)).astype(np.float32),
+    }
+
+
+def gram(x):  # AG1 tools/ops.py
+    b, c = tf.shape(x)[0], tf.shape(x)[3]
+    x = tf.reshape(x, [b, -1, c])
+    return tf.matmul(tf.transpose(x, [0, 2, 1]), x) / tf.cast(tf.size(x) // b, tf.float32)
+
+
+def rgb2yuv(rgb):  # AG1 tools/ops.py
+    return tf.image.rgb_to_yuv((rgb + 1.0) / 2.0)
+
+
+def color_loss(con, fake):  # AG1 tools/ops.py: L1 on Y, Huber on U and V
+    con, fake = rgb2yuv(con), rgb2yuv(fake)
+    l1 = tf.reduce_mean(tf.abs(con[..., 0] - fake[..., 0]))
+    huber = tf.compat.v1.losses.huber_loss
+    return l1 + huber(con[..., 1], fake[..., 1]) + huber(con[..., 2], fake[..., 2])
+
+
+def total_variation_loss(x):  # AG2 tools/ops.py
+    dh = x[:, :-1, ...] - x[:, 1:, ...]
+    dw = x[:, :, :-1, ...] - x[:, :, 1:, ...]
+    return tf.nn.l2_loss(dh) / tf.size(dh, out_type=tf.float32) + tf.nn.l2_loss(dw) / tf.size(
+        dw, out_type=tf.float32
+    )
+
+
+def main() -> None:
+    data = inputs()
+    out = dict(data)
+    for h, w in RESIZE_SIZES:
+        resized = tf.compat.v1.image.resize_bilinear(
+            data["resize_in"], [h, w], align_corners=False, half_pixel_centers=False
+        )
+        out[f"resize_{h}x{w}"] = resized.numpy()
+    out["yuv"] = tf.image.rgb_to_yuv((data["photo"] + 1) / 2).numpy()
+    out["color_loss"] = color_loss(data["photo"], data["fake"]).numpy()
+    out["gram_a"] = gram(data["features_a"]).numpy()
+    out["style_loss"] = tf.reduce_mean(tf.abs(gram(data["features_a"]) - gram(data["features_b"]))).numpy()
+    out["content_loss"] = tf.reduce_mean(tf.abs(data["features_a"] - data["features_b"])).numpy()
+    out["tv_loss"] = total_variation_loss(data["fake"]).numpy()
+    np.savez(OUT, **out)
+    print(f"wrote {OUT.name}: {sorted(out)} ({tf.__version__})")
+
+
+if __name__ == "__main__":
+    main()
