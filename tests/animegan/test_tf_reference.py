@@ -11,6 +11,8 @@ import torch
 
 from animegan import losses
 from animegan.nn.layers import tf_legacy_resize
+from animegan.nn.vgg import VGG19Features
+from tests.animegan.tf_fixture import vgg_weights
 
 REFERENCE = np.load(Path(__file__).resolve().parent / "data" / "tf_reference.npz")
 
@@ -41,3 +43,16 @@ def test_gram_style_content_and_tv_equal_tensorflow():
     assert losses.total_variation_loss(nchw("fake")).item() == pytest.approx(
         float(REFERENCE["tv_loss"]), rel=1e-6
     )
+
+
+def test_vgg19_caffe_path_equals_tensorflow(tmp_path):
+    """A Caffe-format vgg19.npy (deterministic values) through VGG19Features and through AG1's tools/vgg19.py
+    graph in TensorFlow: BGR order, mean subtraction, SAME max-pooling of odd sides, conv4_4 before ReLU."""
+    path = tmp_path / "vgg19.npy"
+    np.save(path, np.array(vgg_weights(), dtype=object), allow_pickle=True)
+    vgg = VGG19Features(path)
+    assert vgg.convention == "caffe"
+    ours = vgg(nchw("vgg_in")).permute(0, 2, 3, 1).numpy()
+    expected = REFERENCE["vgg_conv4_4"]
+    assert ours.shape == expected.shape == (1, 3, 2, 512)
+    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())

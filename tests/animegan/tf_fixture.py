@@ -54,3 +54,18 @@ def fixture_input() -> np.ndarray:
         for c in range(3)
     ]
     return np.clip(np.stack(channels, axis=-1)[None], -1, 1).astype(np.float32)
+
+
+def vgg_weights() -> dict[str, list[np.ndarray]]:
+    """A VGG19 (to conv4_4) in the Caffe .npy dict format ({name: [W HWIO, b]}) with deterministic He-scaled values,
+    for comparing VGG19Features with TensorFlow's forward (tests/animegan/data/tf_reference.npz)."""
+    from animegan.nn.vgg import CONVS
+
+    out = {}
+    for name, cin, cout in CONVS:
+        scale = np.float32(np.sqrt(2.0 / (9 * cin)) / 0.577)  # value() is uniform on [-1, 1]: std 0.577
+        out[name] = [
+            value(f"{name}/W", (3, 3, cin, cout)) * scale,
+            value(f"{name}/b", (cout,)) * np.float32(0.1),
+        ]
+    return out

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from tests.animegan.tf_fixture import vgg_weights
+
 OUT = Path(__file__).resolve().parent / "tf_reference.npz"
 RESIZE_SIZES = [(3, 4), (14, 18), (13, 5), (7, 9), (1, 1), (20, 3), (5, 17)]
 
@@ -23,6 +25,7 @@ def inputs() -> dict[str, np.ndarray]:
         "fake": rng.uniform(-1, 1, (2, 6, 5, 3)).astype(np.float32),
         "features_a": rng.normal(0, 2, (2, 4, 3, 8)).astype(np.float32),  # NHWC "VGG features"
         "features_b": rng.normal(0, 2, (2, 4, 3, 8)).astype(np.float32),
+        "vgg_in": rng.uniform(-1, 1, (1, 19, 13, 3)).astype(np.float32),  # odd sides: SAME pooling pads
     }
 
 
@@ -51,6 +54,21 @@ def total_variation_loss(x):  # AG2 tools/ops.py
     )
 
 
+def vgg19_conv4_4(rgb, weights):  # AG1 tools/vgg19.py: Caffe BGR, mean subtracted, conv4_4 before ReLU
+    mean = (103.939, 116.779, 123.68)
+    red, green, blue = tf.split(((rgb + 1) / 2) * 255.0, 3, axis=3)
+    x = tf.concat([blue - mean[0], green - mean[1], red - mean[2]], axis=3)
+    for block, convs in enumerate((2, 2, 4, 4), start=1):
+        for i in range(1, convs + 1):
+            w, b = weights[f"conv{block}_{i}"]
+            x = tf.nn.bias_add(tf.nn.conv2d(x, w, [1, 1, 1, 1], padding="SAME"), b)
+            if (block, i) != (4, 4):
+                x = tf.nn.relu(x)
+        if block < 4:
+            x = tf.nn.max_pool(x, ksize=[1, 2, 2, 1], strides=[1, 2, 2, 1], padding="SAME")
+    return x
+
+
 def main() -> None:
     data = inputs()
     out = dict(data)
@@ -65,6 +83,7 @@ def main() -> None:
     out["style_loss"] = tf.reduce_mean(tf.abs(gram(data["features_a"]) - gram(data["features_b"]))).numpy()
     out["content_loss"] = tf.reduce_mean(tf.abs(data["features_a"] - data["features_b"])).numpy()
     out["tv_loss"] = total_variation_loss(data["fake"]).numpy()
+    out["vgg_conv4_4"] = vgg19_conv4_4(data["vgg_in"], vgg_weights()).numpy()
     np.savez(OUT, **out)
     print(f"wrote {OUT.name}: {sorted(out)} ({tf.__version__})")
 
