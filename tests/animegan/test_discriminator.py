@@ -94,3 +94,20 @@ def test_gradients_flow_and_config_errors():
         DiscriminatorConfig(base_channels=7)
     with pytest.raises(ConfigError, match="n_dis"):
         DiscriminatorConfig(n_dis=0)
+
+
+def test_checkpoints_with_pytorch_spectral_norm_vectors_still_load():
+    """Before TFSpectralNorm, checkpoints held PyTorch's _u (out) and _v (in); _u becomes u, _v is dropped."""
+    d = build_discriminator(DiscriminatorConfig(arch="v1", base_channels=8))
+    old = {}
+    for key, value in d.state_dict().items():
+        if key.endswith(".0.u"):
+            old[key[:-1] + "_u"] = value + 1
+            old[key[:-1] + "_v"] = torch.zeros(3)
+        else:
+            old[key] = value
+    fresh = build_discriminator(DiscriminatorConfig(arch="v1", base_channels=8))
+    fresh.load_state_dict(old, strict=True)
+    for key, value in d.state_dict().items():
+        expected = value + 1 if key.endswith(".0.u") else value
+        torch.testing.assert_close(fresh.state_dict()[key], expected)

@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from animegan import losses
+from animegan.config import DiscriminatorConfig
+from animegan.nn.discriminator import Discriminator
 from animegan.nn.layers import tf_legacy_resize
 from animegan.nn.vgg import VGG19Features
-from tests.animegan.tf_fixture import vgg_weights
+from tests.animegan.tf_fixture import discriminator_layers, vgg_weights
 
 REFERENCE = np.load(Path(__file__).resolve().parent / "data" / "tf_reference.npz")
 
@@ -56,3 +58,28 @@ def test_vgg19_caffe_path_equals_tensorflow(tmp_path):
     expected = REFERENCE["vgg_conv4_4"]
     assert ours.shape == expected.shape == (1, 3, 2, 512)
     np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("arch", ["v1", "v2"])
+def test_discriminator_equals_tensorflow(arch):
+    """Zero padding (stride 2: top/left only), spectral norm with one power iteration from the same u, instance
+    norm (v1) or layer norm with per-channel affine (v2, eps 1e-12), LReLU 0.2: one training-mode forward, then
+    the u TensorFlow would store."""
+    d = Discriminator(DiscriminatorConfig(arch=arch, base_channels=16))
+    state = d.state_dict()
+    for layer in discriminator_layers(arch):
+        if layer[0] == "conv":
+            _, key, w, u, _ = layer
+            state[f"{key}.parametrizations.weight.original"] = torch.from_numpy(w).permute(3, 2, 0, 1)
+            state[f"{key}.parametrizations.weight.0.u"] = torch.from_numpy(u[0])
+        elif layer[0] == "norm":
+            _, key, gamma, beta, _, _ = layer
+            state[f"{key}.weight"], state[f"{key}.bias"] = torch.from_numpy(gamma), torch.from_numpy(beta)
+    d.load_state_dict(state)
+    with torch.no_grad():
+        logits = d.train()(nchw("d_in")).permute(0, 2, 3, 1).numpy()
+    expected = REFERENCE[f"d_{arch}_logits"]
+    assert logits.shape == expected.shape == (2, 8, 6, 1)
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    first = d.layers[1].parametrizations.weight[0].u
+    torch.testing.assert_close(first, torch.from_numpy(REFERENCE[f"d_{arch}_u1"][0]), rtol=1e-5, atol=1e-6)

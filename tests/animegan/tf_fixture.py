@@ -69,3 +69,34 @@ def vgg_weights() -> dict[str, list[np.ndarray]]:
             value(f"{name}/b", (cout,)) * np.float32(0.1),
         ]
     return out
+
+
+def discriminator_layers(arch: str) -> list[tuple]:
+    """The layers of Discriminator(DiscriminatorConfig(arch, base_channels=16)) in order, with deterministic
+    parameters, for comparing with TensorFlow (tests/animegan/data/tf_reference.npz):
+    ("pad", top, bottom, left, right) | ("conv", key, W HWIO, u (1, out), stride) |
+    ("norm", key, gamma, beta, groups, eps) | ("lrelu",)."""
+    from torch import nn
+
+    from animegan.config import DiscriminatorConfig
+    from animegan.nn.discriminator import Discriminator
+
+    out: list[tuple] = []
+    for i, module in enumerate(Discriminator(DiscriminatorConfig(arch=arch, base_channels=16)).layers):
+        if isinstance(module, nn.ZeroPad2d):
+            left, right, top, bottom = module.padding
+            out.append(("pad", top, bottom, left, right))
+        elif isinstance(module, nn.Conv2d):
+            cout, cin = module.weight.shape[:2]
+            weight = value(f"d{i}/w", (3, 3, cin, cout)) * np.float32(0.2)
+            out.append(("conv", f"layers.{i}", weight, value(f"d{i}/u", (1, cout)), module.stride[0]))
+        elif isinstance(module, nn.GroupNorm):
+            c = module.num_channels
+            gamma = value(f"d{i}/gamma", (c,)) * np.float32(0.5) + np.float32(1)
+            beta = value(f"d{i}/beta", (c,)) * np.float32(0.5)
+            out.append(("norm", f"layers.{i}", gamma, beta, module.num_groups, float(module.eps)))
+        elif isinstance(module, nn.LeakyReLU):
+            out.append(("lrelu",))
+        else:
+            raise TypeError(f"unexpected discriminator layer {module}")
+    return out

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from tests.animegan.tf_fixture import vgg_weights
+from tests.animegan.tf_fixture import discriminator_layers, vgg_weights
 
 OUT = Path(__file__).resolve().parent / "tf_reference.npz"
 RESIZE_SIZES = [(3, 4), (14, 18), (13, 5), (7, 9), (1, 1), (20, 3), (5, 17)]
@@ -26,6 +26,7 @@ def inputs() -> dict[str, np.ndarray]:
         "features_a": rng.normal(0, 2, (2, 4, 3, 8)).astype(np.float32),  # NHWC "VGG features"
         "features_b": rng.normal(0, 2, (2, 4, 3, 8)).astype(np.float32),
         "vgg_in": rng.uniform(-1, 1, (1, 19, 13, 3)).astype(np.float32),  # odd sides: SAME pooling pads
+        "d_in": rng.uniform(-1, 1, (2, 32, 24, 3)).astype(np.float32),
     }
 
 
@@ -69,6 +70,41 @@ def vgg19_conv4_4(rgb, weights):  # AG1 tools/vgg19.py: Caffe BGR, mean subtract
     return x
 
 
+def spectral_norm(w, u):  # AG1 tools/ops.py, one power iteration from u
+    w_mat = tf.reshape(w, [-1, w.shape[-1]])
+    v_hat = tf.nn.l2_normalize(tf.matmul(u, tf.transpose(w_mat)))
+    u_hat = tf.nn.l2_normalize(tf.matmul(v_hat, w_mat))
+    sigma = tf.matmul(tf.matmul(v_hat, w_mat), tf.transpose(u_hat))
+    return tf.reshape(w_mat / sigma, w.shape)
+
+
+def spectral_norm_u(w, u):  # the u_hat that ops.spectral_norm assigns back to its variable
+    w_mat = tf.reshape(w, [-1, w.shape[-1]])
+    return tf.nn.l2_normalize(tf.matmul(tf.nn.l2_normalize(tf.matmul(u, tf.transpose(w_mat))), w_mat))
+
+
+def discriminator(x, layers):  # AG1/AG2 net/discriminator.py with ops.conv (zero pad, SN), IN (v1) / LN (v2)
+    for layer in layers:
+        if layer[0] == "pad":
+            _, top, bottom, left, right = layer
+            x = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
+        elif layer[0] == "conv":
+            _, _, w, u, stride = layer
+            x = tf.nn.conv2d(
+                x, spectral_norm(tf.constant(w), tf.constant(u)), [1, stride, stride, 1], "VALID"
+            )
+        elif layer[0] == "norm":
+            _, _, gamma, beta, groups, eps = layer
+            axes = (
+                [1, 2] if groups > 1 else [1, 2, 3]
+            )  # instance norm | layer norm (contrib, params per channel)
+            mean, var = tf.nn.moments(x, axes=axes, keepdims=True)
+            x = tf.nn.batch_normalization(x, mean, var, beta, gamma, eps)
+        else:
+            x = tf.nn.leaky_relu(x, 0.2)
+    return x
+
+
 def main() -> None:
     data = inputs()
     out = dict(data)
@@ -84,6 +120,10 @@ def main() -> None:
     out["content_loss"] = tf.reduce_mean(tf.abs(data["features_a"] - data["features_b"])).numpy()
     out["tv_loss"] = total_variation_loss(data["fake"]).numpy()
     out["vgg_conv4_4"] = vgg19_conv4_4(data["vgg_in"], vgg_weights()).numpy()
+    for arch in ("v1", "v2"):
+        layers = discriminator_layers(arch)
+        out[f"d_{arch}_logits"] = discriminator(data["d_in"], layers).numpy()
+        out[f"d_{arch}_u1"] = spectral_norm_u(tf.constant(layers[1][2]), tf.constant(layers[1][3])).numpy()
     np.savez(OUT, **out)
     print(f"wrote {OUT.name}: {sorted(out)} ({tf.__version__})")
 
