@@ -250,7 +250,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Load
     return LoadedGenerator(model=model, config=config, metadata=metadata)
 
 
-def import_bryandlee(src: str | Path, dst: str | Path, name: str | None = None) -> LoadedGenerator:
+def import_weights(src: str | Path, dst: str | Path, name: str | None = None) -> LoadedGenerator:
     """Convert a bryandlee .pt, a training checkpoint or a v1 TF checkpoint into our export at `dst`; returns
     what was written."""
     src = Path(src)

@@ -28,13 +28,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from animegan.weights import import_bryandlee  # torch and safetensors: only when the command runs
+    from animegan.weights import import_weights  # torch and safetensors: only when the command runs
 
     if args.dst.exists() and not args.force:
         raise ConfigError(f"{args.dst} exists; pass --force to overwrite it")
     if args.dst.suffix != ".safetensors":
         raise ConfigError(f"DST {args.dst} should end in .safetensors (the export is a safetensors file)")
-    loaded = import_bryandlee(args.src, args.dst, name=args.name)
+    loaded = import_weights(args.src, args.dst, name=args.name)
     params = sum(p.numel() for p in loaded.model.parameters())
     cfg = loaded.config
     print(

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from test_stylizer import tiny
 
 from animegan.errors import WeightsError
-from animegan.weights import describe, import_bryandlee, load_generator, save_generator
+from animegan.weights import describe, import_weights, load_generator, save_generator
 
 
 def sample_input(h: int = 36, w: int = 44) -> torch.Tensor:
@@ -58,7 +58,7 @@ def test_bryandlee_import_is_strict_and_matches_the_port(tmp_path):
     src = tmp_path / "paprika.pt"
     torch.save(state, src)
     dst = tmp_path / "paprika.safetensors"
-    import_bryandlee(src, dst)
+    import_weights(src, dst)
     loaded = load_generator(dst)
     cfg = loaded.config
     assert (cfg.arch, cfg.base_channels, cfg.upsample, cfg.norm_eps) == ("v2", 8, "align_corners", 1e-5)
@@ -93,7 +93,7 @@ def test_training_checkpoint_generator_part(tmp_path):
     )
     loaded = load_generator(path)
     assert loaded.config == model.config and loaded.metadata["step"] == 10
-    import_bryandlee(path, tmp_path / "exported.safetensors", name="my-style")
+    import_weights(path, tmp_path / "exported.safetensors", name="my-style")
     again = load_generator(tmp_path / "exported.safetensors")
     assert again.metadata["name"] == "my-style" and again.metadata["step"] == 10
     x = sample_input()
