@@ -1,6 +1,7 @@
 """Inference benchmark: ms per image of the fp32 eager path vs the fast path (bf16 weights, channels-last,
-optionally torch.compile) for v1 and v2 at 256/512/1024 px, PSNR of fast vs fp32, and the peak RSS of a
-tiled 4096x4096 stylization measured in a subprocess.  Usage: python bench/inference.py [--quick]
+optionally torch.compile) for v1 and v2 at 256/512/1024 px, PSNR of fast vs fp32, the fast path against the
+public PyTorch port of v2, and the peak RSS of a tiled 4096x4096 stylization measured in a subprocess.
+Usage: python bench/inference.py [--quick]
 """
 
 from __future__ import annotations
@@ -101,6 +102,48 @@ def generator_gmacs(model: torch.nn.Module, side: int) -> float:
     return counter.get_total_flops() / 2 / 1e9 * (side / 64) ** 2
 
 
+def port_comparison(
+    sizes: list[int], repeat: int, device: str, width: int | None, fast: InferenceOptions
+) -> None:
+    """v2 against the public PyTorch port (bryandlee/animegan2-pytorch model.py; the re-implementation from the
+    spec in tests/animegan/bl_reference.py) run as the port's test.py runs it: fp32, eager, NCHW, no_grad, on a
+    prepared tensor. Same weights (the port's format, imported as the worker imports a .pt), same image; ours
+    goes through the Stylizer (PIL in, PIL out), so its figure also pays the conversions."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from animegan.inference.tiling import to_tensor
+    from animegan.weights import bryandlee_config, build_loaded
+    from tests.animegan.bl_reference import Generator as PortGenerator
+    from tests.animegan.bl_reference import random_state_dict
+
+    state = random_state_dict(width=width or 32)
+    port = PortGenerator(width or 32).eval()
+    port.load_state_dict(state)
+    port.to(device)
+    ours = build_loaded(state, bryandlee_config(state, Path("port.pt")), Path("port.pt"))
+    print("| public port, v2 | px | port fp32 ms | our fast ms | speed-up | PSNR ours vs port dB |")
+    print("|---|---|---|---|---|---|")
+    for side in sizes:
+        image, _ = test_image(side)
+        x = to_tensor(np.asarray(image), torch.device(device))
+        with torch.no_grad():
+            y = port(x)
+            times = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                y = port(x)
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                times.append((time.perf_counter() - start) * 1000)
+        port_ms = statistics.median(times)
+        port_out = ((y[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+        fast_ms, out = time_stylize(Stylizer(ours, device=device, options=fast), image, repeat)
+        print(
+            f"| bryandlee port | {side} | {port_ms:.0f} | {fast_ms:.0f} | {port_ms / fast_ms:.1f}x "
+            f"| {psnr(Image.fromarray(port_out), out):.1f} |",
+            flush=True,
+        )
+
+
 def rss_child(arch: str, side: int, tile: int, width: int | None, device: str) -> None:
     """Run in a fresh process: stylize one side x side image with tiling and print peak RSS as JSON."""
     small, _ = test_image(1024)
@@ -187,6 +230,8 @@ def main() -> int:
                     comp_ms, _ = time_stylize(compiled, image, repeat)
                     row += f" {comp_ms:.0f} | {ref_ms / comp_ms:.1f}x |"
                 print(row, flush=True)
+    if "v2" in args.archs:
+        port_comparison(sizes, repeat, args.device, width, fast)
     if rss_side:
         for arch in args.archs:
             cmd = [

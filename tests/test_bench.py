@@ -32,6 +32,10 @@ def test_inference_bench_quick_prints_every_row_and_the_ceiling():
     assert all(rows), out
     # v1 twice per size (its fp32 encoder, then all bf16), v2 once; two sizes.
     assert [m.group(1) for m in rows] == ["v1", "v1 all bf16", "v1", "v1 all bf16", "v2", "v2"], out
+    port_rows = re.findall(
+        r"^\| bryandlee port \| (\d+) \| (\d+) \| (\d+) \| ([\d.]+)x \| ([\d.]+|inf) \|$", out, re.M
+    )
+    assert [int(row[0]) for row in port_rows] == [64, 128], out
     assert len(re.findall(r"tiled v[12] 512x512 .* peak RSS \d+ MB", out)) == 2, out
 
 
