@@ -61,7 +61,13 @@ def checkpoint_prefix(path: str | Path) -> Path | None:
                             return prefix
                     return None
         indexes = sorted(path.glob("*.index"))
-        return indexes[0].with_suffix("") if len(indexes) == 1 else None
+        if len(indexes) > 1:
+            names = ", ".join(index.stem for index in indexes[:5])
+            raise WeightsError(
+                f"{path} holds {len(indexes)} TensorFlow checkpoints ({names}) and no `checkpoint` state file "
+                "naming the latest; pass one PREFIX"
+            )
+        return indexes[0].with_suffix("") if indexes else None
     if path.suffix == ".index" and path.is_file():
         return path.with_suffix("")
     if path.name.rpartition(".")[2].startswith("data-") and path.is_file():

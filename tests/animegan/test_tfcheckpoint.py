@@ -43,6 +43,11 @@ def test_the_state_file_of_another_machine_still_resolves(tmp_path):
     (copy / "checkpoint").write_text('model_checkpoint_path: "/elsewhere/run/AnimeGAN.model-60"\n')
     assert checkpoint_prefix(copy) == copy / "AnimeGAN.model-60"
     assert checkpoint_prefix(tmp_path / "nothing") is None
+    (copy / "checkpoint").unlink()  # without a state file a folder must hold exactly one checkpoint
+    assert checkpoint_prefix(copy) == copy / "AnimeGAN.model-60"
+    shutil.copy(copy / "AnimeGAN.model-60.index", copy / "AnimeGAN.model-50.index")
+    with pytest.raises(WeightsError, match="holds 2 TensorFlow checkpoints .*AnimeGAN.model-50"):
+        checkpoint_prefix(copy)
 
 
 def test_the_generator_loads_with_tf_layouts_converted():
