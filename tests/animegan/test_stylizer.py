@@ -57,6 +57,18 @@ def test_original_mode_keeps_odd_and_tiny_sizes(arch, size):
     assert np.asarray(out).std() > 0 or size == (1, 1)
 
 
+@pytest.mark.parametrize("arch", ["v2", pytest.param("v1", marks=pytest.mark.slow)])
+def test_an_odd_8k_image_keeps_its_size(arch):
+    """7681 x 4321 (33 Mpx) at the default options: tiled, since whole it would need ~8 GB even at width 8; the
+    width-8 v2 takes ~25 s here, v1 (fp32) ~30 s, so v1 is in the slow tier."""
+    yy, xx = np.mgrid[0:4321, 0:7681]
+    rgb = np.stack([(xx * 3 + yy) % 256, (xx + 5 * yy) % 256, (xx * yy) % 256], axis=2).astype(np.uint8)
+    out = Stylizer(tiny(arch), options=InferenceOptions(size_mode="original")).stylize(Image.fromarray(rgb))
+    assert out.size == (7681, 4321) and out.mode == "RGB"
+    pixels = np.asarray(out)
+    assert pixels[:100].std() > 0 and pixels[-100:].std() > 0  # every band was stylized, not left blank
+
+
 def test_max_side_caps_and_keeps_aspect():
     s = Stylizer(tiny(), options=fp32(size_mode="max_side", max_side=48))
     assert s.stylize(photo(96, 40)).size == (48, 20)
