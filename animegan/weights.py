@@ -1,5 +1,5 @@
 """Generator weights files: our safetensors export, bryandlee/animegan2-pytorch .pt files, training checkpoints,
-and the original AnimeGAN v1 TensorFlow checkpoints (read without TensorFlow, animegan/tfcheckpoint.py).
+and the original AnimeGAN and AnimeGANv2 TensorFlow checkpoints (read without TensorFlow, animegan/tfcheckpoint.py).
 
 The export loads without unpickling anything; .pt files are read with torch.load(weights_only=True) only.
 """
@@ -22,8 +22,8 @@ from torch import nn
 
 from animegan.config import GeneratorConfig
 from animegan.errors import ConfigError, WeightsError
-from animegan.nn import build_generator
-from animegan.nn.generator_v1 import state_dict_from_tf
+from animegan.nn import build_generator, generator_v1, generator_v2
+from animegan.nn.tf_names import TF_SCOPE
 from animegan.tfcheckpoint import checkpoint_prefix, read_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ EXPORT_FORMAT_VERSION = 1
 ACCEPTED = (
     "our generator export (.safetensors, from `animegan import-weights` or training), "
     "a training checkpoint (.pt), a bryandlee/animegan2-pytorch v2 state dict (.pt), "
-    "or an AnimeGAN v1 TensorFlow checkpoint (its folder, PREFIX or PREFIX.index)"
+    "or an original AnimeGAN / AnimeGANv2 TensorFlow checkpoint (its folder, PREFIX or PREFIX.index)"
 )
 # The port's GroupNorm keeps PyTorch's default epsilon; the TF original used 1e-12 (spec section 4.1).
 BRYANDLEE_NORM_EPS = 1e-5
@@ -173,15 +173,21 @@ def _from_checkpoint(
     return state, config, metadata
 
 
-def _from_tf_v1(prefix: Path) -> tuple[dict[str, torch.Tensor], GeneratorConfig, dict[str, Any]]:
-    """The generator of an AnimeGAN v1 TF checkpoint (generator/G_MODEL/*; optimizer slots and D are skipped)."""
-    state = state_dict_from_tf(read_checkpoint(prefix))
-    width = int(state["b1.0.1.weight"].shape[0])  # 64 in the released checkpoints
-    config = GeneratorConfig(arch="v1", base_channels=width, upsample="tf_legacy")
+def _from_tf(prefix: Path) -> tuple[dict[str, torch.Tensor], GeneratorConfig, dict[str, Any]]:
+    """The generator of an original AnimeGAN (v1) or AnimeGANv2 TF checkpoint, as the TF code computes it:
+    legacy resize, TF's norm epsilons. Optimizer slots and the discriminator are skipped."""
+    tensors = read_checkpoint(prefix)
+    if f"{TF_SCOPE}/A/Conv/weights" in tensors:  # AG2 scopes A..E; AG1 has b1, b2, m, u2, u1
+        state = generator_v2.state_dict_from_tf(tensors)
+        arch, width = "v2", int(state["block_a.0.1.weight"].shape[0])  # 32 in the releases
+    else:
+        state = generator_v1.state_dict_from_tf(tensors)
+        arch, width = "v1", int(state["b1.0.1.weight"].shape[0])  # 64 in the releases
+    config = GeneratorConfig(arch=arch, base_channels=width, upsample="tf_legacy")
     metadata = {
-        "format": "tf v1 checkpoint",
+        "format": f"tf {arch} checkpoint",
         "name": prefix.name,
-        "arch": "v1",
+        "arch": arch,
         "source": f"tf:{prefix.name}",
     }
     return state, config, metadata
@@ -192,7 +198,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], GeneratorCo
     path = Path(path)
     prefix = checkpoint_prefix(path)
     if prefix is not None:
-        return _from_tf_v1(prefix)
+        return _from_tf(prefix)
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist (or is not a file); accepted: {ACCEPTED}")
     kind = sniff_format(path)
@@ -251,8 +257,8 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Load
 
 
 def import_weights(src: str | Path, dst: str | Path, name: str | None = None) -> LoadedGenerator:
-    """Convert a bryandlee .pt, a training checkpoint or a v1 TF checkpoint into our export at `dst`; returns
-    what was written."""
+    """Convert a bryandlee .pt, a training checkpoint or a TF checkpoint into our export at `dst`; returns what
+    was written."""
     src = Path(src)
     loaded = load_generator(src)
     if loaded.metadata.get("format") == "safetensors export":

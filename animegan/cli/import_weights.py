@@ -1,6 +1,6 @@
 """`animegan import-weights SRC DST`: convert a bryandlee/animegan2-pytorch .pt, a training checkpoint or an
-original AnimeGAN v1 TensorFlow checkpoint into our safetensors export, which carries its config and loads without
-unpickling.
+original AnimeGAN / AnimeGANv2 TensorFlow checkpoint into our safetensors export, which carries its config and loads
+without unpickling.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "src",
         type=Path,
-        help="bryandlee v2 .pt (e.g. paprika.pt), a training checkpoint, or a v1 TF checkpoint "
-        "(its folder, PREFIX such as AnimeGAN.model-60, or PREFIX.index)",
+        help="bryandlee v2 .pt (e.g. paprika.pt), a training checkpoint, or an AnimeGAN / AnimeGANv2 TF "
+        "checkpoint (its folder, PREFIX such as Hayao-64.ckpt, or PREFIX.index)",
     )
     p.add_argument("dst", type=Path, help="output .safetensors file")
     p.add_argument("--name", help="model name stored in the metadata (default: the source file's stem)")

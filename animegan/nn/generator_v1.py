@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from animegan.config import GeneratorConfig
-from animegan.errors import WeightsError
 from animegan.nn.layers import (
     ConvNormLReLU,
     InvertedResBlock,
@@ -21,11 +20,11 @@ from animegan.nn.layers import (
     pad_to_native,
     resize,
 )
+from animegan.nn.tf_names import CONV, DEPTHWISE, TF_SCOPE, VariableMap, convert, suffix
 
 # ops.instance_norm epsilon of the Conv-Blocks and IRBs; the separable convs use contrib's 1e-6.
 BLOCK_EPS = 1e-5
 N_IRB = 8
-TF_SCOPE = "generator/G_MODEL"
 
 
 def _cnl(cin: int, cout: int, kernel_size: int = 3) -> ConvNormLReLU:
@@ -101,50 +100,41 @@ class GeneratorV1(nn.Module):
         return out[..., :h, :w]
 
 
-# --- TF checkpoint mapping -------------------------------------------------------------------------------
-# TF names a scope's layers in creation order: Conv, Conv_1, ...; InstanceNorm, InstanceNorm_1, ...;
-# SeparableConv2d, SeparableConv2d_1, ... . In `Separable(s2) + Downsample` Python builds the left operand
-# first, so `strided` is SeparableConv2d_k and `resized` SeparableConv2d_{k+1}. IRB r{i}: Conv (expand) +
-# InstanceNorm, r{i}/w (depthwise), `1` (its IN), Conv_1 (project), `2` (its IN).
-# Layout: TF conv HWIO -> torch OIHW is permute(3, 2, 0, 1); depthwise (3, 3, C, 1) -> (C, 1, 3, 3) is
-# permute(2, 3, 0, 1).
-_CONV = (3, 2, 0, 1)
-_DEPTHWISE = (2, 3, 0, 1)
+# --- TF checkpoint mapping (animegan/nn/tf_names.py) -------------------------------------------------------
+# In `Separable(s2) + Downsample` Python builds the left operand first, so `strided` is SeparableConv2d_k and
+# `resized` SeparableConv2d_{k+1}. IRB r{i}: Conv (expand) + InstanceNorm, r{i}/w (depthwise), `1` (its IN),
+# Conv_1 (project), `2` (its IN).
 
 
-def _suffix(i: int) -> str:
-    return "" if i == 0 else f"_{i}"
+def _cnl_names(key: str, scope: str, i: int, out: VariableMap) -> None:
+    out[f"{key}.1.weight"] = (f"{scope}/Conv{suffix(i)}/weights", CONV)
+    out[f"{key}.2.weight"] = (f"{scope}/InstanceNorm{suffix(i)}/gamma", None)
+    out[f"{key}.2.bias"] = (f"{scope}/InstanceNorm{suffix(i)}/beta", None)
 
 
-def _cnl_names(key: str, scope: str, i: int, out: dict) -> None:
-    out[f"{key}.1.weight"] = (f"{scope}/Conv{_suffix(i)}/weights", _CONV)
-    out[f"{key}.2.weight"] = (f"{scope}/InstanceNorm{_suffix(i)}/gamma", None)
-    out[f"{key}.2.bias"] = (f"{scope}/InstanceNorm{_suffix(i)}/beta", None)
-
-
-def _sep_names(key: str, scope: str, i: int, out: dict) -> None:
-    tf = f"{scope}/SeparableConv2d{_suffix(i)}"
-    out[f"{key}.depthwise.weight"] = (f"{tf}/depthwise_weights", _DEPTHWISE)
-    out[f"{key}.pointwise.weight"] = (f"{tf}/pointwise_weights", _CONV)
+def _sep_names(key: str, scope: str, i: int, out: VariableMap) -> None:
+    tf = f"{scope}/SeparableConv2d{suffix(i)}"
+    out[f"{key}.depthwise.weight"] = (f"{tf}/depthwise_weights", DEPTHWISE)
+    out[f"{key}.pointwise.weight"] = (f"{tf}/pointwise_weights", CONV)
     out[f"{key}.norm.weight"] = (f"{tf}/InstanceNorm/gamma", None)
     out[f"{key}.norm.bias"] = (f"{tf}/InstanceNorm/beta", None)
 
 
-def _irb_names(key: str, scope: str, out: dict) -> None:
+def _irb_names(key: str, scope: str, out: VariableMap) -> None:
     _cnl_names(f"{key}.layers.0", scope, 0, out)
     name = scope.rsplit("/", 1)[1]
-    out[f"{key}.layers.1.1.weight"] = (f"{scope}/{name}/w", _DEPTHWISE)
+    out[f"{key}.layers.1.1.weight"] = (f"{scope}/{name}/w", DEPTHWISE)
     out[f"{key}.layers.1.2.weight"] = (f"{scope}/1/gamma", None)
     out[f"{key}.layers.1.2.bias"] = (f"{scope}/1/beta", None)
-    out[f"{key}.layers.2.weight"] = (f"{scope}/Conv_1/weights", _CONV)
+    out[f"{key}.layers.2.weight"] = (f"{scope}/Conv_1/weights", CONV)
     out[f"{key}.layers.3.weight"] = (f"{scope}/2/gamma", None)
     out[f"{key}.layers.3.bias"] = (f"{scope}/2/beta", None)
 
 
-def tf_variable_map() -> dict[str, tuple[str, tuple[int, int, int, int] | None]]:
+def tf_variable_map() -> VariableMap:
     """state_dict key -> (TF checkpoint variable name, permutation from the TF layout or None)."""
     s = TF_SCOPE
-    out: dict[str, tuple[str, tuple[int, int, int, int] | None]] = {}
+    out: VariableMap = {}
     _cnl_names("b1.0", f"{s}/b1", 0, out)
     _cnl_names("b1.1", f"{s}/b1", 1, out)
     _sep_names("b1.2.strided", f"{s}/b1", 0, out)
@@ -163,21 +153,11 @@ def tf_variable_map() -> dict[str, tuple[str, tuple[int, int, int, int] | None]]
     _sep_names("u1.0", f"{s}/u1", 0, out)
     _cnl_names("u1.1", f"{s}/u1", 0, out)
     _cnl_names("u1.2", f"{s}/u1", 1, out)
-    out["out_layer.0.weight"] = (f"{s}/Conv/weights", _CONV)
+    out["out_layer.0.weight"] = (f"{s}/Conv/weights", CONV)
     return out
 
 
 def state_dict_from_tf(tf_tensors: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """Convert the generator tensors of a TF v1 checkpoint (name -> array, TF layout) to a GeneratorV1
-    state dict (base 64). Extra TF variables (optimizer slots, discriminator) are ignored."""
-    missing = [name for name, _ in tf_variable_map().values() if name not in tf_tensors]
-    if missing:
-        raise WeightsError(
-            f"TF v1 generator checkpoint lacks {len(missing)} of 129 tensors, e.g. {missing[:3]}; "
-            "pass the variables of a generator/G_MODEL checkpoint (AnimeGAN v1)"
-        )
-    state = {}
-    for key, (name, perm) in tf_variable_map().items():
-        tensor = torch.from_numpy(np.asarray(tf_tensors[name], dtype=np.float32))
-        state[key] = tensor.permute(*perm).contiguous() if perm else tensor
-    return state
+    state dict. Extra TF variables (optimizer slots, discriminator) are ignored."""
+    return convert(tf_tensors, tf_variable_map(), "AnimeGAN v1 generator")

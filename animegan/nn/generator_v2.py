@@ -5,7 +5,9 @@ PyTorch port (bryandlee/animegan2-pytorch model.py, spec §4.1), so the port's .
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -19,6 +21,7 @@ from animegan.nn.layers import (
     pad_to_native,
     resize,
 )
+from animegan.nn.tf_names import CONV, DEPTHWISE, TF_SCOPE, VariableMap, convert, suffix
 
 
 class GeneratorV2(nn.Module):
@@ -89,3 +92,45 @@ class GeneratorV2(nn.Module):
         out = self.block_e(resize(out, x.shape[-2:], self.config.upsample))
         out = self.out_layer(out)
         return out[..., :h, :w]
+
+
+# --- TF checkpoint mapping (animegan/nn/tf_names.py) -------------------------------------------------------
+# AG2's scopes A..E hold Conv-Blocks named Conv{_i} + LayerNorm{_i} in creation order; in C the first and last
+# Conv-Blocks are Conv / Conv_1 around the IRBs r1..r4, each of which holds Conv + LayerNorm (expand),
+# r{n}/w + r{n}/bias (depthwise), `1` (its LN), Conv_1 (project) and `2` (its LN). The output conv is
+# out_layer/Conv. (The names bryandlee's convert_weights.py maps onto this module's keys, spec section 4.1.)
+
+
+def _cnl_names(key: str, scope: str, i: int, out: VariableMap) -> None:
+    out[f"{key}.1.weight"] = (f"{scope}/Conv{suffix(i)}/weights", CONV)
+    out[f"{key}.2.weight"] = (f"{scope}/LayerNorm{suffix(i)}/gamma", None)
+    out[f"{key}.2.bias"] = (f"{scope}/LayerNorm{suffix(i)}/beta", None)
+
+
+def tf_variable_map() -> VariableMap:
+    """state_dict key -> (TF checkpoint variable name, permutation from the TF layout or None); 77 tensors."""
+    s = TF_SCOPE
+    out: VariableMap = {}
+    for block, count in (("a", 3), ("b", 2), ("d", 2), ("e", 3)):
+        for i in range(count):
+            _cnl_names(f"block_{block}.{i}", f"{s}/{block.upper()}", i, out)
+    _cnl_names("block_c.0", f"{s}/C", 0, out)
+    _cnl_names("block_c.5", f"{s}/C", 1, out)
+    for n in range(1, 5):
+        key, scope = f"block_c.{n}.layers", f"{s}/C/r{n}"
+        _cnl_names(f"{key}.0", scope, 0, out)
+        out[f"{key}.1.1.weight"] = (f"{scope}/r{n}/w", DEPTHWISE)
+        out[f"{key}.1.1.bias"] = (f"{scope}/r{n}/bias", None)
+        out[f"{key}.1.2.weight"] = (f"{scope}/1/gamma", None)
+        out[f"{key}.1.2.bias"] = (f"{scope}/1/beta", None)
+        out[f"{key}.2.weight"] = (f"{scope}/Conv_1/weights", CONV)
+        out[f"{key}.3.weight"] = (f"{scope}/2/gamma", None)
+        out[f"{key}.3.bias"] = (f"{scope}/2/beta", None)
+    out["out_layer.0.weight"] = (f"{s}/out_layer/Conv/weights", CONV)
+    return out
+
+
+def state_dict_from_tf(tf_tensors: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Convert the generator tensors of a TF AnimeGANv2 checkpoint (e.g. generator_Hayao_weight/Hayao-64.ckpt)
+    to a GeneratorV2 state dict. Extra TF variables (optimizer slots, discriminator) are ignored."""
+    return convert(tf_tensors, tf_variable_map(), "AnimeGANv2 generator")

@@ -1,5 +1,6 @@
-"""Reading TensorFlow checkpoints without TensorFlow, on a fixture written by TensorFlow 2.21 itself (TF1 graph
-mode and tf.train.Saver, as the AnimeGAN v1 code saves; tests/animegan/data/make_tf_checkpoint.py)."""
+"""Reading TensorFlow checkpoints without TensorFlow, on fixtures written by TensorFlow 2.21 itself (TF1 graph
+mode and tf.train.Saver, as the AnimeGAN code saves: a v1 training checkpoint and a v2 generator-only one;
+tests/animegan/data/make_tf_checkpoint.py)."""
 
 from __future__ import annotations
 
@@ -13,24 +14,26 @@ from animegan.cli import main
 from animegan.errors import WeightsError
 from animegan.tfcheckpoint import checkpoint_prefix, read_checkpoint
 from animegan.weights import describe, load_generator
-from tests.animegan.tf_fixture import FIXTURE, WIDTH, fixture_input, value, variables
+from tests.animegan.tf_fixture import FIXTURE, FIXTURES, WIDTH, fixture_input, value, variables
 
 PREFIX = FIXTURE / "AnimeGAN.model-60"
 
 
-@pytest.mark.parametrize(
-    "given",
-    [
-        FIXTURE,
-        PREFIX,
-        PREFIX.with_name(PREFIX.name + ".index"),
-        PREFIX.with_name(PREFIX.name + ".data-00000-of-00001"),
-    ],
-    ids=["folder", "prefix", "index", "data"],
-)
-def test_every_variable_reads_back_exactly(given):
+PREFIXES = {"v1": PREFIX, "v2": FIXTURES["v2"] / "Hayao-64.ckpt"}
+
+
+@pytest.mark.parametrize("arch", ["v1", "v2"])
+@pytest.mark.parametrize("form", ["folder", "prefix", "index", "data"])
+def test_every_variable_reads_back_exactly(arch, form):
+    prefix = PREFIXES[arch]
+    given = {
+        "folder": prefix.parent,
+        "prefix": prefix,
+        "index": prefix.with_name(prefix.name + ".index"),
+        "data": prefix.with_name(prefix.name + ".data-00000-of-00001"),
+    }[form]
     tensors = read_checkpoint(given)
-    expected = variables()
+    expected = variables(arch)
     assert sorted(tensors) == sorted(expected)
     for name, shape in expected.items():
         assert tensors[name].dtype == np.float32 and tensors[name].shape == shape, name
@@ -98,18 +101,42 @@ def test_damaged_checkpoints_fail_with_the_reason(tmp_path):
         read_checkpoint(tmp_path / "missing")
 
 
-def test_the_port_computes_what_tensorflow_computes():
-    """tf_output.npy is TensorFlow's forward of the v1 graph (TF ops: REFLECT pads, separable_conv2d,
-    resize_bilinear without half-pixel centers, moments-based instance norm) on the same weights and input."""
-    tf_out = torch.from_numpy(np.load(FIXTURE / "tf_output.npy")).permute(0, 3, 1, 2).double()
+# arch -> (float64 tolerance, float32 tolerance). v1: the fixture's weights (up to +-1) make the graph chaotic
+# (an input change of 1e-7 moves the output by 7e-4), so the float64 port is compared, leaving TensorFlow's own
+# fp32 round-off (1.9e-4); its fp32 output is 2.3e-3 off (PyTorch's fp32 GroupNorm kernel). Mistakes show: v1
+# top/left stride-2 padding or half-pixel resizing 2.0, eps 1e-5 instead of 1e-6 in the separable convs 3.5e-4;
+# v2 (measured 1.5e-5 / 1.7e-5) align_corners or scale_factor upsampling 0.30 / 0.18.
+TOLERANCES = {"v1": (2.5e-4, 5e-3), "v2": (5e-5, 5e-5)}
+
+
+@pytest.mark.parametrize("arch", ["v1", "v2"])
+def test_the_port_computes_what_tensorflow_computes(arch):
+    """tf_output.npy is TensorFlow's forward of the AG1 / AG2 graph (TF ops: REFLECT pads, separable_conv2d or
+    biased depthwise_conv2d, resize_bilinear without half-pixel centers, moments-based instance / layer norm) on
+    the same weights and input."""
+    fixture = FIXTURES[arch]
+    tf_out = torch.from_numpy(np.load(fixture / "tf_output.npy")).permute(0, 3, 1, 2).double()
     x = torch.from_numpy(fixture_input()).permute(0, 3, 1, 2)
-    model = load_generator(FIXTURE).model
+    loaded = load_generator(fixture)
+    assert loaded.config.arch == arch and loaded.config.upsample == "tf_legacy"
     with torch.no_grad():
-        fp32 = model(x).double()
-        exact = model.double()(x.double())
-    # The fixture's weights (up to +-1) make the graph chaotic: an input change of 1e-7 moves the output by 7e-4.
-    # So compare in float64, where the port is exact and what remains is TensorFlow's own fp32 round-off
-    # (1.9e-4). Mistakes show: top/left stride-2 padding or half-pixel resizing give 2.0, eps 1e-5 instead of
-    # 1e-6 in the separable convs 3.5e-4.
-    assert (exact - tf_out).abs().max() < 2.5e-4
-    assert (fp32 - tf_out).abs().max() < 5e-3  # measured 2.3e-3: PyTorch's fp32 GroupNorm kernel's round-off
+        fp32 = loaded.model(x).double()
+        exact = loaded.model.double()(x.double())
+    exact_tol, fp32_tol = TOLERANCES[arch]
+    assert (exact - tf_out).abs().max() < exact_tol
+    assert (fp32 - tf_out).abs().max() < fp32_tol
+
+
+def test_v2_checkpoints_import_faithful_to_tensorflow():
+    """AG2's names (bryandlee's convert_weights.py maps the same ones) onto the port's keys, with the TF graph's
+    legacy resize and layer-norm epsilon 1e-12 rather than the port's align_corners and 1e-5."""
+    loaded = load_generator(PREFIXES["v2"])
+    assert loaded.metadata["format"] == "tf v2 checkpoint" and loaded.config.norm_eps == 1e-12
+    state = loaded.model.state_dict()
+    name = "generator/G_MODEL/C/r2/r2/bias"
+    assert torch.equal(
+        state["block_c.2.layers.1.1.bias"], torch.from_numpy(value(name, variables("v2")[name]))
+    )
+    name = "generator/G_MODEL/C/Conv_1/weights"  # the Conv-Block after the IRBs
+    expected = torch.from_numpy(value(name, variables("v2")[name])).permute(3, 2, 0, 1)
+    assert torch.equal(state["block_c.5.1.weight"], expected)

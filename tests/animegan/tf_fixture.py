@@ -1,6 +1,7 @@
-"""The TF v1 checkpoint fixture's contents (tests/animegan/data/tf_v1_w8/, written by real TensorFlow with
-make_tf_checkpoint.py): variable names and TF-layout shapes of a width-8 v1 generator plus a few variables a
-training checkpoint also holds, each filled with values the tests recompute here."""
+"""The TF checkpoint fixtures' contents (tests/animegan/data/tf_v1_w8/ and tf_v2_w8/, written by real TensorFlow
+with make_tf_checkpoint.py): variable names and TF-layout shapes of width-8 v1 and v2 generators plus a few
+variables a training checkpoint also holds, each filled with values the tests recompute here; and the inputs of the
+other TensorFlow references (make_tf_reference.py)."""
 
 from __future__ import annotations
 
@@ -10,24 +11,26 @@ from pathlib import Path
 import numpy as np
 
 from animegan.config import GeneratorConfig
-from animegan.nn import build_generator
-from animegan.nn.generator_v1 import tf_variable_map
+from animegan.nn import build_generator, generator_v1, generator_v2
 
-FIXTURE = Path(__file__).resolve().parent / "data" / "tf_v1_w8"
+DATA = Path(__file__).resolve().parent / "data"
+FIXTURE = DATA / "tf_v1_w8"  # the v1 one, which most tests use
+FIXTURES = {"v1": FIXTURE, "v2": DATA / "tf_v2_w8"}
 WIDTH = 8
+VARIABLE_MAPS = {"v1": generator_v1.tf_variable_map, "v2": generator_v2.tf_variable_map}
 # Variables that are not the generator's: the importer must skip them.
 EXTRAS = {
-    "generator/G_MODEL/b1/Conv/weights/Adam": (3, 3, 3, WIDTH),
-    "discriminator/conv_0/weights": (3, 3, 3, 32),
-    "beta1_power": (),
+    "v1": {"generator/G_MODEL/b1/Conv/weights/Adam": (3, 3, 3, WIDTH)},
+    "v2": {"generator/G_MODEL/A/Conv/weights/Adam": (7, 7, 3, WIDTH)},
 }
+COMMON_EXTRAS = {"discriminator/conv_0/weights": (3, 3, 3, 32), "beta1_power": ()}
 
 
-def variables() -> dict[str, tuple[int, ...]]:
-    """TF name -> TF-layout shape of every variable in the fixture."""
-    state = build_generator(GeneratorConfig(arch="v1", base_channels=WIDTH)).state_dict()
+def variables(arch: str = "v1") -> dict[str, tuple[int, ...]]:
+    """TF name -> TF-layout shape of every variable in the fixture of `arch`."""
+    state = build_generator(GeneratorConfig(arch=arch, base_channels=WIDTH)).state_dict()
     out = {}
-    for key, (name, perm) in tf_variable_map().items():
+    for key, (name, perm) in VARIABLE_MAPS[arch]().items():
         shape = tuple(state[key].shape)
         if perm is not None:  # torch = tf.permute(perm) -> tf shape[perm[i]] = torch shape[i]
             tf_shape = [0] * len(shape)
@@ -35,7 +38,7 @@ def variables() -> dict[str, tuple[int, ...]]:
                 tf_shape[axis] = shape[i]
             shape = tuple(tf_shape)
         out[name] = shape
-    return {**out, **EXTRAS}
+    return {**out, **EXTRAS[arch], **COMMON_EXTRAS}
 
 
 def value(name: str, shape: tuple[int, ...]) -> np.ndarray:
