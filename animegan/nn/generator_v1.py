@@ -20,7 +20,16 @@ from animegan.nn.layers import (
     pad_to_native,
     resize,
 )
-from animegan.nn.tf_names import CONV, DEPTHWISE, TF_SCOPE, VariableMap, convert, suffix
+from animegan.nn.tf_names import (
+    CONV,
+    DEPTHWISE,
+    TF_SCOPE,
+    VariableMap,
+    conv_block,
+    convert,
+    inverted_res_block,
+    suffix,
+)
 
 # ops.instance_norm epsilon of the Conv-Blocks and IRBs; the separable convs use contrib's 1e-6.
 BLOCK_EPS = 1e-5
@@ -107,9 +116,7 @@ class GeneratorV1(nn.Module):
 
 
 def _cnl_names(key: str, scope: str, i: int, out: VariableMap) -> None:
-    out[f"{key}.1.weight"] = (f"{scope}/Conv{suffix(i)}/weights", CONV)
-    out[f"{key}.2.weight"] = (f"{scope}/InstanceNorm{suffix(i)}/gamma", None)
-    out[f"{key}.2.bias"] = (f"{scope}/InstanceNorm{suffix(i)}/beta", None)
+    conv_block(out, key, scope, i, "InstanceNorm")
 
 
 def _sep_names(key: str, scope: str, i: int, out: VariableMap) -> None:
@@ -121,14 +128,7 @@ def _sep_names(key: str, scope: str, i: int, out: VariableMap) -> None:
 
 
 def _irb_names(key: str, scope: str, out: VariableMap) -> None:
-    _cnl_names(f"{key}.layers.0", scope, 0, out)
-    name = scope.rsplit("/", 1)[1]
-    out[f"{key}.layers.1.1.weight"] = (f"{scope}/{name}/w", DEPTHWISE)
-    out[f"{key}.layers.1.2.weight"] = (f"{scope}/1/gamma", None)
-    out[f"{key}.layers.1.2.bias"] = (f"{scope}/1/beta", None)
-    out[f"{key}.layers.2.weight"] = (f"{scope}/Conv_1/weights", CONV)
-    out[f"{key}.layers.3.weight"] = (f"{scope}/2/gamma", None)
-    out[f"{key}.layers.3.bias"] = (f"{scope}/2/beta", None)
+    inverted_res_block(out, key, scope, "InstanceNorm", dw_bias=False)
 
 
 def tf_variable_map() -> VariableMap:

@@ -21,7 +21,7 @@ from animegan.nn.layers import (
     pad_to_native,
     resize,
 )
-from animegan.nn.tf_names import CONV, DEPTHWISE, TF_SCOPE, VariableMap, convert, suffix
+from animegan.nn.tf_names import CONV, TF_SCOPE, VariableMap, conv_block, convert, inverted_res_block
 
 
 class GeneratorV2(nn.Module):
@@ -101,31 +101,17 @@ class GeneratorV2(nn.Module):
 # out_layer/Conv. (The names bryandlee's convert_weights.py maps onto this module's keys, spec section 4.1.)
 
 
-def _cnl_names(key: str, scope: str, i: int, out: VariableMap) -> None:
-    out[f"{key}.1.weight"] = (f"{scope}/Conv{suffix(i)}/weights", CONV)
-    out[f"{key}.2.weight"] = (f"{scope}/LayerNorm{suffix(i)}/gamma", None)
-    out[f"{key}.2.bias"] = (f"{scope}/LayerNorm{suffix(i)}/beta", None)
-
-
 def tf_variable_map() -> VariableMap:
     """state_dict key -> (TF checkpoint variable name, permutation from the TF layout or None); 77 tensors."""
     s = TF_SCOPE
     out: VariableMap = {}
     for block, count in (("a", 3), ("b", 2), ("d", 2), ("e", 3)):
         for i in range(count):
-            _cnl_names(f"block_{block}.{i}", f"{s}/{block.upper()}", i, out)
-    _cnl_names("block_c.0", f"{s}/C", 0, out)
-    _cnl_names("block_c.5", f"{s}/C", 1, out)
+            conv_block(out, f"block_{block}.{i}", f"{s}/{block.upper()}", i, "LayerNorm")
+    conv_block(out, "block_c.0", f"{s}/C", 0, "LayerNorm")
+    conv_block(out, "block_c.5", f"{s}/C", 1, "LayerNorm")
     for n in range(1, 5):
-        key, scope = f"block_c.{n}.layers", f"{s}/C/r{n}"
-        _cnl_names(f"{key}.0", scope, 0, out)
-        out[f"{key}.1.1.weight"] = (f"{scope}/r{n}/w", DEPTHWISE)
-        out[f"{key}.1.1.bias"] = (f"{scope}/r{n}/bias", None)
-        out[f"{key}.1.2.weight"] = (f"{scope}/1/gamma", None)
-        out[f"{key}.1.2.bias"] = (f"{scope}/1/beta", None)
-        out[f"{key}.2.weight"] = (f"{scope}/Conv_1/weights", CONV)
-        out[f"{key}.3.weight"] = (f"{scope}/2/gamma", None)
-        out[f"{key}.3.bias"] = (f"{scope}/2/beta", None)
+        inverted_res_block(out, f"block_c.{n}", f"{s}/C/r{n}", "LayerNorm", dw_bias=True)
     out["out_layer.0.weight"] = (f"{s}/out_layer/Conv/weights", CONV)
     return out
 

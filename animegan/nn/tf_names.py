@@ -26,6 +26,28 @@ def suffix(i: int) -> str:
     return "" if i == 0 else f"_{i}"
 
 
+def conv_block(out: VariableMap, key: str, scope: str, i: int, norm: str) -> None:
+    """A TF Conv-Block (Conv{_i} + {norm}{_i}, norm InstanceNorm or LayerNorm) onto ConvNormLReLU `key`."""
+    out[f"{key}.1.weight"] = (f"{scope}/Conv{suffix(i)}/weights", CONV)
+    out[f"{key}.2.weight"] = (f"{scope}/{norm}{suffix(i)}/gamma", None)
+    out[f"{key}.2.bias"] = (f"{scope}/{norm}{suffix(i)}/beta", None)
+
+
+def inverted_res_block(out: VariableMap, key: str, scope: str, norm: str, dw_bias: bool) -> None:
+    """A TF IRB scope r{n}: Conv + {norm} (expand), r{n}/w (+ r{n}/bias in v2, the depthwise conv), `1` (its
+    norm), Conv_1 (project), `2` (its norm) onto InvertedResBlock `key`."""
+    conv_block(out, f"{key}.layers.0", scope, 0, norm)
+    name = scope.rsplit("/", 1)[1]
+    out[f"{key}.layers.1.1.weight"] = (f"{scope}/{name}/w", DEPTHWISE)
+    if dw_bias:
+        out[f"{key}.layers.1.1.bias"] = (f"{scope}/{name}/bias", None)
+    out[f"{key}.layers.1.2.weight"] = (f"{scope}/1/gamma", None)
+    out[f"{key}.layers.1.2.bias"] = (f"{scope}/1/beta", None)
+    out[f"{key}.layers.2.weight"] = (f"{scope}/Conv_1/weights", CONV)
+    out[f"{key}.layers.3.weight"] = (f"{scope}/2/gamma", None)
+    out[f"{key}.layers.3.bias"] = (f"{scope}/2/beta", None)
+
+
 def convert(
     tf_tensors: Mapping[str, np.ndarray], variables: VariableMap, what: str
 ) -> dict[str, torch.Tensor]:
