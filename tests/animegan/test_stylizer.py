@@ -59,8 +59,8 @@ def test_original_mode_keeps_odd_and_tiny_sizes(arch, size):
 
 @pytest.mark.parametrize("arch", ["v2", pytest.param("v1", marks=pytest.mark.slow)])
 def test_an_odd_8k_image_keeps_its_size(arch):
-    """7681 x 4321 (33 Mpx) at the default options: tiled, since whole it would need 6-8 GB even at width 8 (the LIVE_MAPS estimate); the
-    width-8 v2 takes ~25 s here, v1 (fp32) ~30 s, so v1 is in the slow tier."""
+    """7681 x 4321 (33 Mpx) at the default options: tiled, since whole it would need 6-8 GB even at width 8
+    (the LIVE_MAPS estimate); the width-8 v2 takes ~25 s here, v1 (fp32) ~30 s, so v1 is in the slow tier."""
     yy, xx = np.mgrid[0:4321, 0:7681]
     rgb = np.stack([(xx * 3 + yy) % 256, (xx + 5 * yy) % 256, (xx * yy) % 256], axis=2).astype(np.uint8)
     out = Stylizer(tiny(arch), options=InferenceOptions(size_mode="original")).stylize(Image.fromarray(rgb))
