@@ -137,6 +137,39 @@ class LossWeights:
         return _from_dict(cls, data)
 
 
+@dataclass(frozen=True)
+class PairedLossWeights:
+    """Weights of the named terms of paired (photo -> target) and teacher-distillation training; none needs VGG
+    but `perceptual`. Defaults: the recipe chosen by measurement in bench/RESULTS-paired.md."""
+
+    pixel: float = 1.0  # L1 between G(photo) and the target
+    ssim: float = 1.0  # 1 - SSIM(G(photo), target): local structure and contrast (outlines, flat areas)
+    gradient: float = 0.0  # L1 between the image gradients of G(photo) and of the target
+    color: float = 0.0  # YUV colour loss (L1 on Y, Huber on U and V) against the target
+    tv: float = 0.0  # total variation of G(photo)
+    perceptual: float = 0.0  # VGG19 conv4_4 feature L1 against the target; > 0 needs a VGG19 file
+    adv: float = 0.0  # LSGAN term of G (D tells targets from G's outputs); 0 trains no discriminator
+    d_adv: float = 1.0  # multiplies D's LSGAN loss (targets -> 1, G(photo) -> 0)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ConfigError(f"PairedLossWeights.{f.name}={value!r} must be a number >= 0")
+            object.__setattr__(self, f.name, float(value))
+        if not any(getattr(self, name) for name in ("pixel", "ssim", "gradient", "color", "perceptual")):
+            raise ConfigError(
+                "PairedLossWeights: at least one of pixel, ssim, gradient, color, perceptual must be > 0"
+            )
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PairedLossWeights:
+        return _from_dict(cls, data)
+
+
 # v1: AG1 train.py HEAD defaults (spec 1.7). v2: AG2 train.py per-style comments (spec 2.4), g/d_adv 300.
 LOSS_PRESETS: dict[str, LossWeights] = {
     "v1": LossWeights(),

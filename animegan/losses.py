@@ -1,5 +1,6 @@
 """AnimeGAN losses as named terms (AG1/AG2 tools/ops.py, spec §1.6, §2.4): LSGAN, VGG content and Gram style,
-YUV colour, total variation, and the weighted totals of G, D and the init phase.
+YUV colour, total variation, and the weighted totals of G, D and the init phase; and the paired/distillation
+losses (pixel L1, SSIM, gradient L1, colour, TV, optional VGG perceptual and LSGAN terms).
 
 Every reduction runs in fp32 with autocast off, so the losses are safe when G, D and VGG run under bf16 autocast.
 """
@@ -12,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from animegan.config import LossWeights
+from animegan.config import LossWeights, PairedLossWeights
+from animegan.metrics import ssim
 
 # tf.image.rgb_to_yuv kernel: yuv = rgb @ YUV_KERNEL (rows R, G, B; columns Y, U, V).
 YUV_KERNEL = (
@@ -158,4 +160,75 @@ class AnimeGANLoss(nn.Module):
         )
         out = {name: value.detach() for name, value in terms.items()}
         out["total"] = w.d_adv * weighted
+        return out
+
+
+def gradient_loss(target: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """L1 between horizontal and vertical finite differences: penalises missing or extra edges."""
+    with _fp32(fake):
+        t, f = target.float(), fake.float()
+        dh = F.l1_loss(f[:, :, 1:] - f[:, :, :-1], t[:, :, 1:] - t[:, :, :-1])
+        dw = F.l1_loss(f[..., 1:] - f[..., :-1], t[..., 1:] - t[..., :-1])
+        return dh + dw
+
+
+class PairedLoss(nn.Module):
+    """Loss dicts of paired and teacher-distillation training. `vgg` is needed only for the perceptual term.
+
+    Images are (B, 3, H, W) in [-1, 1]; each method returns {term: 0-dim fp32 tensor} with "total" carrying the graph.
+    """
+
+    def __init__(self, weights: PairedLossWeights, vgg: nn.Module | None = None) -> None:
+        super().__init__()
+        if weights.perceptual > 0 and vgg is None:
+            raise ValueError("PairedLoss: the perceptual term needs a VGG19 feature extractor")
+        self.weights = weights
+        self.vgg = vgg
+
+    def init_phase(self, photo: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Reconstruction warm-up: G learns to give the photo back (a start at the do-nothing baseline)."""
+        with _fp32(fake):
+            reconstruction = F.l1_loss(fake.float(), photo.float())
+        return {"reconstruction": reconstruction.detach(), "total": reconstruction}
+
+    def generator(
+        self, target: torch.Tensor, fake: torch.Tensor, d_fake: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        """G's terms against the target; d_fake = D(fake), or None when no discriminator is trained."""
+        w = self.weights
+        terms: dict[str, torch.Tensor] = {}
+        total = fake.new_zeros((), dtype=torch.float32)
+        with _fp32(fake):
+            f, t = fake.float(), target.float()
+            parts = {
+                "pixel": lambda: F.l1_loss(f, t),
+                "ssim": lambda: 1 - ssim(f, t),
+                "gradient": lambda: gradient_loss(t, f),
+                "color": lambda: color_loss(t, f),
+                "tv": lambda: total_variation_loss(f),
+            }
+            for name, compute in parts.items():
+                weight = getattr(w, name)
+                if weight > 0:
+                    terms[name] = compute()
+                    total = total + weight * terms[name]
+        if w.perceptual > 0:
+            with torch.no_grad():
+                reference = self.vgg(target)
+            terms["perceptual"] = content_loss(reference, self.vgg(fake))
+            total = total + w.perceptual * terms["perceptual"]
+        if w.adv > 0:
+            if d_fake is None:
+                raise ValueError("PairedLoss.generator: adv > 0 needs the discriminator's logits of the fake")
+            terms["adv"] = lsgan_real(d_fake)
+            total = total + w.adv * terms["adv"]
+        out = {name: value.detach() for name, value in terms.items()}
+        out["total"] = total
+        return out
+
+    def discriminator(self, d_target: torch.Tensor, d_fake: torch.Tensor) -> dict[str, torch.Tensor]:
+        """D step on logits of the targets (-> 1) and of G(photo) detached (-> 0)."""
+        terms = {"real": lsgan_real(d_target), "fake": lsgan_fake(d_fake)}
+        out = {name: value.detach() for name, value in terms.items()}
+        out["total"] = self.weights.d_adv * (terms["real"] + terms["fake"])
         return out

@@ -173,3 +173,67 @@ def check_dataset_archive(source: bytes | Path, name: str, max_total_bytes: int)
     """Check a training dataset archive (zip of images) from its directory only; return its image count."""
     with _zip(source, name) as zf:
         return len(_image_entries(zf, name, max_total_bytes))
+
+
+# EXIF orientations that turn the stored image a quarter turn: its displayed width and height swap.
+_QUARTER_TURNS = {5, 6, 7, 8}
+MAX_LISTED_PROBLEMS = 20
+
+
+def _displayed_sizes(zf: zipfile.ZipFile, entries: list[zipfile.ZipInfo], archive: str) -> dict[str, tuple]:
+    """stem -> (file name, (width, height) as displayed) of each image entry, from its header only."""
+    out: dict[str, tuple] = {}
+    for info in entries:
+        base = posixpath.basename(info.filename)
+        stem = posixpath.splitext(base)[0]
+        if stem in out:
+            raise ApiError(
+                422, "bad_dataset", f"{archive}: two images are named {stem!r}; names must be unique"
+            )
+        try:
+            with zf.open(info) as f, Image.open(io.BytesIO(f.read())) as img:
+                width, height = img.size
+                if img.getexif().get(0x0112) in _QUARTER_TURNS:
+                    width, height = height, width
+        except (OSError, UnidentifiedImageError, zipfile.BadZipFile, Image.DecompressionBombError) as exc:
+            raise ApiError(422, "bad_dataset", f"{archive}: {base} is not a readable image ({exc})") from exc
+        out[stem] = (base, (width, height))
+    return out
+
+
+def _reference_size(width: int, height: int) -> tuple[int, int]:
+    """AnimeGAN test.py's output size (animegan.data.paired / stylizer's rule; kept torch-free here)."""
+    return (256 if width < 256 else width - width % 32, 256 if height <= 256 else height - height % 32)
+
+
+def check_paired_archives(photos: Path, targets: Path, max_total_bytes: int) -> int:
+    """Photos and targets must pair up by file name, each target the photo's size or its reference size.
+
+    Every problem is named in one 422, so a user fixes the whole dataset in one go; returns the pair count.
+    """
+    with _zip(photos, "photos") as pz, _zip(targets, "targets") as tz:
+        photo_sizes = _displayed_sizes(pz, _image_entries(pz, "photos", max_total_bytes), "photos")
+        target_sizes = _displayed_sizes(tz, _image_entries(tz, "targets", max_total_bytes), "targets")
+    problems = [
+        f"photo {photo_sizes[s][0]} has no target" for s in sorted(photo_sizes.keys() - target_sizes.keys())
+    ]
+    problems += [
+        f"target {target_sizes[s][0]} has no photo" for s in sorted(target_sizes.keys() - photo_sizes.keys())
+    ]
+    for stem in sorted(photo_sizes.keys() & target_sizes.keys()):
+        (name, (pw, ph)), (tname, (tw, th)) = photo_sizes[stem], target_sizes[stem]
+        if (tw, th) not in {(pw, ph), _reference_size(pw, ph)}:
+            rw, rh = _reference_size(pw, ph)
+            problems.append(f"{tname} is {tw}x{th}; its photo {name} is {pw}x{ph} (reference size {rw}x{rh})")
+    if problems:
+        shown = "; ".join(problems[:MAX_LISTED_PROBLEMS])
+        more = (
+            f"; and {len(problems) - MAX_LISTED_PROBLEMS} more" if len(problems) > MAX_LISTED_PROBLEMS else ""
+        )
+        raise ApiError(
+            422,
+            "unmatched_pairs",
+            f"photos and targets must pair up by file name, each target the photo's size or its reference size: "
+            f"{shown}{more}",
+        )
+    return len(photo_sizes)

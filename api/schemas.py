@@ -28,6 +28,14 @@ class TrainPreset(StrEnum):
     v2_hayao = "v2-hayao"
     v2_paprika = "v2-paprika"
     v2_shinkai = "v2-shinkai"
+    paired = "paired"
+    distill = "distill"
+
+
+class TrainingMode(StrEnum):
+    unpaired = "unpaired"  # photos + style images: the AnimeGAN recipe (the worker needs VGG19 weights)
+    paired = "paired"  # photos + targets of the same file names: learn photo -> target
+    distill = "distill"  # photos + a teacher model: a (smaller) student learns the teacher's outputs
 
 
 class UploadPurpose(StrEnum):
@@ -116,6 +124,21 @@ class LossWeightsIn(BaseModel):
     tv: float | None = Field(None, ge=0, le=100)
 
 
+class PairedLossWeightsIn(BaseModel):
+    """Overrides of the paired/distill loss weights (TrainConfig.paired_losses); omitted ones keep the preset's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pixel: float | None = Field(None, ge=0, le=1000, description="L1 to the target")
+    ssim: float | None = Field(None, ge=0, le=1000, description="1 - SSIM to the target")
+    gradient: float | None = Field(None, ge=0, le=1000, description="L1 of image gradients")
+    color: float | None = Field(None, ge=0, le=1000, description="YUV colour loss")
+    tv: float | None = Field(None, ge=0, le=1000, description="total variation")
+    perceptual: float | None = Field(None, ge=0, le=1000, description="VGG19 feature L1 (needs VGG weights)")
+    adv: float | None = Field(None, ge=0, le=1000, description="LSGAN term of G; 0 trains no discriminator")
+    d_adv: float | None = Field(None, ge=0, le=1000, description="weight of the discriminator's loss")
+
+
 class TrainingHyperparameters(BaseModel):
     """Training options: a preset plus overrides; omitted fields keep the preset's reference values."""
 
@@ -126,7 +149,9 @@ class TrainingHyperparameters(BaseModel):
         },
     )
 
-    preset: TrainPreset = TrainPreset.v2_hayao
+    preset: TrainPreset | None = Field(
+        None, description="defaults: v2-hayao (unpaired mode), paired (paired mode), distill (teacher mode)"
+    )
     image_size: int | None = Field(None, ge=32, le=1024, multiple_of=32, description="training crop size")
     batch_size: int | None = Field(None, ge=1, le=64)
     epochs: int | None = Field(None, ge=1, le=1000)
@@ -135,17 +160,23 @@ class TrainingHyperparameters(BaseModel):
     lr_g: float | None = Field(None, gt=0, le=1)
     lr_d: float | None = Field(None, gt=0, le=1)
     loss_weights: LossWeightsIn | None = None
+    paired_losses: PairedLossWeightsIn | None = None
     base_channels: int | None = Field(None, ge=4, le=128, description="generator width (v2 reference: 32)")
     max_steps: int | None = Field(None, ge=1, le=10_000_000, description="stop after this many steps")
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
 
 
 class TrainingForm(FormModel):
-    """POST /v1/trainings form fields; datasets are `photos`/`styles` zip parts or their upload ids."""
+    """POST /v1/trainings form fields; datasets are `photos`/`styles`/`targets` zip parts or their upload ids."""
 
-    file_parts: ClassVar[tuple[str, ...]] = ("photos", "styles")
+    file_parts: ClassVar[tuple[str, ...]] = ("photos", "styles", "targets")
 
     name: str = Field(min_length=1, max_length=64, description="name of the model the run registers")
+    mode: TrainingMode = Field(
+        TrainingMode.unpaired,
+        description="unpaired: photos + styles; paired: photos + targets (same file names); "
+        "distill: photos + teacher",
+    )
     hyperparameters: str = Field(
         "{}",
         description="JSON object, schema #/components/schemas/TrainingHyperparameters",
@@ -153,6 +184,8 @@ class TrainingForm(FormModel):
     )
     photos_upload_id: str | None = Field(None, max_length=64)
     styles_upload_id: str | None = Field(None, max_length=64)
+    targets_upload_id: str | None = Field(None, max_length=64)
+    teacher: str | None = Field(None, max_length=64, description="distill: the model whose outputs to learn")
     fine_tune_from: str | None = Field(None, max_length=64, description="start G from this model's weights")
     webhook_url: str | None = Field(None, max_length=2048)
 

@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # the torch-heavy modules load only when a command runs, keep
     from animegan.training import TrainConfig
 
 # CLI-only keys a JSON config file may hold besides the TrainConfig fields.
-PATH_KEYS = ("photos", "styles", "smoothed", "val_photos", "run_dir")
+PATH_KEYS = ("photos", "styles", "targets", "smoothed", "val_photos", "run_dir")
 # flag dest -> TrainConfig field (None values are "not given")
 FLAG_FIELDS = {
     "vgg_weights": "vgg_weights",
@@ -33,6 +33,7 @@ FLAG_FIELDS = {
     "init_lr": "init_lr",
     "g_lr": "g_lr",
     "d_lr": "d_lr",
+    "teacher": "teacher",
 }
 
 
@@ -40,17 +41,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
         help="train an AnimeGAN style (resumable)",
-        description="Train an AnimeGAN generator on a folder of photos and a folder of style images. "
-        "Rerun the same command to resume from the run directory's latest checkpoint.",
+        description="Train an AnimeGAN generator: unpaired (photos + style images, the AnimeGAN recipe; needs "
+        "VGG19 weights), paired (--paired: photos + targets of the same names) or distilled from a teacher "
+        "(--teacher MODEL: photos only). Rerun the same command to resume from the run directory's latest "
+        "checkpoint.",
     )
     p.add_argument(
         "--config",
         type=Path,
         help="JSON file: TrainConfig fields (+ photos, styles, smoothed, val_photos, run_dir)",
     )
-    p.add_argument("--preset", help="v1, v2-hayao (default), v2-paprika or v2-shinkai")
+    p.add_argument(
+        "--preset",
+        help="v1, v2-hayao (default), v2-paprika, v2-shinkai; paired (--paired), distill (--teacher)",
+    )
     p.add_argument("--photos", help="folder of real photos")
-    p.add_argument("--styles", help="folder of style (anime) images")
+    p.add_argument("--styles", help="folder of style (anime) images (unpaired mode)")
+    p.add_argument(
+        "--paired",
+        action="store_true",
+        help="paired mode: learn photo -> target from --targets (no VGG19 file needed)",
+    )
+    p.add_argument(
+        "--targets",
+        help="folder of target images named as the photos (the photo's size or its reference size)",
+    )
+    p.add_argument(
+        "--teacher",
+        help="distill mode: learn the outputs of this generator file (any format `animegan info` reads)",
+    )
     p.add_argument("--smoothed", help="folder of pre-smoothed style images (default: computed and cached)")
     p.add_argument(
         "--val-photos", help="folder of photos for the sample grids (default: first training photos)"
@@ -118,8 +137,13 @@ def resolve(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, str | None
     own = Path(paths["run_dir"]) / "config.json"
     if args.config is None and args.preset is None and own.is_file():
         base = TrainConfig.load(own).to_dict()  # rerun of an existing run: its own config is the base
-    preset = args.preset or base.pop("preset", None) or "v2-hayao"
+    if args.paired and args.teacher:
+        raise ConfigError("give --paired (photos + targets) or --teacher (photos only), not both")
+    mode_preset = "paired" if args.paired else "distill" if args.teacher else None
+    preset = args.preset or mode_preset or base.pop("preset", None) or "v2-hayao"
     base.pop("preset", None)
+    if mode_preset is not None:
+        base["mode"] = mode_preset
     for dest, name in FLAG_FIELDS.items():
         if getattr(args, dest) is not None:
             base[name] = getattr(args, dest)
@@ -137,31 +161,46 @@ def resolve(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, str | None
         else:
             base[head] = _parse_value(value)
     config = TrainConfig.from_preset(preset, **base)
-    for key in ("photos", "styles"):
+    needed = {"unpaired": ("photos", "styles"), "paired": ("photos", "targets"), "distill": ("photos",)}
+    for key in needed[config.mode]:
         if paths[key] is None:
-            raise ConfigError(f"give --{key} (or {key} in --config)")
+            raise ConfigError(f"give --{key} (or {key} in --config) for the {config.mode} mode")
     return config, paths
 
 
 def dry_run(config: TrainConfig, paths: dict[str, str | None]) -> int:
+    """Read every input the run would read (images, VGG19, teacher) and print the plan; train nothing."""
     from animegan.data import load_image_set
+    from animegan.data.paired import load_pairs, load_photos
     from animegan.nn import VGG19Features
+    from animegan.weights import load_generator
 
-    photos = load_image_set(paths["photos"], "photo", config.image_size)
-    styles = load_image_set(paths["styles"], "style", config.image_size)
-    for key, role in (("smoothed", "smoothed style"), ("val_photos", "val photo")):
-        if paths[key] is not None:
-            load_image_set(paths[key], role, config.image_size)
-    if not config.vgg_weights:
-        raise ConfigError("give --vgg-weights: the path of a local VGG19 weights file")
-    VGG19Features(config.vgg_weights)
-    per_epoch = max(max(len(photos), len(styles)) // config.batch_size, 1)
+    if config.mode == "unpaired":
+        photos = load_image_set(paths["photos"], "photo", config.image_size)
+        styles = load_image_set(paths["styles"], "style", config.image_size)
+        for key, role in (("smoothed", "smoothed style"), ("val_photos", "val photo")):
+            if paths[key] is not None:
+                load_image_set(paths[key], role, config.image_size)
+        count, what = max(len(photos), len(styles)), f"{len(photos)} photos, {len(styles)} style images"
+    elif config.mode == "paired":
+        pairs = load_pairs(paths["photos"], paths["targets"], max_side=config.max_side)
+        count, what = len(pairs), f"{len(pairs)} photo/target pairs"
+    else:
+        photos = load_photos(paths["photos"], max_side=config.max_side)
+        teacher = load_generator(config.teacher)
+        count = len(photos)
+        what = f"{count} photos, teacher {config.teacher} ({teacher.config.arch}, width {teacher.config.base_channels})"
+    if config.needs_vgg:
+        if not config.vgg_weights:
+            raise ConfigError("give --vgg-weights: the path of a local VGG19 weights file")
+        VGG19Features(config.vgg_weights)
+    per_epoch = max(count // config.batch_size, 1)
     total = config.epochs * per_epoch
     if config.max_total_steps:
         total = min(total, config.max_total_steps)
     print(json.dumps(config.to_dict(), indent=2, sort_keys=True))
     print(
-        f"inputs ok: {len(photos)} photos, {len(styles)} style images; {per_epoch} steps per epoch, "
+        f"inputs ok ({config.mode}): {what}; {per_epoch} steps per epoch, "
         f"{total} steps in all; run dir {paths['run_dir']}"
     )
     return 0
@@ -197,6 +236,7 @@ def run(args: argparse.Namespace) -> int:
         should_stop=lambda: bool(stop_requested),
         smoothed=paths["smoothed"],
         val_photos=paths["val_photos"],
+        targets=paths["targets"],
     )
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:

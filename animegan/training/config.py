@@ -12,10 +12,19 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from animegan.config import LOSS_PRESETS, DiscriminatorConfig, GeneratorConfig, LossWeights
+from animegan.config import (
+    LOSS_PRESETS,
+    DiscriminatorConfig,
+    GeneratorConfig,
+    LossWeights,
+    PairedLossWeights,
+)
 from animegan.errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16")
+# unpaired: the AnimeGAN recipe (photos + style images, VGG19 needed); paired: (photo, target) pairs;
+# distill: targets made on the fly by a teacher generator from photos alone.
+MODES = ("unpaired", "paired", "distill")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
 # Fields that may change between segments of one run without changing what it computes (or that are
@@ -35,6 +44,7 @@ RUNTIME_FIELDS = frozenset(
         "smooth_cache_dir",
         "vgg_weights",
         "init_generator",
+        "teacher",
     }
 )
 
@@ -55,6 +65,17 @@ _V2_SCHEDULE = {
     "g_lr": 2e-5,
     "d_lr": 4e-5,
 }
+# Paired and distillation schedules, chosen by measurement (bench/RESULTS-paired.md): Adam at 2e-4 as pix2pix,
+# a short reconstruction warm-up so G starts at the photo rather than at noise.
+_PAIRED_SCHEDULE = {
+    "image_size": 256,
+    "batch_size": 4,
+    "epochs": 2000,
+    "init_epochs": 5,
+    "init_lr": 2e-4,
+    "g_lr": 2e-4,
+    "d_lr": 2e-4,
+}
 PRESETS: dict[str, dict[str, Any]] = {
     "v1": {
         "generator": GeneratorConfig(arch="v1"),
@@ -71,8 +92,27 @@ PRESETS: dict[str, dict[str, Any]] = {
         }
         for name in ("v2-hayao", "v2-paprika", "v2-shinkai")
     },
+    "paired": {
+        "mode": "paired",
+        "generator": GeneratorConfig(arch="v2"),
+        "discriminator": DiscriminatorConfig(arch="v2"),
+        **_PAIRED_SCHEDULE,
+    },
+    # A student of a quarter of v2's width (about 1/4 of the MACs) learning a teacher's outputs; no warm-up.
+    "distill": {
+        "mode": "distill",
+        "generator": GeneratorConfig(arch="v2", base_channels=16),
+        "discriminator": DiscriminatorConfig(arch="v2"),
+        **_PAIRED_SCHEDULE,
+        "init_epochs": 0,
+    },
 }
-_NESTED = {"generator": GeneratorConfig, "discriminator": DiscriminatorConfig, "losses": LossWeights}
+_NESTED = {
+    "generator": GeneratorConfig,
+    "discriminator": DiscriminatorConfig,
+    "losses": LossWeights,
+    "paired_losses": PairedLossWeights,
+}
 
 
 @dataclass(frozen=True)
@@ -80,10 +120,18 @@ class TrainConfig:
     """One training run. Defaults are the v2-hayao preset; use TrainConfig.from_preset for the others."""
 
     preset: str = "v2-hayao"  # preset the defaults came from (recorded for humans; fields below rule)
+    mode: str = "unpaired"  # "unpaired" (AnimeGAN), "paired" (photo, target) or "distill" (teacher's targets)
     generator: GeneratorConfig = field(default_factory=lambda: GeneratorConfig(arch="v2"))
     discriminator: DiscriminatorConfig = field(default_factory=lambda: DiscriminatorConfig(arch="v2"))
-    losses: LossWeights = field(default_factory=lambda: LOSS_PRESETS["v2-hayao"])
-    vgg_weights: str = ""  # local VGG19 weights file (vgg19.npy or converted); required, never downloaded
+    losses: LossWeights = field(default_factory=lambda: LOSS_PRESETS["v2-hayao"])  # unpaired mode's terms
+    paired_losses: PairedLossWeights = field(default_factory=PairedLossWeights)  # paired and distill terms
+    teacher: str | None = None  # distill: the teacher generator file (any file load_generator accepts)
+    max_side: int | None = (
+        None  # paired/distill: scale images down so the longer side fits (memory); None: as is
+    )
+    vgg_weights: str = (
+        ""  # local VGG19 weights file (vgg19.npy or converted): unpaired mode and perceptual terms
+    )
     image_size: int = 256  # square training crops (reference: 256)
     batch_size: int = 12  # images per step for each of photo, anime and smooth streams
     epochs: int = 101  # total epochs, init epochs included (reference `epoch`)
@@ -147,8 +195,17 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.precision={self.precision!r} is not one of {PRECISIONS}")
         if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
             raise ConfigError(f"TrainConfig.device={self.device!r}; use auto, cpu, cuda or cuda:N")
+        if self.mode not in MODES:
+            raise ConfigError(f"TrainConfig.mode={self.mode!r} is not one of {MODES}")
+        if self.max_side is not None:
+            positive_int("max_side", minimum=self.image_size)
         if self.preset not in PRESETS:
             raise ConfigError(f"TrainConfig.preset={self.preset!r} is not one of {sorted(PRESETS)}")
+
+    @property
+    def needs_vgg(self) -> bool:
+        """The unpaired recipe's content/style losses and the paired perceptual term read VGG19 features."""
+        return self.mode == "unpaired" or self.paired_losses.perceptual > 0
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> TrainConfig:
@@ -162,7 +219,8 @@ class TrainConfig:
         values: dict[str, Any] = {"preset": name, **PRESETS[name]}
         for key, value in overrides.items():
             if key in _NESTED and isinstance(value, dict):
-                value = _NESTED[key].from_dict({**values[key].to_dict(), **value})
+                base = values[key].to_dict() if key in values else {}  # else the field's own defaults
+                value = _NESTED[key].from_dict({**base, **value})
             values[key] = value
         return cls(**values)
 

@@ -20,12 +20,13 @@ from PIL import Image
 
 from animegan.data import UnpairedDataset, load_image_set
 from animegan.data.dataset import ImageSource, to_tensor_color
+from animegan.data.paired import CropDataset, load_pairs, load_photos
 from animegan.errors import ConfigError, WeightsError
-from animegan.losses import AnimeGANLoss
+from animegan.losses import AnimeGANLoss, PairedLoss
 from animegan.nn import VGG19Features, build_discriminator, build_generator
 from animegan.training import checkpoint as ckpt
 from animegan.training.config import RUNTIME_FIELDS, TrainConfig
-from animegan.weights import read_weights, save_generator
+from animegan.weights import load_generator, read_weights, save_generator
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class Trainer:
         self,
         config: TrainConfig,
         photos: ImageSource,
-        styles: ImageSource,
+        styles: ImageSource | None,
         run_dir: str | os.PathLike[str],
         progress: Callable[[TrainProgress], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
@@ -81,6 +82,7 @@ class Trainer:
         on_sample: Callable[[Path], None] | None = None,
         smoothed: ImageSource | None = None,
         val_photos: ImageSource | None = None,
+        targets: ImageSource | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.progress, self.should_stop = progress, should_stop
@@ -98,19 +100,29 @@ class Trainer:
                     file_gen_config,
                 )
                 config = config.replace(generator=file_gen_config)
-        if not config.vgg_weights:
-            raise ConfigError("TrainConfig.vgg_weights is empty; give the path of a local VGG19 weights file")
+        _check_inputs(config, styles, targets)
         self.config = config
         self.device = resolve_device(config.device)
-        self.data = UnpairedDataset(
-            photos,
-            styles,
-            image_size=config.image_size,
-            batch_size=config.batch_size,
-            seed=config.seed,
-            smooth_cache_dir=config.smooth_cache_dir or self.run_dir / "smooth_cache",
-            smoothed=smoothed,
-        )
+        self.teacher: torch.nn.Module | None = None
+        if config.mode == "unpaired":
+            self.data = UnpairedDataset(
+                photos,
+                styles,
+                image_size=config.image_size,
+                batch_size=config.batch_size,
+                seed=config.seed,
+                smooth_cache_dir=config.smooth_cache_dir or self.run_dir / "smooth_cache",
+                smoothed=smoothed,
+            )
+        else:
+            images = (
+                load_pairs(photos, targets, max_side=config.max_side)
+                if config.mode == "paired"
+                else load_photos(photos, max_side=config.max_side)
+            )
+            self.data = CropDataset(images, config.image_size, config.batch_size, config.seed)
+            if config.mode == "distill":
+                self.teacher = load_generator(config.teacher, self.device).model
         self.iterations_per_epoch = self.data.iterations_per_epoch
         total = config.epochs * self.iterations_per_epoch
         self.total_steps = min(total, config.max_total_steps) if config.max_total_steps else total
@@ -119,24 +131,35 @@ class Trainer:
         torch.manual_seed(config.seed)  # weight init of G and D
         self.generator = build_generator(config.generator).to(self.device)
         self.discriminator = build_discriminator(config.discriminator).to(self.device)
-        self.vgg = VGG19Features(config.vgg_weights).to(self.device)
-        self.criterion = AnimeGANLoss(self.vgg, config.losses)
+        self.vgg = VGG19Features(config.vgg_weights).to(self.device) if config.needs_vgg else None
+        if config.mode == "unpaired":
+            self.criterion = AnimeGANLoss(self.vgg, config.losses)
+        else:
+            self.criterion = PairedLoss(config.paired_losses, self.vgg)
         if init_state is not None:
             self.generator.load_state_dict(init_state, strict=True)
         # NHWC: bf16 steps 2x faster on a 2-thread AMX CPU at 256 px (bench/RESULTS-train.md)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        for module in (self.generator, self.discriminator, self.vgg):
-            module.to(memory_format=self.memory_format)
+        for module in (self.generator, self.discriminator, self.vgg, self.teacher):
+            if module is not None:
+                module.to(memory_format=self.memory_format)
         betas = config.betas
         self.opt_init = torch.optim.Adam(self.generator.parameters(), lr=config.init_lr, betas=betas)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.g_lr, betas=betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.d_lr, betas=betas)
         self.step = 0
-        # (N, 3, S, S): the photos of every sample grid; default the first training photos
-        val = self.data.photos
-        if val_photos is not None:
-            val = load_image_set(val_photos, "val photo", config.image_size, cache_dir=self.data.cache_dir)
-        self.samples = to_tensor_color(val.color[: config.num_samples]).to(self.device)
+        # (N, 3, S, S): the photos of every sample grid (and, paired, their targets under G's outputs)
+        self.sample_targets: torch.Tensor | None = None
+        if config.mode == "unpaired":
+            val = self.data.photos
+            if val_photos is not None:
+                val = load_image_set(
+                    val_photos, "val photo", config.image_size, cache_dir=self.data.cache_dir
+                )
+            self.samples = to_tensor_color(val.color[: config.num_samples]).to(self.device)
+        else:
+            fixed = self.data.center_crops(config.num_samples).to(self.device)
+            self.samples, self.sample_targets = fixed.photo, fixed.target
 
         if state is not None:
             self._load_state(state)
@@ -185,6 +208,8 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         """One optimisation step of the current phase; returns the named losses as floats."""
+        if self.config.mode != "unpaired":
+            return self._paired_step()
         batch = self.data.next_batch().to(self.device, self.memory_format)
         self.generator.train()
         if self.phase_of(self.step) == "init":
@@ -216,6 +241,48 @@ class Trainer:
         g_terms["total"].backward()
         self.opt_g.step()
         return {**_floats(d_terms, "d_"), **_floats(g_terms, "g_")}
+
+    @torch.no_grad()
+    def teacher_targets(self, photo: torch.Tensor) -> torch.Tensor:
+        """The teacher's outputs for a batch of photos, (B, 3, S, S) in [-1, 1], fp32."""
+        with self._autocast():
+            return self.teacher(photo).float().clamp(-1, 1).contiguous(memory_format=self.memory_format)
+
+    def _paired_step(self) -> dict[str, float]:
+        """Paired / distillation step: a reconstruction warm-up, then G towards the target (plus D if adv > 0)."""
+        batch = self.data.next_batch().to(self.device, self.memory_format)
+        self.generator.train()
+        if self.phase_of(self.step) == "init":
+            with self._autocast():
+                terms = self.criterion.init_phase(batch.photo, self.generator(batch.photo))
+            self.opt_init.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            self.opt_init.step()
+            return _floats(terms, "init_")
+
+        target = batch.target if self.teacher is None else self.teacher_targets(batch.photo)
+        losses: dict[str, float] = {}
+        with self._autocast():
+            fake = self.generator(batch.photo)
+        d_fake = None
+        if self.config.paired_losses.adv > 0:
+            self.discriminator.requires_grad_(True)
+            with self._autocast():
+                logits = self.discriminator(torch.cat([target, fake.detach()]))
+                d_terms = self.criterion.discriminator(*logits.chunk(2))
+            self.opt_d.zero_grad(set_to_none=True)
+            d_terms["total"].backward()
+            self.opt_d.step()
+            losses.update(_floats(d_terms, "d_"))
+            self.discriminator.requires_grad_(False)
+            with self._autocast():
+                d_fake = self.discriminator(fake)
+        with self._autocast():
+            g_terms = self.criterion.generator(target, fake, d_fake)
+        self.opt_g.zero_grad(set_to_none=True)
+        g_terms["total"].backward()
+        self.opt_g.step()
+        return {**losses, **_floats(g_terms, "g_")}
 
     # ---- the loop ----------------------------------------------------------------------------------
 
@@ -331,14 +398,20 @@ class Trainer:
 
     @torch.no_grad()
     def write_sample(self) -> Path | None:
-        """run_dir/samples/step-XXXXXX.png: the val photos (top row) over their G outputs (bottom row)."""
+        """run_dir/samples/step-XXXXXX.png: the val photos (top row) over their G outputs, then (paired and
+        distill) the targets in a third row."""
         if len(self.samples) == 0:
             return None
         self.generator.eval()
         with self._autocast():
             out = self.generator(self.samples).float().clamp(-1, 1)
         self.generator.train()
-        rows = [torch.cat(list(t), dim=2) for t in (self.samples, out)]  # each (3, S, n*S)
+        shown = [self.samples, out]
+        if self.sample_targets is not None:
+            shown.append(self.sample_targets)
+        elif self.teacher is not None:
+            shown.append(self.teacher_targets(self.samples))
+        rows = [torch.cat(list(t.float()), dim=2) for t in shown]  # each (3, S, n*S)
         grid = ((torch.cat(rows, dim=1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
         path = self.run_dir / SAMPLES_DIR / f"step-{self.step:06d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -353,11 +426,28 @@ class Trainer:
         """The serving export (safetensors + config) of the current generator."""
         metadata = {
             "source": "trained",
+            "mode": self.config.mode,
             "step": self.step,
             "preset": self.config.preset,
             "run_dir": str(self.run_dir),
         }
         return save_generator(Path(path), self.generator, metadata=metadata)
+
+
+def _check_inputs(config: TrainConfig, styles: ImageSource | None, targets: ImageSource | None) -> None:
+    """What each mode needs, named before any data is read."""
+    if config.needs_vgg and not config.vgg_weights:
+        why = "the unpaired mode" if config.mode == "unpaired" else "the perceptual loss term"
+        raise ConfigError(
+            f"TrainConfig.vgg_weights is empty; {why} needs a local VGG19 weights file (vgg19.npy or "
+            "torchvision's vgg19 .pth); the paired and distill modes train without one"
+        )
+    if config.mode == "unpaired" and styles is None:
+        raise ConfigError("the unpaired mode needs a folder (or list) of style images")
+    if config.mode == "paired" and targets is None:
+        raise ConfigError("the paired mode needs targets: a folder of images named as the photos")
+    if config.mode == "distill" and not config.teacher:
+        raise ConfigError("the distill mode needs TrainConfig.teacher: a generator file to learn from")
 
 
 def _load_latest(run_dir: Path) -> tuple[Path | None, dict[str, Any] | None]:

@@ -18,11 +18,11 @@ from pydantic import ValidationError
 
 from api.deps import Services, ServicesDep, Tenant
 from api.errors import ApiError, validation_message
-from api.images import check_dataset_archive, safe_name
+from api.images import check_dataset_archive, check_paired_archives, safe_name
 from api.routes.jobs import job_public
 from api.routes.stylize import CREATE_RESPONSES, accepted
 from api.routes.uploads import resolve_upload
-from api.schemas import JobPublic, TrainingForm, TrainingHyperparameters, UploadPurpose
+from api.schemas import JobPublic, TrainingForm, TrainingHyperparameters, TrainingMode, UploadPurpose
 from api.submission import check_idempotency_key, check_webhook_url, request_hash, submit_job
 from workers import contracts, keys
 from workers.jobstore import JobKind, JobRecord
@@ -32,7 +32,12 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["trainings"])
 
 MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-PARTS = ("photos", "styles")
+# The dataset zips each mode takes (the worker's workers.jobs.train.DATASET_PARTS).
+PARTS = {
+    TrainingMode.unpaired: ("photos", "styles"),
+    TrainingMode.paired: ("photos", "targets"),
+    TrainingMode.distill: ("photos",),
+}
 
 
 def parse_hyperparameters(text: str) -> TrainingHyperparameters:
@@ -96,10 +101,13 @@ def _stage_part(
     response_model=JobPublic,
     responses={**CREATE_RESPONSES, 409: {"description": "model name taken, or Idempotency-Key conflict"}},
     summary="Train a new style",
-    description="`photos` and `styles` are zip archives of images (or `photos_upload_id`/`styles_upload_id` of "
-    "direct uploads); `hyperparameters` is a JSON object (TrainingHyperparameters). Progress shows phase, step, "
-    "epoch and the latest losses; samples and checkpoints are listed at /v1/jobs/{id}/files. On success the "
-    "generator is registered as model `name`, usable by stylize and batch jobs at once.",
+    description="Three modes. `unpaired` (AnimeGAN): `photos` and `styles` zips (the worker needs VGG19 "
+    "weights). `paired`: `photos` and `targets` zips whose images pair up by file name, each target the photo's "
+    "size or its reference size. `distill`: `photos` and `teacher`, a model name this key can use. Each zip may "
+    "instead be `<part>_upload_id` of a direct upload. `hyperparameters` is a JSON object "
+    "(TrainingHyperparameters). Progress shows phase, step, epoch and the latest losses; samples and "
+    "checkpoints are listed at /v1/jobs/{id}/files. On success the generator is registered as model `name`, "
+    "usable by stylize and batch jobs at once.",
 )
 def create_training(
     request: Request,
@@ -109,41 +117,61 @@ def create_training(
     services: ServicesDep,
     photos: Annotated[UploadFile | None, File(description="zip of real photos")] = None,
     styles: Annotated[UploadFile | None, File(description="zip of style (anime) images")] = None,
+    targets: Annotated[
+        UploadFile | None, File(description="paired: zip of targets named as the photos")
+    ] = None,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> JobPublic:
     settings = services.settings
     idem = check_idempotency_key(idempotency_key)
     hyper = parse_hyperparameters(form.hyperparameters)
     check_model_name(services, tenant, form.name)
-    if form.fine_tune_from is not None and services.registry.get(form.fine_tune_from, tenant) is None:
+    for field in ("fine_tune_from", "teacher"):
+        model = getattr(form, field)
+        if model is not None and services.registry.get(model, tenant) is None:
+            raise ApiError(404, "model_not_found", f"{field}: model {model!r} does not exist for this key")
+    mode = form.mode
+    files = {"photos": photos, "styles": styles, "targets": targets}
+    upload_ids = {p: getattr(form, f"{p}_upload_id") for p in files}
+    unused = [
+        p for p in files if p not in PARTS[mode] and (files[p] is not None or upload_ids[p] is not None)
+    ]
+    if unused or (form.teacher is not None) != (mode == TrainingMode.distill):
+        wanted = " and ".join(PARTS[mode]) + (" and teacher" if mode == TrainingMode.distill else "")
+        given = ", ".join(unused + (["teacher"] if form.teacher and mode != TrainingMode.distill else []))
         raise ApiError(
-            404,
-            "model_not_found",
-            f"fine_tune_from: model {form.fine_tune_from!r} does not exist for this key",
+            422,
+            "invalid_parameters",
+            f"mode: the {mode.value} mode takes {wanted}"
+            + (f"; {given} does not belong to it" if given else "; teacher is missing"),
         )
     webhook = check_webhook_url(form.webhook_url, settings.allow_private_webhooks)
     with tempfile.TemporaryDirectory(prefix="animegan-dataset-") as tmp:
         work = Path(tmp)
         staged = {
-            "photos": _stage_part(services, tenant, "photos", photos, form.photos_upload_id, work),
-            "styles": _stage_part(services, tenant, "styles", styles, form.styles_upload_id, work),
+            part: _stage_part(services, tenant, part, files[part], upload_ids[part], work)
+            for part in PARTS[mode]
         }
+        if mode == TrainingMode.paired:
+            check_paired_archives(staged["photos"], staged["targets"], settings.max_archive_bytes)
         dataset_id = uuid.uuid4().hex
         params = {
             "name": form.name,
+            "mode": mode.value,
             "hyperparameters": hyper.model_dump(mode="json", exclude_none=True),
             "dataset_id": dataset_id,
             "fine_tune_from": form.fine_tune_from,
+            "teacher": form.teacher,
         }
         fields = {
             "kind": "train",
             **form.model_dump(mode="json"),
             "hyperparameters": params["hyperparameters"],
         }
-        digest = request_hash(fields, [_file_digest(staged[p]) for p in PARTS])
+        digest = request_hash(fields, [_file_digest(staged[p]) for p in PARTS[mode]])
 
         def write_inputs(_job_id: str) -> None:
-            for part in PARTS:
+            for part in PARTS[mode]:
                 services.store.put_file(keys.dataset_archive(dataset_id, part), staged[part])
 
         def enqueue(record: JobRecord) -> None:
@@ -152,5 +180,5 @@ def create_training(
         record, created = submit_job(
             services, tenant, JobKind.TRAIN, params, 0, digest, idem, webhook, write_inputs, enqueue
         )
-    logger.info("training job %s for %s: model %s, preset %s", record.id, tenant, form.name, hyper.preset)
+    logger.info("training job %s for %s: model %s, mode %s", record.id, tenant, form.name, mode.value)
     return accepted(response, request, job_public(services, request, record), created)

@@ -7,6 +7,7 @@ member can escape the folder ('../', absolute paths, links). Only images count; 
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import zipfile
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from workers.jobs import JobInputError
 
 logger = logging.getLogger(__name__)
 
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 
 
@@ -29,11 +31,15 @@ class DatasetLimits:
     min_images: int = 1
 
 
-def unpack_images(archive: Path, out_dir: Path, what: str, limits: DatasetLimits | None = None) -> int:
+def unpack_images(
+    archive: Path, out_dir: Path, what: str, limits: DatasetLimits | None = None, keep_names: bool = False
+) -> int:
     """Extract the images of `archive` into `out_dir` as 000000.<ext>, ...; return how many.
 
     Non-image members (folders, __MACOSX, text files) are skipped; unsafe names are refused outright, since
     an archive that tries path traversal is not an honest dataset. Raises JobInputError("bad_dataset").
+    keep_names (paired data, matched by name): each image is written under its own base name instead, made
+    safe (letters, digits, '.', '-', '_'); two members with one base name are refused.
     """
     limits = limits or DatasetLimits()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -68,7 +74,13 @@ def unpack_images(archive: Path, out_dir: Path, what: str, limits: DatasetLimits
                     f"{what} archive holds more than {limits.max_images} images or "
                     f"{limits.max_total_bytes} uncompressed bytes; split or shrink the dataset",
                 )
-            target = out_dir / f"{count - 1:06d}{path.suffix.lower()}"
+            target = out_dir / (
+                _safe_base_name(path) if keep_names else f"{count - 1:06d}{path.suffix.lower()}"
+            )
+            if keep_names and target.exists():
+                raise JobInputError(
+                    "bad_dataset", f"{what} archive has two images named {path.name!r}; names must be unique"
+                )
             with zf.open(info) as src, target.open("wb") as dst:
                 # The header's file_size can lie; copy at most the limit plus one byte and check.
                 shutil.copyfileobj(_Capped(src, limits.max_member_bytes + 1), dst)
@@ -83,6 +95,12 @@ def unpack_images(archive: Path, out_dir: Path, what: str, limits: DatasetLimits
         )
     logger.info("unpacked %d %s images into %s", count, what, out_dir)
     return count
+
+
+def _safe_base_name(path: PurePosixPath) -> str:
+    """The member's own file name with anything but [A-Za-z0-9._-] replaced: never a path, never hidden."""
+    stem = _UNSAFE_CHARS.sub("_", path.stem) or "image"
+    return f"{stem}{path.suffix.lower()}"
 
 
 def _is_hidden(path: PurePosixPath) -> bool:

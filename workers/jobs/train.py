@@ -47,6 +47,9 @@ _LOSS_NAMES = {
     "color": "color",
     "tv": "tv",
 }
+# Which dataset zips each training mode reads, and the preset a mode starts from when none is given.
+DATASET_PARTS = {"unpaired": ("photos", "styles"), "paired": ("photos", "targets"), "distill": ("photos",)}
+_MODE_PRESETS = {"unpaired": "v2-hayao"}
 # Unpacked datasets, reused by later segments on this machine; the edge-smoothing cache sits beside them.
 DATASET_CACHE = Path(tempfile.gettempdir()) / "animegan-datasets"
 SMOOTH_CACHE = Path(tempfile.gettempdir()) / "animegan-smooth-cache"
@@ -177,14 +180,11 @@ def _step_of(path: Path) -> int:
 def train_config(ctx: JobContext, params: dict[str, Any], work: Path) -> TrainConfig:
     """Build the run's TrainConfig from the API's hyperparameters; a bad value fails the job naming it."""
     hp = dict(params.get("hyperparameters") or {})
-    if ctx.settings.vgg_weights is None:
-        raise JobInputError(
-            "vgg_weights_missing", "this worker has no VGG19 weights; set ANIMEGAN_VGG_WEIGHTS to vgg19.npy"
-        )
+    mode = str(params.get("mode") or "unpaired")
     overrides: dict[str, Any] = {name: hp[name] for name in _DIRECT if hp.get(name) is not None}
     overrides.update({new: hp[old] for old, new in _RENAMED.items() if hp.get(old) is not None})
     try:
-        base = TrainConfig.from_preset(str(hp.get("preset") or "v2-hayao"))
+        base = TrainConfig.from_preset(str(hp.get("preset") or _MODE_PRESETS.get(mode, mode)), mode=mode)
         if hp.get("base_channels") is not None:
             overrides["generator"] = dataclasses.replace(
                 base.generator, base_channels=int(hp["base_channels"])
@@ -198,32 +198,47 @@ def train_config(ctx: JobContext, params: dict[str, Any], work: Path) -> TrainCo
                 _LOSS_NAMES[k]: v for k, v in hp["loss_weights"].items() if v is not None and k in _LOSS_NAMES
             }
             overrides["losses"] = dataclasses.replace(base.losses, **chosen)
-        return base.replace(
-            vgg_weights=str(ctx.settings.vgg_weights),
+        if hp.get("paired_losses"):
+            chosen = {k: v for k, v in hp["paired_losses"].items() if v is not None}
+            overrides["paired_losses"] = dataclasses.replace(base.paired_losses, **chosen)
+        config = base.replace(
+            vgg_weights=str(ctx.settings.vgg_weights or ""),
             smooth_cache_dir=str(SMOOTH_CACHE),
             device=ctx.device,
             **overrides,
         )
     except (AnimeGANError, TypeError, ValueError) as exc:
         raise JobInputError("bad_params", f"training hyperparameters are invalid: {exc}") from exc
+    if config.needs_vgg and ctx.settings.vgg_weights is None:
+        why = "the unpaired mode" if mode == "unpaired" else "the perceptual loss term"
+        raise JobInputError(
+            "vgg_weights_missing",
+            f"{why} needs VGG19 weights and this worker has none; set ANIMEGAN_VGG_WEIGHTS to vgg19.npy "
+            "(README, 'Training a new style'), or train in the paired or teacher mode, which need none",
+        )
+    return config
 
 
-def _fetch_dataset(ctx: JobContext, params: dict[str, Any], work: Path) -> tuple[Path, Path]:
-    """Photos and styles folders of the job's dataset, unpacked once per machine (dataset ids are immutable)."""
+def _fetch_dataset(ctx: JobContext, params: dict[str, Any], work: Path) -> dict[str, Path]:
+    """The folders of the job's dataset parts (photos, and styles or targets by mode), unpacked once per
+    machine (dataset ids are immutable). Paired parts keep their file names: pairs are matched by them."""
     dataset_id = params.get("dataset_id")
     if not isinstance(dataset_id, str) or not keys.SEGMENT_RE.match(dataset_id):
         raise JobInputError("bad_params", f"params.dataset_id must be a dataset id, got {dataset_id!r}")
+    mode = str(params.get("mode") or "unpaired")
     cache = DATASET_CACHE / dataset_id
-    folders = []
-    for part in ("photos", "styles"):
+    folders = {}
+    for part in DATASET_PARTS.get(mode, ()):
         folder = cache / part
         if not (folder / DONE_MARKER).is_file():
-            _download_part(ctx, dataset_id, part, folder, work)
-        folders.append(folder)
-    return folders[0], folders[1]
+            _download_part(ctx, dataset_id, part, folder, work, keep_names=mode == "paired")
+        folders[part] = folder
+    return folders
 
 
-def _download_part(ctx: JobContext, dataset_id: str, part: str, folder: Path, work: Path) -> None:
+def _download_part(
+    ctx: JobContext, dataset_id: str, part: str, folder: Path, work: Path, keep_names: bool = False
+) -> None:
     archive = work / f"{part}.zip"
     try:
         ctx.store.get_file(keys.dataset_archive(dataset_id, part), archive)
@@ -231,7 +246,7 @@ def _download_part(ctx: JobContext, dataset_id: str, part: str, folder: Path, wo
         raise JobInputError("dataset_missing", f"dataset {dataset_id} has no {part}.zip in storage") from exc
     # Unpack beside the cache entry, then rename, so a crash never leaves a half-filled folder marked done.
     staging = folder.with_name(f".{part}-{uuid.uuid4().hex[:8]}")
-    count = unpack_images(archive, staging, what=part)
+    count = unpack_images(archive, staging, what=part, keep_names=keep_names)
     (staging / DONE_MARKER).write_text(str(count))
     archive.unlink()
     try:
@@ -253,14 +268,15 @@ def _restore_latest_checkpoint(ctx: JobContext, job_id: str, run_dir: Path) -> i
     return step
 
 
-def _fine_tune_source(ctx: JobContext, params: dict[str, Any], owner: str, work: Path) -> Path | None:
-    name = params.get("fine_tune_from")
+def _model_file(ctx: JobContext, params: dict[str, Any], field: str, owner: str, work: Path) -> Path | None:
+    """A local copy of the generator that params[field] names (fine_tune_from, teacher), or None if unset."""
+    name = params.get(field)
     if not name:
         return None
     source = ctx.models.resolve(str(name), owner)
     if source.path is not None:
         return source.path
-    local = work / "init" / Path(source.key or "generator.safetensors").name
+    local = work / field / Path(source.key or "generator.safetensors").name
     local.parent.mkdir(parents=True, exist_ok=True)
     ctx.store.get_file(source.key, local)
     return local
@@ -304,12 +320,19 @@ def _train_under_lease(
         config = train_config(ctx, params, work)
         resumed_from = _restore_latest_checkpoint(ctx, job_id, run_dir)
         if resumed_from == 0:
-            init = _fine_tune_source(ctx, params, record.owner, work)
+            init = _model_file(ctx, params, "fine_tune_from", record.owner, work)
             if init is not None:
                 config = config.replace(
                     init_generator=str(init), skip_init=bool(params.get("skip_init", True))
                 )
-        photos, styles = _fetch_dataset(ctx, params, work)
+        if config.mode == "distill":
+            teacher = _model_file(ctx, params, "teacher", record.owner, work)
+            if teacher is None:
+                raise JobInputError(
+                    "bad_params", "a distill job needs params.teacher: the model to learn from"
+                )
+            config = config.replace(teacher=str(teacher))
+        data = _fetch_dataset(ctx, params, work)
         ctx.jobs.set_progress(job_id, segment=segment, resumed_from_step=resumed_from)
         # A short history of segments (who ran it, from which step) shows users and tests where resumes happened.
         entry = {
@@ -324,8 +347,9 @@ def _train_under_lease(
         try:
             trainer = Trainer(
                 config,
-                photos=photos,
-                styles=styles,
+                photos=data["photos"],
+                styles=data.get("styles"),
+                targets=data.get("targets"),
                 run_dir=run_dir,
                 progress=hooks.progress,
                 should_stop=hooks.should_stop,

@@ -1,0 +1,159 @@
+"""The built-in style: a full-width AnimeGANv2 generator learned from the shared (photo, Hayao output) pairs,
+and its fast student. Every step is resumable; run them in order:
+
+  python scripts/builtin_style.py train --minutes 60        # again and again: each run resumes the last
+  python scripts/builtin_style.py validate                  # PSNR/SSIM table on the held-out pairs
+  python scripts/builtin_style.py export                    # -> models/builtin/hayao-builtin.safetensors
+  python scripts/builtin_style.py distill --minutes 30      # the width-16 student, from the export
+  python scripts/builtin_style.py export-student            # -> models/builtin/hayao-builtin-fast.safetensors
+
+The pairs are ../shared/data/{photos,hayao_reference}: the original AnimeGAN's published Hayao outputs, under
+its non-commercial terms, which therefore apply to the models learned from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+PHOTOS, TARGETS = SHARED / "photos", SHARED / "hayao_reference"
+RUNS = ROOT / "runs"
+MODELS = ROOT / "models" / "builtin"
+TEACHER_RUN, STUDENT_RUN = RUNS / "builtin-hayao", RUNS / "builtin-hayao-fast"
+TEACHER_FILE, STUDENT_FILE = MODELS / "hayao-builtin.safetensors", MODELS / "hayao-builtin-fast.safetensors"
+# Held out of all training, chosen before the first step: every fifth pair (9 of 46).
+VAL_NAMES = tuple(f"photo_{i:02d}" for i in range(5, 47, 5))
+LICENSE_NOTE = (
+    "learned from the original AnimeGAN's published Hayao example outputs (TachibanaYoshino/AnimeGAN, "
+    "result/Hayao); that repository's non-commercial terms apply to this model"
+)
+SEED = 0
+
+logger = logging.getLogger("builtin_style")
+
+
+def split_folders(kind: str) -> tuple[Path, Path]:
+    """data/builtin-split/<kind>/{photos,targets}: links to the shared pairs of the train or val split."""
+    if not PHOTOS.is_dir() or not TARGETS.is_dir():
+        raise SystemExit(f"the shared pairs are not at {SHARED}; this script needs them")
+    base = ROOT / "data" / "builtin-split" / kind
+    out = base / "photos", base / "targets"
+    for folder in out:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+    for photo in sorted(PHOTOS.glob("*.jpg")):
+        if (photo.stem in VAL_NAMES) == (kind == "val"):
+            (out[0] / photo.name).symlink_to(photo)
+            (out[1] / photo.name).symlink_to(TARGETS / photo.name)
+    return out
+
+
+def teacher_config(steps: int):
+    from animegan.training import TrainConfig
+
+    return TrainConfig.from_preset(
+        "paired", seed=SEED, precision="bf16", max_total_steps=steps, checkpoint_every=250, sample_every=250
+    )
+
+
+def student_config(steps: int):
+    from animegan.training import TrainConfig
+
+    return TrainConfig.from_preset(
+        "distill",
+        seed=SEED,
+        precision="bf16",
+        teacher=str(TEACHER_FILE),
+        max_total_steps=steps,
+        checkpoint_every=250,
+        sample_every=250,
+    )
+
+
+def run_training(config, run_dir: Path, minutes: float, photos: Path, targets: Path | None) -> None:
+    from animegan.training import Trainer
+
+    trainer = Trainer(config, photos, None, run_dir, targets=targets)
+    result = trainer.run(max_seconds=minutes * 60)
+    logger.info("%s: %s at step %d of %d", run_dir.name, result.status, result.step, result.total_steps)
+
+
+def validate(model_file: Path, out_json: Path | None) -> dict:
+    from animegan.evaluation import mean_score, score_pairs
+    from animegan.weights import load_generator
+
+    photos, targets = split_folders("val")
+    scores = score_pairs(load_generator(model_file).model, photos, targets)
+    mean = mean_score(scores)
+    print(f"{'photo':<10} {'PSNR':>6} {'SSIM':>6} | {'base PSNR':>9} {'base SSIM':>9}")
+    for s in [*scores, mean]:
+        print(f"{s.name:<10} {s.psnr:6.2f} {s.ssim:6.3f} | {s.baseline_psnr:9.2f} {s.baseline_ssim:9.3f}")
+    print(
+        f"gain over the photo: {mean.psnr - mean.baseline_psnr:+.2f} dB PSNR, {mean.ssim - mean.baseline_ssim:+.3f} SSIM"
+    )
+    table = {"model": model_file.name, "pairs": [s.to_dict() for s in scores], "mean": mean.to_dict()}
+    if out_json is not None:
+        out_json.write_text(json.dumps(table, indent=2) + "\n")
+    return table
+
+
+def export(run_dir: Path, out: Path, name: str, description: str) -> None:
+    from animegan.training import checkpoint as ckpt
+    from animegan.weights import import_weights
+
+    latest = ckpt.latest_checkpoint(run_dir)
+    if latest is None:
+        raise SystemExit(f"{run_dir} has no checkpoint; train first")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    loaded = import_weights(latest, out, name=name)
+    step = loaded.metadata.get("step")
+    # The description travels in the file's metadata, so `animegan info` and GET /v1/models show it.
+    from animegan.weights import save_generator
+
+    save_generator(
+        out,
+        loaded.model,
+        metadata={"name": name, "source": "trained", "step": step, "description": description},
+    )
+    logger.info("exported %s (step %s) to %s", latest.name, step, out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["train", "validate", "export", "distill", "export-student"])
+    parser.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of this run")
+    parser.add_argument("--steps", type=int, default=20000, help="the whole run's step count")
+    parser.add_argument("--model", type=Path, help="validate: this file (default: the built-in export)")
+    parser.add_argument("--json", type=Path, help="validate: also write the table here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
+    started = time.monotonic()
+    if args.command == "train":
+        photos, targets = split_folders("train")
+        run_training(teacher_config(args.steps), TEACHER_RUN, args.minutes, photos, targets)
+    elif args.command == "distill":
+        if not TEACHER_FILE.is_file():
+            raise SystemExit(f"{TEACHER_FILE} is missing: export the teacher first")
+        photos, _ = split_folders("train")
+        run_training(student_config(args.steps), STUDENT_RUN, args.minutes, photos, None)
+    elif args.command == "validate":
+        validate(args.model or TEACHER_FILE, args.json)
+    elif args.command == "export":
+        description = f"AnimeGANv2 (full width), Hayao-like style {LICENSE_NOTE}"
+        export(TEACHER_RUN, TEACHER_FILE, "hayao-builtin", description)
+    else:
+        description = f"fast width-16 student distilled from hayao-builtin, {LICENSE_NOTE}"
+        export(STUDENT_RUN, STUDENT_FILE, "hayao-builtin-fast", description)
+    logger.info("%s took %.1f min", args.command, (time.monotonic() - started) / 60)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
