@@ -13,11 +13,8 @@ from workers.exceptions import InvalidKey
 # letters, digits and ._-@+= ; no '/', '\\', ':' or spaces. Owner ids and job ids must fit this too.
 SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._\-@+=]{0,127}$")
 _EXT_RE = re.compile(r"^[a-z0-9]{1,8}$")
-DATASET_PARTS = (
-    "photos",
-    "styles",
-    "smooth",
-)  # training inputs: real photos, style images, edge-smoothed styles
+# training inputs: real photos, style images, edge-smoothed styles, paired targets
+DATASET_PARTS = ("photos", "styles", "smooth", "targets")
 MAX_KEY_LENGTH = 1024  # S3's limit in bytes; keys here are ASCII
 
 

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["trainings"])
 
 MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-# The dataset zips each mode takes (the worker's workers.jobs.train.DATASET_PARTS).
+# The dataset zips each mode takes (the worker's workers.jobs.train.MODE_PARTS).
 PARTS = {
     TrainingMode.unpaired: ("photos", "styles"),
     TrainingMode.paired: ("photos", "targets"),

@@ -48,7 +48,7 @@ _LOSS_NAMES = {
     "tv": "tv",
 }
 # Which dataset zips each training mode reads, and the preset a mode starts from when none is given.
-DATASET_PARTS = {"unpaired": ("photos", "styles"), "paired": ("photos", "targets"), "distill": ("photos",)}
+MODE_PARTS = {"unpaired": ("photos", "styles"), "paired": ("photos", "targets"), "distill": ("photos",)}
 _MODE_PRESETS = {"unpaired": "v2-hayao"}
 # Unpacked datasets, reused by later segments on this machine; the edge-smoothing cache sits beside them.
 DATASET_CACHE = Path(tempfile.gettempdir()) / "animegan-datasets"
@@ -228,7 +228,7 @@ def _fetch_dataset(ctx: JobContext, params: dict[str, Any], work: Path) -> dict[
     mode = str(params.get("mode") or "unpaired")
     cache = DATASET_CACHE / dataset_id
     folders = {}
-    for part in DATASET_PARTS.get(mode, ()):
+    for part in MODE_PARTS.get(mode, ()):
         folder = cache / part
         if not (folder / DONE_MARKER).is_file():
             _download_part(ctx, dataset_id, part, folder, work, keep_names=mode == "paired")
