@@ -64,8 +64,16 @@ def sniff_format(path: Path) -> str:
     return "unknown"
 
 
-def save_generator(path: str | Path, generator: nn.Module, metadata: dict[str, Any] | None = None) -> Path:
-    """Write the generator's tensors and config (+ name, arch, created, source, step) to one .safetensors file."""
+def save_generator(
+    path: str | Path,
+    generator: nn.Module,
+    metadata: dict[str, Any] | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Write the generator's tensors and config (+ name, arch, created, source, step) to one .safetensors file.
+
+    dtype=torch.float16 stores floating tensors at half the size (a model shipped in git); they load as fp32.
+    """
     path = Path(path)
     config = getattr(generator, "config", None)
     if not isinstance(config, GeneratorConfig):
@@ -77,6 +85,8 @@ def save_generator(path: str | Path, generator: nn.Module, metadata: dict[str, A
     }
     info.update(metadata or {})
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in generator.state_dict().items()}
+    if dtype is not None:
+        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     header = {
         "format": EXPORT_FORMAT,
         "format_version": str(EXPORT_FORMAT_VERSION),
@@ -96,6 +106,8 @@ def _read_export(path: Path) -> tuple[dict[str, torch.Tensor], GeneratorConfig, 
         with safe_open(str(path), framework="pt", device="cpu") as f:
             header = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+        # Exports stored in half precision compute in fp32 like every other model.
+        tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{path}: unreadable safetensors file ({exc}); accepted: {ACCEPTED}") from exc
     if header.get("format") != EXPORT_FORMAT:

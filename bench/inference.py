@@ -2,6 +2,8 @@
 optionally torch.compile) for v1 and v2 at 256/512/1024 px, PSNR of fast vs fp32, the fast path against the
 public PyTorch port of v2, and the peak RSS of a tiled 4096x4096 stylization measured in a subprocess.
 Usage: python bench/inference.py [--quick]
+       python bench/inference.py --student models/builtin/hayao-builtin.safetensors \
+           models/builtin/hayao-builtin-fast.safetensors   (the student against its teacher)
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from animegan.inference import InferenceOptions, Stylizer
 from animegan.nn import build_generator
 
 PHOTO = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos" / "photo_01.jpg"
+# The held-out pairs of scripts/builtin_style.py (every fifth photo), never trained on.
+VAL_NAMES = tuple(f"photo_{i:02d}" for i in range(5, 47, 5))
 
 
 def test_image(side: int) -> tuple[Image.Image, str]:
@@ -144,6 +148,41 @@ def port_comparison(
         )
 
 
+def student_comparison(full: Path, student: Path, sizes: list[int], repeat: int, device: str) -> None:
+    """The shipped student against its teacher, both on the default fast path (precision auto): ms per image
+    side by side, then PSNR of the student's output against the teacher's on the held-out validation photos."""
+    from animegan.weights import load_generator
+
+    models = {"full": load_generator(full).model, "student": load_generator(student).model}
+    options = InferenceOptions(size_mode="original")
+    stylizers = {name: Stylizer(m, device=device, options=options) for name, m in models.items()}
+    gmacs = {name: generator_gmacs(m, 256) for name, m in models.items()}
+    print(
+        f"\nstudent {student.name} ({gmacs['student']:.2f} GMAC at 256 px) vs {full.name} ({gmacs['full']:.2f})"
+    )
+    print("| px | full fast ms | student fast ms | speed-up |\n|---|---|---|---|")
+    for side in sizes:
+        image, _ = test_image(side)
+        full_ms, _ = time_stylize(stylizers["full"], image, repeat)
+        student_ms, _ = time_stylize(stylizers["student"], image, repeat)
+        print(f"| {side} | {full_ms:.0f} | {student_ms:.0f} | {full_ms / student_ms:.1f}x |", flush=True)
+    photos = sorted(PHOTO.parent.glob("*.jpg"))
+    val = [p for p in photos if p.stem in VAL_NAMES]
+    if not val:
+        print("(no validation photos beside the checkout: PSNR skipped)")
+        return
+    reference = InferenceOptions()  # the reference size rule, as served
+    full_ref, student_ref = (
+        Stylizer(models[n], device=device, options=reference) for n in ("full", "student")
+    )
+    scores = []
+    for path in val:
+        photo = Image.open(path).convert("RGB")
+        scores.append(psnr(full_ref.stylize(photo), student_ref.stylize(photo)))
+    listed = ", ".join(f"{p.stem} {v:.1f}" for p, v in zip(val, scores, strict=True))
+    print(f"PSNR student vs full on {len(val)} validation photos: mean {np.mean(scores):.2f} dB ({listed})")
+
+
 def rss_child(arch: str, side: int, tile: int, width: int | None, device: str) -> None:
     """Run in a fresh process: stylize one side x side image with tiling and print peak RSS as JSON."""
     small, _ = test_image(1024)
@@ -172,6 +211,13 @@ def main() -> int:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--rss-child", nargs=2, metavar=("ARCH", "SIDE"), help=argparse.SUPPRESS)
     p.add_argument("--width", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--student",
+        nargs=2,
+        type=Path,
+        metavar=("FULL", "STUDENT"),
+        help="only compare a distilled student with its full model (e.g. the two models/builtin exports)",
+    )
     args = p.parse_args()
     width = 8 if args.quick else args.width
     if args.rss_child:
@@ -193,6 +239,9 @@ def main() -> int:
         f"{cpu_line() if args.device == 'cpu' else where}; matmul peak: fp32 {fp32_peak:.0f}, bf16 "
         f"{bf16_peak:.0f} GMAC/s ({bf16_peak / fp32_peak:.1f}x)"
     )
+    if args.student:
+        student_comparison(*args.student, [512, 1024] if not args.quick else sizes, repeat, args.device)
+        return 0
     # ceiling: the speed-up if the fast path did nothing but its multiply-accumulates at the bf16 matmul peak.
     print(
         "| arch | px | fp32 eager ms | fast ms | speed-up | PSNR fast vs fp32 dB | GMAC | ceiling |"

@@ -127,6 +127,9 @@ def test_metrics_match_closed_forms():
     c1 = (0.01 * 255) ** 2
     assert float(ssim(x, y, 255.0)) == pytest.approx((2 * 100 * 150 + c1) / (100**2 + 150**2 + c1))
     noisy = np.clip(a + rng.normal(0, 40, a.shape), 0, 255).astype(np.uint8)
+    # The uint8 (OpenCV) and the torch (loss) versions are one formula.
+    as_tensor = [torch.from_numpy(i).permute(2, 0, 1)[None].double() for i in (a, noisy)]
+    assert ssim_uint8(a, noisy) == pytest.approx(float(ssim(*as_tensor, 255.0)), abs=1e-9)
     assert ssim_uint8(a, noisy) < ssim_uint8(a, b) < 1.0
 
 
