@@ -280,6 +280,7 @@ class ModelPublic(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
     created_at: float | None = None
     size: int | None = None
+    description: str | None = Field(None, description="what the model is and where it comes from")
 
 
 class ModelList(BaseModel):

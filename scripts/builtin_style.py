@@ -6,6 +6,7 @@ and its fast student. Every step is resumable; run them in order:
   python scripts/builtin_style.py export                    # -> models/builtin/hayao-builtin.safetensors
   python scripts/builtin_style.py distill --minutes 30      # the width-16 student, from the export
   python scripts/builtin_style.py export-student            # -> models/builtin/hayao-builtin-fast.safetensors
+  python scripts/builtin_style.py figure                    # -> docs/builtin-style.jpg (samples/ before/after)
 
 The pairs are ../shared/data/{photos,hayao_reference}: the original AnimeGAN's published Hayao outputs, under
 its non-commercial terms, which therefore apply to the models learned from them.
@@ -28,7 +29,7 @@ RUNS = ROOT / "runs"
 MODELS = ROOT / "models" / "builtin"
 TEACHER_RUN, STUDENT_RUN = RUNS / "builtin-hayao", RUNS / "builtin-hayao-fast"
 TEACHER_FILE, STUDENT_FILE = MODELS / "hayao-builtin.safetensors", MODELS / "hayao-builtin-fast.safetensors"
-# Held out of all training, chosen before the first step: every fifth pair (9 of 46).
+# Held out of all training, chosen before the first step: every fifth pair (9 of the 46).
 VAL_NAMES = tuple(f"photo_{i:02d}" for i in range(5, 47, 5))
 LICENSE_NOTE = (
     "learned from the original AnimeGAN's published Hayao example outputs (TachibanaYoshino/AnimeGAN, "
@@ -48,7 +49,7 @@ def split_folders(kind: str) -> tuple[Path, Path]:
     for folder in out:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-    for photo in sorted(PHOTOS.glob("*.jpg")):
+    for photo in sorted(PHOTOS.iterdir()):
         if (photo.stem in VAL_NAMES) == (kind == "val"):
             (out[0] / photo.name).symlink_to(photo)
             (out[1] / photo.name).symlink_to(TARGETS / photo.name)
@@ -105,34 +106,66 @@ def validate(model_file: Path, out_json: Path | None) -> dict:
 
 
 def export(run_dir: Path, out: Path, name: str, description: str) -> None:
+    """The run's latest generator as a public-model export, stored in fp16 (half the bytes in git; loads as fp32)."""
+    import torch
+
     from animegan.training import checkpoint as ckpt
-    from animegan.weights import import_weights
+    from animegan.weights import load_generator, save_generator
 
     latest = ckpt.latest_checkpoint(run_dir)
     if latest is None:
         raise SystemExit(f"{run_dir} has no checkpoint; train first")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    loaded = import_weights(latest, out, name=name)
+    loaded = load_generator(latest)
     step = loaded.metadata.get("step")
     # The description travels in the file's metadata, so `animegan info` and GET /v1/models show it.
-    from animegan.weights import save_generator
-
-    save_generator(
-        out,
-        loaded.model,
-        metadata={"name": name, "source": "trained", "step": step, "description": description},
-    )
+    metadata = {"name": name, "source": "builtin", "step": step, "description": description}
+    save_generator(out, loaded.model, metadata=metadata, dtype=torch.float16)
     logger.info("exported %s (step %s) to %s", latest.name, step, out)
+
+
+def figure(out: Path, cell_width: int = 320) -> None:
+    """The README's before/after figure: the project's own samples/ photos over both built-in models' outputs."""
+    import numpy as np
+    from PIL import Image
+
+    from animegan.inference import Stylizer
+    from animegan.weights import load_generator
+
+    rows = [[Image.open(p).convert("RGB") for p in sorted((ROOT / "samples").glob("*.jpg"))]]
+    for model_file in (TEACHER_FILE, STUDENT_FILE):
+        if model_file.is_file():
+            stylizer = Stylizer(load_generator(model_file).model)
+            rows.append([stylizer.stylize(photo) for photo in rows[0]])
+    cells = [
+        [np.asarray(im.resize((cell_width, round(im.height * cell_width / im.width)))) for im in row]
+        for row in rows
+    ]
+    grid = np.concatenate([np.concatenate(row, axis=1) for row in cells], axis=0)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(out, quality=88)
+    logger.info(
+        "wrote %s (%d rows: photos, then %s)",
+        out,
+        len(rows),
+        ", ".join(f.stem for f in (TEACHER_FILE, STUDENT_FILE)),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["train", "validate", "export", "distill", "export-student"])
+    parser.add_argument(
+        "command", choices=["train", "validate", "export", "distill", "export-student", "figure"]
+    )
     parser.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of this run")
     parser.add_argument("--steps", type=int, default=20000, help="the whole run's step count")
     parser.add_argument("--model", type=Path, help="validate: this file (default: the built-in export)")
     parser.add_argument("--json", type=Path, help="validate: also write the table here")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's, all cores)")
     args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
     started = time.monotonic()
     if args.command == "train":
@@ -145,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         run_training(student_config(args.steps), STUDENT_RUN, args.minutes, photos, None)
     elif args.command == "validate":
         validate(args.model or TEACHER_FILE, args.json)
+    elif args.command == "figure":
+        figure(ROOT / "docs" / "builtin-style.jpg")
     elif args.command == "export":
         description = f"AnimeGANv2 (full width), Hayao-like style {LICENSE_NOTE}"
         export(TEACHER_RUN, TEACHER_FILE, "hayao-builtin", description)

@@ -49,6 +49,7 @@ def _public(info) -> ModelPublic:
         config=dict(info.config or {}),
         created_at=getattr(info, "created_at", None),
         size=getattr(info, "size", None),
+        description=(info.metadata or {}).get("description"),
     )
 
 
