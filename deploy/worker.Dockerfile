@@ -27,10 +27,14 @@ COPY workers ./workers
 COPY api ./api
 RUN pip install -c constraints.txt ".[worker]"
 
+# The built-in styles ship in the image (about 5 MB, fp16): public models from the first start, nothing to mount.
+COPY models/builtin /opt/animegan/builtin-models
+ENV ANIMEGAN_MODELS_DIR=/opt/animegan/builtin-models
+
 RUN useradd --system --uid 10001 --create-home animegan \
     && mkdir -p /models && chown animegan /models
 USER animegan
-# Built-in generator exports and the VGG19 file for training are mounted here (see compose.yml).
+# The VGG19 file for unpaired training is mounted here (see compose.yml).
 VOLUME ["/models"]
 
 # The worker answers a broadcast ping from its own node only; a hung or disconnected worker turns unhealthy.

@@ -42,7 +42,7 @@ class TrainProgress:
     step: int  # steps completed so far in the whole run
     total_steps: int
     epoch: int
-    phase: str  # "init" | "gan": phase of the step just run
+    phase: str  # "init" | "gan" (unpaired) | "main" (paired, distill): phase of the step just run
     losses: dict[str, float] = field(default_factory=dict)
 
 
@@ -195,7 +195,9 @@ class Trainer:
         return saved.replace(**{name: getattr(given, name) for name in RUNTIME_FIELDS})
 
     def phase_of(self, step: int) -> str:
-        return "init" if step < self.init_steps else "gan"
+        if step < self.init_steps:
+            return "init"
+        return "gan" if self.config.mode == "unpaired" else "main"
 
     @property
     def epoch(self) -> int:

@@ -155,7 +155,7 @@ def test_paired_resume_is_exact_and_samples_show_targets(pairs, tmp_path):
     seen = []
     straight.progress = seen.append
     assert straight.run().status == "completed"
-    assert [p.phase for p in seen] == ["init", "gan", "gan", "gan"]
+    assert [p.phase for p in seen] == ["init", "main", "main", "main"]
     assert set(seen[0].losses) == {"init_reconstruction", "init_total"}
     grid = Image.open(tmp_path / "straight" / "samples" / "step-000003.png")
     assert grid.size == (2 * SIZE, 3 * SIZE)  # photo, output and target rows
