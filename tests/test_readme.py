@@ -70,6 +70,14 @@ def test_settings_table_is_generated_from_the_settings_classes():
     assert match.group(1) == table, "README settings table is stale: run `make settings-table` and paste it"
 
 
+def test_every_setting_has_its_own_description():
+    # A field without a comment of its own inherits the one above it: two settings then claimed one meaning.
+    rows = load_module(PROJECT_ROOT / "scripts" / "settings_table.py").rows()
+    meanings = [meaning for _, _, _, meaning in rows]
+    shared = {m for m in meanings if meanings.count(m) > 1}
+    assert not shared, f"settings share a description: {[r[0] for r in rows if r[3] in shared]}"
+
+
 def test_every_animegan_name_in_readme_is_a_setting_and_every_setting_is_listed():
     from api.settings import ApiSettings, ClientSettings
     from workers.settings import WorkerSettings
