@@ -280,6 +280,12 @@ def main(argv: list[str] | None = None) -> int:
         stop_all()
         return 0
     log(f"the API is running at {api_url} (OpenAPI docs: {api_url}/docs); logs in {STATE / 'logs'}")
+    log(f"the web page: {api_url}/  (paste the API key {key})")
+    log(f"  or open {api_url}/#key={key} to have it filled in")
+    # run.sh cannot change the caller's shell: the `animegan` command is on PATH once the venv is active.
+    log(
+        f"the animegan command and the README's examples: source {os.path.relpath(sys.prefix, ROOT)}/bin/activate"
+    )
     log(f'try: curl -H "Authorization: Bearer $(cat {STATE / "api-key"})" {api_url}/v1/jobs')
     log("stop everything with: ./deploy/local/run.sh --stop")
     return 0
