@@ -44,7 +44,7 @@ function drawLosses(canvas, series) {
   const { width, height } = canvas;
   ctx.clearRect(0, 0, width, height);
   const points = [...series.values()].flat();
-  if (points.length < 2) return;
+  if (!points.length) return;
   const log = (v) => Math.log10(Math.max(v, 1e-6));
   const steps = points.map((p) => p[0]);
   const logs = points.map((p) => log(p[1]));
@@ -60,16 +60,29 @@ function drawLosses(canvas, series) {
   ctx.fillText(`step ${x0}`, pad, height - 8);
   ctx.fillText(`${x1}`, width - pad - 30, height - 8);
   ctx.fillText(`${(10 ** y1).toPrecision(3)}`, 2, pad - 6);
-  ctx.fillText(`${(10 ** y0).toPrecision(3)} (log)`, 2, height - pad + 14);
-  [...series.entries()].forEach(([name, data], i) => {
-    const color = COLORS[i % COLORS.length];
-    ctx.strokeStyle = color;
+  ctx.fillText(`${(10 ** y0).toPrecision(3)} (log scale)`, pad + 4, height - pad - 4);
+  [...series.values()].forEach((data, i) => {
+    ctx.strokeStyle = ctx.fillStyle = termColor(i);
     ctx.beginPath();
     data.forEach(([step, value], j) => (j ? ctx.lineTo(x(step), y(value)) : ctx.moveTo(x(step), y(value))));
     ctx.stroke();
-    ctx.fillStyle = color;
-    ctx.fillText(name, pad + 4 + 90 * (i % 5), pad + 12 + 12 * Math.floor(i / 5));
+    // A dot per logged step: the first log of a run is a single point, which a line alone would not show.
+    for (const [step, value] of data) ctx.fillRect(x(step) - 2, y(value) - 2, 4, 4);
   });
+  canvas.dataset.points = points.length;
+}
+
+function termColor(index) {
+  return COLORS[index % COLORS.length];
+}
+
+// The latest value of each term, coloured as its curve: the chart's legend.
+function showLosses(target, series) {
+  target.replaceChildren(...[...series.entries()].map(([name, data], i) => {
+    const label = element("span", { text: `${name} ${Number(data.at(-1)[1]).toPrecision(3)}  ` });
+    label.style.color = termColor(i);
+    return label;
+  }));
 }
 
 function trainingCard(name) {
@@ -131,7 +144,7 @@ async function train(form) {
         const data = series.get(term);
         if (!data.length || data.at(-1)[0] !== p.step) data.push([p.step, value]);
       }
-      ui.losses.textContent = Object.entries(p.losses).map(([k, v]) => `${k} ${Number(v).toPrecision(3)}`).join(", ");
+      showLosses(ui.losses, series);
       drawLosses(ui.chart, series);
     }
     if (Date.now() - lastPoll > SAMPLE_POLL_MS) refreshSample();

@@ -1,8 +1,9 @@
 """The web page in a real browser: headless Chromium (selenium) against a real API and a real worker.
 
-It pastes a key, stylizes a sample photo and sees the result appear, sends a batch and gets its zip, and shows
-the API's own message for a file that is not an image. `WEB_SCREENSHOT=docs/web-page.png` keeps a screenshot
-of the page with its finished jobs (the one in the README).
+It pastes a key, stylizes a sample photo and sees the result appear, sends a batch and gets its zip, trains a
+tiny style and sees it registered, and shows the API's own message for a file that is not an image.
+`WEB_SCREENSHOT=docs/web-page.png` keeps a screenshot of the page with a finished job and a finished training
+run (the one in the README).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,7 +42,7 @@ def stack(tmp_path_factory, request) -> Iterator[tuple[str, str]]:
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        service.start_worker("web", queues="stylize")
+        service.start_worker("web", queues="stylize,train")
 
         def ready() -> bool:
             assert api.poll() is None, (root / "api.log").read_text()[-3000:]
@@ -126,10 +128,36 @@ def test_several_photos_make_one_batch_with_a_zip(stack, browser):
     )
     link = browser.find_element("css selector", ".job-card[data-status=succeeded] a.download")
     assert link.text == "Download all (zip)" and link.get_attribute("download").endswith(".zip")
+
+
+def test_a_training_run_shows_its_progress_and_its_model_joins_the_picker(stack, browser, tmp_path):
+    url, key = stack
+    open_page_with_key(browser, url, key)
+    browser.find_element("id", "file-input").send_keys(str(SAMPLES / "autumn.jpg"))
+    photos, styles = tmp_path / "photos.zip", tmp_path / "styles.zip"
+    for archive, names in ((photos, ("meadow", "lake")), (styles, ("sunset", "autumn"))):
+        with zipfile.ZipFile(archive, "w") as zf:
+            for name in names:
+                zf.write(SAMPLES / f"{name}.jpg", f"{name}.jpg")
+    form = browser.find_element("id", "train-form")
+    fields = {"name": "web-style", "photos": str(photos), "styles": str(styles), "epochs": "2",
+              "init_epochs": "1", "batch_size": "2", "image_size": "32", "max_steps": "4", "base_channels": "8"}  # fmt: skip
+    for name, value in fields.items():
+        form.find_element("name", name).send_keys(value)
+    form.find_element("css selector", "button[type=submit]").click()
+    card = ".training-card[data-status=succeeded]"
+    wait_for(browser, f"document.querySelector('{card}')", "the training run to succeed", timeout=240)
+    status = browser.find_element("css selector", f"{card} .status").text
+    assert "model web-style is registered" in status, status
+    assert browser.execute_script("return document.getElementById('model').value") == "web-style"
+    # Every logged loss term is on the chart, and the latest sample grid loaded.
+    terms = browser.find_elements("css selector", f"{card} .losses span")
+    assert len(terms) >= 10, [t.text for t in terms]  # init_* and the GAN's named G and D terms
+    points = browser.find_element("css selector", f"{card} canvas").get_attribute("data-points")
+    assert int(points) >= len(terms)
+    wait_for(browser, f"(() => {{ const i = document.querySelector('{card} img.sample');"
+             " return i.complete && i.naturalWidth > 0; })()", "the latest sample")  # fmt: skip
     if os.environ.get("WEB_SCREENSHOT"):
-        browser.find_element("id", "file-input").send_keys(str(SAMPLES / "autumn.jpg"))
-        wait_for(browser, "document.querySelectorAll('.job-card[data-status=succeeded]').length >= 2",
-                 "the third photo")  # fmt: skip
         wait_for(browser, "[...document.images].every(i => i.complete)", "every image to load")
         Path(os.environ["WEB_SCREENSHOT"]).write_bytes(browser.get_screenshot_as_png())
 
