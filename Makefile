@@ -4,11 +4,15 @@
 VENV ?= .venv
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 BIN := $(VENV)/bin
+# What the [dev] install was made from; deploy/local/run.sh reads the same stamp, so neither quick-start
+# command reinstalls what the other one installed, in whichever order they run.
+DEV_STAMP := $(VENV)/.animegan-dev-stamp
+PROJECT_HASH = $(shell cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 # The Redis database the tests flush; give each person running tests at once their own number.
 ANIMEGAN_TEST_REDIS_DB ?= 9
 export ANIMEGAN_TEST_REDIS_DB
 
-.PHONY: help install demo stop test test-slow lint format settings-table
+.PHONY: help install dev-env demo stop test test-slow lint format settings-table
 
 help:
 	@echo "make demo            start Redis, the API and a worker; stylize the sample photos (deploy/local/run.sh)"
@@ -25,6 +29,11 @@ $(BIN)/python:
 
 install: $(BIN)/python
 	$(BIN)/python -m pip install -c constraints.txt -e ".[dev]"
+	echo "$(PROJECT_HASH)" >$(DEV_STAMP)
+
+# After the demo's run.sh the venv holds only [api,worker] (no pytest, no ruff): install [dev] on top, once.
+dev-env: $(BIN)/python
+	@if [ "$$(cat $(DEV_STAMP) 2>/dev/null)" != "$(PROJECT_HASH)" ]; then $(MAKE) --no-print-directory install; fi
 
 demo:
 	./deploy/local/run.sh
@@ -33,15 +42,15 @@ stop:
 	./deploy/local/run.sh --stop
 
 # pytest exits 5 when it collected nothing; that is a failure here, never a silent pass.
-test: lint
+test: dev-env lint
 	$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): failing" >&2; fi; \
 	exit $$rc
 
-test-slow:
+test-slow: dev-env
 	$(BIN)/python -m pytest -q -m slow
 
-lint:
+lint: dev-env
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 

@@ -63,6 +63,8 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import httpx
+
     from api.client import ApiClientError
 
     try:
@@ -82,6 +84,20 @@ def run(args: argparse.Namespace) -> int:
     except ApiClientError as exc:
         print(f"animegan {args.command}: {exc}", file=sys.stderr)
         return 1
+    except httpx.TransportError as exc:
+        # The API is down or the URL is wrong: one line that says so, not httpx's 50-line traceback.
+        print(
+            f"animegan {args.command}: cannot reach the API at {_api_url(args)} ({type(exc).__name__}: {exc}); "
+            "start it (./deploy/local/run.sh) or point --api / ANIMEGAN_API_URL at a running one",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _api_url(args: argparse.Namespace) -> str:
+    from api.settings import ClientSettings
+
+    return args.api or ClientSettings().api_url
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -90,7 +106,7 @@ def _client(args: argparse.Namespace) -> Any:
 
     settings = ClientSettings()
     key = args.key or (settings.api_key.get_secret_value() if settings.api_key else None)
-    return ApiClient(args.api or settings.api_url, api_key=key, timeout=settings.http_timeout_seconds)
+    return ApiClient(_api_url(args), api_key=key, timeout=settings.http_timeout_seconds)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -147,10 +163,41 @@ def collect_images(inputs: list[str]) -> list[Path]:
     return found
 
 
+def readable_images(paths: list[Path]) -> tuple[list[Path], list[str]]:
+    """The paths Pillow can read as images, and one line per skipped path saying why.
+
+    `animegan stylize` skips an unreadable file and goes on; submit does the same, since the API would refuse
+    the whole batch for it (415) and nothing of the folder would be stylized.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    good, skipped = [], []
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                img.verify()
+            good.append(path)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            reason = "not a readable image" if isinstance(exc, UnidentifiedImageError) else str(exc)
+            skipped.append(f"animegan submit: skipped {path}: {reason}")
+    return good, skipped
+
+
 def _submit(client: Any, args: argparse.Namespace) -> int:
+
+    paths, skipped = readable_images(collect_images(args.inputs))
+    for line in skipped:
+        print(line, file=sys.stderr)
+    if not paths:
+        print(f"animegan submit: none of the {len(skipped)} file(s) is a readable image", file=sys.stderr)
+        return 1
+    code = _submit_images(client, args, paths)
+    return 1 if skipped else code
+
+
+def _submit_images(client: Any, args: argparse.Namespace, paths: list[Path]) -> int:
     from tqdm import tqdm
 
-    paths = collect_images(args.inputs)
     options = dict(model=args.model, format=args.format, size_mode=args.size_mode, max_side=args.max_side)
     if len(paths) == 1:
         job = client.stylize(paths[0], **options)

@@ -120,8 +120,11 @@ def _check_entry(info: zipfile.ZipInfo, archive: str) -> None:
         )
 
 
-def _image_entries(zf: zipfile.ZipFile, archive: str, max_total_bytes: int) -> list[zipfile.ZipInfo]:
-    entries, total = [], 0
+def _image_entries(
+    zf: zipfile.ZipFile, archive: str, max_total_bytes: int, refuse_others: bool = False
+) -> list[zipfile.ZipInfo]:
+    """The image entries; other files are skipped, or with `refuse_others` answered with 422 naming them."""
+    entries, others, total = [], [], 0
     for info in zf.infolist():
         if info.is_dir():
             continue
@@ -131,6 +134,7 @@ def _image_entries(zf: zipfile.ZipFile, archive: str, max_total_bytes: int) -> l
         if base.startswith(".") or info.filename.startswith("__MACOSX/"):
             continue
         if posixpath.splitext(base)[1].lower() not in IMAGE_EXTENSIONS:
+            others.append(info.filename)
             continue
         total += info.file_size
         if total > max_total_bytes:
@@ -140,6 +144,14 @@ def _image_entries(zf: zipfile.ZipFile, archive: str, max_total_bytes: int) -> l
                 f"{archive}: inflates to more than {max_total_bytes} bytes; split it",
             )
         entries.append(info)
+    if refuse_others and others:
+        listed = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise ApiError(
+            422,
+            "non_image_entries",
+            f"{archive}: {listed} {'is not an image' if len(others) == 1 else 'are not images'} "
+            "(.jpg, .jpeg, .png, .webp, .bmp); remove them from the zip",
+        )
     if not entries:
         raise ApiError(
             422, "empty_archive", f"{archive}: holds no images (.jpg, .jpeg, .png, .webp, .bmp entries)"
@@ -150,9 +162,15 @@ def _image_entries(zf: zipfile.ZipFile, archive: str, max_total_bytes: int) -> l
 def read_image_archive(
     data: bytes, name: str, max_images: int, max_total_bytes: int, max_pixels: int
 ) -> list[tuple[str, bytes, ImageInfo]]:
-    """The images of a zip archive, in name order, each checked like a single upload."""
+    """The images of a zip archive, in name order, each checked like a single upload.
+
+    Any other file is refused rather than skipped: a batch that silently drops entries answers fewer results
+    than the client sent, with nothing saying which (a loose image of another format, a misnamed file).
+    """
     with _zip(data, name) as zf:
-        entries = sorted(_image_entries(zf, name, max_total_bytes), key=lambda i: i.filename)
+        entries = sorted(
+            _image_entries(zf, name, max_total_bytes, refuse_others=True), key=lambda i: i.filename
+        )
         if len(entries) > max_images:
             raise ApiError(
                 422,

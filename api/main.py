@@ -20,6 +20,7 @@ from api.deps import Services
 from api.errors import error_body, install_error_handlers
 from api.metrics import RequestMetricsMiddleware
 from api.routes import batches, health, jobs, models, stylize, trainings, uploads
+from api.routes.web import install_web
 from api.schemas import ErrorResponse, TrainingHyperparameters
 from api.settings import ApiSettings
 from workers.settings import load_settings
@@ -94,6 +95,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         version="1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # FastAPI's own /docs and /redoc load their scripts from a CDN: blank offline. install_web serves
+        # Swagger UI from local files instead.
+        docs_url=None,
+        redoc_url=None,
         responses={
             401: {"model": ErrorResponse},
             422: {"model": ErrorResponse},
@@ -104,6 +109,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (stylize, batches, uploads, trainings, jobs, models, health):
         app.include_router(module.router)
+    install_web(app)
     app.add_middleware(RequestMetricsMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
     return app

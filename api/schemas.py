@@ -8,7 +8,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 
 class OutputFormat(StrEnum):
@@ -77,20 +77,31 @@ class StyleOptions(FormModel):
     format: OutputFormat = Field(OutputFormat.png, description="output image format")
     quality: int = Field(95, ge=1, le=100, description="JPEG/WebP quality")
     size_mode: SizeMode = Field(SizeMode.reference, description="how the input is sized for the generator")
+    # validate_default: a missing max_side is checked against size_mode too.
     max_side: int | None = Field(
-        None, ge=32, le=8192, description="longer side in pixels, for size_mode=max_side"
+        None,
+        ge=32,
+        le=8192,
+        validate_default=True,
+        description="longer side in pixels, for size_mode=max_side",
     )
     webhook_url: str | None = Field(
         None, max_length=2048, description="POSTed the job when it ends (http/https)"
     )
 
-    @model_validator(mode="after")
-    def _max_side_matches_mode(self) -> StyleOptions:
-        if self.size_mode == SizeMode.max_side and self.max_side is None:
+    # A field validator, not a model one: its error is located at max_side, so the 422 names that field
+    # (a model validator's error has no location, which answered "fields": [""]).
+    @field_validator("max_side")
+    @classmethod
+    def _max_side_matches_mode(cls, max_side: int | None, info: ValidationInfo) -> int | None:
+        size_mode = info.data.get("size_mode")
+        if size_mode is None:  # size_mode itself was invalid; its own error says so
+            return max_side
+        if size_mode == SizeMode.max_side and max_side is None:
             raise ValueError("max_side is required when size_mode is max_side")
-        if self.size_mode != SizeMode.max_side and self.max_side is not None:
-            raise ValueError(f"max_side is only used with size_mode=max_side (size_mode is {self.size_mode})")
-        return self
+        if size_mode != SizeMode.max_side and max_side is not None:
+            raise ValueError(f"max_side is only used with size_mode=max_side (size_mode is {size_mode})")
+        return max_side
 
 
 class StylizeForm(StyleOptions):

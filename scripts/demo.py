@@ -276,10 +276,15 @@ def main(argv: list[str] | None = None) -> int:
         log(f"model: {model!r}, an UNTRAINED AnimeGANv2 generator (random weights, seed 0).")
         log("These outputs are colour-shifted, textured copies of the photos, NOT anime-style results.")
         print(HOW_TO_GET_WEIGHTS, flush=True)
+    # run.sh cannot change the caller's shell: the `animegan` command is on PATH once the venv is active.
+    activate = f"source {os.path.relpath(sys.prefix, ROOT)}/bin/activate"
+    log(f"the animegan command and the README's examples, in this shell: {activate}")
     if args.once:
         stop_all()
         return 0
     log(f"the API is running at {api_url} (OpenAPI docs: {api_url}/docs); logs in {STATE / 'logs'}")
+    log(f"the web page: {api_url}/  (paste the API key {key})")
+    log(f"  or open {api_url}/#key={key} to have it filled in")
     log(f'try: curl -H "Authorization: Bearer $(cat {STATE / "api-key"})" {api_url}/v1/jobs')
     log("stop everything with: ./deploy/local/run.sh --stop")
     return 0

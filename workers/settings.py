@@ -49,8 +49,9 @@ class ServiceSettings(BaseSettings):
     # Endpoint used only to sign URLs handed to clients, when they reach storage by another host name
     # (e.g. http://localhost:9000 while the services use http://minio:9000). None: s3_endpoint_url.
     s3_public_endpoint_url: str | None = None
-    # Credentials; None falls back to boto3's chain (instance role, ~/.aws, AWS_* variables).
+    # Access key id of the S3 credentials; None falls back to boto3's chain (instance role, ~/.aws, AWS_*).
     s3_access_key_id: SecretStr | None = None
+    # Secret of the S3 credentials, set together with the key id; None: boto3's chain, as for the key id.
     s3_secret_access_key: SecretStr | None = None
     # Region used for signing; MinIO accepts any, AWS needs the bucket's region.
     s3_region: str = "us-east-1"
@@ -185,8 +186,9 @@ class WorkerSettings(ServiceSettings):
     inference_batch_size: int | None = Field(default=None, ge=1, le=64)
     # HMAC key for signing webhook bodies; None sends them unsigned.
     webhook_secret: SecretStr | None = None
-    # Seconds to wait for a webhook receiver, and delivery attempts (exponential backoff) before giving up.
+    # Seconds to wait for a webhook receiver's answer to one delivery attempt.
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Delivery attempts of one webhook (exponential backoff between them) before giving up.
     webhook_max_attempts: int = Field(default=8, ge=1)
     # torch.set_num_threads in each worker process; None keeps torch's default (all cores).
     torch_threads: int | None = Field(default=None, ge=1)

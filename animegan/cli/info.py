@@ -16,15 +16,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def format_description(info: dict) -> str:
     """The human-readable form of weights.describe()."""
+    # arch is also a config field and an export's metadata key: it is shown once, on its own line.
     lines = [
         f"file:    {info['path']} ({info['bytes']:,} bytes)",
         f"format:  {info['format']}",
         f"arch:    {info['arch']}",
         f"params:  {info['params']:,} in {info['tensors']} tensors",
-        "config:  " + ", ".join(f"{k}={v}" for k, v in info["config"].items()),
+        "config:  " + ", ".join(f"{k}={v}" for k, v in info["config"].items() if k != "arch"),
     ]
     for key, value in sorted(info["metadata"].items()):
-        lines.append(f"{key + ':':<9}{value}")
+        if key != "arch":
+            lines.append(f"{key + ':':<9}{value}")
     return "\n".join(lines)
 
 

@@ -75,7 +75,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def collect_inputs(inputs: list[Path]) -> list[Path]:
-    """Files as given, folders expanded to their image files (sorted, not recursive)."""
+    """Files as given, folders expanded to their image files (sorted, not recursive).
+
+    A missing or unreadable file among others is reported and skipped when it is read; when no input exists
+    at all (a mistyped folder), that is an error before the model loads, not "0 of 1 images (1 skipped)".
+    """
+    if not any(p.exists() for p in inputs):
+        raise ConfigError(f"no such file or folder: {', '.join(map(str, inputs))}")
     files: list[Path] = []
     for path in inputs:
         if path.is_dir():
@@ -83,7 +89,7 @@ def collect_inputs(inputs: list[Path]) -> list[Path]:
                 sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             )
         else:
-            files.append(path)  # a missing or unreadable file is reported (and skipped) when it is read
+            files.append(path)
     return files
 
 

@@ -32,8 +32,10 @@ if [[ -z "$stop_only" ]]; then
         "$PYTHON" -m venv "$VENV"
     fi
     stamp="$VENV/.animegan-install-stamp"
+    # `make install` / `make test` write this one for the [dev] extra, which includes [api,worker].
+    dev_stamp="$VENV/.animegan-dev-stamp"
     want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
-    if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+    if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" && "$(cat "$dev_stamp" 2>/dev/null)" != "$want" ]]; then
         mkdir -p "$STATE/logs"
         pip_log="$STATE/logs/pip-install.log"
         say "installing the project with its API and worker extras (pip, constraints.txt; log: $pip_log)"
@@ -56,7 +58,9 @@ redis_port="${hostport##*:}"
 
 redis_answers() {
     local reply=""
-    exec 3<>"/dev/tcp/$redis_host/$redis_port" 2>/dev/null || return 1
+    # The braces scope the 2>/dev/null to this one connection: on a bare `exec` a redirection is permanent,
+    # and would silence the whole script's stderr (every error message and the progress bar) from here on.
+    { exec 3<>"/dev/tcp/$redis_host/$redis_port"; } 2>/dev/null || return 1
     printf 'PING\r\n' >&3
     read -r -t 2 reply <&3 || true
     exec 3>&-

@@ -42,6 +42,15 @@ def test_version(capsys):
     assert capsys.readouterr().out.strip() == f"animegan {__version__}"
 
 
+def test_stylize_of_a_missing_folder_is_an_error_naming_it(tmp_path, capsys):
+    # It used to answer "stylized 0 of 1 images (1 skipped)", as if the folder were an unreadable image.
+    missing = tmp_path / "photos"
+    assert main(["stylize", f"{missing}/", "--untrained-demo", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"no such file or folder: {missing}" in err and "skipped" not in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_usage_errors_exit_2(capsys):
     assert main(["stylize"]) == 2
     assert main(["no-such-command"]) == 2
@@ -59,7 +68,10 @@ def test_import_info_stylize(tmp_path, port_weights, inputs, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["arch"] == "v2" and info["metadata"]["name"] == "paprika-test" and info["tensors"] == 77
     assert main(["info", str(export)]) == 0
-    assert "format:  safetensors export" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "format:  safetensors export" in text
+    # arch is a config field and a metadata key too; it was printed twice.
+    assert [line for line in text.splitlines() if "arch" in line] == ["arch:    v2"], text
 
     out = tmp_path / "out"
     args = ["stylize", str(inputs), "--model", str(export), "--out", str(out), "--size-mode", "original"]

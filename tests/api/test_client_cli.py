@@ -135,3 +135,32 @@ def test_cli_keys_create_prints_a_working_token(stack):
     assert not any(token in str(api.redis.hgetall(k)) for k in api.redis.scan_iter("animegan:apikey:*"))
     bad = cli(env, "keys", "create", "--tenant", "Not Valid")
     assert bad.returncode == 2 and "tenant name" in bad.stderr
+
+
+def test_cli_submit_skips_an_unreadable_file_like_stylize_does(stack, tmp_path):
+    # The API refuses a whole batch for one bad image (415), so submit refused the whole folder.
+    api, env = stack
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        Image.open(io.BytesIO(png_bytes((40, 32), color=(60 * i, 90, 150)))).save(photos / f"p{i}.png")
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    out = tmp_path / "out"
+    done = cli(env, "submit", str(photos), "--model", MODEL, "--out", str(out), "--api", api.url,
+               "--key", api.keys["alice"], "--timeout", "120")  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["p0.png", "p1.png"]
+    assert f"skipped {photos / 'broken.jpg'}" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_cli_submit_with_the_api_down_prints_one_line(tmp_path):
+    from tests.conftest import free_port
+
+    photo = tmp_path / "p.png"
+    photo.write_bytes(png_bytes((40, 32)))
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANIMEGAN_")}
+    done = cli(env, "submit", str(photo), "--model", MODEL, "--out", str(tmp_path / "out"), "--api", url)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()], done.stderr
+    assert f"cannot reach the API at {url}" in done.stderr and "Traceback" not in done.stderr

@@ -115,6 +115,8 @@ def test_malformed_parameters_are_422_naming_the_field(alice, form, field):
     error = error_of(response)
     assert error["code"] == "invalid_parameters"
     assert field in error["message"]
+    # Clients (the web page) mark the offending input from this list; an empty name marks nothing.
+    assert response.json()["error"]["fields"] == [field]
 
 
 def test_neither_or_both_image_sources_is_422(alice):
@@ -141,7 +143,8 @@ def test_webhook_urls_to_private_destinations_are_refused(alice, url, code):
 
 
 def test_batch_from_files_and_archive(alice, api):
-    archive = zip_of({"a/one.png": png_bytes(), "two.jpg": png_bytes(fmt="JPEG"), "readme.txt": b"skip me"})
+    # OS metadata (dot files, __MACOSX/) is not content and is skipped; any other non-image is refused below.
+    archive = zip_of({"a/one.png": png_bytes(), "two.jpg": png_bytes(fmt="JPEG"), ".DS_Store": b"meta"})
     files = [
         ("files", ("x.png", png_bytes(), "image/png")),
         ("archive", ("set.zip", archive, "application/zip")),
@@ -153,6 +156,17 @@ def test_batch_from_files_and_archive(alice, api):
     assert job["params"]["filenames"] == ["x.png", "one.png", "two.jpg"]
     stored = sorted(p.name for p in (api.storage_root / "inputs" / job["id"]).iterdir())
     assert stored == ["000000.png", "000001.png", "000002.jpg"]
+
+
+def test_batch_archive_with_a_non_image_entry_is_refused_naming_it(alice):
+    # It used to be dropped without a word: the job said total 1, errors [], for a zip of two files.
+    archive = zip_of({"one.png": png_bytes(), "notes/readme.txt": b"not an image"})
+    response = alice.post(
+        "/v1/batches", data={"model": PUBLIC_MODEL}, files={"archive": ("set.zip", archive)}
+    )
+    assert response.status_code == 422, response.text
+    error = error_of(response)
+    assert error["code"] == "non_image_entries" and "notes/readme.txt" in error["message"]
 
 
 def test_batch_limits(alice):

@@ -1,0 +1,130 @@
+// The page's wiring: the key, the model picker, the error banner, and the stylize jobs (one photo or a
+// batch): dropped files are sent, each job is followed live, and its before/after images are shown.
+
+import { apiJson, blobUrl, saveKey, savedKey, watchJob } from "./api.js";
+import { initTraining } from "./training.js";
+import { $, clearError, element, loadModels, showError } from "./ui.js";
+
+function progressText(job) {
+  const p = job.progress || {};
+  const counts = p.total ? `${p.done || 0}${p.failed ? ` (+${p.failed} failed)` : ""} of ${p.total}` : "";
+  return [job.status, counts].filter(Boolean).join(" · ");
+}
+
+function jobCard(title) {
+  const status = element("span", { class: "status", text: "sending" });
+  const bar = element("progress", { max: "1", value: "0" });
+  const body = element("div", { class: "pairs" });
+  const links = element("div", { class: "links" });
+  const card = element("article", { class: "job-card", "data-status": "sending" },
+    element("h3", { text: title }), status, bar, body, links);
+  $("#jobs").prepend(card);
+  return { card, status, bar, body, links };
+}
+
+function pair(beforeUrl, name) {
+  const after = element("img", { class: "after", alt: `${name}, stylized` });
+  const row = element("div", { class: "pair" },
+    element("figure", {}, element("img", { class: "before", src: beforeUrl, alt: name }),
+      element("figcaption", { text: "before" })),
+    element("figure", {}, after, element("figcaption", { text: "after" })));
+  return { row, after };
+}
+
+function downloadLink(url, filename, text) {
+  return element("a", { href: url, download: filename, class: "download", text });
+}
+
+async function stylize(files) {
+  clearError();
+  const form = new FormData();
+  form.append("model", $("#model").value);
+  form.append("format", $("#format").value);
+  const single = files.length === 1;
+  for (const file of files) form.append(single ? "file" : "files", file, file.name);
+  const ui = jobCard(single ? files[0].name : `${files.length} photos`);
+  const pairs = files.map((file) => pair(URL.createObjectURL(file), file.name));
+  ui.body.append(...pairs.map((p) => p.row));
+  let job;
+  try {
+    job = await apiJson(single ? "/v1/stylize" : "/v1/batches", { method: "POST", body: form });
+  } catch (exc) {
+    ui.card.dataset.status = "refused";
+    ui.status.textContent = `refused: ${exc.message}`;
+    throw exc;
+  }
+  ui.card.dataset.jobId = job.id;
+  const final = await watchJob(job.id, (record) => {
+    ui.card.dataset.status = record.status;
+    ui.status.textContent = progressText(record);
+    const p = record.progress || {};
+    ui.bar.max = p.total || 1;
+    ui.bar.value = (p.done || 0) + (p.failed || 0);
+  });
+  if (final.status !== "succeeded") {
+    ui.status.textContent = `${final.status}: ${final.error ? final.error.message : ""}`;
+    if (!single && final.status === "failed") showBatchItems(job.id, pairs);
+    return;
+  }
+  const ext = job.params.format === "jpeg" ? "jpg" : job.params.format;
+  const resultUrl = await blobUrl(`/v1/jobs/${job.id}/result`);
+  if (single) {
+    pairs[0].after.src = resultUrl;
+    ui.links.append(downloadLink(resultUrl, `${files[0].name.replace(/\.[^.]*$/, "")}.anime.${ext}`, "Download result"));
+  } else {
+    showBatchItems(job.id, pairs);
+    ui.links.append(downloadLink(resultUrl, `${job.id}.zip`, "Download all (zip)"));
+  }
+}
+
+// A batch's images, once it has ended: each from GET /v1/jobs/{id}/results/{i}, or the reason it failed.
+function showBatchItems(jobId, pairs) {
+  pairs.forEach((p, index) => {
+    blobUrl(`/v1/jobs/${jobId}/results/${index}`).then(
+      (url) => { p.after.src = url; },
+      (exc) => { p.after.replaceWith(element("p", { class: "item-error", text: exc.message })); },
+    );
+  });
+}
+
+function initKey() {
+  // The demo prints a link with the key in the fragment (#key=...): it never reaches a server log.
+  const fromLink = new URLSearchParams(location.hash.slice(1)).get("key");
+  if (fromLink) {
+    saveKey(fromLink);
+    history.replaceState(null, "", location.pathname);
+  }
+  $("#api-key").value = savedKey();
+  $("#key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    saveKey($("#api-key").value.trim());
+    clearError();
+    loadModels().catch(showError);
+  });
+}
+
+function initDropZone() {
+  const zone = $("#drop-zone");
+  const send = (list) => {
+    const files = [...list];
+    if (files.length) stylize(files).catch(showError);
+  };
+  zone.addEventListener("dragover", (event) => { event.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    zone.classList.remove("over");
+    send(event.dataTransfer.files);
+  });
+  $("#file-input").addEventListener("change", (event) => {
+    send(event.target.files);
+    event.target.value = "";
+  });
+}
+
+initKey();
+initDropZone();
+$("#refresh-models").addEventListener("click", () => loadModels().catch(showError));
+initTraining();
+// Without a key this shows the API's 401 message, which says what to paste.
+loadModels().catch(showError);
