@@ -25,6 +25,9 @@ SHARED_PHOTOS = ROOT.parent / "shared" / "data" / "photos"
 SAMPLES = ROOT / "samples"
 ANIMEGAN = Path(sys.executable).with_name("animegan")
 UNTRAINED_NAME = "untrained-v2"
+# The styles that ship with the project (scripts/builtin_style.py made them); the demo's default is the first.
+BUILTIN_MODELS = ROOT / "models" / "builtin"
+BUILTIN_NAME = "hayao-builtin"
 TENANT = "demo"
 HOW_TO_GET_WEIGHTS = (
     "To get real results: download a published AnimeGANv2 generator, e.g. paprika.pt or face_paint_512_v2.pt from\n"
@@ -141,10 +144,15 @@ def wait_ready(api_url: str, pid_names: list[str], timeout: float) -> None:
 
 
 def prepare_model(weights: Path | None) -> tuple[str, bool]:
-    """Write the demo model into data/local/models; return (model name, trained?)."""
+    """Put the demo's models into data/local/models (the worker's ANIMEGAN_MODELS_DIR): the built-in styles,
+    the untrained generator (pipeline checks, by name) and any --weights; return (default model, imported?)."""
     from animegan.weights import load_generator, save_generator
 
     MODELS.mkdir(parents=True, exist_ok=True)
+    for shipped in sorted(BUILTIN_MODELS.glob("*.safetensors")):
+        target = MODELS / shipped.name
+        if not target.is_file() or target.stat().st_mtime < shipped.stat().st_mtime:
+            shutil.copy2(shipped, target)
     if weights is not None:
         name = re.sub(r"[^a-z0-9_-]", "-", weights.stem.lower())[:64]
         target = MODELS / f"{name}.safetensors"
@@ -167,7 +175,17 @@ def prepare_model(weights: Path | None) -> tuple[str, bool]:
         save_generator(
             target, generator, metadata={"name": UNTRAINED_NAME, "source": "untrained (random init, seed 0)"}
         )
+    if (MODELS / f"{BUILTIN_NAME}.safetensors").is_file():
+        return BUILTIN_NAME, False
     return UNTRAINED_NAME, False
+
+
+def builtin_description() -> str:
+    """What the built-in model's file says it is (its export metadata)."""
+    from workers.registry import read_export_header
+
+    _, metadata = read_export_header(MODELS / f"{BUILTIN_NAME}.safetensors")
+    return str(metadata.get("description", "trained by scripts/builtin_style.py"))
 
 
 def api_key(api_url: str, env: dict[str, str]) -> str:
@@ -272,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     log(f"{len(written)} files written to {args.out} in {time.monotonic() - started:.1f} s")
     if trained:
         log(f"model: {model!r}, imported from {args.weights}")
+    elif model == BUILTIN_NAME:
+        log(f"model: {model!r}, the built-in Hayao-like style: {builtin_description()}")
+        log(f"also available by name: {BUILTIN_NAME}-fast (a small, fast copy), {UNTRAINED_NAME} (untrained)")
     else:
         log(f"model: {model!r}, an UNTRAINED AnimeGANv2 generator (random weights, seed 0).")
         log("These outputs are colour-shifted, textured copies of the photos, NOT anime-style results.")

@@ -148,7 +148,8 @@ def test_readme_names_every_route_outside_v1():
 @pytest.fixture(scope="module")
 def clone_after_quick_start(tmp_path_factory) -> Path:
     """A copy of the checkout's files (tracked and new, not ignored) plus what the quick start leaves behind:
-    `.venv` (this test's environment) and the demo's model, data/local/models/untrained-v2.safetensors."""
+    `.venv` (this test's environment) and the demo's models in data/local/models (the built-in ones and
+    untrained-v2)."""
     root = tmp_path_factory.mktemp("clone")
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
@@ -162,7 +163,8 @@ def clone_after_quick_start(tmp_path_factory) -> Path:
     (root / ".venv").symlink_to(sys.prefix)
     demo = load_module(PROJECT_ROOT / "scripts" / "demo.py")
     demo.MODELS = root / "data" / "local" / "models"  # the demo's own recipe, written into the copy
-    assert demo.prepare_model(None) == (demo.UNTRAINED_NAME, False)
+    assert demo.prepare_model(None) == (demo.BUILTIN_NAME, False)
+    assert (demo.MODELS / f"{demo.UNTRAINED_NAME}.safetensors").is_file()
     return root
 
 
@@ -265,4 +267,6 @@ def test_http_examples_run_as_written(http_stack):
         assert len([n for n in archive.namelist() if not n.endswith("/")]) == 2
     assert "\nprogress 2/2\n" in proc.stdout and "\nsucceeded\n" in proc.stdout, proc.stdout
     client = httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {key}"})
-    assert "my-generator" in {m["name"] for m in client.get("/v1/models").json()["items"]}
+    models = {m["name"] for m in client.get("/v1/models").json()["items"]}
+    assert {"my-generator", "my-student", "hayao-builtin"} <= models, models
+    assert "\nsucceeded\n" in proc.stdout and '"step":6' in proc.stdout, proc.stdout

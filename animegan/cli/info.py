@@ -26,7 +26,7 @@ def format_description(info: dict) -> str:
     ]
     for key, value in sorted(info["metadata"].items()):
         if key != "arch":
-            lines.append(f"{key + ':':<9}{value}")
+            lines.append(f"{key + ':':<8} {value}")
     return "\n".join(lines)
 
 
