@@ -74,6 +74,13 @@ class ApiProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def peak_rss_bytes(self) -> int:
+        """The process's peak resident memory so far (VmHWM), to show what one request made it hold."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError(f"no VmHWM in /proc/{self.proc.pid}/status")
+
     def wait_ready(self, timeout: float = 60) -> ApiProcess:
         def up() -> bool:
             if self.proc.poll() is not None:
