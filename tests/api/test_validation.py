@@ -37,6 +37,17 @@ def bomb_png(width: int, height: int) -> bytes:
     )
 
 
+def noisy_jpeg(size: tuple[int, int] = (256, 256)) -> bytes:
+    """A JPEG whose scan data is most of the file (random pixels), so a cut keeps the header whole."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
 def zip_of(entries: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
@@ -72,6 +83,10 @@ def test_missing_or_unknown_key_is_401(api):
         (png_bytes(fmt="GIF"), "anim.gif", 415, "unsupported_format", "GIF"),
         (png_bytes((64, 64))[:60], "cut.png", 415, "corrupt_image", "cut.png"),
         (png_bytes((1100, 1000)), "big.png", 422, "too_many_pixels", "1100x1000"),
+        # Above twice the limit, where Pillow's own check used to answer with its number (2000000) instead.
+        (png_bytes((1500, 1500)), "bigger.png", 422, "too_many_pixels", "limit of 1000000"),
+        # The header and most scan data are intact: only decoding every pixel finds the cut.
+        (noisy_jpeg()[: len(noisy_jpeg()) * 2 // 3], "cut.jpg", 415, "corrupt_image", "cut.jpg"),
         (bomb_png(30_000, 30_000), "bomb.png", 422, "decompression_bomb", "bomb.png"),
     ],
 )
