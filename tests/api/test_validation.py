@@ -146,6 +146,9 @@ def test_neither_or_both_image_sources_is_422(alice):
         ("http://10.1.2.3/hook", "webhook_url_not_allowed"),
         ("http://127.0.0.1:9/hook", "webhook_url_not_allowed"),
         ("http://169.254.169.254/latest/meta-data", "webhook_url_not_allowed"),
+        # The worker refuses these too: one rule (workers.webhook_targets) decides for both.
+        ("http://100.64.0.1/hook", "webhook_url_not_allowed"),
+        ("http://[::ffff:10.0.0.1]/hook", "webhook_url_not_allowed"),
     ],
 )
 def test_webhook_urls_to_private_destinations_are_refused(alice, url, code):
