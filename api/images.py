@@ -170,7 +170,18 @@ def read_image_archive(
         return out
 
 
-def check_dataset_archive(source: bytes | Path, name: str, max_total_bytes: int) -> int:
-    """Check a training dataset archive (zip of images) from its directory only; return its image count."""
+def check_dataset_archive(source: bytes | Path, name: str, max_total_bytes: int, max_images: int) -> int:
+    """Check a training dataset archive (zip of images) from its directory only; return its image count.
+
+    The count is the worker's limit too (ANIMEGAN_MAX_DATASET_IMAGES): refused here, a dataset it would refuse
+    costs neither a queued job nor an extraction on a worker's disk.
+    """
     with _zip(source, name) as zf:
-        return len(_image_entries(zf, name, max_total_bytes))
+        count = len(_image_entries(zf, name, max_total_bytes))
+    if count > max_images:
+        raise ApiError(
+            422,
+            "too_many_images",
+            f"{name}: {count} images is above the limit of {max_images} per dataset archive; use fewer",
+        )
+    return count

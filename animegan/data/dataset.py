@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from animegan.data.edge_smooth import SmoothCache, smooth_edges
 from animegan.errors import DatasetError
@@ -66,7 +66,12 @@ def decode_fitted(content: bytes, image_size: int, min_side: int) -> np.ndarray:
     """
     if not content:
         raise ValueError("the file is empty")
-    with Image.open(io.BytesIO(content)) as img:
+    try:
+        img = Image.open(io.BytesIO(content))
+    except UnidentifiedImageError:
+        # Pillow's message names the in-memory buffer's repr ("<_io.BytesIO object at 0x...>"), not the file.
+        raise ValueError("not an image Pillow can read (JPEG, PNG, WebP, BMP, ...)") from None
+    with img:
         w, h = img.size
         if min(w, h) < min_side:
             raise ValueError(f"{w}x{h} is too small (shorter side must be at least {min_side} px)")

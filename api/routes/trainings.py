@@ -85,7 +85,10 @@ def _stage_part(
         label = upload_id
     if path.stat().st_size > limit:
         raise ApiError(413, "dataset_too_large", f"{part}: {label} is larger than the {limit}-byte limit")
-    count = check_dataset_archive(path, f"{part} ({label})", services.settings.max_archive_bytes)
+    settings = services.settings
+    count = check_dataset_archive(
+        path, f"{part} ({label})", settings.max_archive_bytes, settings.max_dataset_images
+    )
     logger.debug("dataset part %s: %d images", part, count)
     return path
 

@@ -254,6 +254,11 @@ def test_training_datasets_must_be_zips_of_images(alice):
     assert empty.status_code == 422 and error_of(empty)["code"] == "empty_archive"
     bad_json = training(alice, photos, photos, hyperparameters="{epochs: 3")
     assert bad_json.status_code == 422 and "hyperparameters" in error_of(bad_json)["message"]
+    # Counted from the zip's directory: the worker would refuse it after extracting every entry.
+    crowded = training(alice, photos, zip_of({f"s{i}.png": b"" for i in range(9)}))
+    assert crowded.status_code == 422, crowded.text
+    error = error_of(crowded)
+    assert error["code"] == "too_many_images" and "9 images" in error["message"] and "8" in error["message"]
 
 
 def test_direct_upload_local_backend(alice, api):

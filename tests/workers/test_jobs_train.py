@@ -30,6 +30,14 @@ def zip_of_images(count: int, seed: int) -> bytes:
     return buf.getvalue()
 
 
+def zip_member_png(seed: int) -> bytes:
+    img = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, size=(72, 80, 3), dtype=np.uint8)).save(
+        img, "PNG"
+    )
+    return img.getvalue()
+
+
 @pytest.fixture
 def ctx(redis_client, redis_url, tmp_path) -> JobContext:
     from tests.animegan.vgg_fixtures import write_vgg19_npy
@@ -148,6 +156,44 @@ def test_a_bad_dataset_fails_the_job_naming_the_archive(ctx):
     failed = ctx.jobs.get(record.id)
     assert failed.status == "failed" and failed.error["code"] == "bad_dataset"
     assert "photos archive is not a readable zip" in failed.error["message"]
+
+
+def test_a_dataset_error_names_the_users_entries_and_no_worker_paths(ctx, monkeypatch, tmp_path):
+    import workers.jobs.train as train_module
+
+    monkeypatch.setattr(train_module, "DATASET_CACHE", tmp_path / "dataset-cache")
+    dataset = f"textfile-{uuid.uuid4().hex[:6]}"
+    photos = io.BytesIO()
+    with zipfile.ZipFile(photos, "w") as zf:
+        zf.writestr("trip/a.png", zip_member_png(0))
+        zf.writestr("trip/b.png", zip_member_png(1))
+        zf.writestr("trip/notes.jpg", b"these are my notes, not a photo")
+    ctx.store.put_bytes(keys.dataset_archive(dataset, "photos"), photos.getvalue())
+    ctx.store.put_bytes(keys.dataset_archive(dataset, "styles"), zip_of_images(2, seed=3))
+    record, _ = ctx.jobs.create("train", OWNER, {"name": "x", "dataset_id": dataset,
+                                "hyperparameters": {"image_size": 32, "max_steps": 1}}, total=1)  # fmt: skip
+    assert run_segment(ctx, record.id, 0) == SegmentOutcome.finished
+    error = ctx.jobs.get(record.id).error
+    assert error["code"] == "bad_dataset" and "'trip/notes.jpg'" in error["message"], error
+    for internal in (str(tmp_path), "dataset-cache", "000002", " at 0x"):
+        assert internal not in error["message"], error["message"]
+
+
+def test_a_dataset_above_the_image_limit_fails_and_leaves_no_files(ctx, monkeypatch, tmp_path):
+    import workers.jobs.train as train_module
+
+    cache = tmp_path / "dataset-cache"
+    monkeypatch.setattr(train_module, "DATASET_CACHE", cache)
+    monkeypatch.setattr(ctx.settings, "max_dataset_images", 3)
+    dataset = f"crowded-{uuid.uuid4().hex[:6]}"
+    ctx.store.put_bytes(keys.dataset_archive(dataset, "photos"), zip_of_images(4, seed=1))
+    ctx.store.put_bytes(keys.dataset_archive(dataset, "styles"), zip_of_images(2, seed=2))
+    record, _ = ctx.jobs.create("train", OWNER, {"name": "x", "dataset_id": dataset,
+                                "hyperparameters": {"image_size": 32, "max_steps": 1}}, total=1)  # fmt: skip
+    assert run_segment(ctx, record.id, 0) == SegmentOutcome.finished
+    error = ctx.jobs.get(record.id).error
+    assert error["code"] == "bad_dataset" and "more than 3 images" in error["message"]
+    assert [p for p in cache.rglob("*") if p.is_file()] == [], "the refused extraction stayed on disk"
 
 
 def test_cancel_stops_training_between_steps(ctx, monkeypatch):

@@ -10,7 +10,6 @@ import dataclasses
 import logging
 import os
 import re
-import shutil
 import socket
 import tempfile
 import threading
@@ -29,7 +28,7 @@ from animegan.training.checkpoint import checkpoint_path
 from workers import keys
 from workers.exceptions import ModelExists
 from workers.jobs import JobContext, JobInputError, begin, cancel, fail, succeed
-from workers.jobs.datasets import unpack_images
+from workers.jobs.datasets import DatasetCache, DatasetLimits, user_message
 from workers.storage import NotFound
 
 logger = logging.getLogger(__name__)
@@ -50,7 +49,6 @@ _LOSS_NAMES = {
 # Unpacked datasets, reused by later segments on this machine; the edge-smoothing cache sits beside them.
 DATASET_CACHE = Path(tempfile.gettempdir()) / "animegan-datasets"
 SMOOTH_CACHE = Path(tempfile.gettempdir()) / "animegan-smooth-cache"
-DONE_MARKER = ".complete"
 # Newest sample grids listed in the job's progress (all stay in storage).
 SAMPLES_LISTED = 20
 
@@ -213,34 +211,22 @@ def _fetch_dataset(ctx: JobContext, params: dict[str, Any], work: Path) -> tuple
     dataset_id = params.get("dataset_id")
     if not isinstance(dataset_id, str) or not keys.SEGMENT_RE.match(dataset_id):
         raise JobInputError("bad_params", f"params.dataset_id must be a dataset id, got {dataset_id!r}")
-    cache = DATASET_CACHE / dataset_id
+    cache = DatasetCache(DATASET_CACHE, ctx.settings.dataset_cache_bytes)
+    limits = DatasetLimits(max_images=ctx.settings.max_dataset_images)
     folders = []
     for part in ("photos", "styles"):
-        folder = cache / part
-        if not (folder / DONE_MARKER).is_file():
-            _download_part(ctx, dataset_id, part, folder, work)
-        folders.append(folder)
+
+        def fetch(archive: Path, part: str = part) -> None:
+            try:
+                ctx.store.get_file(keys.dataset_archive(dataset_id, part), archive)
+            except NotFound as exc:
+                raise JobInputError(
+                    "dataset_missing", f"dataset {dataset_id} has no {part}.zip in storage"
+                ) from exc
+
+        folders.append(cache.part(dataset_id, part, fetch, limits))
+    cache.evict(keep=dataset_id)
     return folders[0], folders[1]
-
-
-def _download_part(ctx: JobContext, dataset_id: str, part: str, folder: Path, work: Path) -> None:
-    archive = work / f"{part}.zip"
-    try:
-        ctx.store.get_file(keys.dataset_archive(dataset_id, part), archive)
-    except NotFound as exc:
-        raise JobInputError("dataset_missing", f"dataset {dataset_id} has no {part}.zip in storage") from exc
-    # Unpack beside the cache entry, then rename, so a crash never leaves a half-filled folder marked done.
-    staging = folder.with_name(f".{part}-{uuid.uuid4().hex[:8]}")
-    count = unpack_images(archive, staging, what=part)
-    (staging / DONE_MARKER).write_text(str(count))
-    archive.unlink()
-    try:
-        staging.rename(folder)
-    except OSError:
-        # Another worker process on this machine finished the same folder first; theirs is as good.
-        shutil.rmtree(staging, ignore_errors=True)
-        if not (folder / DONE_MARKER).is_file():
-            raise
 
 
 def _restore_latest_checkpoint(ctx: JobContext, job_id: str, run_dir: Path) -> int:
@@ -334,8 +320,10 @@ def _train_under_lease(
             )
             result = trainer.run(max_seconds=ctx.settings.train_segment_seconds)
         except AnimeGANError as exc:
+            # The library names files by their path on this machine; the user knows their archive entries.
+            message = user_message(str(exc), {"photos": photos, "styles": styles})
             raise JobInputError(
-                "bad_dataset" if isinstance(exc, DatasetError) else "bad_params", str(exc)
+                "bad_dataset" if isinstance(exc, DatasetError) else "bad_params", message
             ) from exc
         if hooks.lost:
             raise LeaseLost(job_id)
