@@ -176,7 +176,8 @@ class UploadPublic(BaseModel):
     purpose: UploadPurpose
     size: int
     url: str = Field(
-        description="PUT the bytes here (S3 presigned URL, or this API with the same bearer key)"
+        description="PUT exactly `size` bytes here (S3 presigned URL, which signs that Content-Length, or this "
+        "API with the same bearer key); an upload of another size is refused and deleted"
     )
     method: str = "PUT"
     headers: dict[str, str] = Field(default_factory=dict, description="headers to send with the PUT")

@@ -63,12 +63,19 @@ def resolve_upload(
             "upload_incomplete",
             f"upload {upload_id} has not received its bytes yet; PUT them to its url first",
         )
-    size = services.store.size(key)
-    if size > int(record["size"]):
+    size, declared = services.store.size(key), int(record["size"])
+    if size != declared:
+        # The presigned URL signs the declared length, but not every S3-compatible server checks it: the stored
+        # object is refused here and deleted, so bytes beyond what was declared never stay in storage.
+        services.store.delete(key)
+        logger.warning(
+            "upload %s of %s held %d bytes, %d declared; deleted", upload_id, tenant, size, declared
+        )
         raise ApiError(
-            413,
-            "upload_too_large",
-            f"upload {upload_id} holds {size} bytes, more than the {record['size']} declared",
+            413 if size > declared else 422,
+            "upload_size_mismatch",
+            f"upload {upload_id} held {size} bytes but {declared} were declared; it was deleted, PUT exactly "
+            f"{declared} bytes again",
         )
     return key, size
 
@@ -76,7 +83,10 @@ def resolve_upload(
 def _public(services: Services, request: Request, upload_id: str, record: dict) -> UploadPublic:
     key = keys.upload(record["owner"], upload_id)
     ctype = record.get("content_type") or None
-    url = services.store.presign_put(key, services.settings.presign_expiry_seconds, content_type=ctype)
+    size = int(record["size"])
+    url = services.store.presign_put(
+        key, services.settings.presign_expiry_seconds, content_type=ctype, content_length=size
+    )
     headers = {"Content-Type": ctype} if ctype else {}
     if url is None:
         base = services.settings.public_base_url or str(request.base_url).rstrip("/")
@@ -85,7 +95,7 @@ def _public(services: Services, request: Request, upload_id: str, record: dict) 
     return UploadPublic(
         id=upload_id,
         purpose=UploadPurpose(record["purpose"]),
-        size=int(record["size"]),
+        size=size,
         url=url,
         headers=headers,
         expires_at=float(record["created_at"]) + services.settings.presign_expiry_seconds,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Iterator
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -69,6 +70,29 @@ def test_s3_direct_upload_then_stylize(s3_api, s3_endpoint):
         assert s3_api.store.get_bytes(keys.input(job["id"], 0, "png")) == image
         with ApiClient(s3_api.url, s3_api.keys["bob"]) as bob:
             assert bob.http.get(f"/v1/uploads/{upload_id}").status_code == 404
+
+
+def test_s3_upload_of_another_size_than_declared_is_refused_and_deleted(s3_api):
+    with ApiClient(s3_api.url, s3_api.keys["alice"]) as client:
+        created = client.http.post("/v1/uploads", json={"purpose": "image", "size": 100}).json()
+        # Real S3 refuses a PUT of another length itself: the signature covers Content-Length.
+        signed = parse_qs(urlsplit(created["url"]).query)["X-Amz-SignedHeaders"][0].split(";")
+        assert "content-length" in signed
+        # moto does not check signatures, like some S3-compatible servers: 20 MiB land in the bucket anyway.
+        assert httpx.put(created["url"], content=b"\0" * (20 << 20)).status_code == 200
+        key = keys.upload("alice", created["id"])
+        assert s3_api.store.size(key) == 20 << 20
+        refused = client.http.post("/v1/stylize", data={"model": PUBLIC_MODEL, "upload_id": created["id"]})
+        assert refused.status_code == 413, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "upload_size_mismatch" and "100" in error["message"]
+        assert not s3_api.store.exists(key), "the oversized object stayed in storage"
+
+        short = client.http.post("/v1/uploads", json={"purpose": "image", "size": 100}).json()
+        assert httpx.put(short["url"], content=b"\0" * 10).status_code == 200
+        refused = client.http.post("/v1/stylize", data={"model": PUBLIC_MODEL, "upload_id": short["id"]})
+        assert refused.status_code == 422 and refused.json()["error"]["code"] == "upload_size_mismatch"
+        assert not s3_api.store.exists(keys.upload("alice", short["id"]))
 
 
 def test_readyz_fails_when_redis_is_down(tmp_path):

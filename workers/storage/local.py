@@ -119,7 +119,9 @@ class LocalStore(ObjectStore):
         validate_key(key)
         return None
 
-    def presign_put(self, key: str, expires: int, content_type: str | None = None) -> str | None:
+    def presign_put(
+        self, key: str, expires: int, content_type: str | None = None, content_length: int | None = None
+    ) -> str | None:
         validate_key(key)
         return None
 

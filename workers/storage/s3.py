@@ -207,11 +207,16 @@ class S3Store(ObjectStore):
                 "get_object", Params=params, ExpiresIn=int(expires)
             )
 
-    def presign_put(self, key: str, expires: int, content_type: str | None = None) -> str | None:
+    def presign_put(
+        self, key: str, expires: int, content_type: str | None = None, content_length: int | None = None
+    ) -> str | None:
         params = {"Bucket": self.bucket, "Key": self._full(key)}
         if content_type:
             # The signature then covers Content-Type: the client must send exactly this header.
             params["ContentType"] = content_type
+        if content_length is not None:
+            # Signed like Content-Type: S3, MinIO and R2 answer 403 to a PUT of another length.
+            params["ContentLength"] = int(content_length)
         with self._errors("presign", key):
             return self._client_for(self.public_endpoint_url or self.endpoint_url).generate_presigned_url(
                 "put_object", Params=params, ExpiresIn=int(expires)
