@@ -10,6 +10,7 @@ import io
 import logging
 import posixpath
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,8 +163,14 @@ def read_image_archive(
             )
         out = []
         for info in entries:
-            body = zf.read(info)
             label = f"{name}:{info.filename}"
+            try:
+                body = zf.read(info)
+            except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+                # A bad CRC or damaged deflate data is the client's archive, not a server error.
+                raise ApiError(
+                    422, "corrupt_archive", f"{label}: the entry is damaged ({exc}); zip it again"
+                ) from exc
             out.append(
                 (safe_name(info.filename, f"image-{len(out)}"), body, inspect_image(body, label, max_pixels))
             )

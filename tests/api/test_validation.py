@@ -198,6 +198,20 @@ def test_batch_limits(alice):
     assert response.status_code == 415 and "broken.png" in error_of(response)["message"]
 
 
+def test_a_damaged_archive_entry_is_422_naming_it(alice):
+    archive = bytearray(zip_of({"a.png": png_bytes(), "b.png": png_bytes()}))
+    # Stored entries: flip the last data byte of b.png, so its CRC-32 no longer matches.
+    with zipfile.ZipFile(io.BytesIO(bytes(archive))) as zf:
+        info = zf.getinfo("b.png")
+    archive[info.header_offset + 30 + len("b.png") + len(info.extra) + info.compress_size - 1] ^= 0xFF
+    response = alice.post(
+        "/v1/batches", data={"model": PUBLIC_MODEL}, files={"archive": ("b.zip", bytes(archive))}
+    )
+    assert response.status_code == 422, response.text
+    error = error_of(response)
+    assert error["code"] == "corrupt_archive" and "b.png" in error["message"]
+
+
 def training(client: httpx.Client, photos: bytes | None, styles: bytes | None, **form: object):
     files = {}
     if photos is not None:
