@@ -70,7 +70,10 @@ class StyleOptions(FormModel):
     quality: int = Field(95, ge=1, le=100, description="JPEG/WebP quality")
     size_mode: SizeMode = Field(SizeMode.reference, description="how the input is sized for the generator")
     max_side: int | None = Field(
-        None, ge=32, le=8192, description="longer side in pixels, for size_mode=max_side"
+        None,
+        ge=32,
+        le=8192,
+        description="longer side in pixels: required with size_mode=max_side, refused with any other size_mode",
     )
     webhook_url: str | None = Field(
         None, max_length=2048, description="POSTed the job when it ends (http/https)"

@@ -8,6 +8,9 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable
+from typing import Annotated
+
+from fastapi import Header
 
 from api.deps import Services
 from api.errors import ApiError
@@ -18,6 +21,17 @@ from workers.webhook_targets import WebhookTargetRefused, WebhookTargetUnresolve
 logger = logging.getLogger(__name__)
 
 MAX_IDEMPOTENCY_KEY = 200
+# The header every create accepts; the schema states its length, check_idempotency_key the rest.
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=MAX_IDEMPOTENCY_KEY,
+        description="printable text, not only spaces; the same key and body return the same result, "
+        "another body with it is 409",
+    ),
+]
 
 
 def request_hash(fields: dict, blobs: Iterable[bytes] = ()) -> str:

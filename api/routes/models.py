@@ -19,7 +19,7 @@ import zipfile
 import zlib
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Header, Request, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
 
 from api.deps import ServicesDep, Tenant
 from api.errors import ApiError, not_found
@@ -27,7 +27,7 @@ from api.routes.stylize import read_upload_file
 from api.routes.trainings import check_model_name
 from api.routes.uploads import resolve_upload
 from api.schemas import ErrorResponse, ModelList, ModelPublic, UploadPurpose
-from api.submission import check_idempotency_key, request_hash
+from api.submission import IdempotencyKey, check_idempotency_key, request_hash
 from workers import keys
 from workers.exceptions import ModelExists
 
@@ -173,7 +173,7 @@ def create_model(
     upload_id: Annotated[
         str | None, Form(max_length=64, description="a direct upload instead of file")
     ] = None,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> ModelPublic:
     if (file is None) == (upload_id is None):
         raise ApiError(422, "invalid_parameters", "file, upload_id: send exactly one of them")

@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Header, Request, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
 from pydantic import ValidationError
 
 from api.deps import Services, ServicesDep, Tenant
@@ -23,7 +23,7 @@ from api.routes.jobs import job_public
 from api.routes.stylize import CREATE_RESPONSES, accepted
 from api.routes.uploads import resolve_upload
 from api.schemas import JobPublic, TrainingForm, TrainingHyperparameters, UploadPurpose
-from api.submission import check_idempotency_key, check_webhook_url, request_hash, submit_job
+from api.submission import IdempotencyKey, check_idempotency_key, check_webhook_url, request_hash, submit_job
 from workers import contracts, keys
 from workers.jobstore import JobKind, JobRecord
 
@@ -112,7 +112,7 @@ def create_training(
     services: ServicesDep,
     photos: Annotated[UploadFile | None, File(description="zip of real photos")] = None,
     styles: Annotated[UploadFile | None, File(description="zip of style (anime) images")] = None,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JobPublic:
     settings = services.settings
     idem = check_idempotency_key(idempotency_key)

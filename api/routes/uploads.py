@@ -8,15 +8,14 @@ import json
 import logging
 import time
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Header, Request, status
+from fastapi import APIRouter, Request, status
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Services, ServicesDep, Tenant
 from api.errors import ApiError, not_found
 from api.schemas import ErrorResponse, UploadCreate, UploadPublic, UploadPurpose
-from api.submission import check_idempotency_key, request_hash
+from api.submission import IdempotencyKey, check_idempotency_key, request_hash
 from workers import keys
 
 logger = logging.getLogger(__name__)
@@ -107,7 +106,14 @@ def _public(services: Services, request: Request, upload_id: str, record: dict) 
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=UploadPublic,
-    responses={413: {"model": ErrorResponse}, 409: {"model": ErrorResponse}},
+    responses={
+        413: {"model": ErrorResponse, "description": "size above the limit of the purpose"},
+        409: {"model": ErrorResponse, "description": "Idempotency-Key reused with another body"},
+        422: {
+            "model": ErrorResponse,
+            "description": "a bad field, a body that is not JSON, or an empty Idempotency-Key",
+        },
+    },
     summary="Start a direct upload; PUT the bytes to the returned url",
 )
 def create_upload(
@@ -115,7 +121,7 @@ def create_upload(
     request: Request,
     tenant: Tenant,
     services: ServicesDep,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> UploadPublic:
     limit = purpose_limit(services, body.purpose)
     if body.size > limit:
@@ -162,7 +168,14 @@ def get_upload(upload_id: str, request: Request, tenant: Tenant, services: Servi
 @router.put(
     "/{upload_id}",
     response_model=UploadPublic,
-    responses={404: {"model": ErrorResponse}, 413: {"model": ErrorResponse}},
+    responses={
+        404: {"model": ErrorResponse},
+        413: {"model": ErrorResponse, "description": "more bytes arrived than the upload declared"},
+        422: {
+            "model": ErrorResponse,
+            "description": "upload_size_mismatch: fewer bytes arrived than the upload declared",
+        },
+    },
     summary="Receive the bytes of a direct upload (local storage backend only; S3 uses the presigned URL)",
 )
 async def put_upload(upload_id: str, request: Request, tenant: Tenant, services: ServicesDep) -> UploadPublic:
