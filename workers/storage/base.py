@@ -73,8 +73,9 @@ class ObjectStore(ABC):
         """
 
     @abstractmethod
-    def ping(self) -> None:
-        """Raise StorageError if the store cannot be reached (readiness probes)."""
+    def ping(self, timeout_seconds: float | None = None) -> None:
+        """Raise StorageError if the store cannot be reached (readiness probes) within `timeout_seconds` (one
+        try, no retries); None: the backend's usual timeouts and retries."""
 
 
 def content_disposition(filename: str) -> str:

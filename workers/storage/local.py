@@ -125,7 +125,8 @@ class LocalStore(ObjectStore):
         validate_key(key)
         return None
 
-    def ping(self) -> None:
+    def ping(self, timeout_seconds: float | None = None) -> None:
+        # A local folder answers at once or not at all; there is no network timeout to shorten.
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -222,9 +222,31 @@ class S3Store(ObjectStore):
                 "put_object", Params=params, ExpiresIn=int(expires)
             )
 
-    def ping(self) -> None:
+    def _probe_client(self, timeout_seconds: float) -> Any:
+        """A client that tries once and waits at most `timeout_seconds` to connect and for each read."""
+        key = f"probe:{timeout_seconds}"
+        with self._lock:
+            if self._pid != os.getpid():
+                self._clients.clear()
+                self._pid = os.getpid()
+            client = self._clients.get(key)
+            if client is None:
+                config = self._client_kwargs["config"].merge(
+                    Config(
+                        connect_timeout=timeout_seconds,
+                        read_timeout=timeout_seconds,
+                        retries={"total_max_attempts": 1, "mode": "standard"},
+                    )
+                )
+                kwargs = {**self._client_kwargs, "config": config}
+                client = boto3.session.Session().client("s3", endpoint_url=self.endpoint_url, **kwargs)
+                self._clients[key] = client
+            return client
+
+    def ping(self, timeout_seconds: float | None = None) -> None:
+        client = self.client if timeout_seconds is None else self._probe_client(timeout_seconds)
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            client.head_bucket(Bucket=self.bucket)
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(
                 f"S3 bucket {self.bucket!r} at {self.endpoint_url or 'AWS'} is not reachable: {exc}; "
