@@ -81,6 +81,18 @@ def test_every_animegan_name_in_readme_is_a_setting_and_every_setting_is_listed(
     assert not settings - named, f"README does not list {sorted(settings - named)}"
 
 
+def test_every_test_the_fault_table_names_exists():
+    section = readme().split("### Faults and what they cost", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| Fault")]
+    named = re.findall(r"`([\w/]+\.py)::(test_\w+)`", "\n".join(rows))
+    assert len(rows) >= 9 and len(named) >= len(rows), "the fault table lost rows or their tests"
+    for path, name in named:
+        source = (PROJECT_ROOT / "tests" / path).read_text()
+        assert re.search(rf"^def {name}\(", source, flags=re.M), (
+            f"the fault table names {path}::{name}, which is gone"
+        )
+
+
 def test_quick_start_commands_are_wired():
     quick = re.search(r"## Quick start.*?```bash\n(.*?)```", readme(), flags=re.S).group(1)
     commands = [line.split("#")[0].strip() for line in quick.splitlines() if line.strip()]
