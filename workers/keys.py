@@ -110,8 +110,13 @@ def sample(job_id: str, step: int, ext: str = "png") -> str:
 
 
 def run_config(job_id: str) -> str:
-    """The resolved TrainConfig of a run, written before step one."""
+    """The resolved TrainConfig of a run (the trainer's config.json), uploaded with each checkpoint."""
     return f"{run_prefix(job_id)}config.json"
+
+
+def run_losses(job_id: str) -> str:
+    """The run's losses.jsonl (one line of named loss terms per step), uploaded with each checkpoint."""
+    return f"{run_prefix(job_id)}losses.jsonl"
 
 
 # Models: public ones (built-in, shared) and each owner's own, so two tenants can both have "my-style".

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import uuid
 import zipfile
 
@@ -101,7 +102,13 @@ def test_segments_resume_from_the_stored_checkpoint_and_register_the_model(ctx, 
     assert ctx.store.list(keys.checkpoints_prefix(job_id)) == [keys.checkpoint(job_id, 3)]
     record = ctx.jobs.get(job_id)
     assert (record.progress["step"], record.progress["segments_done"]) == (3, 1)
-    assert set(record.progress["losses"]) >= {"con"} or record.progress["losses"]
+    # The progress shows the last step's named loss terms, exactly as the run's uploaded losses.jsonl has them.
+    logged = [json.loads(line) for line in ctx.store.get_bytes(keys.run_losses(job_id)).decode().splitlines()]
+    assert [entry["step"] for entry in logged] == [1, 2, 3]
+    last = {k: v for k, v in logged[-1].items() if k not in ("step", "epoch", "phase", "time")}
+    assert last and record.progress["losses"] == pytest.approx(last, abs=1e-6)  # progress keeps 6 decimals
+    config = json.loads(ctx.store.get_bytes(keys.run_config(job_id)))
+    assert config["image_size"] == 32 and config["generator"]["base_channels"] == 8
 
     monkeypatch.setattr(train_module, "Trainer", real_trainer)
     assert run_segment(ctx, job_id, 0) == SegmentOutcome.stale  # a duplicate of the finished segment
@@ -110,6 +117,9 @@ def test_segments_resume_from_the_stored_checkpoint_and_register_the_model(ctx, 
     assert record.status == "succeeded", record.error
     assert record.progress["resumed_from_step"] == 3
     assert record.result == {"model": "my-style", "model_key": keys.model("my-style", OWNER), "steps": 5}
+    # The second segment went on with the stored losses.jsonl: each step once, none lost at the resume.
+    logged = [json.loads(line) for line in ctx.store.get_bytes(keys.run_losses(job_id)).decode().splitlines()]
+    assert [entry["step"] for entry in logged] == [1, 2, 3, 4, 5]
     info = ctx.registry.get("my-style", OWNER)
     assert info is not None and info.source == "trained" and info.config["base_channels"] == 8
     assert ctx.registry.get("my-style", "tenant-b") is None

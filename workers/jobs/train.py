@@ -25,6 +25,7 @@ import redis
 from animegan.errors import AnimeGANError, DatasetError
 from animegan.training import TrainConfig, Trainer, TrainProgress
 from animegan.training.checkpoint import checkpoint_path
+from animegan.training.trainer import CONFIG_FILE, LOSSES_FILE
 from workers import keys
 from workers.exceptions import ModelExists
 from workers.jobs import JobContext, JobInputError, begin, cancel, fail, succeed
@@ -117,6 +118,9 @@ class SegmentHooks:
     shutdown_requested: Any = None  # callable() -> bool: the worker is shutting down (SIGTERM)
     keeper: LeaseKeeper | None = None
     fenced_off: bool = False
+    run_dir: Path | None = (
+        None  # the trainer's folder: its config.json and losses.jsonl go up with checkpoints
+    )
 
     @property
     def lost(self) -> bool:
@@ -148,6 +152,11 @@ class SegmentHooks:
         self.ctx.jobs.append_progress(
             self.job_id, "checkpoints", {"step": step, "key": key}, keep_last=self.keep_checkpoints
         )
+        # The run describes itself beside its checkpoints (the resolved config, every step's named losses), and
+        # the next segment continues the same losses.jsonl.
+        for name, run_key in ((CONFIG_FILE, keys.run_config), (LOSSES_FILE, keys.run_losses)):
+            if self.run_dir is not None and (self.run_dir / name).is_file():
+                self.ctx.store.put_file(run_key(self.job_id), self.run_dir / name)
         # Only the newest few are ever resumed from; a long run would otherwise pile up gigabytes.
         uploaded = sorted(self.ctx.store.list(keys.checkpoints_prefix(self.job_id)))
         for old in uploaded[: -self.keep_checkpoints]:
@@ -236,6 +245,11 @@ def _restore_latest_checkpoint(ctx: JobContext, job_id: str, run_dir: Path) -> i
         return 0
     step = _step_of(Path(uploaded[-1]))
     ctx.store.get_file(uploaded[-1], checkpoint_path(run_dir, step))
+    try:
+        # The trainer appends to it and drops lines past the checkpoint's step, as after a local resume.
+        ctx.store.get_file(keys.run_losses(job_id), run_dir / LOSSES_FILE)
+    except NotFound:
+        logger.info("job %s: no losses.jsonl stored yet; the log restarts at step %d", job_id, step)
     return step
 
 
@@ -306,7 +320,9 @@ def _train_under_lease(
         }
         ctx.jobs.append_progress(job_id, "segments", entry, keep_last=20)
         logger.info("job %s: segment %d starts at step %d", job_id, segment, resumed_from)
-        hooks = SegmentHooks(ctx, job_id, token, config.keep_checkpoints, shutdown_requested, keeper)
+        hooks = SegmentHooks(
+            ctx, job_id, token, config.keep_checkpoints, shutdown_requested, keeper, run_dir=run_dir
+        )
         try:
             trainer = Trainer(
                 config,
