@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import wait_until
 from workers import keys
 from workers.jobs import JobContext
 from workers.jobs.train import SegmentOutcome, run_segment
@@ -266,12 +267,11 @@ def test_the_lease_keeper_renews_until_the_segment_ends_and_notices_a_takeover(c
     with LeaseKeeper(ctx, "job-k", token, ttl=1.0) as keeper:
         time.sleep(2.5)  # more than twice the ttl: only renewals keep it
         assert ctx.leases.check("job-k", token) and not keeper.lost
-    time.sleep(1.5)
-    assert not ctx.leases.check("job-k", token), "the lease outlived its segment"
+    # Once renewals stop, the lease lapses after its ttl (1 s).
+    wait_until(lambda: not ctx.leases.check("job-k", token), 5, "the lease to lapse after its segment")
 
     token = ctx.leases.acquire("job-k", "me", 1.0)
     with LeaseKeeper(ctx, "job-k", token, ttl=1.0) as keeper:
         ctx.jobs.redis.delete(ctx.leases.lease_key("job-k"))
         ctx.leases.acquire("job-k", "successor", 30)
-        time.sleep(1.0)
-        assert keeper.lost
+        wait_until(lambda: keeper.lost, 5, "the keeper to notice the takeover at its next renewal")
