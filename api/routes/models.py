@@ -28,14 +28,13 @@ from api.routes.trainings import check_model_name
 from api.routes.uploads import resolve_upload
 from api.schemas import ErrorResponse, ModelList, ModelPublic, UploadPurpose
 from api.submission import IdempotencyKey, check_idempotency_key, request_hash
-from workers import keys
+from workers import keys, redis_keys
 from workers.exceptions import ModelExists
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
-_IDEMPOTENCY = "animegan:model-idem:"
 EXPORT_FORMAT = "animegan-generator"  # animegan.weights.EXPORT_FORMAT, restated to keep torch out of the API
 SAFETENSORS_DTYPES = {"F32", "F16", "BF16", "F64"}
 BRYANDLEE_KEY = re.compile(r"^(block_[a-e]|out_layer)\.[0-9a-z_.]+\.(weight|bias)$")
@@ -185,7 +184,7 @@ def create_model(
         data, label = services.store.get_bytes(key), upload_id
     idem = check_idempotency_key(idempotency_key)
     digest = request_hash({"name": name}, [data])
-    slot = f"{_IDEMPOTENCY}{tenant}:{request_hash({'key': idem})}" if idem else None
+    slot = redis_keys.model_idempotency(tenant, request_hash({"key": idem})) if idem else None
     if slot is not None and (previous := services.redis.get(slot)) is not None:
         if previous != digest:
             raise ApiError(

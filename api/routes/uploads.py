@@ -16,14 +16,11 @@ from api.deps import Services, ServicesDep, Tenant
 from api.errors import ApiError, not_found
 from api.schemas import ErrorResponse, UploadCreate, UploadPublic, UploadPurpose
 from api.submission import IdempotencyKey, check_idempotency_key, request_hash
-from workers import keys
+from workers import keys, redis_keys
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
-
-_RECORD = "animegan:upload:"
-_IDEMPOTENCY = "animegan:upload-idem:"
 
 
 def purpose_limit(services: Services, purpose: UploadPurpose) -> int:
@@ -37,7 +34,7 @@ def purpose_limit(services: Services, purpose: UploadPurpose) -> int:
 
 
 def _load(services: Services, tenant: str, upload_id: str) -> dict:
-    raw = services.redis.hgetall(_RECORD + upload_id) if keys.SEGMENT_RE.match(upload_id) else {}
+    raw = services.redis.hgetall(redis_keys.upload(upload_id)) if keys.SEGMENT_RE.match(upload_id) else {}
     if not raw or raw.get("owner") != tenant:
         raise not_found("upload", upload_id)
     return raw
@@ -135,7 +132,7 @@ def create_upload(
     upload_id = uuid.uuid4().hex
     if idem is not None:
         # Idempotency keys are client text; the Redis key name uses their hash.
-        slot = f"{_IDEMPOTENCY}{tenant}:{request_hash({'key': idem})}"
+        slot = redis_keys.upload_idempotency(tenant, request_hash({"key": idem}))
         entry = json.dumps({"id": upload_id, "hash": digest})
         if not services.redis.set(slot, entry, nx=True, ex=services.settings.idempotency_ttl_seconds):
             previous = json.loads(services.redis.get(slot) or "{}")
@@ -155,8 +152,8 @@ def create_upload(
         "content_type": body.content_type or "",
         "created_at": f"{time.time():.3f}",
     }
-    services.redis.hset(_RECORD + upload_id, mapping=record)
-    services.redis.expire(_RECORD + upload_id, services.settings.job_ttl_seconds)
+    services.redis.hset(redis_keys.upload(upload_id), mapping=record)
+    services.redis.expire(redis_keys.upload(upload_id), services.settings.job_ttl_seconds)
     return _public(services, request, upload_id, record)
 
 
