@@ -9,7 +9,6 @@ import hashlib
 import io
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from animegan.atomic import atomic_write
 from animegan.data.edge_smooth import SmoothCache, smooth_edges
 from animegan.errors import DatasetError
 
@@ -166,15 +166,8 @@ def _read_cached(path: Path | None, shape: tuple[int, ...]) -> np.ndarray | None
 
 
 def _write_cached(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)  # a concurrent reader sees the old state or the whole file
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:  # a concurrent reader sees the old state or the whole file
+        np.save(f, array)
 
 
 class ShuffledStream:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +14,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from animegan.atomic import atomic_path
 from workers.exceptions import InvalidKey, NotFound, StorageError
 from workers.keys import validate_key, validate_prefix
 from workers.storage.base import ObjectStore, content_disposition
@@ -146,16 +146,8 @@ class S3Store(ObjectStore):
             )
 
     def get_file(self, key: str, path: str | Path) -> None:
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
-        os.close(fd)
-        try:
-            with self._errors("download", key):
-                self.client.download_file(self.bucket, self._full(key), tmp, Config=self.transfer_config)
-            os.replace(tmp, target)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        with atomic_path(path) as tmp, self._errors("download", key):
+            self.client.download_file(self.bucket, self._full(key), str(tmp), Config=self.transfer_config)
 
     def _head(self, key: str) -> dict:
         with self._errors("head", key):
