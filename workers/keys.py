@@ -13,11 +13,7 @@ from workers.exceptions import InvalidKey
 # letters, digits and ._-@+= ; no '/', '\\', ':' or spaces. Owner ids and job ids must fit this too.
 SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._\-@+=]{0,127}$")
 _EXT_RE = re.compile(r"^[a-z0-9]{1,8}$")
-DATASET_PARTS = (
-    "photos",
-    "styles",
-    "smooth",
-)  # training inputs: real photos, style images, edge-smoothed styles
+DATASET_PARTS = ("photos", "styles")  # a training dataset: a zip of real photos, a zip of style images
 MAX_KEY_LENGTH = 1024  # S3's limit in bytes; keys here are ASCII
 
 
@@ -130,15 +126,9 @@ def model(name: str, owner: str | None = None) -> str:
     return f"{model_prefix(name, owner)}generator.safetensors"
 
 
-# Training datasets: images by part and index, or one uploaded archive.
+# Training datasets: one uploaded archive per part.
 def dataset_prefix(dataset_id: str) -> str:
     return f"datasets/{_segment(dataset_id, 'dataset id')}/"
-
-
-def dataset_image(dataset_id: str, part: str, index: int, ext: str) -> str:
-    if part not in DATASET_PARTS:
-        raise InvalidKey(f"dataset part {part!r} must be one of {', '.join(DATASET_PARTS)}")
-    return f"{dataset_prefix(dataset_id)}{part}/{_index(index):06d}.{_ext(ext)}"
 
 
 def dataset_archive(dataset_id: str, part: str) -> str:
@@ -151,7 +141,3 @@ def dataset_archive(dataset_id: str, part: str) -> str:
 # Direct uploads (presigned PUT) land here before a job claims them; scoped by owner.
 def upload(owner: str, upload_id: str) -> str:
     return f"uploads/{_segment(owner, 'owner id')}/{_segment(upload_id, 'upload id')}"
-
-
-def uploads_prefix(owner: str) -> str:
-    return f"uploads/{_segment(owner, 'owner id')}/"
