@@ -187,7 +187,11 @@ class DatasetCache:
         return sum(f.stat().st_size for f in self.root.rglob("*") if f.is_file())
 
     def evict(self, keep: str | None = None) -> list[str]:
-        """Remove least recently used datasets (never `keep`) until the cache fits max_bytes; their ids."""
+        """Remove least recently used datasets (never `keep`) until the cache fits max_bytes; their ids.
+
+        Another process's running segment decoded its images into memory when it started, so losing its folder
+        costs at most a download and an extraction at its next segment.
+        """
         if not self.root.is_dir():
             return []
         sizes = {

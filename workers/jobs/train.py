@@ -118,9 +118,7 @@ class SegmentHooks:
     shutdown_requested: Any = None  # callable() -> bool: the worker is shutting down (SIGTERM)
     keeper: LeaseKeeper | None = None
     fenced_off: bool = False
-    run_dir: Path | None = (
-        None  # the trainer's folder: its config.json and losses.jsonl go up with checkpoints
-    )
+    run_dir: Path | None = None  # trainer's folder: config.json and losses.jsonl go up with checkpoints
 
     @property
     def lost(self) -> bool:
