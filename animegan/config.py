@@ -1,6 +1,7 @@
 """Typed configuration of the networks and losses: GeneratorConfig, DiscriminatorConfig, LossWeights.
 
-Defaults are those of the reference TF code (docs: /work/shared/spec/ANIMEGAN.md); configs round-trip via to_dict/from_dict.
+Defaults are those of the reference TF code (spec: ../shared/spec/ANIMEGAN.md from the project root); configs
+round-trip via to_dict/from_dict.
 """
 
 from __future__ import annotations

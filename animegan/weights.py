@@ -20,6 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from animegan.atomic import atomic_path
 from animegan.config import GeneratorConfig
 from animegan.errors import ConfigError, WeightsError
 from animegan.nn import build_generator, generator_v1, generator_v2
@@ -93,10 +94,8 @@ def save_generator(
         "config": json.dumps(config.to_dict(), sort_keys=True),
         "metadata": json.dumps(info, sort_keys=True, default=str),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=header)
-    tmp.replace(path)  # readers never see a half-written export
+    with atomic_path(path) as tmp:  # readers never see a half-written export
+        save_file(tensors, str(tmp), metadata=header)
     logger.info("exported generator %s (%s, %d tensors) to %s", info["name"], config.arch, len(tensors), path)
     return path
 

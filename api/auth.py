@@ -12,11 +12,11 @@ import time
 
 import redis
 
+from workers import redis_keys
+
 TOKEN_PREFIX = "agk_"
 # Tenants name storage prefixes and Redis keys, so they are kept to a safe alphabet.
 TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-_KEY_PREFIX = "animegan:apikey:"
-_TENANT_KEYS = "animegan:tenant-keys:"
 
 
 class InvalidTenant(ValueError):
@@ -42,8 +42,8 @@ def create_api_key(client: redis.Redis, tenant: str) -> str:
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     digest = token_hash(token)
     pipe = client.pipeline()
-    pipe.hset(_KEY_PREFIX + digest, mapping={"tenant": tenant, "created_at": f"{time.time():.3f}"})
-    pipe.sadd(_TENANT_KEYS + tenant, digest)
+    pipe.hset(redis_keys.api_key(digest), mapping={"tenant": tenant, "created_at": f"{time.time():.3f}"})
+    pipe.sadd(redis_keys.tenant_api_keys(tenant), digest)
     pipe.execute()
     return token
 
@@ -52,7 +52,7 @@ def tenant_for_token(client: redis.Redis, token: str) -> str | None:
     """The tenant a bearer token belongs to, or None for an unknown or revoked token."""
     if not token.startswith(TOKEN_PREFIX):
         return None
-    tenant = client.hget(_KEY_PREFIX + token_hash(token), "tenant")
+    tenant = client.hget(redis_keys.api_key(token_hash(token)), "tenant")
     if tenant is None:
         return None
     return tenant.decode() if isinstance(tenant, bytes) else tenant
@@ -60,11 +60,11 @@ def tenant_for_token(client: redis.Redis, token: str) -> str | None:
 
 def revoke_tenant_keys(client: redis.Redis, tenant: str) -> int:
     """Remove every key of `tenant`; return how many there were."""
-    digests = client.smembers(_TENANT_KEYS + tenant)
+    digests = client.smembers(redis_keys.tenant_api_keys(tenant))
     pipe = client.pipeline()
     for digest in digests:
         d = digest.decode() if isinstance(digest, bytes) else digest
-        pipe.delete(_KEY_PREFIX + d)
-    pipe.delete(_TENANT_KEYS + tenant)
+        pipe.delete(redis_keys.api_key(d))
+    pipe.delete(redis_keys.tenant_api_keys(tenant))
     pipe.execute()
     return len(digests)

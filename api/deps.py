@@ -37,6 +37,7 @@ class Services:
     registry: ModelRegistry
     rate: RateLimiter
     slots: ActiveJobSlots
+    probe_redis: redis.Redis  # short timeouts, for /readyz only
     metrics_registry: Any = None  # api.metrics.registry_for builds it on the first scrape
 
     @classmethod
@@ -55,10 +56,16 @@ class Services:
             registry=ModelRegistry(client),
             rate=RateLimiter(client, settings.rate_limit_requests, settings.rate_limit_window_seconds),
             slots=ActiveJobSlots(client, settings.max_active_jobs, lambda job_id: _is_active(jobs, job_id)),
+            probe_redis=redis.Redis.from_url(
+                settings.redis_url,
+                socket_timeout=settings.readiness_timeout_seconds,
+                socket_connect_timeout=settings.readiness_timeout_seconds,
+            ),
         )
 
     def close(self) -> None:
         self.redis.close()
+        self.probe_redis.close()
 
 
 def _is_active(jobs: JobStore, job_id: str) -> bool:

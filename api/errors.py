@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from workers.exceptions import StorageError
 
@@ -79,11 +80,33 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
     return JSONResponse(body, status_code=422)
 
 
-async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if exc.status_code == 400:
+        # FastAPI's "error parsing the body" (JSON that is not UTF-8, a broken multipart body): bad input like
+        # any other, so the documented 422 with the shared error shape, not an undocumented 400.
+        return JSONResponse(
+            error_body("invalid_parameters", f"body: the request body could not be parsed ({exc.detail})"),
+            status_code=422,
+        )
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette's Allow lists the methods of the first route whose path matched; a path served by several
+        # routes (GET and POST /v1/models) must list them all.
+        headers["Allow"] = ", ".join(allowed_methods(request))
     code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
     return JSONResponse(
-        error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers or None
+        error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers or None
     )
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app serves at the request's path (routes may sit in nested routers)."""
+    allowed = []
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
 
 
 async def _dependency_down(request: Request, exc: Exception) -> JSONResponse:

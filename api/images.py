@@ -1,7 +1,7 @@
-"""Cheap checks of uploaded images and archives with Pillow and zipfile only (the worker does the real decoding).
+"""Checks of uploaded images and archives with Pillow and zipfile only, so bad input gets its 4xx at once.
 
-Header, format and pixel count come from Image.open (which reads the header alone) and verify(); archives are
-read from their central directory with limits on entry count, total size and compression ratio.
+Format and pixel count come from the header; an image within the pixel limit is then decoded whole (a truncated
+file only shows when its data runs out); archives are read with limits on entry count, size and ratio.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import io
 import logging
 import posixpath
-import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,26 +45,27 @@ class ImageInfo:
 def inspect_image(data: bytes, name: str, max_pixels: int) -> ImageInfo:
     """Check that `data` is a complete image of an accepted format and at most `max_pixels`; raise ApiError.
 
-    415 for bytes that are not an image or of another format, 422 for too many pixels or a decompression bomb.
+    415 for bytes that are not an image, of another format, truncated or corrupt; 422 for too many pixels or a
+    decompression bomb. Pillow's own pixel limit is off in the API (api.main), so `max_pixels` is the one that
+    decides and the one the message names.
     """
     if not data:
         raise ApiError(415, "not_an_image", f"{name}: the file is empty; send a JPEG, PNG, WebP or BMP image")
     try:
-        with warnings.catch_warnings():
-            # Pillow warns (not raises) between MAX_IMAGE_PIXELS and twice that; our own limit decides below.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                fmt, (width, height) = img.format, img.size
-                _check_pixels(name, width, height, len(data), max_pixels)
-                if fmt not in ACCEPTED_FORMATS:
-                    raise ApiError(
-                        415,
-                        "unsupported_format",
-                        f"{name}: image format {fmt} is not accepted; send JPEG, PNG, WebP or BMP",
-                    )
-                img.verify()
-    except Image.DecompressionBombError as exc:
-        raise ApiError(422, "decompression_bomb", f"{name}: refused as a decompression bomb ({exc})") from exc
+        with Image.open(io.BytesIO(data)) as img:
+            fmt, (width, height) = img.format, img.size
+            _check_pixels(name, width, height, len(data), max_pixels)
+            if fmt not in ACCEPTED_FORMATS:
+                raise ApiError(
+                    415,
+                    "unsupported_format",
+                    f"{name}: image format {fmt} is not accepted; send JPEG, PNG, WebP or BMP",
+                )
+            # verify() checks PNG chunk CRCs but stops at the header for JPEG; only decoding every pixel
+            # finds a JPEG cut short. The worker decodes it anyway, so this costs no more than the job would.
+            img.verify()
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
     except UnidentifiedImageError as exc:
         raise ApiError(
             415, "not_an_image", f"{name}: not a readable image; send a JPEG, PNG, WebP or BMP file"
@@ -81,8 +82,9 @@ def _check_pixels(name: str, width: int, height: int, nbytes: int, max_pixels: i
     pixels = width * height
     if pixels <= max_pixels:
         return
-    # A header claiming far more pixels than the bytes could plausibly hold is a bomb, not a big photo.
-    if pixels > 2 * max_pixels or pixels > nbytes * 1000:
+    # A header claiming far more pixels than the bytes could plausibly hold is a bomb, not a big photo
+    # (zlib and JPEG stay under about 1000 pixels per byte even on a flat colour).
+    if pixels > nbytes * 1000:
         raise ApiError(
             422,
             "decompression_bomb",
@@ -179,18 +181,35 @@ def read_image_archive(
             )
         out = []
         for info in entries:
-            body = zf.read(info)
             label = f"{name}:{info.filename}"
+            try:
+                body = zf.read(info)
+            except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+                # A bad CRC or damaged deflate data is the client's archive, not a server error.
+                raise ApiError(
+                    422, "corrupt_archive", f"{label}: the entry is damaged ({exc}); zip it again"
+                ) from exc
             out.append(
                 (safe_name(info.filename, f"image-{len(out)}"), body, inspect_image(body, label, max_pixels))
             )
         return out
 
 
-def check_dataset_archive(source: bytes | Path, name: str, max_total_bytes: int) -> int:
-    """Check a training dataset archive (zip of images) from its directory only; return its image count."""
+def check_dataset_archive(source: bytes | Path, name: str, max_total_bytes: int, max_images: int) -> int:
+    """Check a training dataset archive (zip of images) from its directory only; return its image count.
+
+    The count is the worker's limit too (ANIMEGAN_MAX_DATASET_IMAGES): refused here, a dataset it would refuse
+    costs neither a queued job nor an extraction on a worker's disk.
+    """
     with _zip(source, name) as zf:
-        return len(_image_entries(zf, name, max_total_bytes))
+        count = len(_image_entries(zf, name, max_total_bytes))
+    if count > max_images:
+        raise ApiError(
+            422,
+            "too_many_images",
+            f"{name}: {count} images is above the limit of {max_images} per dataset archive; use fewer",
+        )
+    return count
 
 
 # EXIF orientations that turn the stored image a quarter turn: its displayed width and height swap.

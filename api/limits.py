@@ -14,11 +14,10 @@ from collections.abc import Callable
 import redis
 
 from api.errors import ApiError
+from workers import redis_keys
 
 logger = logging.getLogger(__name__)
 
-_RATE_PREFIX = "animegan:rate:"
-_ACTIVE_PREFIX = "animegan:active:"
 # A reservation whose request died before turning it into a job frees its slot after this long.
 RESERVATION_TTL_SECONDS = 120
 # Retry-After for a full concurrent-job quota: jobs usually end within seconds.
@@ -45,7 +44,7 @@ class RateLimiter:
         """Count one request; raise ApiError 429 with Retry-After once the window's budget is spent."""
         now = time.time() if now is None else now
         window_index = int(now // self.window)
-        key = f"{_RATE_PREFIX}{tenant}:{window_index}"
+        key = redis_keys.rate_window(tenant, window_index)
         pipe = self.client.pipeline()
         pipe.incr(key)
         pipe.expire(key, self.window + 1)
@@ -74,7 +73,7 @@ class ActiveJobSlots:
         self._reserve = client.register_script(_RESERVE_LUA)
 
     def _key(self, tenant: str) -> str:
-        return _ACTIVE_PREFIX + tenant
+        return redis_keys.active_jobs(tenant)
 
     def prune(self, tenant: str, now: float | None = None) -> None:
         now = time.time() if now is None else now

@@ -78,8 +78,10 @@ class BodyLimitMiddleware:
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     """Build the app; settings default to the environment (ANIMEGAN_*), validated before anything starts."""
     settings = settings or load_settings(ApiSettings)
-    # Pillow refuses images above twice this while reading headers; our own check (api.images) says why.
-    Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
+    # Pillow's own bomb check would refuse images above twice its limit while reading the header, with its
+    # number instead of ours; api.images.inspect_image checks every header against max_image_pixels before
+    # any decoding, so the configured limit is the one that decides and the one the 422 names.
+    Image.MAX_IMAGE_PIXELS = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -83,7 +83,7 @@ class StyleOptions(FormModel):
         ge=32,
         le=8192,
         validate_default=True,
-        description="longer side in pixels, for size_mode=max_side",
+        description="longer side in pixels: required with size_mode=max_side, refused with any other size_mode",
     )
     webhook_url: str | None = Field(
         None, max_length=2048, description="POSTed the job when it ends (http/https)"
@@ -220,7 +220,8 @@ class UploadPublic(BaseModel):
     purpose: UploadPurpose
     size: int
     url: str = Field(
-        description="PUT the bytes here (S3 presigned URL, or this API with the same bearer key)"
+        description="PUT exactly `size` bytes here (S3 presigned URL, which signs that Content-Length, or this "
+        "API with the same bearer key); an upload of another size is refused and deleted"
     )
     method: str = "PUT"
     headers: dict[str, str] = Field(default_factory=dict, description="headers to send with the PUT")

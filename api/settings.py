@@ -42,6 +42,12 @@ class ApiSettings(ServiceSettings):
     sse_keepalive_seconds: float = Field(default=15.0, gt=0, le=300)
     # Largest page of GET /v1/jobs.
     max_page_size: int = Field(default=200, ge=1, le=1000)
+    # Seconds /readyz waits for Redis and for object storage; a slower one is reported not ready (a paused
+    # storage node must not hold the probe until the orchestrator's own timeout).
+    readiness_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+    # Bearer token GET /metrics requires (Prometheus: authorization credentials). None turns /metrics off
+    # (404): it shows job counts of every tenant, so it is never open to any caller by default.
+    metrics_token: SecretStr | None = None
 
     @field_validator("public_base_url")
     @classmethod

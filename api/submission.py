@@ -5,21 +5,33 @@ enqueue; a failure after the record exists fails that job with a clear error ins
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import logging
-import socket
 from collections.abc import Callable, Iterable
-from urllib.parse import urlparse
+from typing import Annotated
+
+from fastapi import Header
 
 from api.deps import Services
 from api.errors import ApiError
 from workers.exceptions import IdempotencyConflict
 from workers.jobstore import JobKind, JobRecord
+from workers.webhook_targets import WebhookTargetRefused, WebhookTargetUnresolved, resolve_webhook_target
 
 logger = logging.getLogger(__name__)
 
 MAX_IDEMPOTENCY_KEY = 200
+# The header every create accepts; the schema states its length, check_idempotency_key the rest.
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=MAX_IDEMPOTENCY_KEY,
+        description="printable text, not only spaces; the same key and body return the same result, "
+        "another body with it is 409",
+    ),
+]
 
 
 def request_hash(fields: dict, blobs: Iterable[bytes] = ()) -> str:
@@ -43,29 +55,16 @@ def check_idempotency_key(key: str | None) -> str | None:
 
 
 def check_webhook_url(url: str | None, allow_private: bool) -> str | None:
-    """Refuse webhook URLs that are not http(s) or that resolve to private, loopback or link-local addresses."""
+    """422 for a webhook URL the worker would refuse: the same rule (workers.webhook_targets) decides both."""
     if url is None:
         return None
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ApiError(422, "invalid_webhook_url", f"webhook_url {url!r} must be an http:// or https:// URL")
     try:
-        infos = socket.getaddrinfo(parsed.hostname, parsed.port or 443, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise ApiError(
-            422, "invalid_webhook_url", f"webhook_url host {parsed.hostname!r} does not resolve ({exc})"
-        ) from exc
-    if allow_private:
-        return url
-    for info in infos:
-        addr = ipaddress.ip_address(info[4][0].split("%")[0])
-        if addr.is_private or addr.is_loopback or addr.is_link_local or addr.is_reserved or addr.is_multicast:
-            raise ApiError(
-                422,
-                "webhook_url_not_allowed",
-                f"webhook_url {url!r} resolves to {addr}, a private/loopback/link-local address; use a public "
-                "host (or set ANIMEGAN_ALLOW_PRIVATE_WEBHOOKS on a trusted network)",
-            )
+        resolve_webhook_target(url, allow_private)
+    except WebhookTargetRefused as exc:
+        code = "invalid_webhook_url" if exc.address is None else "webhook_url_not_allowed"
+        raise ApiError(422, code, str(exc)) from exc
+    except WebhookTargetUnresolved as exc:
+        raise ApiError(422, "invalid_webhook_url", f"webhook_url: {exc}") from exc
     return url
 
 

@@ -140,3 +140,15 @@ def test_library_source_never_imports_service_code():
     allowed = {"animegan/cli/__init__.py": ("api.cli", "workers.cli")}
     bad = source_violations("animegan", SERVICE_MODULES + ("api", "workers"), allowed)
     assert not bad, "animegan/ is the pure model library:\n" + "\n".join(bad)
+
+
+def test_redis_key_names_are_spelled_in_one_module():
+    spelled = [
+        f"{path.relative_to(PROJECT_ROOT)}:{number}"
+        for folder in ("api", "workers")
+        for path in (PROJECT_ROOT / folder).rglob("*.py")
+        if path != PROJECT_ROOT / "workers" / "redis_keys.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if '"animegan:' in line or "'animegan:" in line
+    ]
+    assert not spelled, "Redis key names belong in workers/redis_keys.py:\n" + "\n".join(spelled)

@@ -95,15 +95,23 @@ def test_every_animegan_name_in_readme_is_a_setting_and_every_setting_is_listed(
     assert not settings - named, f"README does not list {sorted(settings - named)}"
 
 
+def test_every_test_the_fault_table_names_exists():
+    section = readme().split("### Faults and what they cost", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| Fault")]
+    named = re.findall(r"`([\w/]+\.py)::(test_\w+)`", "\n".join(rows))
+    assert len(rows) >= 9 and len(named) >= len(rows), "the fault table lost rows or their tests"
+    for path, name in named:
+        source = (PROJECT_ROOT / "tests" / path).read_text()
+        assert re.search(rf"^def {name}\(", source, flags=re.M), (
+            f"the fault table names {path}::{name}, which is gone"
+        )
+
+
 def test_quick_start_commands_are_wired():
     quick = re.search(r"## Quick start.*?```bash\n(.*?)```", readme(), flags=re.S).group(1)
     commands = [line.split("#")[0].strip() for line in quick.splitlines() if line.strip()]
     assert commands == ["./deploy/local/run.sh", "make test"]
     assert os.access(PROJECT_ROOT / "deploy" / "local" / "run.sh", os.X_OK)
-    ci = (PROJECT_ROOT / ".ci" / "run").read_text()
-    assert "make test" in ci and "set -euo pipefail" in ci, (
-        ".ci/run must run exactly `make test` and fail loudly"
-    )
     for target in ("demo", "test"):
         proc = subprocess.run(["make", "-n", target], cwd=PROJECT_ROOT, capture_output=True, text=True)
         assert proc.returncode == 0, f"make {target}: {proc.stderr}"
@@ -143,6 +151,27 @@ def test_readme_names_every_route_outside_v1():
     for path in outside:
         assert f"`{path}`" in readme(), f"README does not name the route {path}"
     assert "Every route is under" not in readme(), "README claims every route is under /v1"
+
+
+@pytest.mark.parametrize("test_rc", [0, 2])
+def test_ci_installs_then_runs_make_test_and_fails_when_it_fails(tmp_path, test_rc):
+    """.ci/run, run for real with a stand-in `make` on PATH that records its arguments (and fails `make test`
+    with `test_rc`): its last step is `make test`, and CI fails exactly when that fails."""
+    fake_bin, calls = tmp_path / "bin", tmp_path / "make-calls"
+    fake_bin.mkdir()
+    (fake_bin / "make").write_text(
+        f'#!/usr/bin/env bash\necho "$*" >>"{calls}"\nif [[ "$1" == test ]]; then exit {test_rc}; fi\n'
+    )
+    (fake_bin / "make").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env.update(PATH=f"{fake_bin}{os.pathsep}{env['PATH']}", VENV=str(tmp_path / "fresh-venv"))
+    proc = subprocess.run(
+        ["bash", ".ci/run"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    made = [line.split() for line in calls.read_text().splitlines()]
+    assert made[0][0] == "install" and made[-1][0] == "test", made
+    assert f"VENV={tmp_path / 'fresh-venv'}" in made[-1], "make test ran in another virtualenv"
+    assert (proc.returncode == 0) == (test_rc == 0), proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope="module")

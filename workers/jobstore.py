@@ -15,12 +15,12 @@ from enum import StrEnum
 from typing import Any
 
 from workers import jobstore_lua as lua
+from workers import redis_keys
 from workers.exceptions import IdempotencyConflict, InvalidCursor, InvalidName
 from workers.keys import SEGMENT_RE
 
 logger = logging.getLogger(__name__)
 
-PREFIX = "animegan:"
 _LIST_SCAN = 200  # index entries read per round trip while filtering a listing
 
 
@@ -124,25 +124,24 @@ class JobStore:
     # Redis key names: every key of a job starts with its hash key, so they are easy to find and expire.
     @staticmethod
     def job_key(job_id: str) -> str:
-        return f"{PREFIX}job:{job_id}"
+        return redis_keys.job(job_id)
 
     @staticmethod
     def events_channel(job_id: str) -> str:
         """Pub/sub channel of a job's progress events (JSON objects); the API streams it as SSE."""
-        return f"{PREFIX}job:{job_id}:events"
+        return redis_keys.job_events(job_id)
 
     def _job_keys(self, job_id: str) -> list[str]:
-        base = self.job_key(job_id)
-        return [base, f"{base}:items", f"{base}:item_errors"]
+        return [redis_keys.job(job_id), redis_keys.job_items(job_id), redis_keys.job_item_errors(job_id)]
 
     @staticmethod
     def _owner_index(owner: str) -> str:
-        return f"{PREFIX}owner:{owner}:jobs"
+        return redis_keys.owner_jobs(owner)
 
     @staticmethod
     def _idempotency_key(owner: str, key: str) -> str:
         # Owners never contain ':'; the client's key is free text, so only its digest goes in the name.
-        return f"{PREFIX}idem:{owner}:{hashlib.sha256(key.encode()).hexdigest()}"
+        return redis_keys.job_idempotency(owner, hashlib.sha256(key.encode()).hexdigest())
 
     def create(
         self,
@@ -170,13 +169,13 @@ class JobStore:
             "created_at": repr(now), "updated_at": repr(now), "attempts": 0, "cancel": 0,
             "webhook_url": webhook_url or "",
         }  # fmt: skip
-        idem = self._idempotency_key(owner, idempotency_key) if idempotency_key else f"{PREFIX}idem:none"
+        idem = self._idempotency_key(owner, idempotency_key) if idempotency_key else redis_keys.NO_IDEMPOTENCY
         flat = [item for pair in fields.items() for item in pair]
         existing_id, existing_hash, created = self._create(
             keys=[self.job_key(job_id), self._owner_index(owner), idem],
             args=[
                 1 if idempotency_key else 0, job_id, int(now * 1_000_000), self.idempotency_ttl_seconds,
-                request_hash or "", PREFIX, *flat,
+                request_hash or "", redis_keys.PREFIX, *flat,
             ],
         )  # fmt: skip
         existing_id, existing_hash = _text(existing_id), _text(existing_hash)
@@ -231,7 +230,7 @@ class JobStore:
     def iter_records(self, max_records: int = 10_000) -> Iterator[JobRecord]:
         """Every retained job record, in no order (metrics, admin); SCAN, so it never blocks Redis."""
         seen = 0
-        for key in self.redis.scan_iter(match=f"{PREFIX}job:*", count=1000):
+        for key in self.redis.scan_iter(match=redis_keys.JOB_PATTERN, count=1000):
             name = _text(key)
             if name.count(":") != 2:  # companion keys (":items", ":item_errors") have one more part
                 continue

@@ -13,8 +13,8 @@ from workers.exceptions import InvalidKey
 # letters, digits and ._-@+= ; no '/', '\\', ':' or spaces. Owner ids and job ids must fit this too.
 SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._\-@+=]{0,127}$")
 _EXT_RE = re.compile(r"^[a-z0-9]{1,8}$")
-# training inputs: real photos, style images, edge-smoothed styles, paired targets
-DATASET_PARTS = ("photos", "styles", "smooth", "targets")
+# a training dataset: zips of real photos, style images (unpaired) or targets named as the photos (paired)
+DATASET_PARTS = ("photos", "styles", "targets")
 MAX_KEY_LENGTH = 1024  # S3's limit in bytes; keys here are ASCII
 
 
@@ -107,8 +107,13 @@ def sample(job_id: str, step: int, ext: str = "png") -> str:
 
 
 def run_config(job_id: str) -> str:
-    """The resolved TrainConfig of a run, written before step one."""
+    """The resolved TrainConfig of a run (the trainer's config.json), uploaded with each checkpoint."""
     return f"{run_prefix(job_id)}config.json"
+
+
+def run_losses(job_id: str) -> str:
+    """The run's losses.jsonl (one line of named loss terms per step), uploaded with each checkpoint."""
+    return f"{run_prefix(job_id)}losses.jsonl"
 
 
 # Models: public ones (built-in, shared) and each owner's own, so two tenants can both have "my-style".
@@ -122,15 +127,9 @@ def model(name: str, owner: str | None = None) -> str:
     return f"{model_prefix(name, owner)}generator.safetensors"
 
 
-# Training datasets: images by part and index, or one uploaded archive.
+# Training datasets: one uploaded archive per part.
 def dataset_prefix(dataset_id: str) -> str:
     return f"datasets/{_segment(dataset_id, 'dataset id')}/"
-
-
-def dataset_image(dataset_id: str, part: str, index: int, ext: str) -> str:
-    if part not in DATASET_PARTS:
-        raise InvalidKey(f"dataset part {part!r} must be one of {', '.join(DATASET_PARTS)}")
-    return f"{dataset_prefix(dataset_id)}{part}/{_index(index):06d}.{_ext(ext)}"
 
 
 def dataset_archive(dataset_id: str, part: str) -> str:
@@ -143,7 +142,3 @@ def dataset_archive(dataset_id: str, part: str) -> str:
 # Direct uploads (presigned PUT) land here before a job claims them; scoped by owner.
 def upload(owner: str, upload_id: str) -> str:
     return f"uploads/{_segment(owner, 'owner id')}/{_segment(upload_id, 'upload id')}"
-
-
-def uploads_prefix(owner: str) -> str:
-    return f"uploads/{_segment(owner, 'owner id')}/"

@@ -7,9 +7,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from workers import redis_keys
+
 logger = logging.getLogger(__name__)
 
-PREFIX = "animegan:"
 FENCE_TTL_SECONDS = 30 * 24 * 3600  # the fence counter outlives any training run, so tokens never repeat
 
 # KEYS: lease, fence counter. ARGV: holder, ttl_ms, fence ttl s. Returns the new token, or nil if held.
@@ -53,11 +54,11 @@ class TrainingLease:
 
     @staticmethod
     def lease_key(job_id: str) -> str:
-        return f"{PREFIX}lease:{job_id}"
+        return redis_keys.lease(job_id)
 
     @staticmethod
     def fence_key(job_id: str) -> str:
-        return f"{PREFIX}lease:{job_id}:fence"
+        return redis_keys.lease_fence(job_id)
 
     def acquire(self, job_id: str, holder: str, ttl: float) -> int | None:
         """Take the lease for `ttl` seconds; None while someone else holds it."""

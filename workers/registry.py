@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from workers import keys
+from workers import keys, redis_keys
 from workers.exceptions import InvalidName, ModelExists
 from workers.jobstore import check_owner
 
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-PREFIX = "animegan:"
 NAME_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
 Source = Literal["trained", "uploaded", "builtin"]
 SOURCES = ("trained", "uploaded", "builtin")
@@ -76,10 +75,10 @@ class ModelRegistry:
         return "public" if owner is None else f"user:{check_owner(owner)}"
 
     def _record_key(self, name: str, owner: str | None) -> str:
-        return f"{PREFIX}model:{self._scope(owner)}:{name}"
+        return redis_keys.model(self._scope(owner), name)
 
     def _index_key(self, owner: str | None) -> str:
-        return f"{PREFIX}models:{self._scope(owner)}"
+        return redis_keys.models(self._scope(owner))
 
     def register(
         self,

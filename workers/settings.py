@@ -82,6 +82,8 @@ class ServiceSettings(BaseSettings):
     batch_chunk_size: int = Field(default=16, ge=1, le=1024)
     # Allow webhook URLs that resolve to loopback/private addresses (tests, trusted networks only).
     allow_private_webhooks: bool = False
+    # Most images in one training dataset zip (photos or styles): the API counts entries, the worker extracts.
+    max_dataset_images: int = Field(default=20_000, ge=1)
 
     @field_validator("redis_url")
     @classmethod
@@ -177,6 +179,11 @@ class WorkerSettings(ServiceSettings):
     # A task delivered more than this many times (worker killed mid-task each time) fails the job instead of
     # looping forever on a poison input (an image that OOMs the GPU, say).
     max_redeliveries: int = Field(default=3, ge=0)
+    # Disk for unpacked training datasets on this machine; least recently used ones are removed beyond it.
+    dataset_cache_bytes: int = Field(default=20 * 1024**3, ge=0)
+    # How long a task keeps retrying a storage or Redis fault (backoff 2, 4, 8 ... s, at most 60 s apart) before
+    # its job fails; a batch then keeps its finished images. 900: a 15-minute outage loses no job.
+    transient_retry_seconds: int = Field(default=900, ge=0)
     # Wall-clock budget of one training segment before it checkpoints and enqueues the next one.
     train_segment_seconds: int = Field(default=600, ge=1)
     # Precision of stylize inference: "auto" uses bf16 autocast where the device runs it fast.

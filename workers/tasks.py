@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -25,10 +25,11 @@ from workers.settings import WorkerSettings, load_settings
 
 logger = logging.getLogger(__name__)
 
-# Transient faults: storage or Redis hiccups. Retried with bounded exponential backoff, then the job fails.
+# Transient faults: storage or Redis hiccups. Retried with exponential backoff for
+# ANIMEGAN_TRANSIENT_RETRY_SECONDS, then the job fails (a batch keeps its finished images).
 TRANSIENT = (StorageError, redis.RedisError, ConnectionError, TimeoutError)
-MAX_TRANSIENT_RETRIES = 5
 RETRY_BASE_SECONDS = 2.0
+RETRY_CAP_SECONDS = 60.0
 # A busy training lease is retried this often; the holder finishes its segment or its lease expires.
 BUSY_LEASE_COUNTDOWN_SECONDS = 5
 
@@ -119,9 +120,20 @@ def _redelivered(task: Task) -> bool:
     return bool((task.request.delivery_info or {}).get("redelivered"))
 
 
+def transient_delay(attempt: int, settings: WorkerSettings) -> float:
+    """Countdown before retry number `attempt` (0-based): 2, 4, 8, ... s, at most 60 s and half the broker's
+    visibility timeout (a countdown longer than that would get the task handed to a second worker)."""
+    cap = min(RETRY_CAP_SECONDS, settings.visibility_timeout_seconds / 2)
+    return min(cap, RETRY_BASE_SECONDS * 2**attempt)
+
+
 @contextmanager
-def job_outcome(task: Task, job_id: str) -> Iterator[None]:
-    """Turn whatever a job function raises into a recorded outcome; nothing escapes to kill the worker."""
+def job_outcome(task: Task, job_id: str, give_up: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Turn whatever a job function raises into a recorded outcome; nothing escapes to kill the worker.
+
+    `give_up(message)` replaces failing the job when transient faults outlast the retry budget (a batch chunk
+    fails only its unfinished images).
+    """
     from animegan.errors import AnimeGANError
     from workers.jobs import JobCanceled, JobInputError, cancel, fail
 
@@ -137,15 +149,28 @@ def job_outcome(task: Task, job_id: str) -> Iterator[None]:
     except AnimeGANError as exc:
         fail(ctx, job_id, "bad_input", str(exc))
     except TRANSIENT as exc:
-        if task.request.retries >= MAX_TRANSIENT_RETRIES:
-            fail(ctx, job_id, "transient_error", f"gave up after {task.request.retries} retries: {exc}")
+        retries = task.request.retries
+        waited = sum(transient_delay(i, ctx.settings) for i in range(retries))
+        if waited >= ctx.settings.transient_retry_seconds:
+            logger.error("job %s: transient fault outlasted the retry budget: %s", job_id, exc)
+            # The details (endpoints, keys) are for the operators' logs; the job says what kind of fault.
+            message = (
+                f"object storage or Redis stayed unreachable for about {waited:.0f} s "
+                f"({type(exc).__name__}); gave up after {retries} retries"
+            )
+            if give_up is not None:
+                give_up(message)
+            else:
+                fail(ctx, job_id, "transient_error", message)
             return
-        delay = RETRY_BASE_SECONDS * 2**task.request.retries
+        delay = transient_delay(retries, ctx.settings)
         logger.warning("job %s: transient fault (%s); retry in %.0f s", job_id, exc, delay)
-        raise task.retry(exc=exc, countdown=delay, max_retries=MAX_TRANSIENT_RETRIES) from exc
+        # The budget above decides when to stop; Celery's own cap (None would mean the task's default, 3)
+        # must never fire first.
+        raise task.retry(exc=exc, countdown=delay, max_retries=retries + 1) from exc
     except Exception as exc:
         logger.exception("job %s: unexpected error", job_id)
-        fail(ctx, job_id, "internal_error", f"{type(exc).__name__}: {exc} (reported to the operators' logs)")
+        fail(ctx, job_id, "internal_error", f"{type(exc).__name__} (details in the operators' logs)")
 
 
 @app.task(name=contracts.TaskNames.stylize, bind=True)
@@ -160,7 +185,16 @@ def stylize(self: Task, payload: dict[str, Any]) -> None:
 @app.task(name=contracts.TaskNames.batch_chunk, bind=True)
 def batch_chunk(self: Task, payload: dict[str, Any]) -> None:
     p = contracts.BatchChunkPayload.model_validate(payload)
-    with job_outcome(self, p.job_id):
+
+    def give_up(message: str) -> None:
+        # Storage outlasted the budget: this chunk's unfinished images fail, the finished ones (of this and
+        # every other chunk) stay, and the batch is finalized by a task with a retry budget of its own.
+        from workers.jobs.batch import fail_unfinished
+
+        fail_unfinished(context(), p.job_id, p.indices, "storage_unavailable", message)
+        contracts.enqueue_finalize_batch(p.job_id)
+
+    with job_outcome(self, p.job_id, give_up):
         from workers.jobs.batch import run_chunk
 
         items = list(zip(p.indices, p.input_keys, strict=True))
@@ -169,8 +203,16 @@ def batch_chunk(self: Task, payload: dict[str, Any]) -> None:
 
 @app.task(name=contracts.TaskNames.finalize_batch, bind=True)
 def finalize_batch(self: Task, payload: dict[str, Any]) -> None:
+    """Builds results.zip and ends a batch whose last chunk gave up on storage (batch_chunk's give_up)."""
     p = contracts.FinalizeBatchPayload.model_validate(payload)
-    with job_outcome(self, p.job_id):
+
+    def give_up(message: str) -> None:
+        from workers.jobs import fail
+
+        fail(context(), p.job_id, "storage_unavailable", f"{message}; results.zip could not be written, the "
+             f"finished images stay available one by one at /v1/jobs/{p.job_id}/results/<index>")  # fmt: skip
+
+    with job_outcome(self, p.job_id, give_up):
         from workers.jobs.batch import maybe_finalize
 
         maybe_finalize(context(), p.job_id)

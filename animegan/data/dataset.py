@@ -9,7 +9,6 @@ import hashlib
 import io
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
+from animegan.atomic import atomic_write
 from animegan.data.edge_smooth import SmoothCache, smooth_edges
 from animegan.errors import DatasetError
 
@@ -66,7 +66,12 @@ def decode_fitted(content: bytes, image_size: int, min_side: int) -> np.ndarray:
     """
     if not content:
         raise ValueError("the file is empty")
-    with Image.open(io.BytesIO(content)) as img:
+    try:
+        img = Image.open(io.BytesIO(content))
+    except UnidentifiedImageError:
+        # Pillow's message names the in-memory buffer's repr ("<_io.BytesIO object at 0x...>"), not the file.
+        raise ValueError("not an image Pillow can read (JPEG, PNG, WebP, BMP, ...)") from None
+    with img:
         w, h = img.size
         if min(w, h) < min_side:
             raise ValueError(f"{w}x{h} is too small (shorter side must be at least {min_side} px)")
@@ -161,15 +166,8 @@ def _read_cached(path: Path | None, shape: tuple[int, ...]) -> np.ndarray | None
 
 
 def _write_cached(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)  # a concurrent reader sees the old state or the whole file
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:  # a concurrent reader sees the old state or the whole file
+        np.save(f, array)
 
 
 class ShuffledStream:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
+
+from animegan.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -97,13 +98,5 @@ class SmoothCache:
         return smoothed
 
     def _write(self, path: Path, rgb: np.ndarray) -> None:
-        # tmp + rename: a concurrent reader never sees half a PNG
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                Image.fromarray(rgb).save(f, format="PNG")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(path) as f:  # a concurrent reader never sees half a PNG
+            Image.fromarray(rgb).save(f, format="PNG")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Header, Request, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
 
 from api.deps import Services, ServicesDep, Tenant
 from api.errors import ApiError
@@ -16,7 +16,7 @@ from api.routes.jobs import job_public
 from api.routes.stylize import CREATE_RESPONSES, accepted, read_upload_file, style_params
 from api.routes.uploads import resolve_upload
 from api.schemas import BatchForm, JobPublic, UploadPurpose
-from api.submission import check_idempotency_key, check_webhook_url, request_hash, submit_job
+from api.submission import IdempotencyKey, check_idempotency_key, check_webhook_url, request_hash, submit_job
 from workers import contracts, keys
 from workers.jobstore import JobKind, JobRecord
 
@@ -90,7 +90,7 @@ def create_batch(
     services: ServicesDep,
     files: Annotated[list[UploadFile] | None, File(description="images (repeat the part)")] = None,
     archive: Annotated[UploadFile | None, File(description="a zip archive of images")] = None,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JobPublic:
     settings = services.settings
     idem = check_idempotency_key(idempotency_key)

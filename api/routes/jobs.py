@@ -71,7 +71,18 @@ def owned_job(services: Services, tenant: str, job_id: str) -> JobRecord:
     return record
 
 
-@router.get("", response_model=JobList, summary="List your jobs, newest first")
+@router.get(
+    "",
+    response_model=JobList,
+    responses={
+        422: {
+            "model": ErrorResponse,
+            "description": "invalid_cursor: a cursor that is not a next_cursor of this listing; "
+            "invalid_parameters: a bad kind, status or limit",
+        }
+    },
+    summary="List your jobs, newest first",
+)
 def list_jobs(
     request: Request,
     tenant: Tenant,

@@ -16,9 +16,10 @@ import pickletools
 import re
 import struct
 import zipfile
+import zlib
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Header, Request, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
 
 from api.deps import ServicesDep, Tenant
 from api.errors import ApiError, not_found
@@ -26,19 +27,21 @@ from api.routes.stylize import read_upload_file
 from api.routes.trainings import check_model_name
 from api.routes.uploads import resolve_upload
 from api.schemas import ErrorResponse, ModelList, ModelPublic, UploadPurpose
-from api.submission import check_idempotency_key, request_hash
-from workers import keys
+from api.submission import IdempotencyKey, check_idempotency_key, request_hash
+from workers import keys, redis_keys
 from workers.exceptions import ModelExists
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
-_IDEMPOTENCY = "animegan:model-idem:"
 EXPORT_FORMAT = "animegan-generator"  # animegan.weights.EXPORT_FORMAT, restated to keep torch out of the API
 SAFETENSORS_DTYPES = {"F32", "F16", "BF16", "F64"}
 BRYANDLEE_KEY = re.compile(r"^(block_[a-e]|out_layer)\.[0-9a-z_.]+\.(weight|bias)$")
 BRYANDLEE_TENSORS = 77  # tensors in the port's generator state dict (spec: 77 tensors, 2,143,552 params)
+# The port's data.pkl (77 names, shapes and storage ids) is about 6 KB; one far larger is a zip bomb, and reading
+# it whole would hold its inflated size in the API's memory.
+MAX_PICKLE_BYTES = 1024 * 1024
 
 
 def _public(info) -> ModelPublic:
@@ -103,13 +106,29 @@ def check_bryandlee(data: bytes, name: str) -> dict:
     """Check a torch.save zip holds a state dict with the port's 77 key names, without unpickling it."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            pickles = [n for n in zf.namelist() if n.endswith("/data.pkl")]
+            pickles = [i for i in zf.infolist() if i.filename.endswith("/data.pkl")]
             if len(pickles) != 1:
                 raise ApiError(
                     415, "not_a_model", f"{name}: not a torch.save file (no single data.pkl inside)"
                 )
-            strings = {arg for op, arg, _ in pickletools.genops(zf.read(pickles[0])) if isinstance(arg, str)}
-    except zipfile.BadZipFile as exc:
+            if pickles[0].file_size > MAX_PICKLE_BYTES:
+                raise ApiError(
+                    422,
+                    "decompression_bomb",
+                    f"{name}: data.pkl inflates to {pickles[0].file_size} bytes, above the "
+                    f"{MAX_PICKLE_BYTES}-byte limit for a generator's state dict; refused",
+                )
+            with zf.open(pickles[0]) as member:
+                # The header's size may lie: read one byte past the limit and check what really came out.
+                pickle = member.read(MAX_PICKLE_BYTES + 1)
+            if len(pickle) > MAX_PICKLE_BYTES:
+                raise ApiError(
+                    422,
+                    "decompression_bomb",
+                    f"{name}: data.pkl inflates beyond the {MAX_PICKLE_BYTES}-byte limit; refused",
+                )
+            strings = {arg for op, arg, _ in pickletools.genops(pickle) if isinstance(arg, str)}
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         raise ApiError(415, "not_a_model", f"{name}: a .pt must be a torch.save zip archive ({exc})") from exc
     except ValueError as exc:  # pickletools on a damaged pickle
         raise ApiError(422, "invalid_model", f"{name}: the pickle inside is damaged ({exc})") from exc
@@ -154,7 +173,7 @@ def create_model(
     upload_id: Annotated[
         str | None, Form(max_length=64, description="a direct upload instead of file")
     ] = None,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> ModelPublic:
     if (file is None) == (upload_id is None):
         raise ApiError(422, "invalid_parameters", "file, upload_id: send exactly one of them")
@@ -166,7 +185,7 @@ def create_model(
         data, label = services.store.get_bytes(key), upload_id
     idem = check_idempotency_key(idempotency_key)
     digest = request_hash({"name": name}, [data])
-    slot = f"{_IDEMPOTENCY}{tenant}:{request_hash({'key': idem})}" if idem else None
+    slot = redis_keys.model_idempotency(tenant, request_hash({"key": idem})) if idem else None
     if slot is not None and (previous := services.redis.get(slot)) is not None:
         if previous != digest:
             raise ApiError(

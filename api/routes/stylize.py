@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Header, Request, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
 
 from api.deps import Services, ServicesDep, Tenant
 from api.errors import ApiError
@@ -13,7 +13,7 @@ from api.images import inspect_image, safe_name
 from api.routes.jobs import job_public
 from api.routes.uploads import resolve_upload
 from api.schemas import ErrorResponse, JobPublic, StyleOptions, StylizeForm, UploadPurpose
-from api.submission import check_idempotency_key, check_webhook_url, request_hash, submit_job
+from api.submission import IdempotencyKey, check_idempotency_key, check_webhook_url, request_hash, submit_job
 from workers import contracts, keys
 from workers.jobstore import JobKind, JobRecord
 
@@ -24,9 +24,19 @@ router = APIRouter(prefix="/v1", tags=["stylize"])
 CREATE_RESPONSES = {
     404: {"model": ErrorResponse, "description": "unknown model or upload id"},
     409: {"model": ErrorResponse, "description": "Idempotency-Key reused with a different body"},
-    413: {"model": ErrorResponse, "description": "upload too large"},
-    415: {"model": ErrorResponse, "description": "not an image, or an unsupported format"},
-    422: {"model": ErrorResponse, "description": "bad parameter, too many pixels, decompression bomb"},
+    413: {
+        "model": ErrorResponse,
+        "description": "a file above its limit, the whole request above ANIMEGAN_MAX_REQUEST_BYTES, or a "
+        "direct upload that holds more than its declared size (upload_size_mismatch)",
+    },
+    415: {"model": ErrorResponse, "description": "not an image, an unsupported format, a truncated image"},
+    422: {
+        "model": ErrorResponse,
+        "description": "bad parameter (max_side is required with size_mode=max_side and refused otherwise; "
+        "file and upload_id exclude each other), an Idempotency-Key that is empty or not printable, too many "
+        "pixels, a decompression bomb, a damaged archive, a direct upload smaller than declared "
+        "(upload_size_mismatch)",
+    },
     429: {"model": ErrorResponse, "description": "rate limit or concurrent-job limit; see Retry-After"},
 }
 
@@ -83,7 +93,7 @@ def create_stylize(
     tenant: Tenant,
     services: ServicesDep,
     file: Annotated[UploadFile | None, File(description="the image (JPEG, PNG, WebP, BMP)")] = None,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JobPublic:
     settings = services.settings
     idem = check_idempotency_key(idempotency_key)

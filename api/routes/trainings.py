@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Header, Request, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
 from pydantic import ValidationError
 
 from api.deps import Services, ServicesDep, Tenant
@@ -23,7 +23,7 @@ from api.routes.jobs import job_public
 from api.routes.stylize import CREATE_RESPONSES, accepted
 from api.routes.uploads import resolve_upload
 from api.schemas import JobPublic, TrainingForm, TrainingHyperparameters, TrainingMode, UploadPurpose
-from api.submission import check_idempotency_key, check_webhook_url, request_hash, submit_job
+from api.submission import IdempotencyKey, check_idempotency_key, check_webhook_url, request_hash, submit_job
 from workers import contracts, keys
 from workers.jobstore import JobKind, JobRecord
 
@@ -90,7 +90,10 @@ def _stage_part(
         label = upload_id
     if path.stat().st_size > limit:
         raise ApiError(413, "dataset_too_large", f"{part}: {label} is larger than the {limit}-byte limit")
-    count = check_dataset_archive(path, f"{part} ({label})", services.settings.max_archive_bytes)
+    settings = services.settings
+    count = check_dataset_archive(
+        path, f"{part} ({label})", settings.max_archive_bytes, settings.max_dataset_images
+    )
     logger.debug("dataset part %s: %d images", part, count)
     return path
 
@@ -120,7 +123,7 @@ def create_training(
     targets: Annotated[
         UploadFile | None, File(description="paired: zip of targets named as the photos")
     ] = None,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JobPublic:
     settings = services.settings
     idem = check_idempotency_key(idempotency_key)

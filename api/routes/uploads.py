@@ -8,23 +8,19 @@ import json
 import logging
 import time
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Header, Request, status
+from fastapi import APIRouter, Request, status
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Services, ServicesDep, Tenant
 from api.errors import ApiError, not_found
 from api.schemas import ErrorResponse, UploadCreate, UploadPublic, UploadPurpose
-from api.submission import check_idempotency_key, request_hash
-from workers import keys
+from api.submission import IdempotencyKey, check_idempotency_key, request_hash
+from workers import keys, redis_keys
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
-
-_RECORD = "animegan:upload:"
-_IDEMPOTENCY = "animegan:upload-idem:"
 
 
 def purpose_limit(services: Services, purpose: UploadPurpose) -> int:
@@ -38,7 +34,7 @@ def purpose_limit(services: Services, purpose: UploadPurpose) -> int:
 
 
 def _load(services: Services, tenant: str, upload_id: str) -> dict:
-    raw = services.redis.hgetall(_RECORD + upload_id) if keys.SEGMENT_RE.match(upload_id) else {}
+    raw = services.redis.hgetall(redis_keys.upload(upload_id)) if keys.SEGMENT_RE.match(upload_id) else {}
     if not raw or raw.get("owner") != tenant:
         raise not_found("upload", upload_id)
     return raw
@@ -63,12 +59,19 @@ def resolve_upload(
             "upload_incomplete",
             f"upload {upload_id} has not received its bytes yet; PUT them to its url first",
         )
-    size = services.store.size(key)
-    if size > int(record["size"]):
+    size, declared = services.store.size(key), int(record["size"])
+    if size != declared:
+        # The presigned URL signs the declared length, but not every S3-compatible server checks it: the stored
+        # object is refused here and deleted, so bytes beyond what was declared never stay in storage.
+        services.store.delete(key)
+        logger.warning(
+            "upload %s of %s held %d bytes, %d declared; deleted", upload_id, tenant, size, declared
+        )
         raise ApiError(
-            413,
-            "upload_too_large",
-            f"upload {upload_id} holds {size} bytes, more than the {record['size']} declared",
+            413 if size > declared else 422,
+            "upload_size_mismatch",
+            f"upload {upload_id} held {size} bytes but {declared} were declared; it was deleted, PUT exactly "
+            f"{declared} bytes again",
         )
     return key, size
 
@@ -76,7 +79,10 @@ def resolve_upload(
 def _public(services: Services, request: Request, upload_id: str, record: dict) -> UploadPublic:
     key = keys.upload(record["owner"], upload_id)
     ctype = record.get("content_type") or None
-    url = services.store.presign_put(key, services.settings.presign_expiry_seconds, content_type=ctype)
+    size = int(record["size"])
+    url = services.store.presign_put(
+        key, services.settings.presign_expiry_seconds, content_type=ctype, content_length=size
+    )
     headers = {"Content-Type": ctype} if ctype else {}
     if url is None:
         base = services.settings.public_base_url or str(request.base_url).rstrip("/")
@@ -85,7 +91,7 @@ def _public(services: Services, request: Request, upload_id: str, record: dict) 
     return UploadPublic(
         id=upload_id,
         purpose=UploadPurpose(record["purpose"]),
-        size=int(record["size"]),
+        size=size,
         url=url,
         headers=headers,
         expires_at=float(record["created_at"]) + services.settings.presign_expiry_seconds,
@@ -97,7 +103,14 @@ def _public(services: Services, request: Request, upload_id: str, record: dict) 
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=UploadPublic,
-    responses={413: {"model": ErrorResponse}, 409: {"model": ErrorResponse}},
+    responses={
+        413: {"model": ErrorResponse, "description": "size above the limit of the purpose"},
+        409: {"model": ErrorResponse, "description": "Idempotency-Key reused with another body"},
+        422: {
+            "model": ErrorResponse,
+            "description": "a bad field, a body that is not JSON, or an empty Idempotency-Key",
+        },
+    },
     summary="Start a direct upload; PUT the bytes to the returned url",
 )
 def create_upload(
@@ -105,7 +118,7 @@ def create_upload(
     request: Request,
     tenant: Tenant,
     services: ServicesDep,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> UploadPublic:
     limit = purpose_limit(services, body.purpose)
     if body.size > limit:
@@ -119,7 +132,7 @@ def create_upload(
     upload_id = uuid.uuid4().hex
     if idem is not None:
         # Idempotency keys are client text; the Redis key name uses their hash.
-        slot = f"{_IDEMPOTENCY}{tenant}:{request_hash({'key': idem})}"
+        slot = redis_keys.upload_idempotency(tenant, request_hash({"key": idem}))
         entry = json.dumps({"id": upload_id, "hash": digest})
         if not services.redis.set(slot, entry, nx=True, ex=services.settings.idempotency_ttl_seconds):
             previous = json.loads(services.redis.get(slot) or "{}")
@@ -139,8 +152,8 @@ def create_upload(
         "content_type": body.content_type or "",
         "created_at": f"{time.time():.3f}",
     }
-    services.redis.hset(_RECORD + upload_id, mapping=record)
-    services.redis.expire(_RECORD + upload_id, services.settings.job_ttl_seconds)
+    services.redis.hset(redis_keys.upload(upload_id), mapping=record)
+    services.redis.expire(redis_keys.upload(upload_id), services.settings.job_ttl_seconds)
     return _public(services, request, upload_id, record)
 
 
@@ -152,7 +165,14 @@ def get_upload(upload_id: str, request: Request, tenant: Tenant, services: Servi
 @router.put(
     "/{upload_id}",
     response_model=UploadPublic,
-    responses={404: {"model": ErrorResponse}, 413: {"model": ErrorResponse}},
+    responses={
+        404: {"model": ErrorResponse},
+        413: {"model": ErrorResponse, "description": "more bytes arrived than the upload declared"},
+        422: {
+            "model": ErrorResponse,
+            "description": "upload_size_mismatch: fewer bytes arrived than the upload declared",
+        },
+    },
     summary="Receive the bytes of a direct upload (local storage backend only; S3 uses the presigned URL)",
 )
 async def put_upload(upload_id: str, request: Request, tenant: Tenant, services: ServicesDep) -> UploadPublic:

@@ -34,11 +34,13 @@ BASE_ENV = {
     "ANIMEGAN_MAX_REQUEST_BYTES": "3000000",
     "ANIMEGAN_MAX_IMAGE_PIXELS": "1000000",
     "ANIMEGAN_MAX_BATCH_ITEMS": "6",
+    "ANIMEGAN_MAX_DATASET_IMAGES": "8",
     "ANIMEGAN_BATCH_CHUNK_SIZE": "2",
     "ANIMEGAN_MAX_ACTIVE_JOBS": "50",
     "ANIMEGAN_RATE_LIMIT_REQUESTS": "10000",
     "ANIMEGAN_ALLOW_PRIVATE_WEBHOOKS": "false",
     "ANIMEGAN_SSE_KEEPALIVE_SECONDS": "1",
+    "ANIMEGAN_METRICS_TOKEN": "metrics-secret",
 }
 
 
@@ -73,6 +75,13 @@ class ApiProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def peak_rss_bytes(self) -> int:
+        """The process's peak resident memory so far (VmHWM), to show what one request made it hold."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError(f"no VmHWM in /proc/{self.proc.pid}/status")
 
     def wait_ready(self, timeout: float = 60) -> ApiProcess:
         def up() -> bool:

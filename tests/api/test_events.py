@@ -12,6 +12,7 @@ import pytest
 
 from api.client import ApiClient, ApiClientError
 from tests.api.conftest import PUBLIC_MODEL, finish_job, png_bytes
+from tests.conftest import wait_until
 from workers import keys
 
 
@@ -21,11 +22,19 @@ def client(api):
         yield c
 
 
-def play_batch_worker(api, job_id: str, total: int, delay: float = 0.3) -> threading.Thread:
+def wait_for_stream(api, job_id: str) -> None:
+    """Until the API's event stream of the job has subscribed to its channel (events before that are not seen)."""
+    channel = api.jobs.events_channel(job_id)
+    wait_until(
+        lambda: dict(api.redis.pubsub_numsub(channel)).get(channel, 0) >= 1, 10, "the SSE subscription"
+    )
+
+
+def play_batch_worker(api, job_id: str, total: int) -> threading.Thread:
     """After the stream is open: start, count each image with a progress event, then succeed."""
 
     def run() -> None:
-        time.sleep(delay)
+        wait_for_stream(api, job_id)
         api.jobs.start(job_id)
         for index in range(total):
             api.store.put_bytes(keys.output(job_id, index, "png"), f"image {index}".encode())
@@ -68,7 +77,7 @@ def test_sse_ends_when_the_job_is_canceled(api, client):
     answers = []
 
     def cancel_later() -> None:
-        time.sleep(0.3)
+        wait_for_stream(api, job["id"])
         with api.client("alice") as other:  # its own connection: the stream holds the client's
             answers.append(other.post(f"/v1/jobs/{job['id']}/cancel").status_code)
 

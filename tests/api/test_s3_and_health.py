@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from collections.abc import Iterator
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -14,6 +16,7 @@ import pytest
 from api.client import ApiClient
 from tests.api.conftest import PUBLIC_MODEL, REDIS_URL, Api, ApiProcess, finish_job, png_bytes, start_api
 from tests.conftest import free_port
+from tests.faults import TcpProxy
 from workers import keys
 
 
@@ -71,6 +74,29 @@ def test_s3_direct_upload_then_stylize(s3_api, s3_endpoint):
             assert bob.http.get(f"/v1/uploads/{upload_id}").status_code == 404
 
 
+def test_s3_upload_of_another_size_than_declared_is_refused_and_deleted(s3_api):
+    with ApiClient(s3_api.url, s3_api.keys["alice"]) as client:
+        created = client.http.post("/v1/uploads", json={"purpose": "image", "size": 100}).json()
+        # Real S3 refuses a PUT of another length itself: the signature covers Content-Length.
+        signed = parse_qs(urlsplit(created["url"]).query)["X-Amz-SignedHeaders"][0].split(";")
+        assert "content-length" in signed
+        # moto does not check signatures, like some S3-compatible servers: 20 MiB land in the bucket anyway.
+        assert httpx.put(created["url"], content=b"\0" * (20 << 20)).status_code == 200
+        key = keys.upload("alice", created["id"])
+        assert s3_api.store.size(key) == 20 << 20
+        refused = client.http.post("/v1/stylize", data={"model": PUBLIC_MODEL, "upload_id": created["id"]})
+        assert refused.status_code == 413, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "upload_size_mismatch" and "100" in error["message"]
+        assert not s3_api.store.exists(key), "the oversized object stayed in storage"
+
+        short = client.http.post("/v1/uploads", json={"purpose": "image", "size": 100}).json()
+        assert httpx.put(short["url"], content=b"\0" * 10).status_code == 200
+        refused = client.http.post("/v1/stylize", data={"model": PUBLIC_MODEL, "upload_id": short["id"]})
+        assert refused.status_code == 422 and refused.json()["error"]["code"] == "upload_size_mismatch"
+        assert not s3_api.store.exists(keys.upload("alice", short["id"]))
+
+
 def test_readyz_fails_when_redis_is_down(tmp_path):
     dead = f"redis://127.0.0.1:{free_port()}/0"
     process = ApiProcess(
@@ -103,8 +129,61 @@ def metric(text: str, name: str, **labels: str) -> float:
     return float(found.group(1))
 
 
+def scrape(api: Api) -> str:
+    response = httpx.get(f"{api.url}/metrics", headers={"Authorization": "Bearer metrics-secret"})
+    assert response.status_code == 200, response.text
+    return response.text
+
+
+def test_metrics_need_the_metrics_token(api, alice):
+    # Job counts of every tenant: no API key of a tenant opens them, only the operator's token.
+    for headers in ({}, {"Authorization": f"Bearer {api.keys['alice']}"}, {"Authorization": "Bearer wrong"}):
+        refused = httpx.get(f"{api.url}/metrics", headers=headers)
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_metrics_token"
+        assert "animegan_jobs" not in refused.text
+
+
+def test_metrics_are_off_without_a_token(tmp_path):
+    env = {"ANIMEGAN_REDIS_URL": REDIS_URL, "ANIMEGAN_STORAGE_URL": (tmp_path / "s").as_uri()}
+    process = ApiProcess(env, tmp_path / "api.log").wait_ready()
+    try:
+        off = httpx.get(f"{process.url}/metrics")
+        assert off.status_code == 404 and "ANIMEGAN_METRICS_TOKEN" in off.json()["error"]["message"]
+    finally:
+        process.stop()
+
+
+def test_readyz_answers_within_its_timeout_while_storage_is_paused(tmp_path, s3_endpoint, s3_bucket):
+    host, port = s3_endpoint.removeprefix("http://").rsplit(":", 1)
+    proxy = TcpProxy(host, int(port))
+    env = {
+        "ANIMEGAN_REDIS_URL": REDIS_URL,
+        "ANIMEGAN_STORAGE_URL": f"s3://{s3_bucket}/svc",
+        "ANIMEGAN_S3_ENDPOINT_URL": proxy.url,
+        "ANIMEGAN_S3_ACCESS_KEY_ID": "testing",
+        "ANIMEGAN_S3_SECRET_ACCESS_KEY": "testing",
+        "ANIMEGAN_S3_ADDRESSING_STYLE": "path",
+        "ANIMEGAN_READINESS_TIMEOUT_SECONDS": "2",
+    }
+    process = ApiProcess(env, tmp_path / "api.log").wait_ready()
+    try:
+        assert httpx.get(f"{process.url}/readyz", timeout=30).status_code == 200
+        proxy.pause()  # storage accepts connections and never answers, as a frozen node does
+        started = time.monotonic()
+        ready = httpx.get(f"{process.url}/readyz", timeout=30)
+        took = time.monotonic() - started
+        assert ready.status_code == 503 and ready.json()["checks"]["redis"] == "ok"
+        assert ready.json()["checks"]["storage"].startswith("unreachable within 2 s")
+        assert took < 6, f"/readyz took {took:.1f} s"
+        proxy.resume()
+        assert httpx.get(f"{process.url}/readyz", timeout=30).status_code == 200
+    finally:
+        proxy.close()
+        process.stop()
+
+
 def test_metrics_report_jobs_queues_durations_and_rate(api, alice):
-    before = metric(httpx.get(f"{api.url}/metrics").text, "animegan_queue_depth", queue="stylize")
+    before = metric(scrape(api), "animegan_queue_depth", queue="stylize")
     ids = [
         alice.post(
             "/v1/stylize", data={"model": PUBLIC_MODEL}, files={"file": ("p.png", png_bytes())}
@@ -112,7 +191,7 @@ def test_metrics_report_jobs_queues_durations_and_rate(api, alice):
         for _ in range(3)
     ]
     finish_job(api, ids[0], {0: b"x"})
-    text = httpx.get(f"{api.url}/metrics").text
+    text = scrape(api)
     assert metric(text, "animegan_queue_depth", queue="stylize") == before + 3
     assert metric(text, "animegan_jobs", kind="stylize", status="succeeded") >= 1
     assert metric(text, "animegan_jobs", kind="stylize", status="queued") >= 2

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import struct
+import zipfile
 
 import numpy as np
 from safetensors.numpy import save
@@ -128,6 +130,32 @@ def test_port_pt_files_are_checked_by_their_key_names(alice, api):
     torch.save({k: v for i, (k, v) in enumerate(state.items()) if i % 2}, partial)
     bad = alice.post("/v1/models", data={"name": "half"}, files={"file": ("half.pt", partial.getvalue())})
     assert bad.status_code == 422 and "expected 77" in error_of(bad)["message"]
+
+
+def pt_bomb(inflated_bytes: int) -> bytes:
+    """A torch.save-shaped zip whose archive/data.pkl inflates from well under 1 MB to `inflated_bytes` zeros."""
+    buf = io.BytesIO()
+    block = bytes(1 << 20)
+    with (
+        zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf,
+        zf.open("archive/data.pkl", "w", force_zip64=True) as member,
+    ):
+        for _ in range(inflated_bytes >> 20):
+            member.write(block)
+    return buf.getvalue()
+
+
+def test_a_pt_zip_bomb_is_refused_without_inflating_it(alice, api):
+    bomb = pt_bomb(256 << 20)
+    assert len(bomb) < 1 << 20
+    before = api.process.peak_rss_bytes()
+    response = alice.post("/v1/models", data={"name": "bomb"}, files={"file": ("bomb.pt", bomb)})
+    grown = api.process.peak_rss_bytes() - before
+    assert response.status_code == 422, response.text
+    error = error_of(response)
+    assert error["code"] == "decompression_bomb" and "bomb.pt" in error["message"]
+    # Inflating data.pkl would have held 256 MiB at once; the upload itself is under 1 MB.
+    assert grown < 64 << 20, f"the API's peak RSS grew by {grown >> 20} MiB"
 
 
 def test_job_listing_filters_and_pages(api):

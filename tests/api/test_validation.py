@@ -37,6 +37,17 @@ def bomb_png(width: int, height: int) -> bytes:
     )
 
 
+def noisy_jpeg(size: tuple[int, int] = (256, 256)) -> bytes:
+    """A JPEG whose scan data is most of the file (random pixels), so a cut keeps the header whole."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
 def zip_of(entries: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
@@ -72,6 +83,10 @@ def test_missing_or_unknown_key_is_401(api):
         (png_bytes(fmt="GIF"), "anim.gif", 415, "unsupported_format", "GIF"),
         (png_bytes((64, 64))[:60], "cut.png", 415, "corrupt_image", "cut.png"),
         (png_bytes((1100, 1000)), "big.png", 422, "too_many_pixels", "1100x1000"),
+        # Above twice the limit, where Pillow's own check used to answer with its number (2000000) instead.
+        (png_bytes((1500, 1500)), "bigger.png", 422, "too_many_pixels", "limit of 1000000"),
+        # The header and most scan data are intact: only decoding every pixel finds the cut.
+        (noisy_jpeg()[: len(noisy_jpeg()) * 2 // 3], "cut.jpg", 415, "corrupt_image", "cut.jpg"),
         (bomb_png(30_000, 30_000), "bomb.png", 422, "decompression_bomb", "bomb.png"),
     ],
 )
@@ -133,6 +148,9 @@ def test_neither_or_both_image_sources_is_422(alice):
         ("http://10.1.2.3/hook", "webhook_url_not_allowed"),
         ("http://127.0.0.1:9/hook", "webhook_url_not_allowed"),
         ("http://169.254.169.254/latest/meta-data", "webhook_url_not_allowed"),
+        # The worker refuses these too: one rule (workers.webhook_targets) decides for both.
+        ("http://100.64.0.1/hook", "webhook_url_not_allowed"),
+        ("http://[::ffff:10.0.0.1]/hook", "webhook_url_not_allowed"),
     ],
 )
 def test_webhook_urls_to_private_destinations_are_refused(alice, url, code):
@@ -194,6 +212,20 @@ def test_batch_limits(alice):
     assert response.status_code == 415 and "broken.png" in error_of(response)["message"]
 
 
+def test_a_damaged_archive_entry_is_422_naming_it(alice):
+    archive = bytearray(zip_of({"a.png": png_bytes(), "b.png": png_bytes()}))
+    # Stored entries: flip the last data byte of b.png, so its CRC-32 no longer matches.
+    with zipfile.ZipFile(io.BytesIO(bytes(archive))) as zf:
+        info = zf.getinfo("b.png")
+    archive[info.header_offset + 30 + len("b.png") + len(info.extra) + info.compress_size - 1] ^= 0xFF
+    response = alice.post(
+        "/v1/batches", data={"model": PUBLIC_MODEL}, files={"archive": ("b.zip", bytes(archive))}
+    )
+    assert response.status_code == 422, response.text
+    error = error_of(response)
+    assert error["code"] == "corrupt_archive" and "b.png" in error["message"]
+
+
 def training(client: httpx.Client, photos: bytes | None, styles: bytes | None, **form: object):
     files = {}
     if photos is not None:
@@ -250,6 +282,11 @@ def test_training_datasets_must_be_zips_of_images(alice):
     assert empty.status_code == 422 and error_of(empty)["code"] == "empty_archive"
     bad_json = training(alice, photos, photos, hyperparameters="{epochs: 3")
     assert bad_json.status_code == 422 and "hyperparameters" in error_of(bad_json)["message"]
+    # Counted from the zip's directory: the worker would refuse it after extracting every entry.
+    crowded = training(alice, photos, zip_of({f"s{i}.png": b"" for i in range(9)}))
+    assert crowded.status_code == 422, crowded.text
+    error = error_of(crowded)
+    assert error["code"] == "too_many_images" and "9 images" in error["message"] and "8" in error["message"]
 
 
 def test_direct_upload_local_backend(alice, api):

@@ -177,8 +177,18 @@ def make_versioned_bucket(endpoint: str) -> str:
     return name
 
 
-def make_service(root: Path, backend: str, request: pytest.FixtureRequest) -> Service:
-    """Environment, clients and a clean Redis database for one module's workers; call close() at the end."""
+def make_service(
+    root: Path,
+    backend: str,
+    request: pytest.FixtureRequest,
+    redis_url: str | None = None,
+    s3_endpoint: str | None = None,
+) -> Service:
+    """Environment, clients and a clean Redis database for one module's workers; call close() at the end.
+
+    `redis_url` and `s3_endpoint` replace the shared test Redis database and the moto server (a test's own
+    Redis, or a fault-injecting proxy in front of moto).
+    """
     import redis
 
     from tests.animegan.vgg_fixtures import write_vgg19_npy
@@ -188,7 +198,7 @@ def make_service(root: Path, backend: str, request: pytest.FixtureRequest) -> Se
     from workers.settings import WorkerSettings, load_settings
     from workers.storage import open_store
 
-    redis_url = f"redis://{TEST_REDIS_HOST}:{TEST_REDIS_PORT}/{TEST_REDIS_DB}"
+    redis_url = redis_url or f"redis://{TEST_REDIS_HOST}:{TEST_REDIS_PORT}/{TEST_REDIS_DB}"
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     client.flushdb()
     models_dir = root / "models"
@@ -208,7 +218,7 @@ def make_service(root: Path, backend: str, request: pytest.FixtureRequest) -> Se
         "ANIMEGAN_WEBHOOK_SECRET": "e2e-webhook-secret",
     }
     if backend == "s3":
-        endpoint = request.getfixturevalue("s3_endpoint")
+        endpoint = s3_endpoint or request.getfixturevalue("s3_endpoint")
         bucket = make_versioned_bucket(endpoint)
         env.update({
             "ANIMEGAN_STORAGE_URL": f"s3://{bucket}/e2e",

@@ -222,7 +222,11 @@ def test_a_job_whose_worker_child_keeps_dying_fails_instead_of_looping(service):
             )
 
         wait_until(working, 120, f"delivery {attempt + 1} of the chunk to make progress")
-        time.sleep(0.5)  # let the chunk get well into its images
+        # Well into its images, so the kill lands mid-chunk rather than between tasks.
+        reached = service.job(record.id).progress["done"] + 2
+        wait_until(
+            lambda reached=reached: service.job(record.id).progress["done"] >= reached, 60, "two more images"
+        )
         assert service.job(record.id).progress["done"] < total, "the chunk finished first; use larger images"
         [child] = pool_children(worker)
         os.kill(child, signal.SIGKILL)

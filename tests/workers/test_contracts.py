@@ -197,4 +197,7 @@ def test_light_modules_load_no_torch():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == []  # boto3 too: it loads only when an s3:// store is opened
+    # boto3 too: it loads only when an s3:// store is opened. animegan.atomic, the atomic-write helper the storage
+    # backends share with the library, is standard library only (and animegan/__init__ holds a version string).
+    loaded = [m for m in json.loads(proc.stdout) if m not in ("animegan", "animegan.atomic")]
+    assert loaded == []

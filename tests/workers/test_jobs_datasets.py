@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import io
+import json
+import os
+import stat
 import zipfile
 
 import pytest
 from PIL import Image
 
 from workers.jobs import JobInputError
-from workers.jobs.datasets import DatasetLimits, unpack_images
+from workers.jobs.datasets import DatasetCache, DatasetLimits, unpack_images, user_message
 
 
 def _png(color: tuple[int, int, int] = (200, 10, 10)) -> bytes:
@@ -38,7 +41,11 @@ def test_images_extracted_under_fresh_names_and_noise_skipped(tmp_path):
     )
     out = tmp_path / "out"
     assert unpack_images(archive, out, "photos") == 2
-    assert sorted(p.name for p in out.iterdir()) == ["000000.jpg", "000001.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["000000.jpg", "000001.png", "names.json"]
+    assert json.loads((out / "names.json").read_text()) == {
+        "000000.jpg": "photos/one.JPG",
+        "000001.png": "photos/two.png",
+    }
 
 
 @pytest.mark.parametrize("name", ["../evil.png", "/abs/evil.png", "a/../../evil.png", "C:/evil.png"])
@@ -62,3 +69,78 @@ def test_limits_and_empty_archives(tmp_path):
     (tmp_path / "bad.zip").write_bytes(b"not a zip")
     with pytest.raises(JobInputError, match="not a readable zip"):
         unpack_images(tmp_path / "bad.zip", tmp_path / "o4", "photos")
+
+
+def _bad_crc_zip(path, good: bytes, bad_name: str):
+    """A stored (uncompressed) entry whose bytes no longer match the CRC-32 its headers declare."""
+    _zip(path, {"ok.png": good, bad_name: good})
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(bad_name)
+    # The local header is 30 bytes plus the name and extra field; flip the entry's last data byte.
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data[start + info.compress_size - 1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_damaged_entry_is_a_bad_dataset_naming_it_and_leaves_nothing(tmp_path):
+    archive = _bad_crc_zip(tmp_path / "crc.zip", _png(), "holiday/beach.png")
+    out = tmp_path / "out"
+    with pytest.raises(JobInputError, match="'holiday/beach.png' is damaged") as info:
+        unpack_images(archive, out, "photos")
+    assert info.value.code == "bad_dataset"
+    assert not out.exists(), "a failed extraction left files behind"
+
+
+def test_links_are_refused(tmp_path):
+    archive = tmp_path / "link.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("ok.png", _png())
+        link = zipfile.ZipInfo("passwd.png")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(link, "/etc/passwd")
+    with pytest.raises(JobInputError, match="'passwd.png' is a link") as info:
+        unpack_images(archive, tmp_path / "out", "styles")
+    assert info.value.code == "bad_dataset" and not (tmp_path / "out").exists()
+
+
+def test_refused_archives_leave_nothing_in_the_cache(tmp_path):
+    cache = DatasetCache(tmp_path / "cache", max_bytes=1 << 30)
+    source = _zip(tmp_path / "a.zip", {f"{i}.png": _png() for i in range(3)})
+
+    def fetch(path):
+        path.write_bytes(source.read_bytes())
+
+    with pytest.raises(JobInputError, match="more than 2 images"):
+        cache.part("ds1", "photos", fetch, DatasetLimits(max_images=2))
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
+    folder = cache.part("ds1", "photos", fetch)
+    assert sorted(p.name for p in folder.iterdir()) == [".complete", "000000.png", "000001.png", "000002.png",
+                                                        "names.json"]  # fmt: skip
+
+
+def test_the_cache_removes_least_recently_used_datasets_beyond_its_size(tmp_path):
+    source = _zip(tmp_path / "a.zip", {f"{i}.png": _png((i, 0, 0)) for i in range(4)})
+    cache = DatasetCache(tmp_path / "cache", max_bytes=1 << 30)
+    for age, dataset in enumerate(("old", "used", "new")):
+        cache.part(dataset, "photos", lambda path: path.write_bytes(source.read_bytes()))
+        os.utime(tmp_path / "cache" / dataset, (1000 + age, 1000 + age))
+    one = cache.size_bytes() // 3
+    cache.part("old", "photos", lambda path: pytest.fail("a complete folder was fetched again"))  # a use
+    cache.max_bytes = 2 * one
+    assert cache.evict(keep="new") == ["used"]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["new", "old"]
+    cache.max_bytes = 0
+    assert cache.evict(keep="new") == ["old"]  # the dataset in use stays even above the budget
+    assert cache.size_bytes() == one
+
+
+def test_user_message_names_entries_not_paths(tmp_path):
+    archive = _zip(tmp_path / "a.zip", {"trip/a.png": _png(), "trip/notes.png": b"hello"})
+    out = tmp_path / "photos"
+    unpack_images(archive, out, "photos")
+    library = f"1 of 2 photo images cannot be used:\n  {out}/000001.png: cannot identify <_io.BytesIO object at 0x7f00>"
+    message = user_message(library, {"photos": out})
+    assert "photos archive entry 'trip/notes.png'" in message
+    assert str(tmp_path) not in message and "0x7f" not in message

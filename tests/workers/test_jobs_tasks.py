@@ -119,16 +119,34 @@ def test_job_outcome_records_each_kind_of_failure(ctx, error, status, code):
 
 
 def test_transient_faults_retry_with_backoff_then_fail(ctx):
-    from workers.tasks import MAX_TRANSIENT_RETRIES, job_outcome
+    from workers.tasks import job_outcome
 
     job_id = _running_job(ctx)
     task = _Task(retries=2)
     with pytest.raises(Retry), job_outcome(task, job_id):
         raise StorageError("S3 answered 503")
-    assert task.retried_with == {"countdown": 8.0, "max_retries": MAX_TRANSIENT_RETRIES}
+    assert task.retried_with == {"countdown": 8.0, "max_retries": 3}
     assert ctx.jobs.get(job_id).status == "running"
 
-    with job_outcome(_Task(retries=MAX_TRANSIENT_RETRIES), job_id):
+    # The default budget (900 s) is spent after 2+4+8+16+32 s and then fourteen waits of 60 s (=902 s).
+    with pytest.raises(Retry), job_outcome(_Task(retries=18), job_id):
         raise StorageError("S3 answered 503")
+    assert ctx.jobs.get(job_id).status == "running"
+    with job_outcome(_Task(retries=19), job_id):
+        raise StorageError("S3 answered 503 at http://10.0.0.5:9000/bucket")
     record = ctx.jobs.get(job_id)
     assert (record.status, record.error["code"]) == ("failed", "transient_error")
+    assert "902 s" in record.error["message"] and "10.0.0.5" not in record.error["message"]
+
+
+def test_the_retry_budget_is_a_setting_and_a_give_up_hook_replaces_failing(ctx, monkeypatch):
+    from workers.tasks import job_outcome, transient_delay
+
+    monkeypatch.setattr(ctx.settings, "transient_retry_seconds", 6)
+    assert [transient_delay(i, ctx.settings) for i in range(3)] == [2.0, 4.0, 8.0]
+    job_id = _running_job(ctx)
+    given_up: list[str] = []
+    with job_outcome(_Task(retries=2), job_id, give_up=given_up.append):
+        raise StorageError("refused")
+    assert len(given_up) == 1 and "about 6 s" in given_up[0]
+    assert ctx.jobs.get(job_id).status == "running"  # the hook decides what happens to the job

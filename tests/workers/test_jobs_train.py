@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import uuid
 import zipfile
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import wait_until
 from workers import keys
 from workers.jobs import JobContext
 from workers.jobs.train import SegmentOutcome, run_segment
@@ -28,6 +30,14 @@ def zip_of_images(count: int, seed: int) -> bytes:
             Image.fromarray(rng.integers(0, 256, size=(72, 80, 3), dtype=np.uint8)).save(img, "PNG")
             zf.writestr(f"imgs/{i}.png", img.getvalue())
     return buf.getvalue()
+
+
+def zip_member_png(seed: int) -> bytes:
+    img = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, size=(72, 80, 3), dtype=np.uint8)).save(
+        img, "PNG"
+    )
+    return img.getvalue()
 
 
 @pytest.fixture
@@ -93,7 +103,13 @@ def test_segments_resume_from_the_stored_checkpoint_and_register_the_model(ctx, 
     assert ctx.store.list(keys.checkpoints_prefix(job_id)) == [keys.checkpoint(job_id, 3)]
     record = ctx.jobs.get(job_id)
     assert (record.progress["step"], record.progress["segments_done"]) == (3, 1)
-    assert set(record.progress["losses"]) >= {"con"} or record.progress["losses"]
+    # The progress shows the last step's named loss terms, exactly as the run's uploaded losses.jsonl has them.
+    logged = [json.loads(line) for line in ctx.store.get_bytes(keys.run_losses(job_id)).decode().splitlines()]
+    assert [entry["step"] for entry in logged] == [1, 2, 3]
+    last = {k: v for k, v in logged[-1].items() if k not in ("step", "epoch", "phase", "time")}
+    assert last and record.progress["losses"] == pytest.approx(last, abs=1e-6)  # progress keeps 6 decimals
+    config = json.loads(ctx.store.get_bytes(keys.run_config(job_id)))
+    assert config["image_size"] == 32 and config["generator"]["base_channels"] == 8
 
     monkeypatch.setattr(train_module, "Trainer", real_trainer)
     assert run_segment(ctx, job_id, 0) == SegmentOutcome.stale  # a duplicate of the finished segment
@@ -102,6 +118,9 @@ def test_segments_resume_from_the_stored_checkpoint_and_register_the_model(ctx, 
     assert record.status == "succeeded", record.error
     assert record.progress["resumed_from_step"] == 3
     assert record.result == {"model": "my-style", "model_key": keys.model("my-style", OWNER), "steps": 5}
+    # The second segment went on with the stored losses.jsonl: each step once, none lost at the resume.
+    logged = [json.loads(line) for line in ctx.store.get_bytes(keys.run_losses(job_id)).decode().splitlines()]
+    assert [entry["step"] for entry in logged] == [1, 2, 3, 4, 5]
     info = ctx.registry.get("my-style", OWNER)
     assert info is not None and info.source == "trained" and info.config["base_channels"] == 8
     assert ctx.registry.get("my-style", "tenant-b") is None
@@ -148,6 +167,44 @@ def test_a_bad_dataset_fails_the_job_naming_the_archive(ctx):
     failed = ctx.jobs.get(record.id)
     assert failed.status == "failed" and failed.error["code"] == "bad_dataset"
     assert "photos archive is not a readable zip" in failed.error["message"]
+
+
+def test_a_dataset_error_names_the_users_entries_and_no_worker_paths(ctx, monkeypatch, tmp_path):
+    import workers.jobs.train as train_module
+
+    monkeypatch.setattr(train_module, "DATASET_CACHE", tmp_path / "dataset-cache")
+    dataset = f"textfile-{uuid.uuid4().hex[:6]}"
+    photos = io.BytesIO()
+    with zipfile.ZipFile(photos, "w") as zf:
+        zf.writestr("trip/a.png", zip_member_png(0))
+        zf.writestr("trip/b.png", zip_member_png(1))
+        zf.writestr("trip/notes.jpg", b"these are my notes, not a photo")
+    ctx.store.put_bytes(keys.dataset_archive(dataset, "photos"), photos.getvalue())
+    ctx.store.put_bytes(keys.dataset_archive(dataset, "styles"), zip_of_images(2, seed=3))
+    record, _ = ctx.jobs.create("train", OWNER, {"name": "x", "dataset_id": dataset,
+                                "hyperparameters": {"image_size": 32, "max_steps": 1}}, total=1)  # fmt: skip
+    assert run_segment(ctx, record.id, 0) == SegmentOutcome.finished
+    error = ctx.jobs.get(record.id).error
+    assert error["code"] == "bad_dataset" and "'trip/notes.jpg'" in error["message"], error
+    for internal in (str(tmp_path), "dataset-cache", "000002", " at 0x"):
+        assert internal not in error["message"], error["message"]
+
+
+def test_a_dataset_above_the_image_limit_fails_and_leaves_no_files(ctx, monkeypatch, tmp_path):
+    import workers.jobs.train as train_module
+
+    cache = tmp_path / "dataset-cache"
+    monkeypatch.setattr(train_module, "DATASET_CACHE", cache)
+    monkeypatch.setattr(ctx.settings, "max_dataset_images", 3)
+    dataset = f"crowded-{uuid.uuid4().hex[:6]}"
+    ctx.store.put_bytes(keys.dataset_archive(dataset, "photos"), zip_of_images(4, seed=1))
+    ctx.store.put_bytes(keys.dataset_archive(dataset, "styles"), zip_of_images(2, seed=2))
+    record, _ = ctx.jobs.create("train", OWNER, {"name": "x", "dataset_id": dataset,
+                                "hyperparameters": {"image_size": 32, "max_steps": 1}}, total=1)  # fmt: skip
+    assert run_segment(ctx, record.id, 0) == SegmentOutcome.finished
+    error = ctx.jobs.get(record.id).error
+    assert error["code"] == "bad_dataset" and "more than 3 images" in error["message"]
+    assert [p for p in cache.rglob("*") if p.is_file()] == [], "the refused extraction stayed on disk"
 
 
 def test_cancel_stops_training_between_steps(ctx, monkeypatch):
@@ -210,12 +267,11 @@ def test_the_lease_keeper_renews_until_the_segment_ends_and_notices_a_takeover(c
     with LeaseKeeper(ctx, "job-k", token, ttl=1.0) as keeper:
         time.sleep(2.5)  # more than twice the ttl: only renewals keep it
         assert ctx.leases.check("job-k", token) and not keeper.lost
-    time.sleep(1.5)
-    assert not ctx.leases.check("job-k", token), "the lease outlived its segment"
+    # Once renewals stop, the lease lapses after its ttl (1 s).
+    wait_until(lambda: not ctx.leases.check("job-k", token), 5, "the lease to lapse after its segment")
 
     token = ctx.leases.acquire("job-k", "me", 1.0)
     with LeaseKeeper(ctx, "job-k", token, ttl=1.0) as keeper:
         ctx.jobs.redis.delete(ctx.leases.lease_key("job-k"))
         ctx.leases.acquire("job-k", "successor", 30)
-        time.sleep(1.0)
-        assert keeper.lost
+        wait_until(lambda: keeper.lost, 5, "the keeper to notice the takeover at its next renewal")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -20,6 +22,7 @@ from workers.jobs.webhooks import (
     sign,
     verify,
 )
+from workers.webhook_targets import not_global_reason
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 
@@ -91,12 +94,61 @@ def test_message_id_is_stable_across_retries():
         "http://169.254.169.254/latest",
         "http://[::1]/x",
         "http://localhost/x",
+        # Ranges that are neither private nor loopback in Python's older sense, and IPv6 forms of IPv4.
+        "http://100.64.0.1/x",  # carrier-grade NAT
+        "http://198.18.0.1/x",  # benchmarking
+        "http://[fc00::1]/x",  # unique local
+        "http://[fe80::1]/x",  # link-local
+        "http://[::ffff:127.0.0.1]/x",  # IPv4-mapped loopback
+        "http://[::127.0.0.1]/x",  # IPv4-compatible loopback
+        "http://[64:ff9b::a00:1]/x",  # NAT64 of 10.0.0.1
+        "http://[2002:a00:1::]/x",  # 6to4 of 10.0.0.1
+        "http://0.0.0.0/x",
     ],
 )
 def test_private_destinations_refused_unless_allowed(url):
-    with pytest.raises(WebhookError, match="private/loopback/link-local"):
+    with pytest.raises(WebhookError, match="private, loopback or reserved"):
         check_destination(url, allow_private=False)
     check_destination(url, allow_private=True)
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "::ffff:93.184.216.34", "64:ff9b::5db8:d822"],
+)
+def test_public_addresses_pass(address):
+    assert not_global_reason(ipaddress.ip_address(address)) is None
+
+
+def test_dns_rebinding_cannot_redirect_a_delivery_to_loopback(receiver, monkeypatch):
+    """A name that answers a public address to the check and 127.0.0.1 afterwards gets no delivery to loopback."""
+    handler, loopback_url = receiver
+    port = int(loopback_url.rsplit(":", 1)[1].split("/")[0])
+    real_getaddrinfo = socket.getaddrinfo
+    answers = ["93.184.216.34"]  # TEST: the first answer is public, every later one is loopback
+
+    def rebinding(host, *args, **kwargs):
+        if host != "rebind.example":
+            return real_getaddrinfo(host, *args, **kwargs)
+        address = answers.pop(0) if answers else "127.0.0.1"
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    message = build_message({"id": "j"}, "succeeded")
+    # The checked public address is unreachable from here (or answers nothing within the timeout).
+    with pytest.raises(WebhookTransientError, match="rebind.example"):
+        deliver(f"http://rebind.example:{port}/hook", message, SECRET, allow_private=False, timeout_seconds=2)
+    assert handler.received == [], "the delivery went to the second (loopback) answer"
+
+
+def test_delivery_to_a_pinned_address_still_names_the_host(receiver):
+    handler, url = receiver
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    assert (
+        deliver(f"http://localhost:{port}/hook", build_message({"id": "j"}, "succeeded"), None, True) == 200
+    )
+    [(headers, _)] = handler.received
+    assert headers["host"] == f"localhost:{port}"
 
 
 @pytest.mark.parametrize("url", ["ftp://example.com/x", "file:///etc/passwd", "not a url"])

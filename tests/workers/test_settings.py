@@ -107,7 +107,7 @@ def test_overrides_win_over_environment(monkeypatch, tmp_path):
         (lambda: keys.sample("j1", 7), "runs/j1/samples/000000007.png"),
         (lambda: keys.model("hayao"), "models/public/hayao/generator.safetensors"),
         (lambda: keys.model("mine", owner="alice"), "models/users/alice/mine/generator.safetensors"),
-        (lambda: keys.dataset_image("d1", "styles", 3, "jpg"), "datasets/d1/styles/000003.jpg"),
+        (lambda: keys.dataset_archive("d1", "styles"), "datasets/d1/styles.zip"),
         (lambda: keys.upload("alice", "u1"), "uploads/alice/u1"),
     ],
 )
@@ -124,7 +124,7 @@ def test_keys_layout(build, expected):
         lambda: keys.output("j", 0, "p/ng"),
         lambda: keys.model("a/b"),
         lambda: keys.upload("alice", ".."),
-        lambda: keys.dataset_image("d", "other", 0, "png"),
+        lambda: keys.dataset_archive("d", "smooth"),
     ],
 )
 def test_keys_refuse_unsafe_ids(build):

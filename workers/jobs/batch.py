@@ -100,6 +100,13 @@ def _record_item_error(ctx: JobContext, job_id: str, index: int, code: str, mess
     ctx.jobs.mark_item_failed(job_id, index, code, message)
 
 
+def fail_unfinished(ctx: JobContext, job_id: str, indices: Sequence[int], code: str, message: str) -> None:
+    """Count the images of `indices` not yet done as failed with `code`; done ones keep their output."""
+    for index in indices:
+        ctx.jobs.mark_item_failed(job_id, index, code, message)  # no-op for an image already counted
+    ctx.jobs.set_progress(job_id)
+
+
 def maybe_finalize(ctx: JobContext, job_id: str) -> None:
     """When every image is accounted for, build the archive and end the job (once, whoever gets here)."""
     record = ctx.jobs.get(job_id)

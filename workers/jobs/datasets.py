@@ -1,15 +1,23 @@
-"""Safe unpacking of uploaded training datasets (zip archives of photos and of style images).
+"""Training datasets on a worker's disk: safe unpacking of uploaded zips and a size-bounded cache of them.
 
 Members are never written under their own names: each image gets a fresh name from its index, so no
 member can escape the folder ('../', absolute paths, links). Only images count; sizes and counts are capped.
+A names file maps each fresh name back to the user's entry name, so job errors name the user's own entries
+and never this machine's paths.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
 import shutil
+import stat
+import uuid
 import zipfile
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -19,13 +27,15 @@ logger = logging.getLogger(__name__)
 
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
+NAMES_FILE = "names.json"  # fresh file name -> the archive entry it came from
+DONE_MARKER = ".complete"  # written last: a folder without it is an interrupted extraction
 
 
 @dataclass(frozen=True)
 class DatasetLimits:
     """Caps for one archive; defaults fit AnimeGAN datasets (a few thousand 256 px images)."""
 
-    max_images: int = 20_000  # members that are images
+    max_images: int = 20_000  # members that are images (ANIMEGAN_MAX_DATASET_IMAGES on a worker)
     max_member_bytes: int = 50 * 1024 * 1024  # one uncompressed image
     max_total_bytes: int = 4 * 1024 * 1024 * 1024  # all uncompressed images together (zip bombs)
     min_images: int = 1
@@ -36,18 +46,30 @@ def unpack_images(
 ) -> int:
     """Extract the images of `archive` into `out_dir` as 000000.<ext>, ...; return how many.
 
-    Non-image members (folders, __MACOSX, text files) are skipped; unsafe names are refused outright, since
-    an archive that tries path traversal is not an honest dataset. Raises JobInputError("bad_dataset").
+    Non-image members (folders, __MACOSX, text files) are skipped; unsafe names and links are refused outright,
+    since an archive that tries path traversal is not an honest dataset. Raises JobInputError("bad_dataset")
+    naming the entry, and then leaves no `out_dir` behind.
     keep_names (paired data, matched by name): each image is written under its own base name instead, made
     safe (letters, digits, '.', '-', '_'); two members with one base name are refused.
     """
     limits = limits or DatasetLimits()
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
+        count = _extract(archive, out_dir, what, limits, keep_names)
+    except BaseException:
+        # A refused or broken archive must not leave thousands of extracted files on the worker's disk.
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    logger.info("unpacked %d %s images into %s", count, what, out_dir)
+    return count
+
+
+def _extract(archive: Path, out_dir: Path, what: str, limits: DatasetLimits, keep_names: bool) -> int:
+    try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as exc:
         raise JobInputError("bad_dataset", f"{what} archive is not a readable zip file: {exc}") from exc
-    count = 0
+    names: dict[str, str] = {}
     total = 0
     with zf:
         for info in zf.infolist():
@@ -60,6 +82,12 @@ def unpack_images(
                 )
             if info.is_dir() or path.suffix.lower() not in IMAGE_SUFFIXES or _is_hidden(path):
                 continue
+            mode = info.external_attr >> 16
+            if mode and not (stat.S_ISREG(mode) or stat.S_IFMT(mode) == 0):
+                # A symbolic link (or device) named like an image holds a path, not pixels.
+                raise JobInputError(
+                    "bad_dataset", f"{what} archive member {name!r} is a link, not an image file; refused"
+                )
             if info.file_size > limits.max_member_bytes:
                 raise JobInputError(
                     "bad_dataset",
@@ -67,34 +95,39 @@ def unpack_images(
                     f"the limit is {limits.max_member_bytes}",
                 )
             total += info.file_size
-            count += 1
-            if count > limits.max_images or total > limits.max_total_bytes:
+            if len(names) + 1 > limits.max_images or total > limits.max_total_bytes:
                 raise JobInputError(
                     "bad_dataset",
                     f"{what} archive holds more than {limits.max_images} images or "
                     f"{limits.max_total_bytes} uncompressed bytes; split or shrink the dataset",
                 )
-            target = out_dir / (
-                _safe_base_name(path) if keep_names else f"{count - 1:06d}{path.suffix.lower()}"
-            )
-            if keep_names and target.exists():
+            fresh = _safe_base_name(path) if keep_names else f"{len(names):06d}{path.suffix.lower()}"
+            if fresh in names:
                 raise JobInputError(
                     "bad_dataset", f"{what} archive has two images named {path.name!r}; names must be unique"
                 )
-            with zf.open(info) as src, target.open("wb") as dst:
-                # The header's file_size can lie; copy at most the limit plus one byte and check.
-                shutil.copyfileobj(_Capped(src, limits.max_member_bytes + 1), dst)
+            target = out_dir / fresh
+            try:
+                with zf.open(info) as src, target.open("wb") as dst:
+                    # The header's file_size can lie; copy at most the limit plus one byte and check.
+                    shutil.copyfileobj(_Capped(src, limits.max_member_bytes + 1), dst)
+            except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+                # A bad CRC, a false size or damaged deflate data: the user's archive is broken, not the worker.
+                raise JobInputError(
+                    "bad_dataset", f"{what} archive member {name!r} is damaged ({exc}); zip it again"
+                ) from exc
             if target.stat().st_size > limits.max_member_bytes:
                 raise JobInputError(
                     "bad_dataset", f"{what} archive member {name!r} expands beyond its declared size"
                 )
-    if count < limits.min_images:
+            names[target.name] = name
+    if len(names) < limits.min_images:
         raise JobInputError(
             "bad_dataset",
             f"{what} archive holds no images (.jpg, .jpeg, .png, .webp, .bmp); nothing to train on",
         )
-    logger.info("unpacked %d %s images into %s", count, what, out_dir)
-    return count
+    (out_dir / NAMES_FILE).write_text(json.dumps(names))
+    return len(names)
 
 
 def _safe_base_name(path: PurePosixPath) -> str:
@@ -122,3 +155,106 @@ class _Capped:
         data = self._raw.read(size)  # type: ignore[attr-defined]
         self._left -= len(data)
         return data
+
+
+class DatasetCache:
+    """Unpacked datasets on this machine, reused by later segments and bounded in size (least recently used
+    datasets go first). Dataset ids are immutable, so a complete folder never needs refreshing.
+
+    Layout: <root>/<dataset id>/<part>/ with DONE_MARKER written last; a dataset's folder mtime is its last use.
+    """
+
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        self.root = root
+        self.max_bytes = max_bytes
+
+    def part(
+        self,
+        dataset_id: str,
+        part: str,
+        fetch: Callable[[Path], None],
+        limits: DatasetLimits | None = None,
+        keep_names: bool = False,
+    ) -> Path:
+        """The unpacked folder of one part, unpacking the archive that `fetch(path)` downloads if needed
+        (keep_names: see unpack_images; a dataset id is one job's, so a part is always unpacked one way)."""
+        folder = self.root / dataset_id / part
+        if not (folder / DONE_MARKER).is_file():
+            self._unpack(folder, part, fetch, limits, keep_names)
+        os.utime(folder.parent)  # last use, for eviction
+        return folder
+
+    def _unpack(
+        self,
+        folder: Path,
+        part: str,
+        fetch: Callable[[Path], None],
+        limits: DatasetLimits | None,
+        keep_names: bool,
+    ) -> None:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        # Unpack beside the cache entry, then rename, so a crash never leaves a half-filled folder marked done.
+        staging = folder.with_name(f".{part}-{uuid.uuid4().hex[:8]}")
+        archive = folder.with_name(f".{part}-{uuid.uuid4().hex[:8]}.zip")
+        try:
+            fetch(archive)
+            count = unpack_images(archive, staging, what=part, limits=limits, keep_names=keep_names)
+            (staging / DONE_MARKER).write_text(str(count))
+            try:
+                staging.rename(folder)
+            except OSError:
+                # Another worker process on this machine finished the same folder first; theirs is as good.
+                if not (folder / DONE_MARKER).is_file():
+                    raise
+        finally:
+            archive.unlink(missing_ok=True)
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def size_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.root.rglob("*") if f.is_file())
+
+    def evict(self, keep: str | None = None) -> list[str]:
+        """Remove least recently used datasets (never `keep`) until the cache fits max_bytes; their ids.
+
+        Another process's running segment decoded its images into memory when it started, so losing its folder
+        costs at most a download and an extraction at its next segment.
+        """
+        if not self.root.is_dir():
+            return []
+        sizes = {
+            d: sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+            for d in self.root.iterdir()
+            if d.is_dir()
+        }
+        total = sum(sizes.values())
+        removed = []
+        for folder in sorted(sizes, key=lambda d: d.stat().st_mtime):
+            if total <= self.max_bytes:
+                break
+            if folder.name == keep:
+                continue
+            shutil.rmtree(folder, ignore_errors=True)
+            total -= sizes[folder]
+            removed.append(folder.name)
+        if removed:
+            logger.info("dataset cache: removed %d least recently used datasets (%s)", len(removed), removed)
+        return removed
+
+
+# An object's repr ("<_io.BytesIO object at 0x7f...>") tells the user nothing and shows memory addresses.
+_ADDRESS = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def user_message(message: str, folders: dict[str, Path]) -> str:
+    """`message` with every path under the dataset `folders` (part -> folder) replaced by the user's entry name,
+    and object reprs removed, so a job error names only what the user sent."""
+    for part, folder in folders.items():
+        names_file = folder / NAMES_FILE
+        names = json.loads(names_file.read_text()) if names_file.is_file() else {}
+        pattern = re.compile(re.escape(str(folder)) + r"/([^\s:]+)")
+        message = pattern.sub(
+            lambda m, part=part, names=names: f"{part} archive entry {names.get(m.group(1), m.group(1))!r}",
+            message,
+        )
+        message = message.replace(str(folder), f"{part} archive")
+    return _ADDRESS.sub("", message)

@@ -10,7 +10,6 @@ import dataclasses
 import logging
 import os
 import re
-import shutil
 import socket
 import tempfile
 import threading
@@ -26,10 +25,11 @@ import redis
 from animegan.errors import AnimeGANError, DatasetError
 from animegan.training import TrainConfig, Trainer, TrainProgress
 from animegan.training.checkpoint import checkpoint_path
+from animegan.training.trainer import CONFIG_FILE, LOSSES_FILE
 from workers import keys
 from workers.exceptions import ModelExists
 from workers.jobs import JobContext, JobInputError, begin, cancel, fail, succeed
-from workers.jobs.datasets import unpack_images
+from workers.jobs.datasets import DatasetCache, DatasetLimits, user_message
 from workers.storage import NotFound
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,6 @@ _MODE_PRESETS = {"unpaired": "v2-hayao"}
 # Unpacked datasets, reused by later segments on this machine; the edge-smoothing cache sits beside them.
 DATASET_CACHE = Path(tempfile.gettempdir()) / "animegan-datasets"
 SMOOTH_CACHE = Path(tempfile.gettempdir()) / "animegan-smooth-cache"
-DONE_MARKER = ".complete"
 # Newest sample grids listed in the job's progress (all stay in storage).
 SAMPLES_LISTED = 20
 
@@ -122,6 +121,7 @@ class SegmentHooks:
     shutdown_requested: Any = None  # callable() -> bool: the worker is shutting down (SIGTERM)
     keeper: LeaseKeeper | None = None
     fenced_off: bool = False
+    run_dir: Path | None = None  # trainer's folder: config.json and losses.jsonl go up with checkpoints
 
     @property
     def lost(self) -> bool:
@@ -153,6 +153,11 @@ class SegmentHooks:
         self.ctx.jobs.append_progress(
             self.job_id, "checkpoints", {"step": step, "key": key}, keep_last=self.keep_checkpoints
         )
+        # The run describes itself beside its checkpoints (the resolved config, every step's named losses), and
+        # the next segment continues the same losses.jsonl.
+        for name, run_key in ((CONFIG_FILE, keys.run_config), (LOSSES_FILE, keys.run_losses)):
+            if self.run_dir is not None and (self.run_dir / name).is_file():
+                self.ctx.store.put_file(run_key(self.job_id), self.run_dir / name)
         # Only the newest few are ever resumed from; a long run would otherwise pile up gigabytes.
         uploaded = sorted(self.ctx.store.list(keys.checkpoints_prefix(self.job_id)))
         for old in uploaded[: -self.keep_checkpoints]:
@@ -226,36 +231,22 @@ def _fetch_dataset(ctx: JobContext, params: dict[str, Any], work: Path) -> dict[
     if not isinstance(dataset_id, str) or not keys.SEGMENT_RE.match(dataset_id):
         raise JobInputError("bad_params", f"params.dataset_id must be a dataset id, got {dataset_id!r}")
     mode = str(params.get("mode") or "unpaired")
-    cache = DATASET_CACHE / dataset_id
+    cache = DatasetCache(DATASET_CACHE, ctx.settings.dataset_cache_bytes)
+    limits = DatasetLimits(max_images=ctx.settings.max_dataset_images)
     folders = {}
     for part in MODE_PARTS.get(mode, ()):
-        folder = cache / part
-        if not (folder / DONE_MARKER).is_file():
-            _download_part(ctx, dataset_id, part, folder, work, keep_names=mode == "paired")
-        folders[part] = folder
+
+        def fetch(archive: Path, part: str = part) -> None:
+            try:
+                ctx.store.get_file(keys.dataset_archive(dataset_id, part), archive)
+            except NotFound as exc:
+                raise JobInputError(
+                    "dataset_missing", f"dataset {dataset_id} has no {part}.zip in storage"
+                ) from exc
+
+        folders[part] = cache.part(dataset_id, part, fetch, limits, keep_names=mode == "paired")
+    cache.evict(keep=dataset_id)
     return folders
-
-
-def _download_part(
-    ctx: JobContext, dataset_id: str, part: str, folder: Path, work: Path, keep_names: bool = False
-) -> None:
-    archive = work / f"{part}.zip"
-    try:
-        ctx.store.get_file(keys.dataset_archive(dataset_id, part), archive)
-    except NotFound as exc:
-        raise JobInputError("dataset_missing", f"dataset {dataset_id} has no {part}.zip in storage") from exc
-    # Unpack beside the cache entry, then rename, so a crash never leaves a half-filled folder marked done.
-    staging = folder.with_name(f".{part}-{uuid.uuid4().hex[:8]}")
-    count = unpack_images(archive, staging, what=part, keep_names=keep_names)
-    (staging / DONE_MARKER).write_text(str(count))
-    archive.unlink()
-    try:
-        staging.rename(folder)
-    except OSError:
-        # Another worker process on this machine finished the same folder first; theirs is as good.
-        shutil.rmtree(staging, ignore_errors=True)
-        if not (folder / DONE_MARKER).is_file():
-            raise
 
 
 def _restore_latest_checkpoint(ctx: JobContext, job_id: str, run_dir: Path) -> int:
@@ -265,6 +256,11 @@ def _restore_latest_checkpoint(ctx: JobContext, job_id: str, run_dir: Path) -> i
         return 0
     step = _step_of(Path(uploaded[-1]))
     ctx.store.get_file(uploaded[-1], checkpoint_path(run_dir, step))
+    try:
+        # The trainer appends to it and drops lines past the checkpoint's step, as after a local resume.
+        ctx.store.get_file(keys.run_losses(job_id), run_dir / LOSSES_FILE)
+    except NotFound:
+        logger.info("job %s: no losses.jsonl stored yet; the log restarts at step %d", job_id, step)
     return step
 
 
@@ -343,7 +339,9 @@ def _train_under_lease(
         }
         ctx.jobs.append_progress(job_id, "segments", entry, keep_last=20)
         logger.info("job %s: segment %d starts at step %d", job_id, segment, resumed_from)
-        hooks = SegmentHooks(ctx, job_id, token, config.keep_checkpoints, shutdown_requested, keeper)
+        hooks = SegmentHooks(
+            ctx, job_id, token, config.keep_checkpoints, shutdown_requested, keeper, run_dir=run_dir
+        )
         try:
             trainer = Trainer(
                 config,
@@ -358,8 +356,10 @@ def _train_under_lease(
             )
             result = trainer.run(max_seconds=ctx.settings.train_segment_seconds)
         except AnimeGANError as exc:
+            # The library names files by their path on this machine; the user knows their archive entries.
+            message = user_message(str(exc), data)
             raise JobInputError(
-                "bad_dataset" if isinstance(exc, DatasetError) else "bad_params", str(exc)
+                "bad_dataset" if isinstance(exc, DatasetError) else "bad_params", message
             ) from exc
         if hooks.lost:
             raise LeaseLost(job_id)

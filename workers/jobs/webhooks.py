@@ -8,18 +8,22 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
-import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
+
+from workers.webhook_targets import (
+    WebhookTarget,
+    WebhookTargetRefused,
+    WebhookTargetUnresolved,
+    resolve_webhook_target,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -94,29 +98,18 @@ def verify(
     return json.loads(body)
 
 
-def check_destination(url: str, allow_private: bool) -> None:
-    """Refuse URLs that are not http(s) or that resolve to private, loopback, link-local or reserved addresses.
+def check_destination(url: str, allow_private: bool) -> WebhookTarget:
+    """The checked destination of `url` (workers.webhook_targets decides, as the API does at submit time).
 
-    This keeps a tenant from making the worker call internal services (SSRF). The check resolves the name
-    now; a name that re-resolves differently at connect time is a residual risk that a network policy on the
-    worker (egress only to the internet) closes.
+    Raises WebhookError for a refused URL (never retried) and WebhookTransientError when the name does not
+    resolve now.
     """
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise WebhookError(f"webhook_url {url!r} must be an absolute http:// or https:// URL")
-    if allow_private:
-        return
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
-    except socket.gaierror as exc:
-        raise WebhookTransientError(f"webhook host {parts.hostname!r} does not resolve: {exc}") from exc
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global or address.is_multicast:
-            raise WebhookError(
-                f"webhook_url {url!r} resolves to {address}, a private/loopback/link-local address; "
-                "refused (set ANIMEGAN_ALLOW_PRIVATE_WEBHOOKS=true only for trusted networks)"
-            )
+        return resolve_webhook_target(url, allow_private)
+    except WebhookTargetRefused as exc:
+        raise WebhookError(str(exc)) from exc
+    except WebhookTargetUnresolved as exc:
+        raise WebhookTransientError(str(exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -158,10 +151,13 @@ def deliver(
 ) -> int:
     """POST one message (signed when a secret is configured); return the receiver's 2xx status.
 
-    Raises WebhookTransientError (retry later) or WebhookError (give up) otherwise. Redirects are not
-    followed: a redirect could point at an internal address after the destination check.
+    Raises WebhookTransientError (retry later) or WebhookError (give up) otherwise. The connection goes to an
+    address that was checked, never to a second resolution of the name (DNS rebinding: a name that answers a
+    public address to the check and 127.0.0.1 to the connect); the name still goes in the Host header and as
+    the TLS server name, so virtual hosts and certificates work as usual. Redirects are not followed: a
+    redirect could point at an internal address after the destination check.
     """
-    check_destination(url, allow_private)
+    target = check_destination(url, allow_private)
     timestamp = int(time.time())
     headers = {
         "content-type": "application/json",
@@ -171,12 +167,23 @@ def deliver(
     }
     if secret:
         headers["webhook-signature"] = sign(secret, message.msg_id, timestamp, message.body)
-    try:
-        response = httpx.post(
-            url, content=message.body, headers=headers, timeout=timeout_seconds, follow_redirects=False
-        )
-    except httpx.HTTPError as exc:
-        raise WebhookTransientError(f"POST {url} failed: {exc!r}") from exc
+    default_port = 443 if target.scheme == "https" else 80
+    headers["host"] = target.host if target.port == default_port else f"{target.host}:{target.port}"
+    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+    response = None
+    with httpx.Client(timeout=timeout_seconds, follow_redirects=False) as client:
+        for address in target.addresses:
+            pinned = httpx.URL(url).copy_with(host=str(address))
+            try:
+                response = client.post(pinned, content=message.body, headers=headers, extensions=extensions)
+                break
+            except httpx.ConnectError as exc:
+                # Like a browser, try the name's next checked address before calling the receiver down.
+                error: httpx.HTTPError = exc
+            except httpx.HTTPError as exc:
+                raise WebhookTransientError(f"POST {url} failed: {exc!r}") from exc
+    if response is None:
+        raise WebhookTransientError(f"POST {url} failed: {error!r}") from error
     if 200 <= response.status_code < 300:
         logger.info("webhook %s delivered to %s (%d)", message.msg_id, url, response.status_code)
         return response.status_code

@@ -63,12 +63,19 @@ class ObjectStore(ABC):
         """
 
     @abstractmethod
-    def presign_put(self, key: str, expires: int, content_type: str | None = None) -> str | None:
-        """A time-limited upload URL for a client's direct PUT, or None when the backend has none."""
+    def presign_put(
+        self, key: str, expires: int, content_type: str | None = None, content_length: int | None = None
+    ) -> str | None:
+        """A time-limited upload URL for a client's direct PUT, or None when the backend has none.
+
+        With `content_length` the signature covers the Content-Length header: the storage itself refuses a PUT
+        of any other size, so a client cannot store more than it declared.
+        """
 
     @abstractmethod
-    def ping(self) -> None:
-        """Raise StorageError if the store cannot be reached (readiness probes)."""
+    def ping(self, timeout_seconds: float | None = None) -> None:
+        """Raise StorageError if the store cannot be reached (readiness probes) within `timeout_seconds` (one
+        try, no retries); None: the backend's usual timeouts and retries."""
 
 
 def content_disposition(filename: str) -> str:

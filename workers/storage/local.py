@@ -5,17 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
+from animegan.atomic import atomic_write
 from workers.exceptions import InvalidKey, NotFound, StorageError
 from workers.keys import validate_key, validate_prefix
 from workers.storage.base import ObjectStore
 
 logger = logging.getLogger(__name__)
 
-# Temporary files start with '.', which no valid key segment does, so listings never show half-written objects.
-_TMP_PREFIX = ".tmp-"
+# Temporary files (animegan.atomic) start with '.', which no valid key segment does, so listings never show
+# half-written objects.
 
 
 class LocalStore(ObjectStore):
@@ -35,23 +35,11 @@ class LocalStore(ObjectStore):
             raise InvalidKey(f"storage key {key!r} resolves to {path}, outside the store root {self.root}")
         return path
 
-    def _atomic_write(self, path: Path, write) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                write(handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"put_bytes({key!r}) needs bytes, got {type(data).__name__}")
-        self._atomic_write(self._path(key), lambda handle: handle.write(data))
+        with atomic_write(self._path(key), fsync=True) as handle:
+            handle.write(data)
 
     def get_bytes(self, key: str) -> bytes:
         path = self._path(key)
@@ -64,15 +52,15 @@ class LocalStore(ObjectStore):
         source = Path(path)
         if not source.is_file():
             raise FileNotFoundError(f"put_file({key!r}): local file {source} does not exist")
-        with source.open("rb") as src:
-            self._atomic_write(self._path(key), lambda handle: shutil.copyfileobj(src, handle, 1024 * 1024))
+        with source.open("rb") as src, atomic_write(self._path(key), fsync=True) as handle:
+            shutil.copyfileobj(src, handle, 1024 * 1024)
 
     def get_file(self, key: str, path: str | Path) -> None:
         source = self._path(key)
         if not source.is_file():
             raise NotFound(f"no object at key {key!r} in {self.root}")
-        with source.open("rb") as src:
-            self._atomic_write(Path(path), lambda handle: shutil.copyfileobj(src, handle, 1024 * 1024))
+        with source.open("rb") as src, atomic_write(path) as handle:
+            shutil.copyfileobj(src, handle, 1024 * 1024)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -119,11 +107,14 @@ class LocalStore(ObjectStore):
         validate_key(key)
         return None
 
-    def presign_put(self, key: str, expires: int, content_type: str | None = None) -> str | None:
+    def presign_put(
+        self, key: str, expires: int, content_type: str | None = None, content_length: int | None = None
+    ) -> str | None:
         validate_key(key)
         return None
 
-    def ping(self) -> None:
+    def ping(self, timeout_seconds: float | None = None) -> None:
+        # A local folder answers at once or not at all; there is no network timeout to shorten.
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

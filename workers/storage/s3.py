@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +14,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from animegan.atomic import atomic_path
 from workers.exceptions import InvalidKey, NotFound, StorageError
 from workers.keys import validate_key, validate_prefix
 from workers.storage.base import ObjectStore, content_disposition
@@ -146,16 +146,8 @@ class S3Store(ObjectStore):
             )
 
     def get_file(self, key: str, path: str | Path) -> None:
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
-        os.close(fd)
-        try:
-            with self._errors("download", key):
-                self.client.download_file(self.bucket, self._full(key), tmp, Config=self.transfer_config)
-            os.replace(tmp, target)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        with atomic_path(path) as tmp, self._errors("download", key):
+            self.client.download_file(self.bucket, self._full(key), str(tmp), Config=self.transfer_config)
 
     def _head(self, key: str) -> dict:
         with self._errors("head", key):
@@ -207,19 +199,46 @@ class S3Store(ObjectStore):
                 "get_object", Params=params, ExpiresIn=int(expires)
             )
 
-    def presign_put(self, key: str, expires: int, content_type: str | None = None) -> str | None:
+    def presign_put(
+        self, key: str, expires: int, content_type: str | None = None, content_length: int | None = None
+    ) -> str | None:
         params = {"Bucket": self.bucket, "Key": self._full(key)}
         if content_type:
             # The signature then covers Content-Type: the client must send exactly this header.
             params["ContentType"] = content_type
+        if content_length is not None:
+            # Signed like Content-Type: S3, MinIO and R2 answer 403 to a PUT of another length.
+            params["ContentLength"] = int(content_length)
         with self._errors("presign", key):
             return self._client_for(self.public_endpoint_url or self.endpoint_url).generate_presigned_url(
                 "put_object", Params=params, ExpiresIn=int(expires)
             )
 
-    def ping(self) -> None:
+    def _probe_client(self, timeout_seconds: float) -> Any:
+        """A client that tries once and waits at most `timeout_seconds` to connect and for each read."""
+        key = f"probe:{timeout_seconds}"
+        with self._lock:
+            if self._pid != os.getpid():
+                self._clients.clear()
+                self._pid = os.getpid()
+            client = self._clients.get(key)
+            if client is None:
+                config = self._client_kwargs["config"].merge(
+                    Config(
+                        connect_timeout=timeout_seconds,
+                        read_timeout=timeout_seconds,
+                        retries={"total_max_attempts": 1, "mode": "standard"},
+                    )
+                )
+                kwargs = {**self._client_kwargs, "config": config}
+                client = boto3.session.Session().client("s3", endpoint_url=self.endpoint_url, **kwargs)
+                self._clients[key] = client
+            return client
+
+    def ping(self, timeout_seconds: float | None = None) -> None:
+        client = self.client if timeout_seconds is None else self._probe_client(timeout_seconds)
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            client.head_bucket(Bucket=self.bucket)
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(
                 f"S3 bucket {self.bucket!r} at {self.endpoint_url or 'AWS'} is not reachable: {exc}; "

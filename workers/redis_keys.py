@@ -1,0 +1,94 @@
+"""Every Redis key name and pub/sub channel of the service (Celery's own queues aside), built in one place.
+
+All start with PREFIX, so the service's keys are easy to find, count and tell apart in a shared Redis.
+Ids and owners never contain ':'; free text (idempotency keys, API tokens) only ever enters as a digest.
+"""
+
+from __future__ import annotations
+
+PREFIX = "animegan:"
+
+
+# Job records (workers.jobstore): a hash per job, its companion keys, and an index per owner.
+def job(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}"
+
+
+JOB_PATTERN = f"{PREFIX}job:*"  # SCAN match for job hashes (their companion keys have one more ':' part)
+
+
+def job_items(job_id: str) -> str:
+    """Set of the batch item indices already counted (done or failed)."""
+    return f"{job(job_id)}:items"
+
+
+def job_item_errors(job_id: str) -> str:
+    """Hash of item index -> JSON error of each failed batch item."""
+    return f"{job(job_id)}:item_errors"
+
+
+def job_events(job_id: str) -> str:
+    """Pub/sub channel of a job's progress events (JSON objects); the API streams it as SSE."""
+    return f"{job(job_id)}:events"
+
+
+def owner_jobs(owner: str) -> str:
+    """Sorted set of an owner's job ids by creation time (listing, pagination)."""
+    return f"{PREFIX}owner:{owner}:jobs"
+
+
+def job_idempotency(owner: str, key_digest: str) -> str:
+    """Idempotency-Key (its digest) of a job create -> job id and request hash."""
+    return f"{PREFIX}idem:{owner}:{key_digest}"
+
+
+NO_IDEMPOTENCY = f"{PREFIX}idem:none"  # placeholder KEYS entry of a create without an Idempotency-Key
+
+
+# Model registry (workers.registry): a record per model and an index per scope ("public" or "user:<owner>").
+def model(scope: str, name: str) -> str:
+    return f"{PREFIX}model:{scope}:{name}"
+
+
+def models(scope: str) -> str:
+    return f"{PREFIX}models:{scope}"
+
+
+# Training leases (workers.lease): the holder and the fencing counter of a run.
+def lease(job_id: str) -> str:
+    return f"{PREFIX}lease:{job_id}"
+
+
+def lease_fence(job_id: str) -> str:
+    return f"{PREFIX}lease:{job_id}:fence"
+
+
+# API keys (api.auth): token digest -> tenant, and each tenant's digests (for revocation).
+def api_key(token_digest: str) -> str:
+    return f"{PREFIX}apikey:{token_digest}"
+
+
+def tenant_api_keys(tenant: str) -> str:
+    return f"{PREFIX}tenant-keys:{tenant}"
+
+
+# Per-key limits (api.limits): request counts per window, and the jobs a key has queued or running.
+def rate_window(tenant: str, window_index: int) -> str:
+    return f"{PREFIX}rate:{tenant}:{window_index}"
+
+
+def active_jobs(tenant: str) -> str:
+    return f"{PREFIX}active:{tenant}"
+
+
+# Direct uploads (api.routes.uploads) and the idempotency slots of creates that are not jobs.
+def upload(upload_id: str) -> str:
+    return f"{PREFIX}upload:{upload_id}"
+
+
+def upload_idempotency(tenant: str, key_digest: str) -> str:
+    return f"{PREFIX}upload-idem:{tenant}:{key_digest}"
+
+
+def model_idempotency(tenant: str, key_digest: str) -> str:
+    return f"{PREFIX}model-idem:{tenant}:{key_digest}"
