@@ -210,6 +210,9 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         """One optimisation step of the current phase; returns the named losses as floats."""
+        if self.step >= self.init_steps and self.opt_init.state:
+            # The warm-up's Adam moments are never used again: dropping them takes 2x G's size off every checkpoint.
+            self.opt_init.state.clear()
         if self.config.mode != "unpaired":
             return self._paired_step()
         batch = self.data.next_batch().to(self.device, self.memory_format)
