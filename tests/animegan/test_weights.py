@@ -38,6 +38,21 @@ def test_export_round_trip_gives_equal_outputs(tmp_path, arch):
     assert not loaded.model.training
 
 
+def test_half_precision_export_is_half_the_size_and_loads_as_fp32(tmp_path):
+    model = tiny("v2")
+    full = save_generator(tmp_path / "full.safetensors", model)
+    half = save_generator(tmp_path / "half.safetensors", model, dtype=torch.float16)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded = load_generator(half)
+    assert {p.dtype for p in loaded.model.parameters()} == {torch.float32}
+    x = sample_input()
+    with torch.no_grad():
+        reference, out = model(x), loaded.model(x)
+    assert not torch.equal(reference, out)  # the weights were rounded ...
+    # ... by fp16's 11-bit mantissa only: the output moves by less than one 8-bit level (2/255 in [-1, 1])
+    assert (out - reference).abs().max() < 2 / 255
+
+
 def test_loading_an_export_never_unpickles(tmp_path, monkeypatch):
     path = save_generator(tmp_path / "m.safetensors", tiny())
 
