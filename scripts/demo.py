@@ -292,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"model: {model!r}, imported from {args.weights}")
     elif model == BUILTIN_NAME:
         log(f"model: {model!r}, the built-in Hayao-like style: {builtin_description()}")
-        log(f"also available by name: {BUILTIN_NAME}-fast (a small, fast copy), {UNTRAINED_NAME} (untrained)")
+        others = sorted(p.stem for p in MODELS.glob("*.safetensors") if p.stem != BUILTIN_NAME)
+        log(f"also available by name: {', '.join(others)}")
     else:
         log(f"model: {model!r}, an UNTRAINED AnimeGANv2 generator (random weights, seed 0).")
         log("These outputs are colour-shifted, textured copies of the photos, NOT anime-style results.")
