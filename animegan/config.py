@@ -31,6 +31,15 @@ def _from_dict(cls, data: dict[str, Any]):
     return cls(**data)
 
 
+def _as_weights(config) -> None:
+    """Check that every field of a frozen weights dataclass is a number >= 0, and store it as a float."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"{type(config).__name__}.{f.name}={value!r} must be a number >= 0")
+        object.__setattr__(config, f.name, float(value))
+
+
 @dataclass(frozen=True)
 class GeneratorConfig:
     """What build_generator needs; stored in every export and checkpoint so a model rebuilds exactly."""
@@ -124,11 +133,7 @@ class LossWeights:
     d_smooth: float = 0.1  # D term: grayscale edge-smoothed anime -> 0
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise ConfigError(f"LossWeights.{f.name}={value!r} must be a number >= 0")
-            object.__setattr__(self, f.name, float(value))
+        _as_weights(self)
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -153,11 +158,7 @@ class PairedLossWeights:
     d_adv: float = 1.0  # multiplies D's LSGAN loss (targets -> 1, G(photo) -> 0)
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise ConfigError(f"PairedLossWeights.{f.name}={value!r} must be a number >= 0")
-            object.__setattr__(self, f.name, float(value))
+        _as_weights(self)
         if not any(getattr(self, name) for name in ("pixel", "ssim", "gradient", "color", "perceptual")):
             raise ConfigError(
                 "PairedLossWeights: at least one of pixel, ssim, gradient, color, perceptual must be > 0"
