@@ -9,6 +9,7 @@ Usage: python bench/inference.py [--quick]
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import resource
 import statistics
@@ -29,8 +30,13 @@ from animegan.inference import InferenceOptions, Stylizer
 from animegan.nn import build_generator
 
 PHOTO = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos" / "photo_01.jpg"
-# The held-out pairs of scripts/builtin_style.py (every fifth photo), never trained on.
-VAL_NAMES = tuple(f"photo_{i:02d}" for i in range(5, 47, 5))
+# The held-out pairs of the built-in style, never trained on (scripts/builtin_style.py holds the split).
+_spec = importlib.util.spec_from_file_location(
+    "builtin_style", Path(__file__).resolve().parents[1] / "scripts" / "builtin_style.py"
+)
+_builtin_style = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_builtin_style)
+VAL_NAMES = _builtin_style.VAL_NAMES
 
 
 def test_image(side: int) -> tuple[Image.Image, str]:

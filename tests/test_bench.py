@@ -45,3 +45,21 @@ def test_v1_precision_bench_prints_budget_and_psnr():
     assert len(shares) == 8 and 97 <= sum(shares) <= 103, out
     psnr_rows = re.findall(r"^\| [\w.]+ \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", out, re.M)
     assert len(psnr_rows) == 2, out
+
+
+def test_inference_bench_compares_a_student_with_its_full_model(tmp_path):
+    import torch
+
+    from animegan.config import GeneratorConfig
+    from animegan.nn import build_generator
+    from animegan.weights import save_generator
+
+    torch.manual_seed(0)
+    full = save_generator(tmp_path / "full.safetensors", build_generator(GeneratorConfig(base_channels=16)))
+    student = save_generator(
+        tmp_path / "student.safetensors", build_generator(GeneratorConfig(base_channels=8))
+    )
+    out = run("bench/inference.py", "--quick", "--student", str(full), str(student))
+    rows = re.findall(r"^\| (\d+) \| (\d+) \| (\d+) \| ([\d.]+)x \|$", out, re.M)
+    assert [int(r[0]) for r in rows] == [64, 128], out
+    assert re.search(r"PSNR student vs full on \d+ validation photos: mean [\d.]+ dB|PSNR skipped", out), out
