@@ -7,6 +7,7 @@ and its fast student. Every step is resumable; run them in order:
   python scripts/builtin_style.py distill --minutes 30      # the width-16 student, from the export
   python scripts/builtin_style.py export-student            # -> models/builtin/hayao-builtin-fast.safetensors
   python scripts/builtin_style.py figure                    # -> docs/builtin-style.jpg (samples/ before/after)
+  python scripts/builtin_style.py save-resume               # newest checkpoints -> models/training/ (commit them)
 
 The pairs are ../shared/data/{photos,hayao_reference}: the original AnimeGAN's published Hayao outputs, under
 its non-commercial terms, which therefore apply to the models learned from them.
@@ -29,6 +30,10 @@ RUNS = ROOT / "runs"
 MODELS = ROOT / "models" / "builtin"
 TEACHER_RUN, STUDENT_RUN = RUNS / "builtin-hayao", RUNS / "builtin-hayao-fast"
 TEACHER_FILE, STUDENT_FILE = MODELS / "hayao-builtin.safetensors", MODELS / "hayao-builtin-fast.safetensors"
+# The newest checkpoint of each run, committed (one file each, replaced), so a later session on a fresh machine
+# resumes the run instead of starting over; `save-resume` writes them, `train`/`distill` read them back.
+RESUME = ROOT / "models" / "training"
+TEACHER_RESUME, STUDENT_RESUME = RESUME / "hayao-builtin.resume.pt", RESUME / "hayao-builtin-fast.resume.pt"
 # Held out of all training, chosen before the first step: every fifth pair (9 of the 46).
 VAL_NAMES = tuple(f"photo_{i:02d}" for i in range(5, 47, 5))
 LICENSE_NOTE = (
@@ -78,9 +83,19 @@ def student_config(steps: int):
     )
 
 
-def run_training(config, run_dir: Path, minutes: float, photos: Path, targets: Path | None) -> None:
+def run_training(
+    config, run_dir: Path, resume: Path, minutes: float, photos: Path, targets: Path | None
+) -> None:
     from animegan.training import Trainer
+    from animegan.training import checkpoint as ckpt
 
+    if ckpt.latest_checkpoint(run_dir) is None and resume.is_file():
+        step = int(ckpt.load_checkpoint(resume)["step"])
+        ckpt.checkpoint_path(run_dir, step).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(resume, ckpt.checkpoint_path(run_dir, step))
+        logger.info(
+            "%s: resuming from the committed checkpoint %s (step %d)", run_dir.name, resume.name, step
+        )
     trainer = Trainer(config, photos, None, run_dir, targets=targets)
     result = trainer.run(max_seconds=minutes * 60)
     logger.info("%s: %s at step %d of %d", run_dir.name, result.status, result.step, result.total_steps)
@@ -154,7 +169,8 @@ def figure(out: Path, cell_width: int = 320) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "command", choices=["train", "validate", "export", "distill", "export-student", "figure"]
+        "command",
+        choices=["train", "validate", "export", "distill", "export-student", "figure", "save-resume"],
     )
     parser.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of this run")
     parser.add_argument("--steps", type=int, default=20000, help="the whole run's step count")
@@ -170,14 +186,23 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     if args.command == "train":
         photos, targets = split_folders("train")
-        run_training(teacher_config(args.steps), TEACHER_RUN, args.minutes, photos, targets)
+        run_training(teacher_config(args.steps), TEACHER_RUN, TEACHER_RESUME, args.minutes, photos, targets)
     elif args.command == "distill":
         if not TEACHER_FILE.is_file():
             raise SystemExit(f"{TEACHER_FILE} is missing: export the teacher first")
         photos, _ = split_folders("train")
-        run_training(student_config(args.steps), STUDENT_RUN, args.minutes, photos, None)
+        run_training(student_config(args.steps), STUDENT_RUN, STUDENT_RESUME, args.minutes, photos, None)
     elif args.command == "validate":
         validate(args.model or TEACHER_FILE, args.json)
+    elif args.command == "save-resume":
+        from animegan.training import checkpoint as ckpt
+
+        for run_dir, resume in ((TEACHER_RUN, TEACHER_RESUME), (STUDENT_RUN, STUDENT_RESUME)):
+            latest = ckpt.latest_checkpoint(run_dir)
+            if latest is not None:
+                resume.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(latest, resume)
+                logger.info("%s -> %s", latest, resume)
     elif args.command == "figure":
         figure(ROOT / "docs" / "builtin-style.jpg")
     elif args.command == "export":
