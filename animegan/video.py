@@ -246,6 +246,7 @@ def stylize_video(
         done = 0
         batch: list[tuple[Any, np.ndarray]] = []
         rotation: int | None = None
+        audio_track: list[AudioCopy | None] = [None]
         with av.open(str(destination), "w", format="mp4") as out:
 
             def flush() -> None:
@@ -256,6 +257,8 @@ def stylize_video(
                 for (frame, _), image in zip(batch, images, strict=True):
                     if writer is None:
                         writer = _Writer(out, image.size, in_video, encode)
+                        if audio and segment is None:
+                            audio_track[0] = AudioCopy.open(source, out)
                     writer.write(np.asarray(image.convert("RGB")), frame.pts - offset, frame.duration)
                 done += len(batch)
                 batch.clear()
@@ -284,10 +287,9 @@ def stylize_video(
             if writer is None:
                 raise VideoError(f"{name}: no frames to stylize" + (f" in segment {segment.index}" if segment else ""))
             writer.close()
-            has_audio = False
-            if audio and segment is None and container.streams.audio:
-                has_audio = copy_audio(source, out)
-        return VideoResult(frames=done, width=writer.width, height=writer.height, audio=has_audio)
+            if audio_track[0] is not None:
+                audio_track[0].write()
+        return VideoResult(frames=done, width=writer.width, height=writer.height, audio=audio_track[0] is not None)
 
 
 class StopVideo(Exception):
@@ -329,33 +331,48 @@ class _Writer:
             self.out.mux(packet)
 
 
-def copy_audio(source: Source, out: Any) -> bool:
-    """Copy the first audio track of `source` into `out` (an open MP4 output); False if there is none."""
-    if isinstance(source, (bytes, bytearray)):
-        source = bytes(source)
-    elif hasattr(source, "seek"):
-        source.seek(0)
-    with _open(source) as container:
-        if not container.streams.audio:
-            return False
-        in_audio = container.streams.audio[0]
-        if in_audio.codec_context.name in MP4_AUDIO_CODECS:
-            out_audio = out.add_stream_from_template(in_audio)
-            for packet in container.demux(in_audio):
-                if packet.dts is None:
-                    continue
-                packet.stream = out_audio
-                out.mux(packet)
-            return True
-        logger.info("audio codec %s does not fit MP4; re-encoding it to AAC", in_audio.codec_context.name)
-        out_audio = out.add_stream("aac", rate=in_audio.codec_context.sample_rate)
-        for frame in container.decode(in_audio):
-            frame.pts = None
-            for packet in out_audio.encode(frame):
-                out.mux(packet)
-        for packet in out_audio.encode(None):
-            out.mux(packet)
-        return True
+class AudioCopy:
+    """The first audio track of `source`, added to `out` before anything is muxed (a container's streams are fixed
+    once its header is written), then copied packet for packet, or re-encoded to AAC if MP4 cannot hold it."""
+
+    def __init__(self, source: Source, out: Any) -> None:
+        if isinstance(source, io.IOBase):
+            source.seek(0)
+        self.container = _open(source)
+        self.input = self.container.streams.audio[0]
+        self.out = out
+        self.copy = self.input.codec_context.name in MP4_AUDIO_CODECS
+        if self.copy:
+            self.output = out.add_stream_from_template(self.input)
+        else:
+            logger.info("audio codec %s does not fit MP4; re-encoding it to AAC", self.input.codec_context.name)
+            self.output = out.add_stream("aac", rate=self.input.codec_context.sample_rate)
+
+    @classmethod
+    def open(cls, source: Source, out: Any) -> AudioCopy | None:
+        """None when `source` has no audio."""
+        with _open(source) as probe:
+            if not probe.streams.audio:
+                return None
+        return cls(source, out)
+
+    def write(self) -> None:
+        try:
+            if self.copy:
+                for packet in self.container.demux(self.input):
+                    if packet.dts is None:
+                        continue
+                    packet.stream = self.output
+                    self.out.mux(packet)
+                return
+            for frame in self.container.decode(self.input):
+                frame.pts = None
+                for packet in self.output.encode(frame):
+                    self.out.mux(packet)
+            for packet in self.output.encode(None):
+                self.out.mux(packet)
+        finally:
+            self.container.close()
 
 
 def join_segments(
@@ -371,13 +388,13 @@ def join_segments(
         raise ConfigError(f"join_segments: {len(parts)} files for {len(segments)} segments")
     written = 0
     with av.open(str(destination), "w", format="mp4") as out:
-        out_video = None
+        with _open(Path(parts[0])) as first:
+            out_video = out.add_stream_from_template(first.streams.video[0])
+            out_video.time_base = time_base
+        audio = AudioCopy.open(source, out) if source is not None else None
         for path, seg in zip(parts, segments, strict=True):
             with _open(Path(path)) as part:
                 stream = part.streams.video[0]
-                if out_video is None:
-                    out_video = out.add_stream_from_template(stream)
-                    out_video.time_base = time_base
                 for packet in part.demux(stream):
                     if packet.dts is None:
                         continue
@@ -390,6 +407,6 @@ def join_segments(
                     packet.stream = out_video
                     out.mux(packet)
                     written += 1
-        if source is not None:
-            copy_audio(source, out)
+        if audio is not None:
+            audio.write()
     return written

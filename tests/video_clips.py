@@ -44,6 +44,8 @@ def write_clip(
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         video.codec_context.time_base = tb
         video.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "crf": "20"}
+        # Every stream exists before the first packet is muxed (the header is written then).
+        sound = out.add_stream("aac", rate=sample_rate) if audio else None
         pts = 0
         for i in range(frames):
             frame = av.VideoFrame.from_ndarray(frame_pixels(i, width, height), format="rgb24")
@@ -54,9 +56,9 @@ def write_clip(
                 out.mux(packet)
         for packet in video.encode(None):
             out.mux(packet)
-        if audio:
+        if sound is not None:
             seconds = float(pts * tb)
-            stream = out.add_stream("aac", rate=sample_rate)
+            stream = sound
             t = np.arange(int(seconds * sample_rate)) / sample_rate
             wave = (0.3 * np.sin(2 * math.pi * 440 * t)).astype(np.float32)
             step = 1024
