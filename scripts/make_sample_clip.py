@@ -25,6 +25,7 @@ def main() -> int:
         video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
         video.codec_context.time_base = Fraction(1, FPS)
         video.options = {"crf": "26", "g": "6", "keyint_min": "6", "sc_threshold": "0"}
+        audio = out.add_stream("aac", rate=RATE)  # before the first packet: the header fixes the streams
         for i in range(FRAMES):
             x = (320 - WIDTH) * i // (FRAMES - 1)
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels[64 : 64 + HEIGHT, x : x + WIDTH]))
@@ -33,7 +34,6 @@ def main() -> int:
                 out.mux(packet)
         for packet in video.encode(None):
             out.mux(packet)
-        audio = out.add_stream("aac", rate=RATE)
         t = np.arange(FRAMES * RATE // FPS) / RATE
         wave = (0.2 * np.sin(2 * math.pi * 440 * t)).astype(np.float32)
         for start in range(0, len(wave), 1024):
