@@ -8,7 +8,7 @@ import bisect
 import io
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -67,7 +67,12 @@ class Segment:
     frames: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "start_pts": self.start_pts, "end_pts": self.end_pts, "frames": self.frames}
+        return {
+            "index": self.index,
+            "start_pts": self.start_pts,
+            "end_pts": self.end_pts,
+            "frames": self.frames,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Segment:
@@ -97,7 +102,6 @@ class VideoResult:
     width: int
     height: int
     audio: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _open(source: Source) -> Any:
@@ -240,7 +244,6 @@ def stylize_video(
             raise VideoError(f"{name} has no video stream")
         in_video = container.streams.video[0]
         in_video.thread_type = "AUTO"
-        tb = in_video.time_base
         offset = segment.start_pts if segment is not None else 0
         writer: _Writer | None = None
         done = 0
@@ -285,11 +288,15 @@ def stylize_video(
             if batch:
                 flush()
             if writer is None:
-                raise VideoError(f"{name}: no frames to stylize" + (f" in segment {segment.index}" if segment else ""))
+                raise VideoError(
+                    f"{name}: no frames to stylize" + (f" in segment {segment.index}" if segment else "")
+                )
             writer.close()
             if audio_track[0] is not None:
                 audio_track[0].write()
-        return VideoResult(frames=done, width=writer.width, height=writer.height, audio=audio_track[0] is not None)
+        return VideoResult(
+            frames=done, width=writer.width, height=writer.height, audio=audio_track[0] is not None
+        )
 
 
 class StopVideo(Exception):
@@ -318,7 +325,9 @@ class _Writer:
         self.out = out
 
     def write(self, rgb: np.ndarray, pts: int, duration: int | None) -> None:
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[: self.height, : self.width]), format="rgb24")
+        frame = av.VideoFrame.from_ndarray(
+            np.ascontiguousarray(rgb[: self.height, : self.width]), format="rgb24"
+        )
         frame.pts = pts
         frame.time_base = self.stream.codec_context.time_base
         if duration:
@@ -345,7 +354,9 @@ class AudioCopy:
         if self.copy:
             self.output = out.add_stream_from_template(self.input)
         else:
-            logger.info("audio codec %s does not fit MP4; re-encoding it to AAC", self.input.codec_context.name)
+            logger.info(
+                "audio codec %s does not fit MP4; re-encoding it to AAC", self.input.codec_context.name
+            )
             self.output = out.add_stream("aac", rate=self.input.codec_context.sample_rate)
 
     @classmethod

@@ -130,7 +130,9 @@ class VideoForm(FormModel):
     crf: int = Field(18, ge=0, le=51, description="H.264 quality (x264 CRF): lower is better and larger")
     preset: X264Preset = Field(X264Preset.medium, description="x264 preset: encode speed against file size")
     webhook_url: str | None = Field(None, max_length=2048, description="POSTed the job when it ends")
-    upload_id: str | None = Field(None, max_length=64, description="id from POST /v1/uploads instead of a file")
+    upload_id: str | None = Field(
+        None, max_length=64, description="id from POST /v1/uploads instead of a file"
+    )
 
     @field_validator("max_side")
     @classmethod

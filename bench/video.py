@@ -78,15 +78,21 @@ def stack_fps(url: str, key: str, clip: Path, preset: str, out: Path) -> tuple[f
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--frames", type=int, default=192, help="frames in the clip")
     parser.add_argument("--fps", type=int, default=24, help="the clip's frame rate")
     parser.add_argument("--width", type=int, default=160)
     parser.add_argument("--height", type=int, default=128)
     parser.add_argument("--segment-seconds", type=float, default=1.0, help="ANIMEGAN_VIDEO_SEGMENT_SECONDS")
-    parser.add_argument("--preset", default="veryfast", help="x264 preset, the same in-process and in the stack")
+    parser.add_argument(
+        "--preset", default="veryfast", help="x264 preset, the same in-process and in the stack"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker and in-process")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14", help="a database this run may flush")
+    parser.add_argument(
+        "--redis-url", default="redis://127.0.0.1:6379/14", help="a database this run may flush"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -96,7 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     models.mkdir()
     model_path = write_model(models)
     clip = write_clip(
-        root / "clip.mp4", frames=args.frames, fps=args.fps, width=args.width, height=args.height, gop=args.fps // 2
+        root / "clip.mp4",
+        frames=args.frames,
+        fps=args.fps,
+        width=args.width,
+        height=args.height,
+        gop=args.fps // 2,
     )
     client_redis = redis.Redis.from_url(args.redis_url)
     client_redis.flushdb()
@@ -130,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{job_one['result']['segments']} segments, v2 generator width 32, CPU, {args.threads} torch thread(s), "
           f"x264 {args.preset})")  # fmt: skip
     print(f"- in-process library loop (stylize_video): {loop:.2f} frames/s (runs {loop_a:.2f}, {loop_b:.2f})")
-    print(f"- through the stack, one worker: {one:.2f} frames/s (ratio to the loop {one / loop:.2f}, target >= 0.85)")
+    print(
+        f"- through the stack, one worker: {one:.2f} frames/s (ratio to the loop {one / loop:.2f}, target >= 0.85)"
+    )
     print(f"- through the stack, two workers: {two:.2f} frames/s (speed-up {two / one:.2f}x over one, target "
           f">= 1.6x; segments ran on {len(workers)} workers; result identical to one worker's: {identical})")  # fmt: skip
     return 0

@@ -79,7 +79,9 @@ def write_audio_only(path: Path, seconds: float = 1.0, sample_rate: int = 16000)
         stream = out.add_stream("aac", rate=sample_rate)
         wave = (0.3 * np.sin(np.arange(int(seconds * sample_rate)) / 10)).astype(np.float32)
         for start in range(0, len(wave), 1024):
-            frame = av.AudioFrame.from_ndarray(wave[start : start + 1024][None, :], format="fltp", layout="mono")
+            frame = av.AudioFrame.from_ndarray(
+                wave[start : start + 1024][None, :], format="fltp", layout="mono"
+            )
             frame.sample_rate = sample_rate
             frame.pts = start
             for packet in stream.encode(frame):

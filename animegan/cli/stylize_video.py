@@ -10,9 +10,13 @@ from animegan.errors import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("stylize-video", help="stylize a video clip (H.264 MP4 out)", description=__doc__)
+    p = subparsers.add_parser(
+        "stylize-video", help="stylize a video clip (H.264 MP4 out)", description=__doc__
+    )
     p.add_argument("input", type=Path, metavar="IN", help="a video file (MP4, MOV, MKV, WebM ...)")
-    p.add_argument("--model", type=Path, help="weights: our .safetensors export, a checkpoint or a bryandlee .pt")
+    p.add_argument(
+        "--model", type=Path, help="weights: our .safetensors export, a checkpoint or a bryandlee .pt"
+    )
     p.add_argument("--untrained-demo", action="store_true", help="no weights: a seeded random v2 generator")
     p.add_argument("--out", type=Path, required=True, help="the MP4 to write")
     p.add_argument(

@@ -27,7 +27,13 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 # Output format -> stored extension and content type (the worker writes keys.output(job, i, ext)).
 OUTPUT_EXT = {"png": "png", "jpeg": "jpg", "webp": "webp"}
-CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp", "zip": "application/zip", "mp4": "video/mp4"}
+CONTENT_TYPES = {
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "webp": "image/webp",
+    "zip": "application/zip",
+    "mp4": "video/mp4",
+}
 FILE_KINDS = {
     "samples": keys.samples_prefix,
     "checkpoints": keys.checkpoints_prefix,

@@ -51,7 +51,13 @@ def check_video(data: bytes, name: str, settings: ApiSettings) -> VideoInfo:
     except VideoError as exc:
         raise ApiError(415, "not_a_video", f"{name}: {exc}".replace("the upload", "the file")) from exc
     limits = [
-        ("video_too_long", info.duration, settings.max_video_seconds, "seconds", "ANIMEGAN_MAX_VIDEO_SECONDS"),
+        (
+            "video_too_long",
+            info.duration,
+            settings.max_video_seconds,
+            "seconds",
+            "ANIMEGAN_MAX_VIDEO_SECONDS",
+        ),
         (
             "too_many_pixels",
             info.width * info.height,
@@ -59,11 +65,19 @@ def check_video(data: bytes, name: str, settings: ApiSettings) -> VideoInfo:
             f"pixels per frame ({info.width}x{info.height})",
             "ANIMEGAN_MAX_VIDEO_PIXELS",
         ),
-        ("frame_rate_too_high", info.fps, settings.max_video_fps, "frames per second", "ANIMEGAN_MAX_VIDEO_FPS"),
+        (
+            "frame_rate_too_high",
+            info.fps,
+            settings.max_video_fps,
+            "frames per second",
+            "ANIMEGAN_MAX_VIDEO_FPS",
+        ),
     ]
     for code, value, limit, unit, setting in limits:
         if value > limit:
-            raise ApiError(422, code, f"{name}: {value:.6g} {unit} is above the limit of {limit:g} ({setting})")
+            raise ApiError(
+                422, code, f"{name}: {value:.6g} {unit} is above the limit of {limit:g} ({setting})"
+            )
     return info
 
 
@@ -100,7 +114,9 @@ def create_video(
     info = check_video(data, name, settings)
     if services.registry.get(form.model, tenant) is None:
         raise ApiError(
-            404, "model_not_found", f"model {form.model!r} does not exist; GET /v1/models lists the usable ones"
+            404,
+            "model_not_found",
+            f"model {form.model!r} does not exist; GET /v1/models lists the usable ones",
         )
     segments = plan_segments(info, settings.video_segment_seconds)
     ext = CONTAINER_EXT.get(info.format.split(",")[0], "video")

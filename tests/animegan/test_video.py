@@ -46,7 +46,14 @@ def tiny_stylizer() -> Stylizer:
 def stream_facts(path):
     with av.open(str(path)) as c:
         v = c.streams.video[0]
-        return v.codec_context.name, v.codec_context.pix_fmt, v.width, v.height, v.average_rate, len(c.streams.audio)
+        return (
+            v.codec_context.name,
+            v.codec_context.pix_fmt,
+            v.width,
+            v.height,
+            v.average_rate,
+            len(c.streams.audio),
+        )
 
 
 def test_output_keeps_frames_rate_duration_and_audio(tmp_path, tiny_stylizer):
@@ -71,7 +78,9 @@ def test_output_keeps_frames_rate_duration_and_audio(tmp_path, tiny_stylizer):
 def test_odd_size_is_cropped_to_even_sides(tmp_path, tiny_stylizer):
     src = write_clip(tmp_path / "odd.mp4", frames=8, width=66, height=50, audio=False)
     # x264 itself needs even sides to write the source; the odd size comes from the stylizer's max_side sizing.
-    small = Stylizer(tiny_stylizer.model, options=InferenceOptions(size_mode="max_side", max_side=45, precision="fp32"))
+    small = Stylizer(
+        tiny_stylizer.model, options=InferenceOptions(size_mode="max_side", max_side=45, precision="fp32")
+    )
     result = stylize_video(src, tmp_path / "out.mp4", small)
     assert (result.width, result.height) == (44, 34)  # 45x34.09 -> 45x34 -> even 44x34
     assert stream_facts(tmp_path / "out.mp4")[2:4] == (44, 34)

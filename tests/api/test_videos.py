@@ -46,7 +46,13 @@ def test_a_clip_is_probed_planned_and_queued(api, alice, tmp_path):
     assert job["links"]["files"].endswith(f"/v1/jobs/{job['id']}/files")
     record = api.jobs.get(job["id"])
     params = contracts.VideoParams.model_validate(record.params)
-    assert (params.width, params.height, params.fps, params.frames, params.audio_codec) == (64, 48, 12.0, 30, "aac")
+    assert (params.width, params.height, params.fps, params.frames, params.audio_codec) == (
+        64,
+        48,
+        12.0,
+        30,
+        "aac",
+    )
     assert (params.crf, params.preset, params.size_mode) == (23, "veryfast", "original")
     # One-second segments cut at the 6-frame keyframes: 12 + 12 + 6 frames.
     assert [s.frames for s in params.segments] == [12, 12, 6]

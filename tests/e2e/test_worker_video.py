@@ -86,11 +86,15 @@ def test_sigkill_mid_segment_costs_that_segment_only(service, tmp_path):
     job_id, frames, count = create_video_job(service, clip, segment_seconds=1.0)
     assert count == 3
     # The first progress event comes a second into segment 0, before it is written.
-    wait_until(lambda: service.job(job_id).progress.get("done", 0) >= 1, 120, "frames of segment 0", interval=0.02)
+    wait_until(
+        lambda: service.job(job_id).progress.get("done", 0) >= 1, 120, "frames of segment 0", interval=0.02
+    )
     first.kill()
     killed_at = time.time()
     at_kill = service.job(job_id)
-    assert at_kill.progress.get("segments_done", 0) < count, "the clip finished before the kill; use larger frames"
+    assert at_kill.progress.get("segments_done", 0) < count, (
+        "the clip finished before the kill; use larger frames"
+    )
     assert not service.store.exists(keys.video_segment(job_id, count - 1))
 
     wait_for_redelivery_window(killed_at)

@@ -50,7 +50,9 @@ def _download_source(ctx: JobContext, job_id: str, params: VideoParams, folder: 
     try:
         ctx.store.get_file(key, path)
     except NotFound as exc:
-        raise JobInputError("input_missing", f"input {key!r} is not in storage (expired or never uploaded)") from exc
+        raise JobInputError(
+            "input_missing", f"input {key!r} is not in storage (expired or never uploaded)"
+        ) from exc
     return path
 
 
@@ -76,7 +78,9 @@ def run_video_segment(ctx: JobContext, job_id: str, segment: int, redelivered: b
         return False
     params = video_params(record)
     if segment >= len(params.segments):
-        raise JobInputError("bad_params", f"segment {segment} of a video with {len(params.segments)} segments")
+        raise JobInputError(
+            "bad_params", f"segment {segment} of a video with {len(params.segments)} segments"
+        )
     if segment in _segments_done(ctx, job_id):
         logger.info("job %s: segment %d already written", job_id, segment)
         return len(_segments_done(ctx, job_id)) == len(params.segments)
@@ -128,7 +132,12 @@ def run_video_segment(ctx: JobContext, job_id: str, segment: int, redelivered: b
         ctx.jobs.append_progress(
             job_id,
             "segments",
-            {"segment": segment, "frames": result.frames, "worker": worker_name(), "seconds": round(time.time() - started, 3)},
+            {
+                "segment": segment,
+                "frames": result.frames,
+                "worker": worker_name(),
+                "seconds": round(time.time() - started, 3),
+            },
         )
     written = _segments_done(ctx, job_id)
     _record_frames(ctx, job_id, segment, result.frames, segments_done=len(written))
