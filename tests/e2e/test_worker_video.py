@@ -47,6 +47,12 @@ def create_video_job(service, clip_path, segment_seconds: float) -> tuple[str, i
     return record.id, info.frames, len(segments)
 
 
+def wait_for_pool(worker) -> None:
+    """' ready.' is the consumer; the pool child still imports torch and builds its context after it, and a
+    message only goes to a worker whose child is free."""
+    wait_until(lambda: "worker process ready" in worker.log(), 120, f"the pool child of {worker.name}")
+
+
 def fetch_result(service, job_id: str, path):
     service.store.get_file(keys.output(job_id, 0, "mp4"), path)
     return path
@@ -55,16 +61,19 @@ def fetch_result(service, job_id: str, path):
 def test_two_workers_share_a_clip_and_match_one_worker(service, tmp_path):
     clip = write_clip(tmp_path / "clip.mp4", frames=48, fps=12, width=96, height=64, gop=6)
     one = service.start_worker("video-solo", queues="stylize")
-    solo_id, frames, count = create_video_job(service, clip, segment_seconds=0.5)
-    assert count == 8
+    solo_id, frames, count = create_video_job(service, clip, segment_seconds=1.0)
+    assert count == 4
     solo = service.wait_status(solo_id, {"succeeded", "failed"}, timeout=240)
     assert solo.status == "succeeded", solo.error
     one.stop()
     service.workers.clear()
 
-    service.start_worker("video-a", queues="stylize")
-    service.start_worker("video-b", queues="stylize")
-    pair_id, _, _ = create_video_job(service, clip, segment_seconds=0.5)
+    for worker in (
+        service.start_worker("video-a", queues="stylize"),
+        service.start_worker("video-b", queues="stylize"),
+    ):
+        wait_for_pool(worker)
+    pair_id, _, _ = create_video_job(service, clip, segment_seconds=1.0)
     pair = service.wait_status(pair_id, {"succeeded", "failed"}, timeout=240)
     assert pair.status == "succeeded", pair.error
     ran = pair.progress["segments"]
@@ -83,6 +92,7 @@ def test_sigkill_mid_segment_costs_that_segment_only(service, tmp_path):
     # Large enough frames that one segment takes a few seconds on one torch thread.
     clip = write_clip(tmp_path / "clip.mp4", frames=36, fps=12, width=320, height=256, gop=12)
     first = service.start_worker("video-killed", queues="stylize")
+    wait_for_pool(first)
     job_id, frames, count = create_video_job(service, clip, segment_seconds=1.0)
     assert count == 3
     # The first progress event comes a second into segment 0, before it is written.
