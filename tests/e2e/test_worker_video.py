@@ -89,13 +89,14 @@ def test_two_workers_share_a_clip_and_match_one_worker(service, tmp_path):
 
 
 def test_sigkill_mid_segment_costs_that_segment_only(service, tmp_path):
-    # Large enough frames that one segment takes a few seconds on one torch thread.
-    clip = write_clip(tmp_path / "clip.mp4", frames=36, fps=12, width=320, height=256, gop=12)
+    # Each segment must stay well inside the test's 8 s visibility timeout (a longer task is handed out again
+    # while it runs), and the kill comes after the first frame of segment 0.
+    clip = write_clip(tmp_path / "clip.mp4", frames=36, fps=12, width=128, height=96, gop=12)
     first = service.start_worker("video-killed", queues="stylize")
     wait_for_pool(first)
     job_id, frames, count = create_video_job(service, clip, segment_seconds=1.0)
     assert count == 3
-    # The first progress event comes a second into segment 0, before it is written.
+    # The first progress event comes after the first frame of segment 0.
     wait_until(
         lambda: service.job(job_id).progress.get("done", 0) >= 1, 120, "frames of segment 0", interval=0.02
     )
