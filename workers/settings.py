@@ -94,7 +94,8 @@ class ServiceSettings(BaseSettings):
     # Largest video file, multipart or direct upload.
     max_video_bytes: int = Field(default=500 * 1024 * 1024, ge=1)
     # Seconds of video per segment task: a clip is cut at the first keyframe past each multiple, and its segments
-    # run on any workers at once; a lost worker costs one segment.
+    # run on any workers at once; a lost worker costs one segment. A segment's stylizing time must stay well
+    # inside ANIMEGAN_VISIBILITY_TIMEOUT_SECONDS, or the broker hands it out again while it runs.
     video_segment_seconds: float = Field(default=10.0, gt=0)
 
     @field_validator("redis_url")
