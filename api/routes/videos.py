@@ -49,7 +49,7 @@ def check_video(data: bytes, name: str, settings: ApiSettings) -> VideoInfo:
     try:
         info = probe_video(data)
     except VideoError as exc:
-        raise ApiError(415, "not_a_video", f"{name}: {exc}".replace("the upload", "the file")) from exc
+        raise ApiError(415, "not_a_video", f"{name}: {exc}") from exc
     limits = [
         (
             "video_too_long",

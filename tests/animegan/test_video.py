@@ -156,3 +156,18 @@ def test_what_is_not_a_playable_video_is_a_video_error(tmp_path):
         probe_video(clip[: len(clip) // 2])
     with pytest.raises(VideoError, match="no video stream"):
         probe_video(write_audio_only(tmp_path / "audio.m4a"))
+
+
+def test_stylize_video_command(tmp_path, tiny_stylizer, capsys):
+    from animegan.cli import main
+    from animegan.weights import save_generator
+
+    model = save_generator(tmp_path / "tiny.safetensors", tiny_stylizer.model, metadata={"name": "tiny"})
+    src = write_clip(tmp_path / "in.mp4", frames=12, fps=12, width=64, height=48)
+    out = tmp_path / "out" / "in.anime.mp4"
+    code = main(["stylize-video", str(src), "--model", str(model), "--out", str(out), "--preset", "ultrafast"])
+    assert code == 0, capsys.readouterr().err
+    info = probe_video(out)
+    assert (info.frames, info.width, info.height, info.audio_codec) == (12, 64, 48, "aac")
+    assert "stylized 12 frames (64x48, 12 fps, audio copied)" in capsys.readouterr().err
+    assert main(["stylize-video", str(tmp_path / "missing.mp4"), "--model", str(model), "--out", str(out)]) != 0
