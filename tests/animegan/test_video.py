@@ -165,9 +165,13 @@ def test_stylize_video_command(tmp_path, tiny_stylizer, capsys):
     model = save_generator(tmp_path / "tiny.safetensors", tiny_stylizer.model, metadata={"name": "tiny"})
     src = write_clip(tmp_path / "in.mp4", frames=12, fps=12, width=64, height=48)
     out = tmp_path / "out" / "in.anime.mp4"
-    code = main(["stylize-video", str(src), "--model", str(model), "--out", str(out), "--preset", "ultrafast"])
+    code = main(
+        ["stylize-video", str(src), "--model", str(model), "--out", str(out), "--preset", "ultrafast"]
+    )
     assert code == 0, capsys.readouterr().err
     info = probe_video(out)
     assert (info.frames, info.width, info.height, info.audio_codec) == (12, 64, 48, "aac")
     assert "stylized 12 frames (64x48, 12 fps, audio copied)" in capsys.readouterr().err
-    assert main(["stylize-video", str(tmp_path / "missing.mp4"), "--model", str(model), "--out", str(out)]) != 0
+    assert (
+        main(["stylize-video", str(tmp_path / "missing.mp4"), "--model", str(model), "--out", str(out)]) != 0
+    )
