@@ -24,3 +24,7 @@ class ImageError(AnimeGANError):
 
 class DatasetError(AnimeGANError):
     """A dataset folder is missing, empty or holds unreadable images; the message names the folder/file."""
+
+
+class VideoError(AnimeGANError):
+    """A video cannot be read (not a container, no video stream, damaged) or encoded; the message names it."""

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.deps import Services
 from api.errors import error_body, install_error_handlers
 from api.metrics import RequestMetricsMiddleware
-from api.routes import batches, health, jobs, models, stylize, trainings, uploads
+from api.routes import batches, health, jobs, models, stylize, trainings, uploads, videos
 from api.routes.web import install_web
 from api.schemas import ErrorResponse, TrainingHyperparameters
 from api.settings import ApiSettings
@@ -109,7 +109,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     _document_form_json(app)
     install_error_handlers(app)
-    for module in (stylize, batches, uploads, trainings, jobs, models, health):
+    for module in (stylize, batches, videos, uploads, trainings, jobs, models, health):
         app.include_router(module.router)
     install_web(app)
     app.add_middleware(RequestMetricsMiddleware)

@@ -43,6 +43,7 @@ class UploadPurpose(StrEnum):
     archive = "archive"  # a zip of images for /v1/batches
     dataset = "dataset"  # a zip of photos or of style images for /v1/trainings
     model = "model"  # a generator file for /v1/models
+    video = "video"  # a clip for /v1/videos
 
 
 class ErrorDetail(BaseModel):
@@ -102,6 +103,41 @@ class StyleOptions(FormModel):
         if size_mode != SizeMode.max_side and max_side is not None:
             raise ValueError(f"max_side is only used with size_mode=max_side (size_mode is {size_mode})")
         return max_side
+
+
+class X264Preset(StrEnum):
+    ultrafast = "ultrafast"
+    superfast = "superfast"
+    veryfast = "veryfast"
+    faster = "faster"
+    fast = "fast"
+    medium = "medium"
+    slow = "slow"
+    slower = "slower"
+    veryslow = "veryslow"
+
+
+class VideoForm(FormModel):
+    """POST /v1/videos form fields; the clip is the `file` part or `upload_id` of a direct upload."""
+
+    file_parts: ClassVar[tuple[str, ...]] = ("file",)
+
+    model: str = Field(min_length=1, max_length=64, description="model name (GET /v1/models)")
+    size_mode: SizeMode = Field(SizeMode.original, description="frame sizing: original keeps the clip's size")
+    max_side: int | None = Field(
+        None, ge=32, le=8192, validate_default=True, description="longer side: only with size_mode=max_side"
+    )
+    crf: int = Field(18, ge=0, le=51, description="H.264 quality (x264 CRF): lower is better and larger")
+    preset: X264Preset = Field(X264Preset.medium, description="x264 preset: encode speed against file size")
+    webhook_url: str | None = Field(None, max_length=2048, description="POSTed the job when it ends")
+    upload_id: str | None = Field(
+        None, max_length=64, description="id from POST /v1/uploads instead of a file"
+    )
+
+    @field_validator("max_side")
+    @classmethod
+    def _max_side_matches_mode(cls, max_side: int | None, info: ValidationInfo) -> int | None:
+        return StyleOptions._max_side_matches_mode(max_side, info)
 
 
 class StylizeForm(StyleOptions):

@@ -36,6 +36,8 @@ class TaskNames(StrEnum):
     finalize_batch = "animegan.finalize_batch"
     train_segment = "animegan.train_segment"
     deliver_webhook = "animegan.deliver_webhook"
+    video_segment = "animegan.video_segment"
+    join_video = "animegan.join_video"
 
 
 TASK_QUEUES: dict[TaskNames, Queues] = {
@@ -44,6 +46,8 @@ TASK_QUEUES: dict[TaskNames, Queues] = {
     TaskNames.finalize_batch: Queues.stylize,
     TaskNames.train_segment: Queues.train,
     TaskNames.deliver_webhook: Queues.webhooks,
+    TaskNames.video_segment: Queues.stylize,
+    TaskNames.join_video: Queues.stylize,
 }
 
 
@@ -111,6 +115,47 @@ class TrainSegmentPayload(Payload):
 
 class WebhookPayload(Payload):
     event: str = Field(min_length=1, max_length=64)  # what happened, e.g. the terminal status "succeeded"
+
+
+class VideoSegmentPayload(Payload):
+    segment: int = Field(ge=0)  # index into VideoParams.segments
+
+
+class JoinVideoPayload(Payload):
+    """Concatenate a video job's segments and add the source's audio, once every segment is written."""
+
+
+class VideoSegmentSpec(BaseModel):
+    """Frames start_pts <= pts < end_pts (None: to the end) of the source, in its video time base."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    index: int = Field(ge=0)
+    start_pts: int  # a keyframe
+    end_pts: int | None
+    frames: int = Field(ge=0)
+
+
+class VideoParams(BaseModel):
+    """The typed params of a video job: what the API stored after probing, read back by the workers."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    model: str = Field(min_length=1)
+    size_mode: str = "original"  # reference | original | max_side, as for images
+    max_side: int | None = None
+    crf: int = Field(18, ge=0, le=51)  # H.264 quality, lower is better
+    preset: str = "medium"  # x264 preset
+    source_ext: str = Field(pattern=r"^[a-z0-9]{1,8}$")  # the uploaded clip is keys.input(job, 0, source_ext)
+    filename: str = "video"
+    time_base: str  # the source video stream's time base, "num/den"
+    frames: int = Field(ge=1)
+    width: int = Field(ge=1)  # as displayed, before sizing
+    height: int = Field(ge=1)
+    fps: float
+    duration: float
+    audio_codec: str | None = None
+    segments: list[VideoSegmentSpec] = Field(min_length=1)
 
 
 def task_id(job_id: str, kind: str, number: int | None = None) -> str:
@@ -188,7 +233,28 @@ def enqueue_webhook(
     return _send(TaskNames.deliver_webhook, payload, task_id(job_id, f"webhook-{event}"), app, countdown)
 
 
-def revoke_queued(job_id: str, chunk_count: int = 0, *, app: Celery | None = None) -> list[str]:
+def enqueue_video(job_id: str, segment_count: int, *, app: Celery | None = None) -> list[str]:
+    """Fan a video job out into one task per segment; the worker that writes the last one enqueues the join."""
+    if segment_count < 1:
+        raise ValueError(f"enqueue_video({job_id}): need at least one segment, got {segment_count}")
+    return [
+        _send(
+            TaskNames.video_segment,
+            VideoSegmentPayload(job_id=job_id, segment=n),
+            task_id(job_id, "video-segment", n),
+            app,
+        )
+        for n in range(segment_count)
+    ]
+
+
+def enqueue_join_video(job_id: str, *, app: Celery | None = None) -> str:
+    return _send(TaskNames.join_video, JoinVideoPayload(job_id=job_id), task_id(job_id, "video-join"), app)
+
+
+def revoke_queued(
+    job_id: str, chunk_count: int = 0, *, video_segments: int = 0, app: Celery | None = None
+) -> list[str]:
     """Ask workers to drop a canceled job's not-yet-started stylize/batch tasks (best effort: the cancel flag in
     the job record is what actually stops work; revoked ids live only in worker memory)."""
     if app is None:
@@ -196,5 +262,6 @@ def revoke_queued(job_id: str, chunk_count: int = 0, *, app: Celery | None = Non
 
         app = get_app()
     ids = [task_id(job_id, "stylize")] + [task_id(job_id, "chunk", n) for n in range(chunk_count)]
+    ids += [task_id(job_id, "video-segment", n) for n in range(video_segments)]
     app.control.revoke(ids)
     return ids

@@ -27,6 +27,7 @@ _LIST_SCAN = 200  # index entries read per round trip while filtering a listing
 class JobKind(StrEnum):
     STYLIZE = "stylize"
     BATCH = "batch"
+    VIDEO = "video"
     TRAIN = "train"
 
 

@@ -84,6 +84,15 @@ def output_archive(job_id: str) -> str:
     return f"{outputs_prefix(job_id)}results.zip"
 
 
+def video_segments_prefix(job_id: str) -> str:
+    return f"{outputs_prefix(job_id)}segments/"
+
+
+def video_segment(job_id: str, segment: int) -> str:
+    """Stylized segment `segment` of a video job (H.264 MP4, timestamps from 0); a redelivery overwrites it."""
+    return f"{video_segments_prefix(job_id)}{_index(segment, 'segment'):06d}.mp4"
+
+
 # Training runs: checkpoints to resume from, sample grids to show progress, the resolved config.
 def run_prefix(job_id: str) -> str:
     return f"runs/{_segment(job_id, 'job id')}/"

@@ -27,6 +27,16 @@ def job_item_errors(job_id: str) -> str:
     return f"{job(job_id)}:item_errors"
 
 
+def job_video_segments(job_id: str) -> str:
+    """Set of the video segment indices whose output is written (each counted once)."""
+    return f"{job(job_id)}:segments"
+
+
+def job_video_frames(job_id: str) -> str:
+    """Hash of video segment index -> frames stylized so far (the job's progress in frames is their sum)."""
+    return f"{job(job_id)}:frames"
+
+
 def job_events(job_id: str) -> str:
     """Pub/sub channel of a job's progress events (JSON objects); the API streams it as SSE."""
     return f"{job(job_id)}:events"

@@ -84,6 +84,19 @@ class ServiceSettings(BaseSettings):
     allow_private_webhooks: bool = False
     # Most images in one training dataset zip (photos or styles): the API counts entries, the worker extracts.
     max_dataset_images: int = Field(default=20_000, ge=1)
+    # Video jobs (POST /v1/videos): the API probes each clip and refuses one above these limits (422/413).
+    # Longest clip in seconds.
+    max_video_seconds: float = Field(default=600.0, gt=0)
+    # Most pixels per frame (as displayed); the default is 1080p.
+    max_video_pixels: int = Field(default=1920 * 1088, ge=1)
+    # Highest average frame rate, frames per second.
+    max_video_fps: float = Field(default=60.0, gt=0)
+    # Largest video file, multipart or direct upload.
+    max_video_bytes: int = Field(default=500 * 1024 * 1024, ge=1)
+    # Seconds of video per segment task: a clip is cut at the first keyframe past each multiple, and its segments
+    # run on any workers at once; a lost worker costs one segment. A segment's stylizing time must stay well
+    # inside ANIMEGAN_VISIBILITY_TIMEOUT_SECONDS, or the broker hands it out again while it runs.
+    video_segment_seconds: float = Field(default=10.0, gt=0)
 
     @field_validator("redis_url")
     @classmethod

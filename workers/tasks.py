@@ -243,6 +243,25 @@ def train_segment(self: Task, payload: dict[str, Any]) -> None:
             contracts.enqueue_train_segment(p.job_id, p.segment, countdown=BUSY_LEASE_COUNTDOWN_SECONDS)
 
 
+@app.task(name=contracts.TaskNames.video_segment, bind=True)
+def video_segment(self: Task, payload: dict[str, Any]) -> None:
+    p = contracts.VideoSegmentPayload.model_validate(payload)
+    with job_outcome(self, p.job_id):
+        from workers.jobs.video import run_video_segment
+
+        if run_video_segment(context(), p.job_id, p.segment, redelivered=_redelivered(self)):
+            contracts.enqueue_join_video(p.job_id)
+
+
+@app.task(name=contracts.TaskNames.join_video, bind=True)
+def join_video(self: Task, payload: dict[str, Any]) -> None:
+    p = contracts.JoinVideoPayload.model_validate(payload)
+    with job_outcome(self, p.job_id):
+        from workers.jobs.video import run_join
+
+        run_join(context(), p.job_id)
+
+
 @app.task(name=contracts.TaskNames.deliver_webhook, bind=True)
 def deliver_webhook(self: Task, payload: dict[str, Any]) -> None:
     from workers.jobs.webhooks import (

@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 
 LIBRARY_COMMANDS = (
     "animegan.cli.stylize",
+    "animegan.cli.stylize_video",
     "animegan.cli.info",
     "animegan.cli.import_weights",
     "animegan.cli.train",

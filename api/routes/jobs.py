@@ -27,8 +27,18 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 # Output format -> stored extension and content type (the worker writes keys.output(job, i, ext)).
 OUTPUT_EXT = {"png": "png", "jpeg": "jpg", "webp": "webp"}
-CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp", "zip": "application/zip"}
-FILE_KINDS = {"samples": keys.samples_prefix, "checkpoints": keys.checkpoints_prefix}
+CONTENT_TYPES = {
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "webp": "image/webp",
+    "zip": "application/zip",
+    "mp4": "video/mp4",
+}
+FILE_KINDS = {
+    "samples": keys.samples_prefix,
+    "checkpoints": keys.checkpoints_prefix,
+    "segments": keys.video_segments_prefix,  # a video job's stylized segments, before the join
+}
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "no such job for this API key"}}
 
 
@@ -44,7 +54,9 @@ def job_public(services: Services, request: Request, record: JobRecord) -> JobPu
         events=api_url(services, request, f"{path}/events"),
         cancel=api_url(services, request, f"{path}/cancel"),
         result=api_url(services, request, f"{path}/result") if record.kind != JobKind.TRAIN else None,
-        files=api_url(services, request, f"{path}/files") if record.kind == JobKind.TRAIN else None,
+        files=api_url(services, request, f"{path}/files")
+        if record.kind in (JobKind.TRAIN, JobKind.VIDEO)
+        else None,
     )
     return JobPublic(
         id=record.id,
@@ -124,7 +136,11 @@ def cancel_job(job_id: str, request: Request, tenant: Tenant, services: Services
     if record.status == JobStatus.QUEUED and record.kind != JobKind.TRAIN:
         chunks = -(-int(record.progress.get("total", 0)) // services.settings.batch_chunk_size)
         try:
-            contracts.revoke_queued(job_id, chunks if record.kind == JobKind.BATCH else 0)
+            contracts.revoke_queued(
+                job_id,
+                chunks if record.kind == JobKind.BATCH else 0,
+                video_segments=len(record.params.get("segments") or []),
+            )
         except (KombuError, redis.RedisError, OSError) as exc:
             # Best effort: the cancel flag already stops any worker that picks the task up.
             logger.warning("could not revoke queued tasks of job %s: %s", job_id, exc)
@@ -194,6 +210,8 @@ def get_result(job_id: str, tenant: Tenant, services: ServicesDep) -> Response:
     result = record.result or {}
     if record.kind == JobKind.BATCH:
         return _deliver(services, result.get("archive_key") or keys.output_archive(job_id), f"{job_id}.zip")
+    if record.kind == JobKind.VIDEO:
+        return _deliver(services, result.get("output_key") or keys.output(job_id, 0, "mp4"), f"{job_id}.mp4")
     ext = OUTPUT_EXT.get(record.params.get("format", "png"), "png")
     return _deliver(services, result.get("output_key") or keys.output(job_id, 0, ext), f"{job_id}.{ext}")
 

@@ -30,6 +30,7 @@ def purpose_limit(services: Services, purpose: UploadPurpose) -> int:
         UploadPurpose.archive: s.max_request_bytes,
         UploadPurpose.dataset: s.max_dataset_bytes,
         UploadPurpose.model: s.max_model_bytes,
+        UploadPurpose.video: s.max_video_bytes,
     }[purpose]
 
 

@@ -115,6 +115,22 @@ def test_enqueue_helpers_route_by_name(redis_url, redis_client):
     assert hook["decoded"][0][0] == {"version": 1, "job_id": "j1", "event": "succeeded"}
 
 
+def test_video_segments_and_join_go_to_the_stylize_queue_with_deterministic_ids(redis_url, redis_client):
+    app = make_app(redis_url)
+    assert contracts.enqueue_video("v1", 3, app=app) == [f"v1-video-segment-{n}" for n in range(3)]
+    assert contracts.enqueue_join_video("v1", app=app) == "v1-video-join"
+    stylize = queued_messages(redis_client, "stylize")  # LPUSH: newest first
+    assert [m["headers"]["task"] for m in stylize] == ["animegan.join_video"] + ["animegan.video_segment"] * 3
+    assert [m["decoded"][0][0]["segment"] for m in stylize[1:]] == [2, 1, 0]
+    with pytest.raises(ValueError, match="at least one segment"):
+        contracts.enqueue_video("v1", 0, app=app)
+    params = {"model": "m", "source_ext": "mp4", "time_base": "1/12288", "frames": 5, "width": 8, "height": 8,
+              "fps": 12.0, "duration": 0.4, "segments": [{"index": 0, "start_pts": 0, "end_pts": None, "frames": 5}]}  # fmt: skip
+    assert contracts.VideoParams.model_validate(params).segments[0].frames == 5
+    with pytest.raises(ValueError):
+        contracts.VideoParams.model_validate({**params, "source_ext": "../x"})
+
+
 def test_countdown_must_stay_inside_the_visibility_timeout(redis_url, redis_client):
     app = make_app(redis_url, visibility_timeout=60)
     contracts.enqueue_train_segment("j4", 2, countdown=5, app=app)

@@ -1,0 +1,196 @@
+"""Video jobs: one task per keyframe-aligned segment (any worker may run each), then one join task that
+concatenates the segments without re-encoding and adds the source's audio.
+
+Segments land at deterministic keys (keys.video_segment), so a redelivered segment overwrites its own output;
+a segment is counted once (a Redis set), and progress is the sum of frames stylized per segment.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from animegan.errors import AnimeGANError, VideoError
+from animegan.inference import InferenceOptions, default_batch_size
+from animegan.video import EncodeOptions, Segment, StopVideo, join_segments, probe_video, stylize_video
+from workers import keys, redis_keys
+from workers.contracts import VideoParams
+from workers.jobs import JobCanceled, JobContext, JobInputError, begin, check_cancel, succeed
+from workers.jobstore import JobRecord
+from workers.storage import NotFound
+
+logger = logging.getLogger(__name__)
+
+CONTENT_TYPE = "video/mp4"
+PROGRESS_EVERY_SECONDS = 1.0  # at most one progress event per segment and second
+
+
+def video_params(record: JobRecord) -> VideoParams:
+    try:
+        return VideoParams.model_validate(record.params)
+    except ValidationError as exc:
+        raise JobInputError("bad_params", f"video job {record.id} has invalid params: {exc}") from exc
+
+
+def worker_name() -> str:
+    """Which process ran a segment (host:pid), shown in the job's progress.segments."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _download_source(ctx: JobContext, job_id: str, params: VideoParams, folder: Path) -> Path:
+    path = folder / "source"
+    key = keys.input(job_id, 0, params.source_ext)
+    try:
+        ctx.store.get_file(key, path)
+    except NotFound as exc:
+        raise JobInputError(
+            "input_missing", f"input {key!r} is not in storage (expired or never uploaded)"
+        ) from exc
+    return path
+
+
+def _segments_done(ctx: JobContext, job_id: str) -> set[int]:
+    return {int(i) for i in ctx.jobs.redis.smembers(redis_keys.job_video_segments(job_id))}
+
+
+def _record_frames(ctx: JobContext, job_id: str, segment: int, frames: int, **fields: object) -> None:
+    """Frames stylized so far in `segment`; the job's done count is the sum over its segments."""
+    key = redis_keys.job_video_frames(job_id)
+    redis = ctx.jobs.redis
+    redis.hset(key, str(segment), frames)
+    redis.expire(key, ctx.settings.job_ttl_seconds)
+    done = sum(int(v) for v in redis.hvals(key))
+    ctx.jobs.set_progress(job_id, done=done, **fields)
+
+
+def run_video_segment(ctx: JobContext, job_id: str, segment: int, redelivered: bool = False) -> bool:
+    """Stylize one segment into keys.video_segment; True when every segment of the job is written (the caller
+    then enqueues the join). A segment already counted is not redone."""
+    record = begin(ctx, job_id, redelivered)
+    if record is None:
+        return False
+    params = video_params(record)
+    if segment >= len(params.segments):
+        raise JobInputError(
+            "bad_params", f"segment {segment} of a video with {len(params.segments)} segments"
+        )
+    if segment in _segments_done(ctx, job_id):
+        logger.info("job %s: segment %d already written", job_id, segment)
+        return len(_segments_done(ctx, job_id)) == len(params.segments)
+    spec = Segment.from_dict(params.segments[segment].model_dump())
+    try:
+        options = InferenceOptions(
+            size_mode=params.size_mode,
+            max_side=params.max_side,
+            precision=ctx.settings.inference_precision,
+            batch_size=ctx.settings.inference_batch_size or default_batch_size(ctx.device),
+            keep_alpha=False,
+        )
+        encode = EncodeOptions(crf=params.crf, preset=params.preset)
+    except (AnimeGANError, ValueError) as exc:
+        raise JobInputError("bad_params", f"video options are invalid: {exc}") from exc
+    stylizer = ctx.models.stylizer(ctx.models.get(params.model, record.owner), options)
+    last = [0.0]
+
+    def progress(frames: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= PROGRESS_EVERY_SECONDS:
+            last[0] = now
+            _record_frames(ctx, job_id, segment, frames)
+
+    with tempfile.TemporaryDirectory(prefix="animegan-video-") as tmp:
+        source = _download_source(ctx, job_id, params, Path(tmp))
+        out = Path(tmp) / "segment.mp4"
+        started = time.time()
+        try:
+            result = stylize_video(
+                source,
+                out,
+                stylizer,
+                encode=encode,
+                segment=spec,
+                audio=False,
+                progress=progress,
+                should_stop=lambda: ctx.jobs.is_cancel_requested(job_id),
+            )
+        except StopVideo as exc:
+            raise JobCanceled(job_id) from exc
+        except VideoError as exc:
+            raise JobInputError("bad_video", f"segment {segment}: {exc}") from exc
+        # Written before it is counted (and before the task is acknowledged): a redelivery overwrites it.
+        ctx.store.put_file(keys.video_segment(job_id, segment), out, content_type=CONTENT_TYPE)
+    first = bool(ctx.jobs.redis.sadd(redis_keys.job_video_segments(job_id), segment))
+    ctx.jobs.redis.expire(redis_keys.job_video_segments(job_id), ctx.settings.job_ttl_seconds)
+    if first:
+        ctx.jobs.append_progress(
+            job_id,
+            "segments",
+            {
+                "segment": segment,
+                "frames": result.frames,
+                "worker": worker_name(),
+                "seconds": round(time.time() - started, 3),
+            },
+        )
+    written = _segments_done(ctx, job_id)
+    _record_frames(ctx, job_id, segment, result.frames, segments_done=len(written))
+    logger.info("job %s: segment %d written (%d frames)", job_id, segment, result.frames)
+    return len(written) == len(params.segments)
+
+
+def run_join(ctx: JobContext, job_id: str) -> None:
+    """Concatenate the segments into keys.output(job, 0, "mp4") with the source's audio; succeed the job."""
+    record = ctx.jobs.get(job_id)
+    if record is None or record.status != "running":
+        logger.info("job %s: nothing to join (%s)", job_id, None if record is None else record.status)
+        return
+    params = video_params(record)
+    count = len(params.segments)
+    written = _segments_done(ctx, job_id)
+    if len(written) < count:
+        logger.info("job %s: %d of %d segments written; the last one joins", job_id, len(written), count)
+        return
+    check_cancel(ctx, job_id)
+    segments = [Segment.from_dict(s.model_dump()) for s in params.segments]
+    with tempfile.TemporaryDirectory(prefix="animegan-join-") as tmp:
+        folder = Path(tmp)
+        parts = []
+        for seg in segments:
+            part = folder / f"{seg.index:06d}.mp4"
+            try:
+                ctx.store.get_file(keys.video_segment(job_id, seg.index), part)
+            except NotFound as exc:
+                raise JobInputError("segment_missing", f"segment {seg.index} is not in storage") from exc
+            parts.append(part)
+        source = _download_source(ctx, job_id, params, folder) if params.audio_codec else None
+        out = folder / "result.mp4"
+        try:
+            join_segments(parts, segments, out, Fraction(params.time_base), source=source)
+            info = probe_video(out)
+        except VideoError as exc:
+            raise JobInputError("bad_video", f"joining the segments failed: {exc}") from exc
+        key = keys.output(job_id, 0, "mp4")
+        ctx.store.put_file(key, out, content_type=CONTENT_TYPE)
+    ctx.jobs.set_progress(job_id, done=info.frames)
+    succeed(
+        ctx,
+        job_id,
+        {
+            "output_key": key,
+            "content_type": CONTENT_TYPE,
+            "width": info.width,
+            "height": info.height,
+            "frames": info.frames,
+            "fps": info.fps,
+            "duration": info.duration,
+            "audio": info.audio_codec is not None,
+            "segments": count,
+        },
+    )
