@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     from workers import watchdog
     from workers.celery_app import get_app
 
-    watchdog.install(settings, queues)
+    dog = watchdog.install(settings, queues)
     if settings.log_format == "json":
         from workers.json_logs import install_celery_hooks
 
@@ -183,7 +183,8 @@ def run(args: argparse.Namespace) -> int:
         argv.append(f"--hostname={args.hostname}")
     logger.info("starting worker on queues %s (concurrency %d, pool %s)", queues, args.concurrency, args.pool)
     get_app().worker_main(argv=argv)
-    return 0
+    # Celery's worker_main returns 0 whatever stopped it; a stall must exit non-zero to be seen as a failure.
+    return dog.stopping or 0
 
 
 def _register_builtin_models(settings: object) -> None:

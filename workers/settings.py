@@ -47,7 +47,8 @@ class ServiceSettings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Name of the master that the Sentinels of a sentinel:// redis_url watch; required with sentinel://.
     redis_sentinel_master: str | None = None
-    # "text" for people, "json" (one object a line, with job_id where there is one) for log pipelines.
+    # "text" for people, "json" (one object a line, with job_id where there is one) for log pipelines; read by
+    # workers and `animegan reconcile` (the API still logs text).
     log_format: Literal["text", "json"] = "text"
     # Object storage: file:///absolute/path (single machine) or s3://bucket[/prefix] (S3, MinIO, R2, Ceph).
     storage_url: str = DEFAULT_STORAGE_URL

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
 import time
 from pathlib import Path
@@ -114,15 +113,14 @@ def _celery_busy() -> bool:
 
 
 def _ask_celery_to_stop(status: int) -> None:
-    """Warm shutdown with `status` as the exit code: Celery's consumer loop checks should_stop, and SIGTERM
-    wakes it (and covers a loop that no longer checks)."""
+    """Warm shutdown with `status` as the exit code: Celery's consumer loop checks should_stop every turn (a
+    SIGTERM would reset it to 0); a loop that no longer turns is ended by the forced exit in _run."""
     from celery.worker import state
 
     state.should_stop = status
-    os.kill(os.getpid(), signal.SIGTERM)
 
 
-def install(settings: Any, queues: list[str]) -> None:
+def install(settings: Any, queues: list[str]) -> WorkerWatchdog:
     """Start the watchdog when the worker is ready (main process only; pool children are forked earlier)."""
     from workers.redis_connection import connect
 
@@ -148,6 +146,8 @@ def install(settings: Any, queues: list[str]) -> None:
         # A warm shutdown waits for the running task; the heartbeat goes on meanwhile, the checks do not.
         if watchdog.stopping is None:
             watchdog.stopping = 0
+
+    return watchdog
 
 
 def heartbeat_age(path: Path) -> float | None:
