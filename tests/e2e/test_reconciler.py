@@ -19,6 +19,9 @@ from workers.reconciler import reconcile_once
 pytestmark = pytest.mark.e2e
 
 DATASET = f"e2e-reconcile-{uuid.uuid4().hex[:8]}"
+# Longer than the module's 8 s: on a loaded machine a 4 s segment plus its upload can outlast 8 s, and a
+# redelivery of a live segment would count as a lost worker. The lost message here is deleted, never timed out.
+WORKER_ENV = {"ANIMEGAN_VISIBILITY_TIMEOUT_SECONDS": "60"}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +46,7 @@ def test_reconciler_requeues_a_training_job_whose_message_a_failover_lost(servic
     record, _ = service.jobs.create(
         "train", OWNER, {"name": "e2e-reconciled", "dataset_id": DATASET, "hyperparameters": hyper}, total=10
     )
-    first = service.start_worker("train-lost", queues="train")
+    first = service.start_worker("train-lost", queues="train", **WORKER_ENV)
     contracts.enqueue_training(record.id, app=service.app)
 
     def mid_run() -> bool:
@@ -57,7 +60,7 @@ def test_reconciler_requeues_a_training_job_whose_message_a_failover_lost(servic
     wait_until(lambda: not service.redis.exists(lease), 60, "the dead worker's lease to expire")
     checkpoint = service.job(record.id).progress["checkpoint_step"]
 
-    second = service.start_worker("train-after-failover", queues="train")
+    second = service.start_worker("train-after-failover", queues="train", **WORKER_ENV)
     time.sleep(3)
     stuck = service.job(record.id)
     assert stuck.status == "running" and stuck.progress["checkpoint_step"] == checkpoint, (
