@@ -121,14 +121,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _keys(args: argparse.Namespace) -> int:
-    import redis
 
     from api.auth import InvalidTenant, create_api_key, revoke_tenant_keys
     from api.settings import ApiSettings
+    from workers.redis_connection import connect
     from workers.settings import load_settings
 
     settings = load_settings(ApiSettings)
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    client = connect(settings, decode_responses=True)
     try:
         if args.keys_command == "create":
             token = create_api_key(client, args.tenant)

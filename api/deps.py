@@ -17,6 +17,7 @@ from api.limits import ActiveJobSlots, RateLimiter
 from api.settings import ApiSettings
 from workers.celery_app import configure_app
 from workers.jobstore import JobStore
+from workers.redis_connection import connect
 from workers.registry import ModelRegistry
 from workers.storage import ObjectStore, open_store
 
@@ -42,9 +43,7 @@ class Services:
 
     @classmethod
     def connect(cls, settings: ApiSettings) -> Services:
-        client = redis.Redis.from_url(
-            settings.redis_url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5
-        )
+        client = connect(settings, decode_responses=True, socket_timeout=10, socket_connect_timeout=5)
         jobs = JobStore.from_settings(client, settings)
         # Enqueues go through this app, configured with the API's broker settings (not re-read from env).
         configure_app(settings)
@@ -56,8 +55,8 @@ class Services:
             registry=ModelRegistry(client),
             rate=RateLimiter(client, settings.rate_limit_requests, settings.rate_limit_window_seconds),
             slots=ActiveJobSlots(client, settings.max_active_jobs, lambda job_id: _is_active(jobs, job_id)),
-            probe_redis=redis.Redis.from_url(
-                settings.redis_url,
+            probe_redis=connect(
+                settings,
                 socket_timeout=settings.readiness_timeout_seconds,
                 socket_connect_timeout=settings.readiness_timeout_seconds,
             ),

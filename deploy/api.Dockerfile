@@ -1,6 +1,6 @@
 # The API image: FastAPI and the light service layer only; no torch and no CUDA (DESIGN.md, Boundaries).
 # Build from the repository root: docker build -f deploy/api.Dockerfile -t animegan-api .
-FROM python:3.11-slim
+FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -8,13 +8,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
+# Dependencies first, from the metadata alone (empty package stubs), so a source change reuses this layer.
+# The [api] extra pulls no torch; the check makes the build fail if a dependency ever drags it in.
 COPY pyproject.toml constraints.txt README.md ./
+RUN mkdir animegan workers api \
+    && touch animegan/__init__.py workers/__init__.py api/__init__.py \
+    && pip install -c constraints.txt ".[api]" \
+    && rm -rf animegan workers api \
+    && python -c "import importlib.util as u, sys; sys.exit('torch was installed' if u.find_spec('torch') else 0)"
 COPY animegan ./animegan
 COPY workers ./workers
 COPY api ./api
-# The [api] extra pulls no torch; the check makes the build fail if a dependency ever drags it in.
-RUN pip install -c constraints.txt ".[api]" \
-    && python -c "import importlib.util as u, sys; sys.exit('torch was installed' if u.find_spec('torch') else 0)"
+RUN pip install --no-deps --force-reinstall .
 
 RUN useradd --system --uid 10001 --no-create-home animegan
 USER animegan

@@ -1,31 +1,31 @@
-# The worker image: CUDA base, torch from the PyTorch CUDA wheel index, the service layer and the model library.
+# The worker image: Python 3.11 slim (the version the API and the tests use) and torch from PyPI, whose Linux
+# wheel brings its own CUDA and cuDNN libraries (nvidia-* wheels pinned exactly by torch==2.13.0's metadata), so
+# no CUDA base image duplicates them; the host needs only the NVIDIA driver (device plugin / container toolkit).
 # Build from the repository root: docker build -f deploy/worker.Dockerfile -t animegan-worker .
-# Pick the CUDA flavour of the wheels with --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126.
-ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
-FROM ${CUDA_IMAGE}
+FROM python:3.11-slim-bookworm
 
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
-ENV DEBIAN_FRONTEND=noninteractive \
-    PYTHONDONTWRITEBYTECODE=1 \
+ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PATH=/opt/venv/bin:$PATH
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# libglib2.0-0: OpenCV's headless wheel still links it.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv libglib2.0-0 \
-    && rm -rf /var/lib/apt/lists/* \
-    && python3 -m venv /opt/venv
+    && apt-get install -y --no-install-recommends libglib2.0-0 \
+    && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
+# Dependencies first, from the metadata alone (empty package stubs), so a source change reuses this layer;
+# constraints.txt pins torch (and through it the CUDA wheels) and the rest.
 COPY pyproject.toml constraints.txt README.md ./
-# Torch first, from the CUDA index: constraints.txt pins torch==2.13.0, which the +cuXXX build satisfies.
-RUN TORCH_PIN="$(grep '^torch==' constraints.txt)" \
-    && pip install --index-url "$TORCH_INDEX_URL" "$TORCH_PIN"
+RUN mkdir animegan workers api \
+    && touch animegan/__init__.py workers/__init__.py api/__init__.py \
+    && pip install -c constraints.txt ".[worker]" \
+    && rm -rf animegan workers api
 COPY animegan ./animegan
 COPY workers ./workers
 COPY api ./api
-RUN pip install -c constraints.txt ".[worker]"
+RUN pip install --no-deps --force-reinstall .
 
 # The built-in styles ship in the image (about 5 MB, fp16): public models from the first start, nothing to mount.
 COPY models/builtin /opt/animegan/builtin-models
@@ -34,12 +34,13 @@ ENV ANIMEGAN_MODELS_DIR=/opt/animegan/builtin-models
 RUN useradd --system --uid 10001 --create-home animegan \
     && mkdir -p /models && chown animegan /models
 USER animegan
-# The VGG19 file for unpaired training is mounted here (see compose.yml).
+# Optional VGG19 file for unpaired training (compose mounts a host folder; Kubernetes an init container fills it).
 VOLUME ["/models"]
 
-# The worker answers a broadcast ping from its own node only; a hung or disconnected worker turns unhealthy.
+# The worker's watchdog thread keeps a heartbeat file fresh; no Redis round trip, so a Redis blip does not
+# mark every worker unhealthy at once (the watchdog itself restarts a worker that stopped consuming).
 HEALTHCHECK --interval=30s --timeout=20s --start-period=60s --retries=3 \
-    CMD ["sh", "-c", "exec celery -A workers.celery_app inspect ping --timeout 10 --destination \"celery@$(hostname)\""]
+    CMD ["animegan", "worker-alive"]
 
 # Exec form: the Celery worker is PID 1 and gets SIGTERM for a warm shutdown (the current chunk finishes,
 # training writes a checkpoint); the orchestrator's grace period must cover that.

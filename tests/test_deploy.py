@@ -133,13 +133,22 @@ def test_compose_persistence_bucket_and_gpus():
     services = compose()["services"]
     redis_cmd = services["redis"]["command"]
     assert redis_cmd[redis_cmd.index("--appendonly") + 1] == "yes", "Redis must persist the queue (AOF)"
+    assert redis_cmd[redis_cmd.index("--maxmemory-policy") + 1] == "noeviction", (
+        "Redis must never evict tasks"
+    )
     assert "mc mb" in " ".join(services["minio-init"]["command"])
+    env = env_example()
+    gpu_ids = []
     for name in GPU_WORKERS:
         devices = services[name]["deploy"]["resources"]["reservations"]["devices"]
-        assert any("gpu" in d["capabilities"] for d in devices), f"{name!r} reserves no GPU"
+        assert all("gpu" in d["capabilities"] and "count" not in d for d in devices), f"{name!r}: {devices}"
+        gpu_ids += [interpolate(i, env) for d in devices for i in d["device_ids"]]
+    assert len(set(gpu_ids)) == len(GPU_WORKERS), f"the GPU workers share a GPU: {gpu_ids}"
     assert "deploy" not in services["api"], "the API needs no GPU"
     queues = {name: services[name]["environment"]["ANIMEGAN_QUEUES"] for name in GPU_WORKERS}
     assert queues == {"worker-stylize": "stylize,webhooks", "worker-train": "train"}
+    # A missing vgg19.npy must not restart-loop the training worker.
+    assert service_env("worker-train")["ANIMEGAN_VGG_WEIGHTS_OPTIONAL"] == "true"
 
 
 def test_every_animegan_variable_in_deploy_is_a_setting():
@@ -180,12 +189,59 @@ def test_images_exec_their_process_and_check_health():
     for name, ins in [("api", api), ("worker", worker)]:
         assert ins.get("HEALTHCHECK"), f"{name} image has no HEALTHCHECK"
         assert ins.get("USER"), f"{name} image runs as root"
-    assert not any("cuda" in line.lower() for line in api["FROM"]), "the API image must not be a CUDA image"
+        # One Python everywhere (the tests and CI run 3.11); torch's wheel brings CUDA, no CUDA base image.
+        assert ins["FROM"] == ["python:3.11-slim-bookworm"], f"{name} image: FROM {ins['FROM']}"
     assert any('".[api]"' in line for line in api["RUN"])
-    assert "nvidia/cuda" in " ".join(worker["ARG"] + worker["FROM"])
-    assert any("download.pytorch.org/whl/cu" in line for line in worker["ARG"])
     assert image_command("api.Dockerfile")[:2] == ["animegan", "serve"]
     assert image_command("worker.Dockerfile")[:2] == ["animegan", "worker"]
+
+
+@pytest.mark.parametrize("name", ["api.Dockerfile", "worker.Dockerfile"])
+def test_images_install_dependencies_before_the_source_with_constraints(name):
+    lines = [
+        line.strip()
+        for line in (DEPLOY / name).read_text().replace("\\\n", " ").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    first_source = next(i for i, line in enumerate(lines) if line.startswith("COPY animegan"))
+    deps = next(i for i, line in enumerate(lines) if "pip install -c constraints.txt" in line)
+    assert deps < first_source, f"{name}: dependencies must be a layer of their own, before the source"
+    assert all(
+        "pip install" not in line or "-c constraints.txt" in line or "--no-deps" in line for line in lines
+    )
+
+
+def test_dockerignore_sends_only_what_the_images_copy():
+    import fnmatch
+
+    patterns = [
+        line.strip() for line in (PROJECT_ROOT / ".dockerignore").read_text().splitlines() if line.strip()
+    ]
+    patterns = [p for p in patterns if not p.startswith("#")]
+
+    def ignored(path: str) -> bool:
+        result = False
+        for pattern in patterns:
+            negate = pattern.startswith("!")
+            bare = pattern.lstrip("!").rstrip("/")
+            if (
+                fnmatch.fnmatch(path, bare)
+                or path.startswith(f"{bare}/")
+                or fnmatch.fnmatch(path, f"**/{bare}")
+            ):
+                result = not negate
+        return result
+
+    for path in (".venv/bin/python", "data/storage/x", "tests/conftest.py", ".git/HEAD", "bench/x.py"):
+        assert ignored(path), f"{path} would be sent to the Docker daemon"
+    for path in (
+        "pyproject.toml",
+        "constraints.txt",
+        "README.md",
+        "workers/tasks.py",
+        "models/builtin/a.safetensors",
+    ):
+        assert not ignored(path), f"{path} is needed by a Dockerfile COPY"
 
 
 def test_api_image_command_runs_without_torch():
@@ -201,31 +257,74 @@ def test_library_command_without_torch_says_which_extra_is_missing(tmp_path):
     assert "[ml] extra" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
 
 
+def pod_specs(objects: list[dict]) -> dict[str, dict]:
+    """Object name -> pod spec of every workload: Deployments, KEDA ScaledJobs and CronJobs."""
+    found = {}
+    for doc in objects:
+        spec = doc.get("spec", {})
+        if doc["kind"] == "Deployment":
+            found[doc["metadata"]["name"]] = spec["template"]["spec"]
+        elif doc["kind"] == "ScaledJob":
+            found[doc["metadata"]["name"]] = spec["jobTargetRef"]["template"]["spec"]
+        elif doc["kind"] == "CronJob":
+            found[doc["metadata"]["name"]] = spec["jobTemplate"]["spec"]["template"]["spec"]
+    return found
+
+
+def containers(spec: dict) -> list[dict]:
+    return spec.get("initContainers", []) + spec["containers"]
+
+
+def secret_keys() -> set[str]:
+    """Keys of animegan-secrets: what the ExternalSecret renders, and what the hand-made example must hold too."""
+    external = yaml.safe_load((K8S / "secrets" / "external-secret.yaml").read_text())
+    rendered = set(external["spec"]["target"]["template"]["data"])
+    example = yaml.safe_load((K8S / "secrets" / "secret.example.yaml").read_text())
+    assert set(example["stringData"]) == rendered, "secret.example.yaml and external-secret.yaml disagree"
+    assert external["spec"]["target"]["name"] == example["metadata"]["name"] == "animegan-secrets"
+    return rendered
+
+
 def test_every_container_command_parses():
     commands = [image_command("api.Dockerfile")[1:], image_command("worker.Dockerfile")[1:]]
-    commands += [
-        svc["command"]
-        for svc in compose()["services"].values()
-        if svc.get("image", "").startswith("animegan") and "command" in svc
-    ]
-    for doc in k8s_objects():
-        if doc["kind"] == "Deployment":
-            commands += [c["args"] for c in doc["spec"]["template"]["spec"]["containers"]]
-    assert len(commands) >= 7
+    for name in ("api.Dockerfile", "worker.Dockerfile"):
+        check = json.loads(dockerfile_instructions(name)["HEALTHCHECK"][-1].split("CMD", 1)[1].strip())
+        if check[0] == "animegan":
+            commands.append(check[1:])
+    for svc in compose()["services"].values():
+        if svc.get("image", "").startswith("animegan"):
+            commands += [svc["command"]] if "command" in svc else []
+            test = svc["healthcheck"]["test"]
+            if test[:2] == ["CMD", "animegan"]:
+                commands.append(test[2:])
+    for spec in pod_specs(k8s_objects()).values():
+        for container in containers(spec):
+            commands.append(container["args"])
+            probe = container.get("livenessProbe", {}).get("exec", {}).get("command", [])
+            if probe[:1] == ["animegan"]:
+                commands.append(probe[1:])
+    assert len(commands) >= 12
     for args in commands:
         proc = run_help(args)
         assert proc.returncode == 0, f"`animegan {' '.join(args)} --help` failed:\n{proc.stderr[-2000:]}"
 
 
-def test_worker_healthcheck_reaches_the_celery_app():
-    # The images' worker healthcheck is `celery -A workers.celery_app inspect ping ...`.
-    celery = Path(sys.executable).with_name("celery")
-    cmd = [str(celery), "-A", "workers.celery_app", "inspect", "ping", "--help"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=PROJECT_ROOT)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+def test_worker_liveness_needs_no_redis():
+    """The probes read the watchdog's heartbeat file: a Redis blip must not restart every worker at once."""
+    probes = [dockerfile_instructions("worker.Dockerfile")["HEALTHCHECK"][-1]]
+    probes += [
+        str(svc["healthcheck"]["test"]) for name, svc in compose()["services"].items() if "worker" in name
+    ]
+    for name, spec in pod_specs(k8s_objects()).items():
+        if name.startswith("animegan-worker"):
+            probes += [str(c["livenessProbe"]) for c in spec["containers"]]
+    assert len(probes) >= 6
+    for probe in probes:
+        assert "worker-alive" in probe and "inspect ping" not in probe, probe
 
 
 def test_k8s_objects_are_complete_and_consistent():
+    from workers import keys
     from workers.contracts import Queues
 
     objects = k8s_objects()
@@ -233,23 +332,34 @@ def test_k8s_objects_are_complete_and_consistent():
     for doc in objects:
         assert doc.get("apiVersion") and doc.get("kind") and doc["metadata"].get("name"), doc
         by_kind.setdefault(doc["kind"], {})[doc["metadata"]["name"]] = doc
-    assert {"Deployment", "Service", "ConfigMap", "Secret", "ScaledObject"} <= set(by_kind)
-    secret_keys = {k for s in by_kind["Secret"].values() for k in s.get("stringData", {})}
-    for name, dep in by_kind["Deployment"].items():
-        template = dep["spec"]["template"]
-        labels = dep["spec"]["selector"]["matchLabels"]
-        assert labels.items() <= template["metadata"]["labels"].items(), f"{name}: selector misses its pods"
-        for container in template["spec"]["containers"]:
+    assert {"Deployment", "Service", "ConfigMap", "ScaledObject", "ScaledJob", "CronJob"} <= set(by_kind)
+    assert "Secret" not in by_kind, "`kubectl apply -k` would overwrite the real secret with placeholders"
+    keys_of_secret = secret_keys()
+    specs = pod_specs(objects)
+    gpu_workloads = {"animegan-worker-stylize", "animegan-worker-train"}
+    for name, spec in specs.items():
+        for container in containers(spec):
             gpus = container["resources"].get("limits", {}).get("nvidia.com/gpu")
-            assert (gpus == 1) == name.startswith("animegan-worker"), f"{name}: GPU limit {gpus!r}"
+            is_main = container in spec["containers"]
+            assert (gpus == 1) == (name in gpu_workloads and is_main), f"{name}: GPU limit {gpus!r}"
+            assert "memory" in container["resources"]["limits"], f"{name}: no memory limit"
             for ref in container.get("envFrom", []):
                 if "configMapRef" in ref:
                     assert ref["configMapRef"]["name"] in by_kind["ConfigMap"]
                 else:
-                    assert ref["secretRef"]["name"] in by_kind["Secret"]
-        for volume in template["spec"].get("volumes", []):
-            claim = volume.get("persistentVolumeClaim", {}).get("claimName")
-            assert claim is None or claim in by_kind["PersistentVolumeClaim"], f"{name}: no PVC {claim!r}"
+                    assert ref["secretRef"]["name"] == "animegan-secrets"
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False, name
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        if name in gpu_workloads:
+            assert spec["priorityClassName"] in by_kind["PriorityClass"], name
+            assert any(t["key"] == "nvidia.com/gpu" for t in spec["tolerations"]), name
+            assert spec["containers"][0]["resources"]["limits"].get("ephemeral-storage"), name
+    # The VGG19 copy is optional and reads the documented storage key.
+    init = specs["animegan-worker-train"]["initContainers"][0]["args"]
+    assert init[:2] == ["fetch-object", keys.VGG19_WEIGHTS] and "--optional" in init
+    train_env = {e["name"]: e["value"] for e in specs["animegan-worker-train"]["containers"][0]["env"]}
+    assert train_env["ANIMEGAN_VGG_WEIGHTS_OPTIONAL"] == "true"
+    assert int(train_env["ANIMEGAN_WORKER_IDLE_EXIT_SECONDS"]) > 0
     for svc in by_kind["Service"].values():
         targets = [
             d
@@ -257,15 +367,37 @@ def test_k8s_objects_are_complete_and_consistent():
             if svc["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()
         ]
         assert targets, f"Service {svc['metadata']['name']} selects no Deployment"
+    # Whatever an autoscaler sizes carries no `replicas`: `apply -k` would reset it and kill busy pods.
+    scaled = {s["spec"]["scaleTargetRef"]["name"] for s in by_kind["ScaledObject"].values()}
+    scaled |= {h["spec"]["scaleTargetRef"]["name"] for h in by_kind["HorizontalPodAutoscaler"].values()}
+    for name in scaled:
+        assert name in by_kind["Deployment"] and "replicas" not in by_kind["Deployment"][name]["spec"], name
+    assert by_kind["ScaledObject"]["animegan-worker-stylize"]["spec"]["minReplicaCount"] == 0
+    # Training runs as Jobs that KEDA never scales down: a running segment is never interrupted by scaling.
+    assert "animegan-worker-train" not in by_kind["Deployment"]
+    train_job = by_kind["ScaledJob"]["animegan-worker-train"]
     queue_names = {queue.value for queue in Queues}
-    for name, scaled in by_kind["ScaledObject"].items():
-        assert scaled["spec"]["scaleTargetRef"]["name"] in by_kind["Deployment"]
-        for trigger in scaled["spec"]["triggers"]:
+    for scaler in [*by_kind["ScaledObject"].values(), train_job]:
+        for trigger in scaler["spec"]["triggers"]:
             assert trigger["type"] == "redis"
-            assert trigger["metadata"]["listName"] in queue_names, f"{name}: not a Celery queue"
-            assert int(trigger["metadata"]["listLength"]) >= 1
+            assert trigger["metadata"]["listName"] in queue_names, (
+                f"{scaler['metadata']['name']}: not a queue"
+            )
+            assert "address" not in trigger["metadata"], "the Redis address belongs in the secret only"
             auth = by_kind["TriggerAuthentication"][trigger["authenticationRef"]["name"]]
-            assert all(ref["key"] in secret_keys for ref in auth["spec"]["secretTargetRef"])
+            assert all(ref["key"] in keys_of_secret for ref in auth["spec"]["secretTargetRef"])
+    budgets = by_kind["PodDisruptionBudget"].values()
+    assert "animegan-api" in {p["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] for p in budgets}
+    monitor = by_kind["ServiceMonitor"]["animegan-api"]
+    assert monitor["spec"]["endpoints"][0]["authorization"]["credentials"]["key"] in keys_of_secret
+
+
+def test_the_redis_address_is_written_once():
+    """Only the secret store knows the Redis address; no manifest or ConfigMap repeats it."""
+    for path in K8S.glob("*.yaml"):
+        text = path.read_text()
+        for needle in ("ANIMEGAN_REDIS_URL:", "redis://", "address:"):
+            assert needle not in text, f"{path.name} names the Redis address ({needle})"
 
 
 def test_kustomization_lists_every_manifest():
@@ -278,9 +410,14 @@ def test_kustomization_lists_every_manifest():
     assert proc.returncode == 0, proc.stderr
     rendered = [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
     assert len(rendered) == len(k8s_objects())
+    cluster_scoped = {"Namespace", "PriorityClass"}
     assert all(
-        doc["metadata"].get("namespace") == "animegan" for doc in rendered if doc["kind"] != "Namespace"
+        doc["metadata"].get("namespace") == "animegan"
+        for doc in rendered
+        if doc["kind"] not in cluster_scoped
     )
+    images = {c["image"] for spec in pod_specs(rendered).values() for c in containers(spec)}
+    assert images == {"registry.example.com/animegan-api:0.1.0", "registry.example.com/animegan-worker:0.1.0"}
 
 
 def extra_requirements(extra: str) -> set[str]:

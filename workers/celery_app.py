@@ -30,6 +30,7 @@ How a task survives a dead worker with the Redis transport (kombu 5.7, read from
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from typing import Any
 
@@ -57,7 +58,15 @@ def celery_config(settings: ServiceSettings) -> dict[str, Any]:
         "socket_timeout": 30,
         "socket_connect_timeout": 10,
     }
+    extra: dict[str, Any] = {}
+    if settings.redis_url.startswith("sentinel:"):
+        # kombu's sentinel transport asks the Sentinels for this master (again after each failover).
+        transport["master_name"] = settings.redis_sentinel_master
+    if settings.redis_url.startswith("rediss:") and "ssl_cert_reqs" not in settings.redis_url:
+        # TLS with the server's certificate verified (kombu's default would be a warning and no check).
+        extra["broker_use_ssl"] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
     return {
+        **extra,
         "broker_url": settings.redis_url,
         "broker_transport_options": transport,
         # No result backend (job state lives in the JobStore); kept equal in case one is ever configured.

@@ -1,4 +1,5 @@
-"""`animegan worker`: start a Celery worker (prefork pool) on the service's queues.
+"""`animegan worker`: start a Celery worker (prefork pool) on the service's queues; and the operators' commands
+beside it: `worker-alive` (liveness probe), `reconcile` (re-enqueue stuck training jobs), `fetch-object`.
 
 Imports nothing heavy at module import: the Celery app and the tasks load only when the command runs.
 """
@@ -40,6 +41,99 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="prefork (default: a crash only replaces the child) or solo (one process, no fork)",
     )
     parser.set_defaults(func=run)
+    _register_operations(subparsers)
+
+
+def _register_operations(subparsers: argparse._SubParsersAction) -> None:
+    alive = subparsers.add_parser(
+        "worker-alive",
+        help="liveness probe: exit 0 while this host's worker heartbeat is fresh (no Redis involved)",
+    )
+    alive.add_argument("--max-age", type=float, default=None, help="seconds (default 60)")
+    alive.set_defaults(func=run_alive)
+
+    reconcile = subparsers.add_parser(
+        "reconcile",
+        help="re-enqueue training jobs stuck in running with no lease and no task (after a Redis failover)",
+    )
+    reconcile.add_argument("--every", type=float, default=0, help="repeat every SECONDS (default: one pass)")
+    reconcile.add_argument(
+        "--grace", type=float, default=None, help="leave jobs updated within SECONDS alone (default 180)"
+    )
+    reconcile.set_defaults(func=run_reconcile)
+
+    fetch = subparsers.add_parser(
+        "fetch-object",
+        help="copy one object from ANIMEGAN_STORAGE_URL to a local file (init containers: VGG19 weights)",
+    )
+    fetch.add_argument("key", help="storage key, e.g. weights/vgg19.npy")
+    fetch.add_argument("dest", help="local file to write")
+    fetch.add_argument(
+        "--optional", action="store_true", help="a missing object or storage is a warning, exit 0"
+    )
+    fetch.set_defaults(func=run_fetch)
+
+
+def run_alive(args: argparse.Namespace) -> int:
+    from workers.settings import WorkerSettings, load_settings
+    from workers.watchdog import HEARTBEAT_MAX_AGE_SECONDS, heartbeat_age
+
+    path = load_settings(WorkerSettings).heartbeat_file
+    age = heartbeat_age(path)
+    limit = args.max_age if args.max_age is not None else HEARTBEAT_MAX_AGE_SECONDS
+    if age is None or age > limit:
+        print(f"worker not alive: heartbeat {path} is {'missing' if age is None else f'{age:.0f} s old'}")
+        return 1
+    return 0
+
+
+def run_reconcile(args: argparse.Namespace) -> int:
+    import time
+
+    from workers.celery_app import get_app
+    from workers.jobstore import JobStore
+    from workers.reconciler import DEFAULT_GRACE_SECONDS, reconcile_once
+    from workers.redis_connection import connect
+    from workers.settings import ServiceSettings, load_settings
+
+    settings = load_settings(ServiceSettings)
+    _configure_logs(settings)
+    client = connect(settings, decode_responses=True, socket_timeout=30, socket_connect_timeout=10)
+    jobs = JobStore.from_settings(client, settings)
+    grace = DEFAULT_GRACE_SECONDS if args.grace is None else args.grace
+    while True:
+        requeued = reconcile_once(jobs, client, get_app(), grace)
+        logger.info("reconciler: %d job(s) re-enqueued", len(requeued))
+        if not args.every:
+            return 0
+        time.sleep(args.every)
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from workers.exceptions import StorageError
+    from workers.settings import ServiceSettings, load_settings
+    from workers.storage import NotFound, open_store
+
+    settings = load_settings(ServiceSettings)
+    try:
+        open_store(settings).get_file(args.key, Path(args.dest))
+    except (NotFound, StorageError) as exc:
+        if not args.optional:
+            logger.error("could not fetch %s: %s", args.key, exc)
+            return 1
+        logger.warning("optional object %s not fetched (%s); going on without it", args.key, exc)
+        return 0
+    logger.warning("fetched %s to %s", args.key, args.dest)
+    return 0
+
+
+def _configure_logs(settings: object) -> None:
+    if getattr(settings, "log_format", "text") == "json":
+        from workers.json_logs import use_json
+
+        use_json()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,7 +160,14 @@ def run(args: argparse.Namespace) -> int:
         _register_builtin_models(settings)
     # Registers the tasks on the app; loads no torch (that happens in each pool child).
     import workers.tasks  # noqa: F401
+    from workers import watchdog
     from workers.celery_app import get_app
+
+    dog = watchdog.install(settings, queues)
+    if settings.log_format == "json":
+        from workers.json_logs import install_celery_hooks
+
+        install_celery_hooks()
 
     argv = [
         "worker",
@@ -82,17 +183,18 @@ def run(args: argparse.Namespace) -> int:
         argv.append(f"--hostname={args.hostname}")
     logger.info("starting worker on queues %s (concurrency %d, pool %s)", queues, args.concurrency, args.pool)
     get_app().worker_main(argv=argv)
-    return 0
+    # Celery's worker_main returns 0 whatever stopped it; a stall must exit non-zero to be seen as a failure.
+    return dog.stopping or 0
 
 
 def _register_builtin_models(settings: object) -> None:
     """Publish the exports in ANIMEGAN_MODELS_DIR as public models, so jobs can name them at once."""
-    import redis
 
+    from workers.redis_connection import connect
     from workers.registry import ModelRegistry
     from workers.storage import open_store
 
-    client = redis.Redis.from_url(settings.redis_url)
+    client = connect(settings)
     try:
         registered = ModelRegistry(client).register_builtin_models(settings.models_dir, open_store(settings))
     finally:

@@ -151,3 +151,7 @@ def dataset_archive(dataset_id: str, part: str) -> str:
 # Direct uploads (presigned PUT) land here before a job claims them; scoped by owner.
 def upload(owner: str, upload_id: str) -> str:
     return f"uploads/{_segment(owner, 'owner id')}/{_segment(upload_id, 'upload id')}"
+
+
+# Weights the operators upload once, copied to the training workers at start (deploy/k8s/worker-train.yaml).
+VGG19_WEIGHTS = "weights/vgg19.npy"

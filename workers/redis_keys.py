@@ -102,3 +102,8 @@ def upload_idempotency(tenant: str, key_digest: str) -> str:
 
 def model_idempotency(tenant: str, key_digest: str) -> str:
     return f"{PREFIX}model-idem:{tenant}:{key_digest}"
+
+
+# Not ours, read only: kombu's Redis transport keeps delivered, unacknowledged messages in this hash
+# (workers.reconciler looks there for a job's in-flight task).
+KOMBU_UNACKED = "unacked"

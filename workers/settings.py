@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+import tempfile
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 from urllib.parse import unquote, urlparse
@@ -40,8 +41,15 @@ class ServiceSettings(BaseSettings):
         env_prefix=ENV_PREFIX, extra="ignore", validate_default=True, env_ignore_empty=True
     )
 
-    # Broker, job records, registry and leases all live in this Redis (one database).
+    # Broker, job records, registry and leases all live in this Redis (one database). redis://, rediss:// (TLS),
+    # unix://, or sentinel://[:password@]host:26379[;sentinel://host2:26379]/db with redis_sentinel_master.
+    # It must persist (appendonly yes) and never evict (maxmemory-policy noeviction): README, "Scaling out".
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Name of the master that the Sentinels of a sentinel:// redis_url watch; required with sentinel://.
+    redis_sentinel_master: str | None = None
+    # "text" for people, "json" (one object a line, with job_id where there is one) for log pipelines; read by
+    # workers and `animegan reconcile` (the API still logs text).
+    log_format: Literal["text", "json"] = "text"
     # Object storage: file:///absolute/path (single machine) or s3://bucket[/prefix] (S3, MinIO, R2, Ceph).
     storage_url: str = DEFAULT_STORAGE_URL
     # Custom S3 endpoint (MinIO, R2, Ceph); None talks to AWS.
@@ -71,7 +79,8 @@ class ServiceSettings(BaseSettings):
     presign_expiry_seconds: int = Field(default=3600, ge=1, le=MAX_PRESIGN_SECONDS)
     # Broker visibility timeout: an unacknowledged task is handed to another worker after this long, so it
     # must exceed the longest task (see WorkerSettings). Shared because every Celery app on a broker must agree.
-    visibility_timeout_seconds: int = Field(default=3600, ge=1)
+    # 900 covers a 300 s segment with its checkpoint upload, and a lost worker's task is redelivered in 15 min.
+    visibility_timeout_seconds: int = Field(default=900, ge=1)
     # Decoded images larger than this are refused (decompression bombs); 50 megapixels.
     max_image_pixels: int = Field(default=50_000_000, ge=1)
     # Largest single uploaded file.
@@ -102,10 +111,17 @@ class ServiceSettings(BaseSettings):
     @classmethod
     def _check_redis_url(cls, value: str) -> str:
         scheme = urlparse(value).scheme
-        if scheme not in ("redis", "rediss", "unix"):
+        if scheme not in ("redis", "rediss", "unix", "sentinel"):
             raise ValueError(
-                f"{value!r} is not a Redis URL; use redis://host:6379/0, rediss://... or unix://..."
+                f"{value!r} is not a Redis URL; use redis://host:6379/0, rediss://..., unix://... or "
+                "sentinel://host:26379;sentinel://host2:26379/0"
             )
+        if scheme == "sentinel":
+            parts = value.split(";")
+            if any(urlparse(part).scheme != "sentinel" or not urlparse(part).hostname for part in parts):
+                raise ValueError(
+                    f"{value!r}: every ';'-separated part must be sentinel://[:password@]host:port"
+                )
         return value
 
     @field_validator("storage_url")
@@ -143,6 +159,14 @@ class ServiceSettings(BaseSettings):
             raise ValueError(
                 "set both ANIMEGAN_S3_ACCESS_KEY_ID and ANIMEGAN_S3_SECRET_ACCESS_KEY, or neither "
                 "(then boto3's default credential chain is used)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_sentinel_master(self) -> ServiceSettings:
+        if self.redis_url.startswith("sentinel:") and not self.redis_sentinel_master:
+            raise ValueError(
+                "a sentinel:// ANIMEGAN_REDIS_URL needs ANIMEGAN_REDIS_SENTINEL_MASTER (the master's name)"
             )
         return self
 
@@ -185,6 +209,9 @@ class WorkerSettings(ServiceSettings):
     device: str = "auto"
     # VGG19 weights (vgg19.npy or a converted file) for training losses; None: train jobs fail with a clear error.
     vgg_weights: Path | None = None
+    # A vgg_weights file that is missing is a warning, not a refusal to start (it is copied in by an init
+    # container that may find nothing); jobs that need it then fail saying so.
+    vgg_weights_optional: bool = False
     # Folder of built-in generator exports (*.safetensors) registered as public models at worker start.
     models_dir: Path | None = None
     # Loaded generators kept in memory per worker process (LRU).
@@ -198,7 +225,8 @@ class WorkerSettings(ServiceSettings):
     # its job fails; a batch then keeps its finished images. 900: a 15-minute outage loses no job.
     transient_retry_seconds: int = Field(default=900, ge=0)
     # Wall-clock budget of one training segment before it checkpoints and enqueues the next one.
-    train_segment_seconds: int = Field(default=600, ge=1)
+    # 300: a preempted GPU or a lost task message costs at most about five minutes of training.
+    train_segment_seconds: int = Field(default=300, ge=1)
     # Precision of stylize inference: "auto" uses bf16 autocast where the device runs it fast.
     inference_precision: Literal["fp32", "bf16", "auto"] = "auto"
     # Same-size images per forward pass. None: the library's default_batch_size (1 on a CPU, where batching
@@ -212,6 +240,14 @@ class WorkerSettings(ServiceSettings):
     webhook_max_attempts: int = Field(default=8, ge=1)
     # torch.set_num_threads in each worker process; None keeps torch's default (all cores).
     torch_threads: int | None = Field(default=None, ge=1)
+    # Watchdog: a worker whose queues hold tasks while it has taken none and runs none for this long exits
+    # (non-zero) so its supervisor restarts it (Celery's consumer can stall after a Redis reconnect). 0: off.
+    watchdog_stall_seconds: int = Field(default=0, ge=0)
+    # A worker with nothing to do for this long exits 0 (train workers run as KEDA ScaledJobs). 0: never.
+    worker_idle_exit_seconds: int = Field(default=0, ge=0)
+    # Touched every few seconds by the worker's watchdog thread; `animegan worker-alive` checks its age
+    # (a liveness probe that needs no Redis).
+    heartbeat_file: Path = Path(tempfile.gettempdir()) / "animegan-worker.heartbeat"
 
     @field_validator("queues", mode="before")
     @classmethod
@@ -233,12 +269,15 @@ class WorkerSettings(ServiceSettings):
             raise ValueError(f"device {value!r} is not one of auto, cpu, mps, cuda, cuda:N")
         return value
 
-    @field_validator("vgg_weights")
-    @classmethod
-    def _check_vgg(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"VGG19 weights file {str(value)!r} does not exist; point it at vgg19.npy")
-        return value
+    @model_validator(mode="after")
+    def _check_vgg(self) -> WorkerSettings:
+        if self.vgg_weights is not None and not self.vgg_weights.is_file():
+            message = f"VGG19 weights file {str(self.vgg_weights)!r} does not exist"
+            if not self.vgg_weights_optional:
+                raise ValueError(f"{message}; point ANIMEGAN_VGG_WEIGHTS at vgg19.npy")
+            logger.warning("%s; training that needs VGG19 fails until it is there", message)
+            self.vgg_weights = None
+        return self
 
     @field_validator("models_dir")
     @classmethod

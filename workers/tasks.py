@@ -84,7 +84,9 @@ def build_context(settings: WorkerSettings) -> Any:
     device = settings.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    from workers.redis_connection import connect
+
+    client = connect(settings, decode_responses=True)
     store = open_store(settings)
     jobs = JobStore.from_settings(client, settings)
     registry = ModelRegistry(client)

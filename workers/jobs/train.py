@@ -71,6 +71,18 @@ class LeaseLost(Exception):
     """Our fencing token is no longer current: stop without touching storage."""
 
 
+class ShuttingDown(Exception):
+    """SIGTERM arrived before training started (restore, download, unpack): hand the segment on at once."""
+
+
+def _stop_if_shutting_down(shutdown_requested: Any, job_id: str, phase: str) -> None:
+    # Between the phases that come before the trainer's own per-step check: a preempted pod must not spend
+    # its grace period downloading a dataset it will never train on.
+    if shutdown_requested is not None and shutdown_requested():
+        logger.info("job %s: shutdown requested after %s; requeueing the segment", job_id, phase)
+        raise ShuttingDown(job_id)
+
+
 def lease_ttl(ctx: JobContext) -> int:
     """Long enough to survive a slow step and a checkpoint upload between renewals, short enough that the
     redelivered segment of a dead worker (re-queued while the lease is still held) soon takes over."""
@@ -298,6 +310,8 @@ def run_segment(
     except LeaseLost:
         logger.warning("job %s: fenced off during segment %d", job_id, segment)
         return SegmentOutcome.lost_lease
+    except ShuttingDown:
+        return SegmentOutcome.paused
     except JobInputError as exc:
         fail(ctx, job_id, exc.code, exc.message)
         return SegmentOutcome.finished
@@ -315,6 +329,7 @@ def _train_under_lease(
         run_dir = work / "run"
         config = train_config(ctx, params, work)
         resumed_from = _restore_latest_checkpoint(ctx, job_id, run_dir)
+        _stop_if_shutting_down(shutdown_requested, job_id, "restoring the checkpoint")
         if resumed_from == 0:
             init = _model_file(ctx, params, "fine_tune_from", record.owner, work)
             if init is not None:
@@ -328,7 +343,9 @@ def _train_under_lease(
                     "bad_params", "a distill job needs params.teacher: the model to learn from"
                 )
             config = config.replace(teacher=str(teacher))
+        _stop_if_shutting_down(shutdown_requested, job_id, "fetching the models")
         data = _fetch_dataset(ctx, params, work)
+        _stop_if_shutting_down(shutdown_requested, job_id, "fetching the dataset")
         ctx.jobs.set_progress(job_id, segment=segment, resumed_from_step=resumed_from)
         # A short history of segments (who ran it, from which step) shows users and tests where resumes happened.
         entry = {
