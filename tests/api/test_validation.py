@@ -313,7 +313,7 @@ def test_direct_upload_local_backend(alice, api):
 def test_upload_limits_and_purposes(alice):
     big = alice.post("/v1/uploads", json={"purpose": "image", "size": 300_001})
     assert big.status_code == 413 and "300001" in error_of(big)["message"]
-    bad = alice.post("/v1/uploads", json={"purpose": "video", "size": 10})
+    bad = alice.post("/v1/uploads", json={"purpose": "audio", "size": 10})
     assert bad.status_code == 422 and "purpose" in error_of(bad)["message"]
     dataset = alice.post("/v1/uploads", json={"purpose": "dataset", "size": 3}).json()
     alice.put(f"/v1/uploads/{dataset['id']}", content=b"abc")
