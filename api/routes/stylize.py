@@ -68,6 +68,25 @@ def read_upload_file(upload: UploadFile, limit: int) -> bytes:
     return data
 
 
+def file_or_upload(
+    services: Services,
+    tenant: str,
+    file: UploadFile | None,
+    upload_id: str | None,
+    purpose: UploadPurpose,
+    limit: int,
+    fallback_name: str,
+) -> tuple[bytes, str]:
+    """The bytes of a create's one input, sent as the `file` part or named by the `upload_id` of a direct
+    upload of `purpose`, and the name errors show for it."""
+    if (file is None) == (upload_id is None):
+        raise ApiError(422, "invalid_parameters", "file, upload_id: send exactly one of them")
+    if file is not None:
+        return read_upload_file(file, limit), safe_name(file.filename or "", fallback_name)
+    source, _ = resolve_upload(services, tenant, upload_id, {purpose})
+    return services.store.get_bytes(source), upload_id
+
+
 def accepted(response: Response, request: Request, record_public: JobPublic, created: bool) -> JobPublic:
     """202 with Location for a new job; 200 for an idempotent replay of an existing one."""
     response.status_code = status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK
@@ -97,15 +116,9 @@ def create_stylize(
 ) -> JobPublic:
     settings = services.settings
     idem = check_idempotency_key(idempotency_key)
-    if (file is None) == (form.upload_id is None):
-        raise ApiError(422, "invalid_parameters", "file, upload_id: send exactly one of them")
-    if file is not None:
-        data = read_upload_file(file, settings.max_upload_bytes)
-        name = safe_name(file.filename or "", "image")
-    else:
-        source, _ = resolve_upload(services, tenant, form.upload_id, {UploadPurpose.image})
-        data = services.store.get_bytes(source)
-        name = form.upload_id
+    data, name = file_or_upload(
+        services, tenant, file, form.upload_id, UploadPurpose.image, settings.max_upload_bytes, "image"
+    )
     info = inspect_image(data, name, settings.max_image_pixels)
     params = style_params(services, tenant, form)
     params.update(filename=name, width=info.width, height=info.height)

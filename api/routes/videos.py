@@ -12,10 +12,8 @@ from animegan.errors import VideoError
 from animegan.video import VideoInfo, plan_segments, probe_video
 from api.deps import ServicesDep, Tenant
 from api.errors import ApiError
-from api.images import safe_name
 from api.routes.jobs import job_public
-from api.routes.stylize import CREATE_RESPONSES, accepted, read_upload_file
-from api.routes.uploads import resolve_upload
+from api.routes.stylize import CREATE_RESPONSES, accepted, file_or_upload
 from api.schemas import ErrorResponse, JobPublic, UploadPurpose, VideoForm
 from api.settings import ApiSettings
 from api.submission import IdempotencyKey, check_idempotency_key, check_webhook_url, request_hash, submit_job
@@ -102,15 +100,9 @@ def create_video(
 ) -> JobPublic:
     settings = services.settings
     idem = check_idempotency_key(idempotency_key)
-    if (file is None) == (form.upload_id is None):
-        raise ApiError(422, "invalid_parameters", "file, upload_id: send exactly one of them")
-    if file is not None:
-        data = read_upload_file(file, settings.max_video_bytes)
-        name = safe_name(file.filename or "", "video")
-    else:
-        source, _ = resolve_upload(services, tenant, form.upload_id, {UploadPurpose.video})
-        data = services.store.get_bytes(source)
-        name = form.upload_id
+    data, name = file_or_upload(
+        services, tenant, file, form.upload_id, UploadPurpose.video, settings.max_video_bytes, "video"
+    )
     info = check_video(data, name, settings)
     if services.registry.get(form.model, tenant) is None:
         raise ApiError(
