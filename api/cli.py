@@ -112,11 +112,23 @@ def _client(args: argparse.Namespace) -> Any:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from api.request_logs import uvicorn_json_config
     from api.settings import ApiSettings
     from workers.settings import load_settings
 
-    load_settings(ApiSettings)  # fail here, with every bad variable named, rather than inside uvicorn
-    uvicorn.run("api.main:app", host=args.host, port=args.port, workers=args.workers, log_level="info")
+    settings = load_settings(
+        ApiSettings
+    )  # fail here, with every bad variable named, rather than inside uvicorn
+    if settings.metrics_port is not None and args.workers > 1:
+        # Each uvicorn worker would try to bind the one metrics port, and each counts only its own requests.
+        logger.error("ANIMEGAN_METRICS_PORT needs --workers 1 (run more replicas instead of more workers)")
+        return 2
+    # JSON from uvicorn's first line on; in text mode uvicorn keeps its own format.
+    log_config = uvicorn_json_config() if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG
+    uvicorn.run(
+        "api.main:app", host=args.host, port=args.port, workers=args.workers, log_level="info",
+        log_config=log_config,
+    )  # fmt: skip
     return 0
 
 

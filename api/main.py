@@ -18,7 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import Services
 from api.errors import error_body, install_error_handlers
-from api.metrics import RequestMetricsMiddleware
+from api.metrics import MetricsServer, RequestMetricsMiddleware, registry_for
+from api.request_logs import JobLogContextMiddleware, use_json_logs
 from api.routes import batches, health, jobs, models, stylize, trainings, uploads, videos
 from api.routes.web import install_web
 from api.schemas import ErrorResponse, TrainingHyperparameters
@@ -85,12 +86,21 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.services = Services.connect(settings)
+        services = app.state.services = Services.connect(settings)
+        metrics_server = None
+        if settings.metrics_port is not None:
+            token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+            metrics_server = MetricsServer(
+                registry_for(services), settings.metrics_host, settings.metrics_port, token
+            ).start()
+            logger.info("metrics on http://%s:%d/metrics", settings.metrics_host, metrics_server.port)
         logger.info(
             "API ready (storage %s, auth %s)", settings.storage_url, "off" if settings.auth_disabled else "on"
         )
         yield
-        app.state.services.close()
+        if metrics_server is not None:
+            metrics_server.stop()
+        services.close()
 
     app = FastAPI(
         title="AnimeGAN job service",
@@ -113,6 +123,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         app.include_router(module.router)
     install_web(app)
     app.add_middleware(RequestMetricsMiddleware)
+    if settings.log_format == "json":
+        use_json_logs()
+        app.add_middleware(JobLogContextMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
     return app
 

@@ -1,24 +1,31 @@
-"""Prometheus metrics: HTTP requests of this replica, plus service-wide figures read from Redis at scrape time
-(jobs by kind and status, queue depth per queue, durations of finished jobs, images per second), so every
-replica reports the same service-wide values and nothing is lost when a replica restarts.
+"""Prometheus metrics: HTTP requests of this replica, plus service-wide job figures that the job transitions
+count in Redis as they happen (workers.job_metrics), so every replica reports the same values, nothing is lost
+when a replica restarts, and a scrape costs one round trip of a fixed number of commands however many jobs exist.
 """
 
 from __future__ import annotations
 
+import hmac
+import json
 import logging
+import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
 from prometheus_client import Counter as PromCounter
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.errors import error_body
+from workers import job_metrics as jm
+from workers import redis_keys
 from workers.contracts import Queues
-from workers.jobstore import JobStore
+from workers.jobstore import JobKind
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +40,6 @@ LATENCY = Histogram(
     registry=HTTP_REGISTRY,
 )
 
-DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
-# Finished jobs within this window count towards images per second.
-RATE_WINDOW_SECONDS = 300
-# A scrape reads at most this many job records (records expire after job_ttl_seconds, so this bounds the cost).
-MAX_SCANNED_JOBS = 20_000
 # Celery's Redis transport keeps priority levels as extra lists named queue + "\x06\x16" + level.
 PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 
@@ -70,52 +72,67 @@ class RequestMetricsMiddleware:
 
 
 class ServiceCollector(Collector):
-    """Reads job records and queue lengths from Redis on each scrape."""
+    """Reads the counted job figures and the queue lengths from Redis on each scrape, in one pipeline."""
 
-    def __init__(self, jobs: JobStore):
-        self.jobs = jobs
+    def __init__(self, redis_client: Any):
+        self.redis = redis_client
 
     def collect(self) -> Iterator[Any]:
-        client = self.jobs.redis
+        now = time.time()
+        slots = jm.window_slots(now)
+        pipe = self.redis.pipeline(transaction=False)
+        for queue in Queues:
+            for suffix in PRIORITY_SUFFIXES:
+                pipe.llen(queue.value + suffix)
+        pipe.hgetall(redis_keys.METRICS)
+        pipe.mget([redis_keys.metrics_images_slot(slot) for slot in slots])
+        *lengths, raw, recent = pipe.execute()
+        figures = {_text(k): float(_text(v)) for k, v in raw.items()}
+
         depth = GaugeMetricFamily(
             "animegan_queue_depth", "Tasks waiting in each broker queue", labels=["queue"]
         )
-        for queue in Queues:
-            depth.add_metric([queue.value], sum(client.llen(queue.value + s) for s in PRIORITY_SUFFIXES))
+        per_queue = len(PRIORITY_SUFFIXES)
+        for i, queue in enumerate(Queues):
+            depth.add_metric([queue.value], sum(lengths[i * per_queue : (i + 1) * per_queue]))
         yield depth
 
-        counts: Counter[tuple[str, str]] = Counter()
-        durations: dict[str, list[float]] = {}
-        recent_images = 0
-        now = time.time()
-        for rec in self.jobs.iter_records(MAX_SCANNED_JOBS):
-            kind = rec.kind.value
-            counts[(kind, rec.status.value)] += 1
-            if rec.started_at is not None and rec.finished_at is not None:
-                durations.setdefault(kind, []).append(rec.finished_at - rec.started_at)
-                if kind != "train" and now - rec.finished_at <= RATE_WINDOW_SECONDS:
-                    recent_images += int(rec.progress.get("done", 0))
-        jobs = GaugeMetricFamily("animegan_jobs", "Job records by kind and status", labels=["kind", "status"])
-        for (kind, status), n in sorted(counts.items()):
-            jobs.add_metric([kind, status], n)
-        yield jobs
-
-        hist = HistogramMetricFamily(
-            "animegan_job_duration_seconds",
-            "Run time (start to finish) of retained finished jobs",
-            labels=["kind"],
+        kinds = [kind.value for kind in JobKind]
+        jobs = GaugeMetricFamily("animegan_jobs", "Jobs queued or running now", labels=["kind", "status"])
+        finished = CounterMetricFamily(
+            "animegan_jobs_finished", "Jobs that ended, by kind and final status", labels=["kind", "status"]
         )
-        for kind, values in sorted(durations.items()):
-            buckets = [(str(b), sum(1 for v in values if v <= b)) for b in DURATION_BUCKETS]
-            buckets.append(("+Inf", len(values)))
-            hist.add_metric([kind], buckets, sum(values))
-        yield hist
+        hist = HistogramMetricFamily(
+            "animegan_job_duration_seconds", "Run time (start to finish) of finished jobs", labels=["kind"]
+        )
+        for kind in kinds:
+            for status in jm.ACTIVE_STATUSES:
+                jobs.add_metric([kind, status], figures.get(jm.active_field(kind, status), 0))
+            for status in jm.FINISHED_STATUSES:
+                finished.add_metric([kind, status], figures.get(jm.finished_field(kind, status), 0))
+            buckets = [
+                (jm.bucket_label(b), figures.get(jm.duration_bucket_field(kind, b), 0))
+                for b in jm.DURATION_BUCKETS
+            ]
+            buckets.append(("+Inf", figures.get(jm.duration_count_field(kind), 0)))
+            hist.add_metric([kind], buckets, figures.get(jm.duration_sum_field(kind), 0))
+        yield from (jobs, finished, hist)
 
+        yield CounterMetricFamily(
+            "animegan_images",
+            "Images (video frames) stylized by finished jobs",
+            value=figures.get(jm.IMAGES_FIELD, 0),
+        )
+        recent_images = sum(int(_text(n)) for n in recent if n is not None)
         yield GaugeMetricFamily(
             "animegan_images_per_second",
-            f"Images stylized by jobs that finished in the last {RATE_WINDOW_SECONDS} s, per second",
-            value=recent_images / RATE_WINDOW_SECONDS,
+            f"Images stylized by jobs that finished in the last {jm.RATE_WINDOW_SECONDS} s, per second",
+            value=recent_images / jm.RATE_WINDOW_SECONDS,
         )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def registry_for(services: Any) -> CollectorRegistry:
@@ -124,7 +141,7 @@ def registry_for(services: Any) -> CollectorRegistry:
     if registry is None:
         registry = CollectorRegistry()
         registry.register(_Delegate(HTTP_REGISTRY))
-        registry.register(ServiceCollector(services.jobs))
+        registry.register(ServiceCollector(services.jobs.redis))
         services.metrics_registry = registry
     return registry
 
@@ -137,3 +154,55 @@ class _Delegate(Collector):
 
     def collect(self) -> Iterator[Any]:
         yield from self.inner.collect()
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """wsgiref prints every request to stderr; scrapes every 30 s are not worth a log line each."""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class names it so)
+        logger.debug("metrics %s: " + format, self.address_string(), *args)
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class MetricsServer:
+    """GET /metrics on its own port (ANIMEGAN_METRICS_PORT), apart from the public API: a WSGI server in a daemon
+    thread of the API process, so the public port never shows job counts of every tenant and a scrape never
+    waits behind API requests. With ANIMEGAN_METRICS_TOKEN set, it also wants that token as a bearer."""
+
+    def __init__(self, registry: CollectorRegistry, host: str, port: int, token: str | None):
+        self.token = token
+        self.prometheus = make_wsgi_app(registry)
+        self.httpd = make_server(host, port, self.app, _ThreadingWSGIServer, handler_class=_QuietHandler)
+        self.port = self.httpd.server_port
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="metrics-server", daemon=True)
+
+    def start(self) -> MetricsServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def app(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") != "/metrics":
+            return _error(start_response, "404 Not Found", "not_found", "this port serves GET /metrics only")
+        if self.token is not None:
+            scheme, _, given = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), self.token):
+                return _error(
+                    start_response,
+                    "401 Unauthorized",
+                    "invalid_metrics_token",
+                    "send ANIMEGAN_METRICS_TOKEN as 'Authorization: Bearer <token>' (Prometheus: authorization)",
+                )
+        return self.prometheus(environ, start_response)
+
+
+def _error(start_response: Any, status: str, code: str, message: str) -> list[bytes]:
+    body = json.dumps(error_body(code, message)).encode()
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]

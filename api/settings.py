@@ -45,8 +45,13 @@ class ApiSettings(ServiceSettings):
     # Seconds /readyz waits for Redis and for object storage; a slower one is reported not ready (a paused
     # storage node must not hold the probe until the orchestrator's own timeout).
     readiness_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
-    # Bearer token GET /metrics requires (Prometheus: authorization credentials). None turns /metrics off
-    # (404): it shows job counts of every tenant, so it is never open to any caller by default.
+    # Port of the internal listener that serves GET /metrics (Prometheus) apart from the public API, which never
+    # serves it: the figures are job counts of every tenant. None: no metrics. Keep it off the public Service.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    # Interface of the metrics listener: loopback by default; 0.0.0.0 where Prometheus scrapes the pod.
+    metrics_host: str = "127.0.0.1"
+    # Bearer token the metrics listener also requires (Prometheus: authorization credentials); None: the port
+    # alone guards it (reachable only inside the cluster, or only from this host on loopback).
     metrics_token: SecretStr | None = None
 
     @field_validator("public_base_url")

@@ -16,6 +16,7 @@ from api.deps import Services
 from api.errors import ApiError
 from workers.exceptions import IdempotencyConflict
 from workers.jobstore import JobKind, JobRecord
+from workers.json_logs import current_job_id
 from workers.webhook_targets import WebhookTargetRefused, WebhookTargetUnresolved, resolve_webhook_target
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ def submit_job(
         except IdempotencyConflict as exc:
             raise ApiError(409, "idempotency_conflict", str(exc)) from exc
         if existing is not None:
+            current_job_id.set(existing.id)  # this request's log lines carry the job's id from here on
             return existing, False
     token = services.slots.reserve(tenant)
     try:
@@ -106,6 +108,7 @@ def submit_job(
     except BaseException:
         services.slots.release(tenant, token)
         raise
+    current_job_id.set(record.id)
     if not created:
         services.slots.release(tenant, token)
         logger.info("idempotent replay of job %s for %s", record.id, tenant)

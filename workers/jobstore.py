@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
+from workers import job_metrics, redis_keys
 from workers import jobstore_lua as lua
-from workers import redis_keys
 from workers.exceptions import IdempotencyConflict, InvalidCursor, InvalidName
 from workers.keys import SEGMENT_RE
 
@@ -136,6 +136,11 @@ class JobStore:
         return [redis_keys.job(job_id), redis_keys.job_items(job_id), redis_keys.job_item_errors(job_id)]
 
     @staticmethod
+    def _metrics_keys(now: float) -> list[str]:
+        """The keys a transition that may end a job counts into (workers.job_metrics)."""
+        return [redis_keys.METRICS, redis_keys.metrics_images_slot(job_metrics.image_slot(now))]
+
+    @staticmethod
     def _owner_index(owner: str) -> str:
         return redis_keys.owner_jobs(owner)
 
@@ -173,10 +178,10 @@ class JobStore:
         idem = self._idempotency_key(owner, idempotency_key) if idempotency_key else redis_keys.NO_IDEMPOTENCY
         flat = [item for pair in fields.items() for item in pair]
         existing_id, existing_hash, created = self._create(
-            keys=[self.job_key(job_id), self._owner_index(owner), idem],
+            keys=[self.job_key(job_id), self._owner_index(owner), idem, redis_keys.METRICS],
             args=[
                 1 if idempotency_key else 0, job_id, int(now * 1_000_000), self.idempotency_ttl_seconds,
-                request_hash or "", redis_keys.PREFIX, *flat,
+                request_hash or "", redis_keys.PREFIX, kind.value, *flat,
             ],
         )  # fmt: skip
         existing_id, existing_hash = _text(existing_id), _text(existing_hash)
@@ -229,7 +234,7 @@ class JobStore:
         )
 
     def iter_records(self, max_records: int = 10_000) -> Iterator[JobRecord]:
-        """Every retained job record, in no order (metrics, admin); SCAN, so it never blocks Redis."""
+        """Every retained job record, in no order (the reconciler, admin); SCAN, so it never blocks Redis."""
         seen = 0
         for key in self.redis.scan_iter(match=redis_keys.JOB_PATTERN, count=1000):
             name = _text(key)
@@ -314,9 +319,10 @@ class JobStore:
         if len(payload) > 1 or field not in ("", "result", "error"):
             raise ValueError(f"transition takes at most one of result=, error=; got {sorted(payload)}")
         event = self._event(job_id, "status", status=to.value, **payload)
+        now = time.time()
         moved = self._transition(
-            keys=self._job_keys(job_id),
-            args=[to.value, repr(time.time()), self.ttl_seconds, int(to.is_terminal), field,
+            keys=[*self._job_keys(job_id), *self._metrics_keys(now)],
+            args=[to.value, repr(now), self.ttl_seconds, int(to.is_terminal), field,
                   json.dumps(payload[field]) if field else "", event, self.events_channel(job_id), *allowed],
         )  # fmt: skip
         return bool(int(moved))
@@ -340,9 +346,10 @@ class JobStore:
         """Request cancellation: sets the flag; a queued job becomes canceled at once, a running one when its
         worker next checks. False if the job is missing or already terminal."""
         event = self._event(job_id, "status", status=JobStatus.CANCELED.value)
+        now = time.time()
         result = self._cancel(
-            keys=self._job_keys(job_id),
-            args=[repr(time.time()), self.ttl_seconds, event, self.events_channel(job_id)],
+            keys=[*self._job_keys(job_id), *self._metrics_keys(now)],
+            args=[repr(now), self.ttl_seconds, event, self.events_channel(job_id)],
         )
         return bool(int(result))
 

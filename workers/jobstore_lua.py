@@ -1,9 +1,12 @@
 """Lua scripts behind JobStore: each runs atomically inside Redis, so two workers (or a worker and the API)
-can never interleave halfway through a transition, a count or a progress merge.
+can never interleave halfway through a transition, a count or a progress merge. The scripts that create or end
+a job also count it in the service-wide figures (workers.job_metrics) in the same atomic step.
 """
 
-# KEYS: job, owner index, idempotency key. ARGV: has_idem, job_id, score_ms, idem_ttl, request_hash, prefix,
-# then the record's field/value pairs. Returns {job_id, request_hash, created (0|1)}.
+from workers.job_metrics import COUNT_END_LUA
+
+# KEYS: job, owner index, idempotency key, metrics. ARGV: has_idem, job_id, score_ms, idem_ttl, request_hash,
+# prefix, kind, then the record's field/value pairs. Returns {job_id, request_hash, created (0|1)}.
 CREATE = """
 if ARGV[1] == '1' then
   local existing = redis.call('GET', KEYS[3])
@@ -19,19 +22,23 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   return redis.error_reply('job ' .. ARGV[2] .. ' already exists; use a new job id')
 end
 local fields = {}
-for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+redis.call('HINCRBY', KEYS[4], 'active:' .. ARGV[7] .. ':queued', 1)
 if ARGV[1] == '1' then
   redis.call('SET', KEYS[3], ARGV[2] .. ':' .. ARGV[5], 'EX', ARGV[4])
 end
 return {ARGV[2], ARGV[5], 1}
 """
 
-# KEYS: job, items, item_errors. ARGV: to, now, ttl, terminal (0|1), payload field ('' | result | error),
-# payload JSON, event JSON, channel, allowed-from statuses... Returns 1 if the status moved (or stayed
-# running on a repeated start), 0 otherwise. A terminal status is final whatever the caller allows.
-TRANSITION = """
+# KEYS: job, items, item_errors, metrics, images slot. ARGV: to, now, ttl, terminal (0|1), payload field
+# ('' | result | error), payload JSON, event JSON, channel, allowed-from statuses... Returns 1 if the status
+# moved (or stayed running on a repeated start), 0 otherwise. A terminal status is final whatever the caller
+# allows.
+TRANSITION = (
+    COUNT_END_LUA
+    + """
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur or cur == 'succeeded' or cur == 'failed' or cur == 'canceled' then return 0 end
 local ok = false
@@ -47,24 +54,37 @@ if ARGV[4] == '1' then
   for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
 end
 if cur ~= ARGV[1] then
+  local kind, started, done = unpack(redis.call('HMGET', KEYS[1], 'kind', 'started_at', 'done'))
+  if ARGV[4] == '1' then
+    count_end(KEYS[4], KEYS[5], kind, cur, ARGV[1], started, ARGV[2], done)
+  else
+    redis.call('HINCRBY', KEYS[4], 'active:' .. kind .. ':' .. cur, -1)
+    redis.call('HINCRBY', KEYS[4], 'active:' .. kind .. ':' .. ARGV[1], 1)
+  end
   redis.call('HSET', KEYS[1], 'last_event', ARGV[7])
   redis.call('PUBLISH', ARGV[8], ARGV[7])
 end
 return 1
 """
+)
 
-# KEYS: job, items, item_errors. ARGV: now, ttl, canceled-event JSON, channel.
-CANCEL = """
+# KEYS: job, items, item_errors, metrics, images slot. ARGV: now, ttl, canceled-event JSON, channel.
+CANCEL = (
+    COUNT_END_LUA
+    + """
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur or cur == 'succeeded' or cur == 'failed' or cur == 'canceled' then return 0 end
 redis.call('HSET', KEYS[1], 'cancel', '1', 'updated_at', ARGV[1])
 if cur == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'canceled', 'finished_at', ARGV[1], 'last_event', ARGV[3])
   for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
+  local kind, done = unpack(redis.call('HMGET', KEYS[1], 'kind', 'done'))
+  count_end(KEYS[4], KEYS[5], kind, cur, 'canceled', false, ARGV[1], done)
   redis.call('PUBLISH', ARGV[4], ARGV[3])
 end
 return 1
 """
+)
 
 # KEYS: job, items, item_errors. ARGV: index, counter field (done | failed), error JSON or ''.
 # SADD decides "first time" and HINCRBY counts it in the same atomic step: exactly-once accounting.

@@ -55,6 +55,15 @@ def job_idempotency(owner: str, key_digest: str) -> str:
 NO_IDEMPOTENCY = f"{PREFIX}idem:none"  # placeholder KEYS entry of a create without an Idempotency-Key
 
 
+# Service-wide job figures (workers.job_metrics): one hash the job transitions count into, and the images of
+# finished jobs per time slot (for images per second).
+METRICS = f"{PREFIX}metrics:jobs"
+
+
+def metrics_images_slot(slot: int) -> str:
+    return f"{PREFIX}metrics:images:{slot}"
+
+
 # Model registry (workers.registry): a record per model and an index per scope ("public" or "user:<owner>").
 def model(scope: str, name: str) -> str:
     return f"{PREFIX}model:{scope}:{name}"

@@ -48,7 +48,7 @@ class ServiceSettings(BaseSettings):
     # Name of the master that the Sentinels of a sentinel:// redis_url watch; required with sentinel://.
     redis_sentinel_master: str | None = None
     # "text" for people, "json" (one object a line, with job_id where there is one) for log pipelines; read by
-    # workers and `animegan reconcile` (the API still logs text).
+    # workers, `animegan reconcile` and the API (uvicorn access and error lines too, with the job id of the request).
     log_format: Literal["text", "json"] = "text"
     # Object storage: file:///absolute/path (single machine) or s3://bucket[/prefix] (S3, MinIO, R2, Ceph).
     storage_url: str = DEFAULT_STORAGE_URL

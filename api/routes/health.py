@@ -1,19 +1,15 @@
-"""Liveness (/healthz), readiness (/readyz: Redis and storage answer) and Prometheus metrics (/metrics)."""
+"""Liveness (/healthz) and readiness (/readyz: Redis and storage answer); metrics are on their own port
+(api.metrics.MetricsServer), never on the public one."""
 
 from __future__ import annotations
 
-import hmac
 import logging
 
 import redis
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import ServicesDep
-from api.errors import ApiError
-from api.metrics import registry_for
-from api.schemas import ErrorResponse
 
 logger = logging.getLogger(__name__)
 
@@ -56,25 +52,3 @@ def readyz(services: ServicesDep) -> JSONResponse:
         }
         return JSONResponse(body, status_code=503)
     return JSONResponse({"status": "ready", "checks": checks})
-
-
-@router.get(
-    "/metrics",
-    summary="Prometheus metrics (bearer ANIMEGAN_METRICS_TOKEN; off without it)",
-    response_class=Response,
-    responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
-)
-def metrics(request: Request, services: ServicesDep) -> Response:
-    token = services.settings.metrics_token
-    if token is None:
-        # Job counts of every tenant are not for any caller: off unless the operator sets a token.
-        raise ApiError(404, "metrics_disabled", "metrics are off; set ANIMEGAN_METRICS_TOKEN to turn them on")
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), token.get_secret_value()):
-        raise ApiError(
-            401,
-            "invalid_metrics_token",
-            "send ANIMEGAN_METRICS_TOKEN as 'Authorization: Bearer <token>' (Prometheus: authorization)",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return Response(generate_latest(registry_for(services)), media_type=CONTENT_TYPE_LATEST)

@@ -53,14 +53,19 @@ def png_bytes(
 
 
 class ApiProcess:
-    """`uvicorn api.main:app` (or `animegan serve`, with via_cli) in a child process with the given environment."""
+    """`uvicorn api.main:app` (or `animegan serve`, with via_cli) in a child process with the given environment;
+    its metrics listener on a port of its own at metrics_url (unless metrics=False)."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, via_cli: bool = False):
+    def __init__(self, env: dict[str, str], log_path: Path, via_cli: bool = False, metrics: bool = True):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        metrics_port = free_port() if metrics else None
+        self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else None
         self.log_path = log_path
         self._log = log_path.open("ab")
         full_env = {**os.environ, **env}
+        if metrics_port:
+            full_env["ANIMEGAN_METRICS_PORT"] = str(metrics_port)
         if via_cli:
             argv = [ANIMEGAN, "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         else:

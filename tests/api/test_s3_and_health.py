@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
@@ -15,7 +16,7 @@ import pytest
 
 from api.client import ApiClient
 from tests.api.conftest import PUBLIC_MODEL, REDIS_URL, Api, ApiProcess, finish_job, png_bytes, start_api
-from tests.conftest import free_port
+from tests.conftest import TEST_REDIS_DB, free_port
 from tests.faults import TcpProxy
 from workers import keys
 
@@ -130,27 +131,67 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 
 def scrape(api: Api) -> str:
-    response = httpx.get(f"{api.url}/metrics", headers={"Authorization": "Bearer metrics-secret"})
+    response = httpx.get(api.process.metrics_url, headers={"Authorization": "Bearer metrics-secret"})
     assert response.status_code == 200, response.text
     return response.text
+
+
+def test_the_public_port_never_serves_metrics(api, alice):
+    for headers in (
+        {},
+        {"Authorization": "Bearer metrics-secret"},
+        {"Authorization": f"Bearer {api.keys['alice']}"},
+    ):
+        public = httpx.get(f"{api.url}/metrics", headers=headers)
+        assert public.status_code == 404 and "animegan_jobs" not in public.text
+    assert "animegan_jobs" in scrape(api)
 
 
 def test_metrics_need_the_metrics_token(api, alice):
     # Job counts of every tenant: no API key of a tenant opens them, only the operator's token.
     for headers in ({}, {"Authorization": f"Bearer {api.keys['alice']}"}, {"Authorization": "Bearer wrong"}):
-        refused = httpx.get(f"{api.url}/metrics", headers=headers)
+        refused = httpx.get(api.process.metrics_url, headers=headers)
         assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_metrics_token"
         assert "animegan_jobs" not in refused.text
 
 
-def test_metrics_are_off_without_a_token(tmp_path):
+def test_metrics_are_off_without_a_metrics_port(tmp_path):
     env = {"ANIMEGAN_REDIS_URL": REDIS_URL, "ANIMEGAN_STORAGE_URL": (tmp_path / "s").as_uri()}
-    process = ApiProcess(env, tmp_path / "api.log").wait_ready()
+    process = ApiProcess(env, tmp_path / "api.log", metrics=False).wait_ready()
     try:
-        off = httpx.get(f"{process.url}/metrics")
-        assert off.status_code == 404 and "ANIMEGAN_METRICS_TOKEN" in off.json()["error"]["message"]
+        assert httpx.get(f"{process.url}/metrics").status_code == 404
     finally:
         process.stop()
+
+
+def scrape_commands(api: Api) -> list[list[str]]:
+    """The Redis commands one scrape sends to the test database, as MONITOR sees them."""
+    marker = f"end-of-scrape-{uuid.uuid4().hex}"
+    seen = []
+    with api.redis.monitor() as monitor:
+        scrape(api)
+        api.redis.echo(marker)
+        while True:
+            command = monitor.next_command()
+            if marker in command["command"]:
+                return seen
+            name = command["command"].split(" ", 1)[0].upper()
+            # A new pooled connection's handshake is no part of what a scrape asks.
+            if command["db"] == TEST_REDIS_DB and name not in {"SELECT", "CLIENT", "HELLO"}:
+                seen.append(name)
+
+
+def test_a_scrape_costs_the_same_however_many_jobs_exist(api):
+    few = scrape_commands(api)
+    for i in range(1500):
+        record, _ = api.jobs.create("stylize", "alice", {}, total=1)
+        if i % 3 == 0:
+            api.jobs.start(record.id)
+            api.jobs.succeed(record.id, {})
+    many = scrape_commands(api)
+    assert many == few, f"{len(few)} commands with few jobs, {len(many)} with 1500 more"
+    assert "SCAN" not in many and len(many) <= 20, many
+    assert metric(scrape(api), "animegan_jobs_finished_total", kind="stylize", status="succeeded") >= 500
 
 
 def test_readyz_answers_within_its_timeout_while_storage_is_paused(tmp_path, s3_endpoint, s3_bucket):
@@ -193,7 +234,7 @@ def test_metrics_report_jobs_queues_durations_and_rate(api, alice):
     finish_job(api, ids[0], {0: b"x"})
     text = scrape(api)
     assert metric(text, "animegan_queue_depth", queue="stylize") == before + 3
-    assert metric(text, "animegan_jobs", kind="stylize", status="succeeded") >= 1
+    assert metric(text, "animegan_jobs_finished_total", kind="stylize", status="succeeded") >= 1
     assert metric(text, "animegan_jobs", kind="stylize", status="queued") >= 2
     assert metric(text, "animegan_job_duration_seconds_count", kind="stylize") >= 1
     assert metric(text, "animegan_images_per_second") > 0
@@ -205,7 +246,7 @@ def test_openapi_documents_every_route_with_examples(api):
     paths = set(spec["paths"])
     for path in ["/v1/stylize", "/v1/batches", "/v1/uploads", "/v1/trainings", "/v1/jobs", "/v1/jobs/{job_id}",
                  "/v1/jobs/{job_id}/cancel", "/v1/jobs/{job_id}/result", "/v1/jobs/{job_id}/results/{index}",
-                 "/v1/jobs/{job_id}/events", "/v1/models", "/v1/models/{name}", "/healthz", "/readyz", "/metrics"]:  # fmt: skip
+                 "/v1/jobs/{job_id}/events", "/v1/models", "/v1/models/{name}", "/healthz", "/readyz"]:  # fmt: skip
         assert path in paths, path
     schemas = spec["components"]["schemas"]
     assert schemas["JobPublic"].get("examples") and schemas["TrainingHyperparameters"].get("examples")
