@@ -90,6 +90,7 @@ def submit_job(
             raise ApiError(409, "idempotency_conflict", str(exc)) from exc
         if existing is not None:
             current_job_id.set(existing.id)  # this request's log lines carry the job's id from here on
+            logger.info("idempotent replay of job %s for %s", existing.id, tenant)
             return existing, False
     token = services.slots.reserve(tenant)
     try:

@@ -1,6 +1,6 @@
 # The worker image: Python 3.11 slim (the version the API and the tests use) and torch from PyPI, whose Linux
-# wheel brings its own CUDA and cuDNN libraries (nvidia-* wheels pinned exactly by torch==2.13.0's metadata), so
-# no CUDA base image duplicates them; the host needs only the NVIDIA driver (device plugin / container toolkit).
+# wheel brings its own CUDA and cuDNN libraries (the nvidia-* and cuda-* wheels), so no CUDA base image duplicates
+# them; the host needs only the NVIDIA driver (device plugin / container toolkit).
 # Build from the repository root: docker build -f deploy/worker.Dockerfile -t animegan-worker .
 FROM python:3.11-slim-bookworm
 
@@ -15,8 +15,12 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
-# Dependencies first, from the metadata alone (empty package stubs), so a source change reuses this layer;
-# constraints.txt pins torch (and through it the CUDA wheels) and the rest.
+# The GPU stack first, every wheel pinned by its sha256 (scripts/pin_gpu_wheels.py writes the file from PyPI):
+# gigabytes of CUDA libraries that are byte for byte the ones reviewed, whatever PyPI serves later.
+COPY deploy/docker/requirements-gpu.txt ./
+RUN pip install --require-hashes --no-deps -r requirements-gpu.txt && rm requirements-gpu.txt
+# Then the rest, from the metadata alone (empty package stubs), so a source change reuses this layer;
+# constraints.txt pins it, and torch is already there at the same version.
 COPY pyproject.toml constraints.txt README.md ./
 RUN mkdir animegan workers api \
     && touch animegan/__init__.py workers/__init__.py api/__init__.py \

@@ -240,6 +240,7 @@ def test_dockerignore_sends_only_what_the_images_copy():
         "README.md",
         "workers/tasks.py",
         "models/builtin/a.safetensors",
+        "deploy/docker/requirements-gpu.txt",
     ):
         assert not ignored(path), f"{path} is needed by a Dockerfile COPY"
 
@@ -451,3 +452,36 @@ def test_api_extra_installs_no_torch_and_worker_extra_does():
     assert heavy | {"celery", "boto3"} <= extra_requirements("worker")
     pins = (PROJECT_ROOT / "constraints.txt").read_text().splitlines()
     assert "torch==2.13.0" in pins, "constraints.txt must pin torch without a local (+cpu/+cuXXX) label"
+
+
+GPU_REQUIREMENTS = DEPLOY / "docker" / "requirements-gpu.txt"
+
+
+def test_the_gpu_stack_is_pinned_with_hashes_and_installed_with_them():
+    """deploy/docker/requirements-gpu.txt (scripts/pin_gpu_wheels.py): each package `==` with its sha256, torch
+    at constraints.txt's version; the worker image installs it with --require-hashes before anything else."""
+    from packaging.requirements import Requirement
+
+    text = GPU_REQUIREMENTS.read_text()
+    entries = [e for e in re.split(r"(?<!\\)\n", text) if e.strip() and not e.lstrip().startswith("#")]
+    pinned = {}
+    for entry in entries:
+        spec, *hashes = [part.strip() for part in entry.split("\\\n")]
+        req = Requirement(spec)
+        (only,) = req.specifier
+        assert only.operator == "==" and "*" not in only.version, f"{spec}: not pinned with =="
+        assert hashes and all(re.fullmatch(r"--hash=sha256:[0-9a-f]{64}", h) for h in hashes), spec
+        assert req.name not in pinned, f"{req.name} twice"
+        pinned[req.name] = only.version
+    constraints = dict(
+        line.split("==")
+        for line in (PROJECT_ROOT / "constraints.txt").read_text().splitlines()
+        if "==" in line
+    )
+    assert pinned["torch"] == constraints["torch"]
+    assert "triton" in pinned and any(name.startswith("nvidia-cudnn") for name in pinned)
+    run = " ".join(dockerfile_instructions("worker.Dockerfile")["RUN"])
+    assert "pip install --require-hashes --no-deps -r requirements-gpu.txt" in run
+    assert "deploy/docker/requirements-gpu.txt" in " ".join(
+        dockerfile_instructions("worker.Dockerfile")["COPY"]
+    )
