@@ -21,8 +21,9 @@ from api.errors import error_body, install_error_handlers
 from api.metrics import RequestMetricsMiddleware
 from api.routes import batches, health, jobs, models, stylize, trainings, uploads, videos
 from api.routes.web import install_web
-from api.schemas import ErrorResponse, TrainingHyperparameters
+from api.schemas import ErrorResponse
 from api.settings import ApiSettings
+from workers.contracts import TrainingHyperparameters
 from workers.settings import load_settings
 
 logger = logging.getLogger(__name__)

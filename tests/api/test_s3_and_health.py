@@ -69,7 +69,8 @@ def test_s3_direct_upload_then_stylize(s3_api, s3_endpoint):
         upload_id = client.upload(image, purpose="image")
         assert s3_api.store.get_bytes(keys.upload("alice", upload_id)) == image
         job = client.stylize(upload_id=upload_id, model=PUBLIC_MODEL)
-        assert s3_api.store.get_bytes(keys.input(job["id"], 0, "png")) == image
+        # The job reads the upload where it lies: no copy under the job's inputs.
+        assert s3_api.store.list(keys.inputs_prefix(job["id"])) == []
         with ApiClient(s3_api.url, s3_api.keys["bob"]) as bob:
             assert bob.http.get(f"/v1/uploads/{upload_id}").status_code == 404
 
