@@ -308,7 +308,9 @@ def test_direct_upload_local_backend(alice, api):
 
     job = stylize(alice, None, upload_id=upload["id"])
     assert job.status_code == 202, job.text
-    assert (api.storage_root / "inputs" / job.json()["id"] / "000000.png").read_bytes() == image
+    # The job reads the upload where it lies: nothing is copied under the job's inputs.
+    assert not (api.storage_root / "inputs" / job.json()["id"]).exists()
+    assert (api.storage_root / "uploads" / "alice" / upload["id"]).read_bytes() == image
 
 
 def test_upload_limits_and_purposes(alice):
