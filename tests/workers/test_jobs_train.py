@@ -185,6 +185,20 @@ def test_a_dataset_error_names_the_users_entries_and_no_worker_paths(ctx, monkey
         assert internal not in error["message"], error["message"]
 
 
+def test_a_dataset_that_changed_since_the_api_checked_it_fails_the_job(ctx, monkeypatch, tmp_path):
+    # An upload PUT again after the job took it: the worker refuses bytes the API did not check.
+    import workers.jobs.train as train_module
+
+    monkeypatch.setattr(train_module, "DATASET_CACHE", tmp_path / "dataset-cache")
+    params = training_params("x", DATASET, {"image_size": 32, "max_total_steps": 1})
+    params["datasets"]["photos"]["sha256"] = "0" * 64
+    record, _ = ctx.jobs.create("train", OWNER, params, total=1)
+    assert run_segment(ctx, record.id, 0) == SegmentOutcome.finished
+    error = ctx.jobs.get(record.id).error
+    assert error["code"] == "dataset_changed", error
+    assert keys.dataset_archive(DATASET, "photos") in error["message"]
+
+
 def test_a_dataset_above_the_image_limit_fails_and_leaves_no_files(ctx, monkeypatch, tmp_path):
     import workers.jobs.train as train_module
 
