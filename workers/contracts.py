@@ -83,7 +83,7 @@ class Payload(BaseModel):
 
 
 class StylizePayload(Payload):
-    input_key: str  # the uploaded image; options live in the job record's params
+    input_key: str  # a file part the API stored, or a direct upload's own object; options: the StylizeSpec
 
     @field_validator("input_key")
     @classmethod
@@ -93,7 +93,7 @@ class StylizePayload(Payload):
 
 class BatchChunkPayload(Payload):
     indices: list[int] = Field(min_length=1)  # positions of these images in the batch (output file numbers)
-    input_keys: list[str] = Field(min_length=1)  # one per index
+    input_keys: list[str] = Field(min_length=1)  # one per index, stored by the API or direct uploads
 
     @field_validator("input_keys")
     @classmethod
