@@ -12,10 +12,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from workers import media
+from workers.media import ImageFormat
+
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
-OUTPUT_EXT = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 # Above this many bytes in one submission, images go up as direct uploads instead of one multipart body.
 DIRECT_UPLOAD_BYTES = 64 * 1024 * 1024
 
@@ -42,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     submit.add_argument("inputs", nargs="+", metavar="FILES_OR_FOLDERS")
     submit.add_argument("--model", required=True, help="model name (see GET /v1/models)")
     submit.add_argument("--out", required=True, type=Path, help="folder for the results")
-    submit.add_argument("--format", choices=sorted(OUTPUT_EXT), default="png")
+    submit.add_argument("--format", choices=[f.value for f in ImageFormat], default="png")
     submit.add_argument("--size-mode", choices=("reference", "original", "max_side"), default="reference")
     submit.add_argument("--max-side", type=int, default=None)
     submit.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
@@ -241,7 +243,7 @@ def _download(client: Any, job: dict[str, Any], paths: list[Path], args: argpars
     from api.client import ApiClientError
 
     args.out.mkdir(parents=True, exist_ok=True)
-    ext = OUTPUT_EXT[args.format]
+    ext = media.by_format(args.format).ext
     if job["kind"] == "stylize":
         target = args.out / f"{paths[0].stem}.{ext}"
         client.download_result(job["id"], target)

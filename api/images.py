@@ -17,12 +17,12 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from api.errors import ApiError
+from workers import media
 
 logger = logging.getLogger(__name__)
 
-# Pillow format name -> file extension of the stored input; anything else is answered with 415.
-ACCEPTED_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp"}
-CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "BMP": "image/bmp"}
+# Pillow format names of accepted inputs (the upper case of the media table's names); others get a 415.
+ACCEPTED_FORMATS = frozenset(name.upper() for name in media.INPUT_IMAGE_FORMATS)
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 # An archive entry that inflates more than this is treated as a zip bomb.
 MAX_COMPRESSION_RATIO = 200
@@ -33,13 +33,17 @@ class ImageInfo:
     """What the API learned from an image's header."""
 
     format: str  # Pillow format name, e.g. "JPEG"
-    ext: str  # extension of the stored input, e.g. "jpg"
     width: int
     height: int
 
     @property
+    def ext(self) -> str:
+        """Extension of the stored input, e.g. "jpg"."""
+        return media.by_format(self.format).ext
+
+    @property
     def content_type(self) -> str:
-        return CONTENT_TYPES[self.format]
+        return media.by_format(self.format).content_type
 
 
 def inspect_image(data: bytes, name: str, max_pixels: int) -> ImageInfo:
@@ -75,7 +79,7 @@ def inspect_image(data: bytes, name: str, max_pixels: int) -> ImageInfo:
         raise ApiError(
             415, "corrupt_image", f"{name}: the image data is corrupt or truncated ({exc})"
         ) from exc
-    return ImageInfo(format=fmt, ext=ACCEPTED_FORMATS[fmt], width=width, height=height)
+    return ImageInfo(format=fmt, width=width, height=height)
 
 
 def _check_pixels(name: str, width: int, height: int, nbytes: int, max_pixels: int) -> None:

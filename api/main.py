@@ -22,8 +22,9 @@ from api.metrics import MetricsServer, RequestMetricsMiddleware, registry_for
 from api.request_logs import JobLogContextMiddleware, use_json_logs
 from api.routes import batches, health, jobs, models, stylize, trainings, uploads, videos
 from api.routes.web import install_web
-from api.schemas import ErrorResponse, TrainingHyperparameters
+from api.schemas import ErrorResponse
 from api.settings import ApiSettings
+from workers.contracts import TrainingHyperparameters
 from workers.settings import load_settings
 
 logger = logging.getLogger(__name__)

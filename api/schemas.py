@@ -10,32 +10,10 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-
-class OutputFormat(StrEnum):
-    png = "png"
-    jpeg = "jpeg"
-    webp = "webp"
-
-
-class SizeMode(StrEnum):
-    reference = "reference"  # AnimeGAN's rule: 256 if smaller, else floored to a multiple of 32
-    original = "original"  # padded, run at full size, cropped back
-    max_side = "max_side"  # downscaled so the longer side is at most max_side
-
-
-class TrainPreset(StrEnum):
-    v1 = "v1"
-    v2_hayao = "v2-hayao"
-    v2_paprika = "v2-paprika"
-    v2_shinkai = "v2-shinkai"
-    paired = "paired"
-    distill = "distill"
-
-
-class TrainingMode(StrEnum):
-    unpaired = "unpaired"  # photos + style images: the AnimeGAN recipe (the worker needs VGG19 weights)
-    paired = "paired"  # photos + targets of the same file names: learn photo -> target
-    distill = "distill"  # photos + a teacher model: a (smaller) student learns the teacher's outputs
+# The forms use the job specs' own enums (and trainings the contract's TrainingHyperparameters), so a form and
+# the spec built from it share one vocabulary.
+from workers.contracts import SizeMode, TrainingMode
+from workers.media import ImageFormat
 
 
 class UploadPurpose(StrEnum):
@@ -75,7 +53,7 @@ class StyleOptions(FormModel):
     model: str = Field(
         min_length=1, max_length=64, description="model name (GET /v1/models)", examples=["hayao"]
     )
-    format: OutputFormat = Field(OutputFormat.png, description="output image format")
+    format: ImageFormat = Field(ImageFormat.png, description="output image format")
     quality: int = Field(95, ge=1, le=100, description="JPEG/WebP quality")
     size_mode: SizeMode = Field(SizeMode.reference, description="how the input is sized for the generator")
     # validate_default: a missing max_side is checked against size_mode too.
@@ -158,61 +136,6 @@ class BatchForm(StyleOptions):
     upload_ids: list[str] = Field(default_factory=list, description="ids of direct uploads (images or zips)")
 
 
-class LossWeightsIn(BaseModel):
-    """Overrides of the preset's loss weights; omitted ones keep the preset's value."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    adv_g: float | None = Field(None, ge=0, le=1000)
-    adv_d: float | None = Field(None, ge=0, le=1000)
-    content: float | None = Field(None, ge=0, le=100)
-    style: float | None = Field(None, ge=0, le=100)
-    color: float | None = Field(None, ge=0, le=1000)
-    tv: float | None = Field(None, ge=0, le=100)
-
-
-class PairedLossWeightsIn(BaseModel):
-    """Overrides of the paired/distill loss weights (TrainConfig.paired_losses); omitted ones keep the preset's."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    pixel: float | None = Field(None, ge=0, le=1000, description="L1 to the target")
-    ssim: float | None = Field(None, ge=0, le=1000, description="1 - SSIM to the target")
-    gradient: float | None = Field(None, ge=0, le=1000, description="L1 of image gradients")
-    color: float | None = Field(None, ge=0, le=1000, description="YUV colour loss")
-    tv: float | None = Field(None, ge=0, le=1000, description="total variation")
-    perceptual: float | None = Field(None, ge=0, le=1000, description="VGG19 feature L1 (needs VGG weights)")
-    adv: float | None = Field(None, ge=0, le=1000, description="LSGAN term of G; 0 trains no discriminator")
-    d_adv: float | None = Field(None, ge=0, le=1000, description="weight of the discriminator's loss")
-
-
-class TrainingHyperparameters(BaseModel):
-    """Training options: a preset plus overrides; omitted fields keep the preset's reference values."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [{"preset": "v2-hayao", "image_size": 256, "epochs": 10, "max_steps": 2000}]
-        },
-    )
-
-    preset: TrainPreset | None = Field(
-        None, description="defaults: v2-hayao (unpaired mode), paired (paired mode), distill (teacher mode)"
-    )
-    image_size: int | None = Field(None, ge=32, le=1024, multiple_of=32, description="training crop size")
-    batch_size: int | None = Field(None, ge=1, le=64)
-    epochs: int | None = Field(None, ge=1, le=1000)
-    init_epochs: int | None = Field(None, ge=0, le=100, description="content-only warm-up epochs")
-    lr_init: float | None = Field(None, gt=0, le=1)
-    lr_g: float | None = Field(None, gt=0, le=1)
-    lr_d: float | None = Field(None, gt=0, le=1)
-    loss_weights: LossWeightsIn | None = None
-    paired_losses: PairedLossWeightsIn | None = None
-    base_channels: int | None = Field(None, ge=4, le=128, description="generator width (v2 reference: 32)")
-    max_steps: int | None = Field(None, ge=1, le=10_000_000, description="stop after this many steps")
-    seed: int | None = Field(None, ge=0, le=2**31 - 1)
-
-
 class TrainingForm(FormModel):
     """POST /v1/trainings form fields; datasets are `photos`/`styles`/`targets` zip parts or their upload ids."""
 
@@ -227,7 +150,7 @@ class TrainingForm(FormModel):
     hyperparameters: str = Field(
         "{}",
         description="JSON object, schema #/components/schemas/TrainingHyperparameters",
-        examples=['{"preset": "v2-hayao", "image_size": 256, "epochs": 10, "max_steps": 2000}'],
+        examples=['{"preset": "v2-hayao", "image_size": 256, "epochs": 10, "max_total_steps": 2000}'],
     )
     photos_upload_id: str | None = Field(None, max_length=64)
     styles_upload_id: str | None = Field(None, max_length=64)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import Annotated
 
 from fastapi import Header
+from pydantic import BaseModel
 
 from api.deps import Services
 from api.errors import ApiError
@@ -73,15 +74,18 @@ def submit_job(
     services: Services,
     tenant: str,
     kind: JobKind,
-    params: dict,
+    spec: BaseModel,
     total: int,
     digest: str,
     idempotency_key: str | None,
     webhook_url: str | None,
     write_inputs: Callable[[str], None],
     enqueue: Callable[[JobRecord], None],
+    job_id: str | None = None,
 ) -> tuple[JobRecord, bool]:
-    """Create (or replay) a job; return (record, created). Inputs are written before the task is sent."""
+    """Create (or replay) a job whose params are `spec` (a job spec of workers.contracts); return (record,
+    created). Inputs are written before the task is sent. job_id: the id a new job gets, for a spec that names
+    keys under it (a replay answers with the existing job instead)."""
     if idempotency_key is not None:
         # A replay answers with the existing job before taking a quota slot or storing inputs again.
         try:
@@ -97,11 +101,12 @@ def submit_job(
         record, created = services.jobs.create(
             kind,
             tenant,
-            params,
+            spec.model_dump(mode="json"),
             total,
             idempotency_key=idempotency_key,
             request_hash=digest,
             webhook_url=webhook_url,
+            job_id=job_id,
         )
     except IdempotencyConflict as exc:
         services.slots.release(tenant, token)

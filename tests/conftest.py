@@ -38,6 +38,29 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def training_params(
+    name: str,
+    dataset_id: str,
+    hyperparameters: dict,
+    tuning: dict | None = None,
+    mode: str = "unpaired",
+    **extra,
+) -> dict:
+    """A TrainingSpec's JSON for a job record made by hand, reading the zips at keys.dataset_archive(dataset_id)."""
+    from workers import contracts, keys
+
+    parts = contracts.MODE_PARTS[contracts.TrainingMode(mode)]
+    spec = contracts.TrainingSpec(
+        name=name,
+        mode=mode,
+        hyperparameters=hyperparameters,
+        datasets={part: {"key": keys.dataset_archive(dataset_id, part)} for part in parts},
+        tuning=tuning or {},
+        **extra,
+    )
+    return spec.model_dump(mode="json")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

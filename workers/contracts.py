@@ -1,16 +1,21 @@
-"""What travels through the broker: queue and task names, versioned payload models (ids and storage keys, never
-image bytes) and enqueue helpers that send by task name, so the API never imports workers.tasks or torch.
+"""What travels between the API and the workers: queue and task names, versioned payload models (ids and storage
+keys, never image bytes), the typed job spec of each kind (stored in the job record) and enqueue helpers that
+send by task name, so the API never imports workers.tasks or torch.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from workers import media
 from workers.keys import SEGMENT_RE, validate_key
+from workers.media import ImageFormat, Media
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -78,7 +83,7 @@ class Payload(BaseModel):
 
 
 class StylizePayload(Payload):
-    input_key: str  # the uploaded image; options live in the job record's params
+    input_key: str  # a file part the API stored, or a direct upload's own object; options: the StylizeSpec
 
     @field_validator("input_key")
     @classmethod
@@ -88,7 +93,7 @@ class StylizePayload(Payload):
 
 class BatchChunkPayload(Payload):
     indices: list[int] = Field(min_length=1)  # positions of these images in the batch (output file numbers)
-    input_keys: list[str] = Field(min_length=1)  # one per index
+    input_keys: list[str] = Field(min_length=1)  # one per index, stored by the API or direct uploads
 
     @field_validator("input_keys")
     @classmethod
@@ -118,11 +123,49 @@ class WebhookPayload(Payload):
 
 
 class VideoSegmentPayload(Payload):
-    segment: int = Field(ge=0)  # index into VideoParams.segments
+    segment: int = Field(ge=0)  # index into VideoSpec.segments
 
 
 class JoinVideoPayload(Payload):
     """Concatenate a video job's segments and add the source's audio, once every segment is written."""
+
+
+class SizeMode(StrEnum):
+    reference = "reference"  # AnimeGAN's rule: 256 if smaller, else floored to a multiple of 32
+    original = "original"  # padded, run at full size, cropped back
+    max_side = "max_side"  # downscaled so the longer side is at most max_side
+
+
+# Job specs: the typed params of each job kind. The API builds one from the validated form, stores its JSON in
+# the job record, and the workers parse the record back into the same class (workers.jobs.job_spec); extra
+# fields are ignored so an API that adds an optional one does not break workers still running the old code.
+
+
+class ImageSpec(BaseModel):
+    """How a stylize or batch job produces its images."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    model: str = Field(min_length=1)
+    format: ImageFormat = ImageFormat.png
+    quality: int = Field(95, ge=1, le=100)  # JPEG/WebP quality
+    size_mode: SizeMode = SizeMode.reference
+    max_side: int | None = Field(None, ge=32, le=8192)
+
+    @property
+    def media(self) -> Media:
+        """Extension and content type of the outputs."""
+        return media.by_format(self.format)
+
+
+class StylizeSpec(ImageSpec):
+    filename: str = "image"  # display name of the input; never a storage key
+    width: int | None = None  # of the input, as the API read it
+    height: int | None = None
+
+
+class BatchSpec(ImageSpec):
+    filenames: list[str] = Field(default_factory=list)  # display names, one per image, in input order
 
 
 class VideoSegmentSpec(BaseModel):
@@ -136,17 +179,17 @@ class VideoSegmentSpec(BaseModel):
     frames: int = Field(ge=0)
 
 
-class VideoParams(BaseModel):
-    """The typed params of a video job: what the API stored after probing, read back by the workers."""
+class VideoSpec(BaseModel):
+    """A video job: what the API stored after probing the clip, read back by the workers."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     model: str = Field(min_length=1)
-    size_mode: str = "original"  # reference | original | max_side, as for images
-    max_side: int | None = None
+    size_mode: SizeMode = SizeMode.original
+    max_side: int | None = Field(None, ge=32, le=8192)
     crf: int = Field(18, ge=0, le=51)  # H.264 quality, lower is better
     preset: str = "medium"  # x264 preset
-    source_ext: str = Field(pattern=r"^[a-z0-9]{1,8}$")  # the uploaded clip is keys.input(job, 0, source_ext)
+    source_key: str  # the clip: a direct upload's object, or where the API stored the file part
     filename: str = "video"
     time_base: str  # the source video stream's time base, "num/den"
     frames: int = Field(ge=1)
@@ -156,6 +199,155 @@ class VideoParams(BaseModel):
     duration: float
     audio_codec: str | None = None
     segments: list[VideoSegmentSpec] = Field(min_length=1)
+
+    @field_validator("source_key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        return validate_key(value)
+
+
+class TrainPreset(StrEnum):
+    v1 = "v1"
+    v2_hayao = "v2-hayao"
+    v2_paprika = "v2-paprika"
+    v2_shinkai = "v2-shinkai"
+    paired = "paired"
+    distill = "distill"
+
+
+class TrainingMode(StrEnum):
+    unpaired = "unpaired"  # photos + style images: the AnimeGAN recipe (the worker needs VGG19 weights)
+    paired = "paired"  # photos + targets of the same file names: learn photo -> target
+    distill = "distill"  # photos + a teacher model: a (smaller) student learns the teacher's outputs
+
+
+# The dataset zips each mode reads, and the preset a mode starts from when none is given.
+MODE_PARTS = {
+    TrainingMode.unpaired: ("photos", "styles"),
+    TrainingMode.paired: ("photos", "targets"),
+    TrainingMode.distill: ("photos",),
+}
+MODE_PRESETS = {
+    TrainingMode.unpaired: TrainPreset.v2_hayao,
+    TrainingMode.paired: TrainPreset.paired,
+    TrainingMode.distill: TrainPreset.distill,
+}
+
+
+class LossWeightOverrides(BaseModel):
+    """Overrides of the preset's LossWeights (unpaired mode); omitted ones keep the preset's value."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    g_adv: float | None = Field(None, ge=0, le=1000, description="LSGAN term of G")
+    d_adv: float | None = Field(None, ge=0, le=1000, description="multiplies the whole D loss")
+    con: float | None = Field(None, ge=0, le=100, description="VGG content loss (and the init phase's)")
+    sty: float | None = Field(None, ge=0, le=100, description="Gram style loss")
+    color: float | None = Field(None, ge=0, le=1000, description="YUV colour loss against the photo")
+    tv: float | None = Field(None, ge=0, le=100, description="total variation")
+
+
+class PairedLossWeightOverrides(BaseModel):
+    """Overrides of the preset's PairedLossWeights (paired and distill modes); omitted ones keep the preset's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pixel: float | None = Field(None, ge=0, le=1000, description="L1 to the target")
+    ssim: float | None = Field(None, ge=0, le=1000, description="1 - SSIM to the target")
+    gradient: float | None = Field(None, ge=0, le=1000, description="L1 of image gradients")
+    color: float | None = Field(None, ge=0, le=1000, description="YUV colour loss")
+    tv: float | None = Field(None, ge=0, le=1000, description="total variation")
+    perceptual: float | None = Field(None, ge=0, le=1000, description="VGG19 feature L1 (needs VGG weights)")
+    adv: float | None = Field(None, ge=0, le=1000, description="LSGAN term of G; 0 trains no discriminator")
+    d_adv: float | None = Field(None, ge=0, le=1000, description="weight of the discriminator's loss")
+
+
+class TrainingHyperparameters(BaseModel):
+    """Training options: a preset plus overrides named as TrainConfig's fields; omitted fields keep the
+    preset's reference values. The public form of POST /v1/trainings, and part of the TrainingSpec."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "examples": [{"preset": "v2-hayao", "image_size": 256, "epochs": 10, "max_total_steps": 2000}]
+        },
+    )
+
+    preset: TrainPreset | None = Field(
+        None, description="defaults: v2-hayao (unpaired mode), paired (paired mode), distill (teacher mode)"
+    )
+    image_size: int | None = Field(None, ge=32, le=1024, multiple_of=32, description="training crop size")
+    batch_size: int | None = Field(None, ge=1, le=64)
+    epochs: int | None = Field(None, ge=1, le=1000)
+    init_epochs: int | None = Field(None, ge=0, le=100, description="content-only warm-up epochs")
+    init_lr: float | None = Field(None, gt=0, le=1, description="Adam lr of the warm-up")
+    g_lr: float | None = Field(None, gt=0, le=1, description="Adam lr of G")
+    d_lr: float | None = Field(None, gt=0, le=1, description="Adam lr of D")
+    losses: LossWeightOverrides | None = None
+    paired_losses: PairedLossWeightOverrides | None = None
+    base_channels: int | None = Field(None, ge=4, le=128, description="generator width (v2 reference: 32)")
+    max_total_steps: int | None = Field(None, ge=1, le=10_000_000, description="stop after this many steps")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+
+
+class TrainingTuning(BaseModel):
+    """TrainConfig fields outside the public API: operators and tests set them in a job record directly."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    checkpoint_every: int | None = Field(None, ge=1)
+    sample_every: int | None = Field(None, ge=0)
+    discriminator_channels: int | None = Field(None, ge=2)  # DiscriminatorConfig.base_channels
+    skip_init: bool = True  # fine-tuning skips the content-only warm-up
+
+
+class DatasetArchive(BaseModel):
+    """One dataset zip of a training job, read where it lies (a direct upload is not copied)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str
+    # Of the bytes the API checked; the worker refuses an object that changed since (an upload PUT again).
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        return validate_key(value)
+
+
+class TrainingSpec(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64)  # of the model the run registers
+    mode: TrainingMode = TrainingMode.unpaired
+    hyperparameters: TrainingHyperparameters = TrainingHyperparameters()
+    datasets: dict[str, DatasetArchive]  # part (MODE_PARTS[mode]) -> its zip
+    fine_tune_from: str | None = None  # a model name: start G from its weights
+    teacher: str | None = None  # distill: the model whose outputs the student learns
+    tuning: TrainingTuning = TrainingTuning()
+
+    @model_validator(mode="after")
+    def _parts_of_mode(self) -> TrainingSpec:
+        if sorted(self.datasets) != sorted(MODE_PARTS[self.mode]):
+            raise ValueError(
+                f"the {self.mode.value} mode reads datasets {', '.join(MODE_PARTS[self.mode])}; "
+                f"got {', '.join(sorted(self.datasets)) or 'none'}"
+            )
+        return self
+
+    @property
+    def preset(self) -> TrainPreset:
+        return self.hyperparameters.preset or MODE_PRESETS[self.mode]
+
+    @property
+    def dataset_id(self) -> str:
+        """Names this job's unpacked dataset in a worker's cache: the same archives unpacked the same way (paired
+        keeps file names) share one entry."""
+        parts = {part: archive.sha256 or archive.key for part, archive in self.datasets.items()}
+        text = json.dumps({"mode": self.mode.value, "parts": parts}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def task_id(job_id: str, kind: str, number: int | None = None) -> str:

@@ -221,6 +221,9 @@ class WorkerSettings(ServiceSettings):
     max_redeliveries: int = Field(default=3, ge=0)
     # Disk for unpacked training datasets on this machine; least recently used ones are removed beyond it.
     dataset_cache_bytes: int = Field(default=20 * 1024**3, ge=0)
+    # Disk for decoded and edge-smoothed training images (reused by later segments of a run, keyed by content);
+    # least recently used files are removed beyond it at the start of each segment.
+    smooth_cache_bytes: int = Field(default=5 * 1024**3, ge=0)
     # How long a task keeps retrying a storage or Redis fault (backoff 2, 4, 8 ... s, at most 60 s apart) before
     # its job fails; a batch then keeps its finished images. 900: a 15-minute outage loses no job.
     transient_retry_seconds: int = Field(default=900, ge=0)

@@ -19,7 +19,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from animegan.atomic import atomic_write
-from animegan.data.edge_smooth import SmoothCache, smooth_edges
+from animegan.data.edge_smooth import SmoothCache, smooth_edges, touch
 from animegan.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -162,6 +162,7 @@ def _read_cached(path: Path | None, shape: tuple[int, ...]) -> np.ndarray | None
             shape,
         )
         return None
+    touch(path)
     return array
 
 

@@ -5,6 +5,7 @@ D learns that anime images with blurred edges are fake, which pushes G towards c
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -59,6 +60,12 @@ def smooth_edges(rgb: np.ndarray) -> np.ndarray:
     return out
 
 
+def touch(path: Path) -> None:
+    """Mark a cache entry as just used: a caller that bounds the folder removes the least recently used first."""
+    with contextlib.suppress(OSError):  # removed by such a caller in the meantime; it was read already
+        os.utime(path)
+
+
 class SmoothCache:
     """Edge-smoothed images on disk, keyed by the source file's content hash and the training size.
 
@@ -85,6 +92,7 @@ class SmoothCache:
             else:
                 if cached.shape == rgb.shape:
                     self.hits += 1
+                    touch(path)
                     return cached
                 logger.warning(
                     "smooth-cache entry %s has shape %s, expected %s; recomputing it",

@@ -22,7 +22,6 @@ DEFAULT_MAX_PIXELS = 64_000_000
 
 # Pillow format names for the encoders we offer; "jpg" is accepted as an alias.
 ENCODE_FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
-CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp"}
 
 # 16-bit and 32-bit integer greyscale modes; Pillow's own convert("L") clips them instead of scaling.
 _WIDE_INT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}

@@ -12,13 +12,13 @@ import os
 import pickle
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from animegan.atomic import atomic_write
 from animegan.errors import WeightsError
 
 logger = logging.getLogger(__name__)
@@ -50,18 +50,10 @@ def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
     """Write state with format tags; a reader (or a crash) never sees a partial file under `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # fsync: a resume after a machine crash must find the whole checkpoint, not an empty file under its name.
+    with atomic_write(path, fsync=True) as f:
+        torch.save(payload, f)
     return path
 
 

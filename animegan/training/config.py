@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from animegan.atomic import atomic_write
 from animegan.config import (
     LOSS_PRESETS,
     DiscriminatorConfig,
@@ -244,7 +245,8 @@ class TrainConfig:
         return cls(**data)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        with atomic_write(path) as f:
+            f.write((json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n").encode())
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from animegan.atomic import atomic_write
 from animegan.data import UnpairedDataset, load_image_set
 from animegan.data.dataset import ImageSource, to_tensor_color
 from animegan.data.paired import CropDataset, load_pairs, load_photos
@@ -359,9 +360,8 @@ class Trainer:
         lines = path.read_text().splitlines(keepends=True)
         kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= self.step]
         if len(kept) != len(lines):
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text("".join(kept))
-            tmp.replace(path)
+            with atomic_write(path) as f:
+                f.write("".join(kept).encode())
 
     # ---- checkpoints, samples, export -------------------------------------------------------------
 
@@ -419,10 +419,8 @@ class Trainer:
         rows = [torch.cat(list(t.float()), dim=2) for t in shown]  # each (3, S, n*S)
         grid = ((torch.cat(rows, dim=1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
         path = self.run_dir / SAMPLES_DIR / f"step-{self.step:06d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        Image.fromarray(np.ascontiguousarray(grid)).save(tmp, format="PNG")
-        tmp.replace(path)
+        with atomic_write(path) as f:
+            Image.fromarray(np.ascontiguousarray(grid)).save(f, format="PNG")
         if self.on_sample is not None:
             self.on_sample(path)
         return path

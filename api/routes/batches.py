@@ -13,18 +13,20 @@ from api.deps import Services, ServicesDep, Tenant
 from api.errors import ApiError
 from api.images import ImageInfo, inspect_image, read_image_archive, safe_name
 from api.routes.jobs import job_public
-from api.routes.stylize import CREATE_RESPONSES, accepted, read_upload_file, style_params
+from api.routes.stylize import CREATE_RESPONSES, accepted, image_spec_fields, read_upload_file
 from api.routes.uploads import resolve_upload
 from api.schemas import BatchForm, JobPublic, UploadPurpose
 from api.submission import IdempotencyKey, check_idempotency_key, check_webhook_url, request_hash, submit_job
 from workers import contracts, keys
-from workers.jobstore import JobKind, JobRecord
+from workers.jobstore import JobKind, JobRecord, new_job_id
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["batches"])
 
-Item = tuple[str, bytes, ImageInfo]  # display name, bytes, header facts
+# display name, bytes, header facts, and the key of a direct upload that is this one image (read in place by
+# the job, not copied; None: the API stores the bytes under the job's inputs).
+Item = tuple[str, bytes, ImageInfo, str | None]
 
 
 def _is_zip(data: bytes) -> bool:
@@ -44,12 +46,13 @@ def _collect(
 
     def add_archive(data: bytes, name: str) -> None:
         room = s.max_batch_items - len(items)
-        items.extend(read_image_archive(data, name, max(room, 0), s.max_archive_bytes, s.max_image_pixels))
+        images = read_image_archive(data, name, max(room, 0), s.max_archive_bytes, s.max_image_pixels)
+        items.extend((entry, body, info, None) for entry, body, info in images)
 
     for i, upload in enumerate(files):
         name = safe_name(upload.filename or "", f"image-{i}")
         data = read_upload_file(upload, s.max_upload_bytes)
-        items.append((name, data, inspect_image(data, name, s.max_image_pixels)))
+        items.append((name, data, inspect_image(data, name, s.max_image_pixels), None))
     if archive is not None:
         add_archive(
             read_upload_file(archive, s.max_request_bytes), safe_name(archive.filename or "", "archive")
@@ -60,7 +63,7 @@ def _collect(
         if _is_zip(data):
             add_archive(data, upload_id)
         else:
-            items.append((upload_id, data, inspect_image(data, upload_id, s.max_image_pixels)))
+            items.append((upload_id, data, inspect_image(data, upload_id, s.max_image_pixels), key))
     if not items:
         raise ApiError(422, "invalid_parameters", "files, archive, upload_ids: send at least one image")
     if len(items) > s.max_batch_items:
@@ -94,24 +97,27 @@ def create_batch(
 ) -> JobPublic:
     settings = services.settings
     idem = check_idempotency_key(idempotency_key)
-    params = style_params(services, tenant, form)
+    fields = image_spec_fields(services, tenant, form)
     webhook = check_webhook_url(form.webhook_url, settings.allow_private_webhooks)
     items = _collect(services, tenant, files or [], archive, form.upload_ids)
-    params["filenames"] = [name for name, _, _ in items]
-    digest = request_hash({"kind": "batch", **form.model_dump(mode="json")}, [data for _, data, _ in items])
-    input_keys: list[str] = []
+    spec = contracts.BatchSpec(**fields, filenames=[name for name, _, _, _ in items])
+    digest = request_hash(
+        {"kind": "batch", **form.model_dump(mode="json")}, [data for _, data, _, _ in items]
+    )
+    job_id = new_job_id()
+    input_keys = [key or keys.input(job_id, i, info.ext) for i, (_, _, info, key) in enumerate(items)]
 
-    def write_inputs(job_id: str) -> None:
-        for index, (_, data, info) in enumerate(items):
-            key = keys.input(job_id, index, info.ext)
-            services.store.put_bytes(key, data, content_type=info.content_type)
-            input_keys.append(key)
+    def write_inputs(_job_id: str) -> None:
+        for (_, data, info, upload_key), key in zip(items, input_keys, strict=True):
+            if upload_key is None:
+                services.store.put_bytes(key, data, content_type=info.content_type)
 
     def enqueue(record: JobRecord) -> None:
         contracts.enqueue_batch(record.id, input_keys, chunk_size=settings.batch_chunk_size)
 
     record, created = submit_job(
-        services, tenant, JobKind.BATCH, params, len(items), digest, idem, webhook, write_inputs, enqueue
-    )
+        services, tenant, JobKind.BATCH, spec, len(items), digest, idem, webhook, write_inputs, enqueue,
+        job_id=job_id,
+    )  # fmt: skip
     logger.info("batch job %s for %s: %d images", record.id, tenant, len(items))
     return accepted(response, request, job_public(services, request, record), created)

@@ -16,7 +16,7 @@ from api.deps import Services, ServicesDep, Tenant
 from api.errors import ApiError, not_found
 from api.events import job_event_stream
 from api.schemas import ErrorResponse, JobFile, JobFileList, JobLinks, JobList, JobPublic
-from workers import contracts, keys
+from workers import contracts, keys, media
 from workers.exceptions import InvalidCursor
 from workers.jobstore import JobKind, JobRecord, JobStatus
 from workers.storage import NotFound
@@ -25,15 +25,6 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-# Output format -> stored extension and content type (the worker writes keys.output(job, i, ext)).
-OUTPUT_EXT = {"png": "png", "jpeg": "jpg", "webp": "webp"}
-CONTENT_TYPES = {
-    "png": "image/png",
-    "jpg": "image/jpeg",
-    "webp": "image/webp",
-    "zip": "application/zip",
-    "mp4": "video/mp4",
-}
 FILE_KINDS = {
     "samples": keys.samples_prefix,
     "checkpoints": keys.checkpoints_prefix,
@@ -164,12 +155,16 @@ def _deliver(services: Services, key: str, filename: str) -> Response:
         data = services.store.get_bytes(key)
     except NotFound as exc:
         raise ApiError(404, "result_not_found", f"result object {filename} is missing from storage") from exc
-    ext = key.rsplit(".", 1)[-1]
     return Response(
         data,
-        media_type=CONTENT_TYPES.get(ext, "application/octet-stream"),
+        media_type=media.content_type_of(key),
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
+
+
+def image_ext(record: JobRecord) -> str:
+    """Extension of the images a stylize or batch job writes (keys.output(job, index, ext)), from its spec."""
+    return contracts.ImageSpec.model_validate(record.params).media.ext
 
 
 def _require_succeeded(record: JobRecord) -> None:
@@ -211,8 +206,9 @@ def get_result(job_id: str, tenant: Tenant, services: ServicesDep) -> Response:
     if record.kind == JobKind.BATCH:
         return _deliver(services, result.get("archive_key") or keys.output_archive(job_id), f"{job_id}.zip")
     if record.kind == JobKind.VIDEO:
-        return _deliver(services, result.get("output_key") or keys.output(job_id, 0, "mp4"), f"{job_id}.mp4")
-    ext = OUTPUT_EXT.get(record.params.get("format", "png"), "png")
+        mp4 = media.by_format("mp4").ext
+        return _deliver(services, result.get("output_key") or keys.output(job_id, 0, mp4), f"{job_id}.{mp4}")
+    ext = image_ext(record)
     return _deliver(services, result.get("output_key") or keys.output(job_id, 0, ext), f"{job_id}.{ext}")
 
 
@@ -227,7 +223,7 @@ def get_item_result(job_id: str, index: int, tenant: Tenant, services: ServicesD
     total = int(record.progress.get("total", 0))
     if record.kind == JobKind.TRAIN or not 0 <= index < max(total, 1):
         raise ApiError(404, "result_not_found", f"job {job_id} has no image {index} (images 0..{total - 1})")
-    ext = OUTPUT_EXT.get(record.params.get("format", "png"), "png")
+    ext = image_ext(record)
     key = keys.output(job_id, index, ext)
     if not services.store.exists(key):
         errors = services.jobs.item_errors(job_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
@@ -15,7 +16,7 @@ from api.routes.uploads import resolve_upload
 from api.schemas import ErrorResponse, JobPublic, StyleOptions, StylizeForm, UploadPurpose
 from api.submission import IdempotencyKey, check_idempotency_key, check_webhook_url, request_hash, submit_job
 from workers import contracts, keys
-from workers.jobstore import JobKind, JobRecord
+from workers.jobstore import JobKind, JobRecord, new_job_id
 
 logger = logging.getLogger(__name__)
 
@@ -41,21 +42,17 @@ CREATE_RESPONSES = {
 }
 
 
-def style_params(services: Services, tenant: str, options: StyleOptions) -> dict:
-    """The job params both stylize and batch jobs store, after checking the model exists for this tenant."""
-    if services.registry.get(options.model, tenant) is None:
+def check_model(services: Services, tenant: str, model: str) -> None:
+    if services.registry.get(model, tenant) is None:
         raise ApiError(
-            404,
-            "model_not_found",
-            f"model {options.model!r} does not exist; GET /v1/models lists the usable ones",
+            404, "model_not_found", f"model {model!r} does not exist; GET /v1/models lists the usable ones"
         )
-    return {
-        "model": options.model,
-        "format": options.format.value,
-        "quality": options.quality,
-        "size_mode": options.size_mode.value,
-        "max_side": options.max_side,
-    }
+
+
+def image_spec_fields(services: Services, tenant: str, options: StyleOptions) -> dict:
+    """The ImageSpec fields of a stylize or batch form, after checking the model exists for this tenant."""
+    check_model(services, tenant, options.model)
+    return options.model_dump(include=set(contracts.ImageSpec.model_fields))
 
 
 def read_upload_file(upload: UploadFile, limit: int) -> bytes:
@@ -68,6 +65,15 @@ def read_upload_file(upload: UploadFile, limit: int) -> bytes:
     return data
 
 
+@dataclass(frozen=True)
+class SourceFile:
+    """A create's one input, read so the API can check it."""
+
+    data: bytes
+    name: str  # what errors and the job show for it
+    upload_key: str | None  # a direct upload's object, which the job reads in place; None: a file part
+
+
 def file_or_upload(
     services: Services,
     tenant: str,
@@ -76,15 +82,14 @@ def file_or_upload(
     purpose: UploadPurpose,
     limit: int,
     fallback_name: str,
-) -> tuple[bytes, str]:
-    """The bytes of a create's one input, sent as the `file` part or named by the `upload_id` of a direct
-    upload of `purpose`, and the name errors show for it."""
+) -> SourceFile:
+    """The input sent as the `file` part or named by the `upload_id` of a direct upload of `purpose`."""
     if (file is None) == (upload_id is None):
         raise ApiError(422, "invalid_parameters", "file, upload_id: send exactly one of them")
     if file is not None:
-        return read_upload_file(file, limit), safe_name(file.filename or "", fallback_name)
-    source, _ = resolve_upload(services, tenant, upload_id, {purpose})
-    return services.store.get_bytes(source), upload_id
+        return SourceFile(read_upload_file(file, limit), safe_name(file.filename or "", fallback_name), None)
+    key, _ = resolve_upload(services, tenant, upload_id, {purpose})
+    return SourceFile(services.store.get_bytes(key), upload_id, key)
 
 
 def accepted(response: Response, request: Request, record_public: JobPublic, created: bool) -> JobPublic:
@@ -116,23 +121,40 @@ def create_stylize(
 ) -> JobPublic:
     settings = services.settings
     idem = check_idempotency_key(idempotency_key)
-    data, name = file_or_upload(
+    source = file_or_upload(
         services, tenant, file, form.upload_id, UploadPurpose.image, settings.max_upload_bytes, "image"
     )
-    info = inspect_image(data, name, settings.max_image_pixels)
-    params = style_params(services, tenant, form)
-    params.update(filename=name, width=info.width, height=info.height)
+    info = inspect_image(source.data, source.name, settings.max_image_pixels)
+    spec = contracts.StylizeSpec(
+        **image_spec_fields(services, tenant, form),
+        filename=source.name,
+        width=info.width,
+        height=info.height,
+    )
     webhook = check_webhook_url(form.webhook_url, settings.allow_private_webhooks)
-    digest = request_hash({"kind": "stylize", **form.model_dump(mode="json")}, [data])
+    digest = request_hash({"kind": "stylize", **form.model_dump(mode="json")}, [source.data])
+    job_id = new_job_id()
+    input_key = source.upload_key or keys.input(job_id, 0, info.ext)
 
-    def write_inputs(job_id: str) -> None:
-        services.store.put_bytes(keys.input(job_id, 0, info.ext), data, content_type=info.content_type)
+    def write_inputs(_job_id: str) -> None:
+        if source.upload_key is None:
+            services.store.put_bytes(input_key, source.data, content_type=info.content_type)
 
     def enqueue(record: JobRecord) -> None:
-        contracts.enqueue_stylize(record.id, keys.input(record.id, 0, info.ext))
+        contracts.enqueue_stylize(record.id, input_key)
 
     record, created = submit_job(
-        services, tenant, JobKind.STYLIZE, params, 1, digest, idem, webhook, write_inputs, enqueue
+        services,
+        tenant,
+        JobKind.STYLIZE,
+        spec,
+        1,
+        digest,
+        idem,
+        webhook,
+        write_inputs,
+        enqueue,
+        job_id=job_id,
     )
-    logger.info("stylize job %s for %s (%s, %dx%d)", record.id, tenant, name, info.width, info.height)
+    logger.info("stylize job %s for %s (%s, %dx%d)", record.id, tenant, source.name, info.width, info.height)
     return accepted(response, request, job_public(services, request, record), created)

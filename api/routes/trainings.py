@@ -22,9 +22,10 @@ from api.images import check_dataset_archive, check_paired_archives, safe_name
 from api.routes.jobs import job_public
 from api.routes.stylize import CREATE_RESPONSES, accepted
 from api.routes.uploads import resolve_upload
-from api.schemas import JobPublic, TrainingForm, TrainingHyperparameters, TrainingMode, UploadPurpose
+from api.schemas import JobPublic, TrainingForm, UploadPurpose
 from api.submission import IdempotencyKey, check_idempotency_key, check_webhook_url, request_hash, submit_job
 from workers import contracts, keys
+from workers.contracts import TrainingHyperparameters, TrainingMode
 from workers.jobstore import JobKind, JobRecord
 
 logger = logging.getLogger(__name__)
@@ -32,12 +33,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["trainings"])
 
 MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-# The dataset zips each mode takes (the worker's workers.jobs.train.MODE_PARTS).
-PARTS = {
-    TrainingMode.unpaired: ("photos", "styles"),
-    TrainingMode.paired: ("photos", "targets"),
-    TrainingMode.distill: ("photos",),
-}
+PARTS = contracts.MODE_PARTS  # the dataset zips each mode takes
 
 
 def parse_hyperparameters(text: str) -> TrainingHyperparameters:
@@ -71,8 +67,9 @@ def _file_digest(path: Path) -> bytes:
 
 def _stage_part(
     services: Services, tenant: str, part: str, upload: UploadFile | None, upload_id: str | None, work: Path
-) -> Path:
-    """The dataset zip of `part` as a local file, checked (zip of images, size limits)."""
+) -> tuple[Path, str | None]:
+    """The dataset zip of `part` as a local file, checked (zip of images, size limits), and the key of the direct
+    upload it came from (None for a form part)."""
     if (upload is None) == (upload_id is None):
         raise ApiError(422, "invalid_parameters", f"{part}, {part}_upload_id: send exactly one of them")
     path = work / f"{part}.zip"
@@ -82,6 +79,7 @@ def _stage_part(
         with path.open("wb") as out:
             shutil.copyfileobj(upload.file, out, 1 << 20)
         label = safe_name(upload.filename or "", f"{part}.zip")
+        key = None
     else:
         key, size = resolve_upload(services, tenant, upload_id, {UploadPurpose.dataset})
         if size > limit:
@@ -95,7 +93,7 @@ def _stage_part(
         path, f"{part} ({label})", settings.max_archive_bytes, settings.max_dataset_images
     )
     logger.debug("dataset part %s: %d images", part, count)
-    return path
+    return path, key
 
 
 @router.post(
@@ -156,32 +154,40 @@ def create_training(
             for part in PARTS[mode]
         }
         if mode == TrainingMode.paired:
-            check_paired_archives(staged["photos"], staged["targets"], settings.max_archive_bytes)
+            check_paired_archives(staged["photos"][0], staged["targets"][0], settings.max_archive_bytes)
+        digests = {part: _file_digest(path) for part, (path, _) in staged.items()}
+        # A form part is stored under a fresh dataset id; a direct upload is read where it lies.
         dataset_id = uuid.uuid4().hex
-        params = {
-            "name": form.name,
-            "mode": mode.value,
-            "hyperparameters": hyper.model_dump(mode="json", exclude_none=True),
-            "dataset_id": dataset_id,
-            "fine_tune_from": form.fine_tune_from,
-            "teacher": form.teacher,
-        }
+        spec = contracts.TrainingSpec(
+            name=form.name,
+            mode=mode,
+            hyperparameters=hyper,
+            datasets={
+                part: contracts.DatasetArchive(
+                    key=upload_key or keys.dataset_archive(dataset_id, part), sha256=digests[part].hex()
+                )
+                for part, (_, upload_key) in staged.items()
+            },
+            fine_tune_from=form.fine_tune_from,
+            teacher=form.teacher,
+        )
         fields = {
             "kind": "train",
             **form.model_dump(mode="json"),
-            "hyperparameters": params["hyperparameters"],
+            "hyperparameters": hyper.model_dump(mode="json", exclude_none=True),
         }
-        digest = request_hash(fields, [_file_digest(staged[p]) for p in PARTS[mode]])
+        digest = request_hash(fields, [digests[p] for p in PARTS[mode]])
 
         def write_inputs(_job_id: str) -> None:
-            for part in PARTS[mode]:
-                services.store.put_file(keys.dataset_archive(dataset_id, part), staged[part])
+            for part, (path, upload_key) in staged.items():
+                if upload_key is None:
+                    services.store.put_file(spec.datasets[part].key, path)
 
         def enqueue(record: JobRecord) -> None:
             contracts.enqueue_training(record.id)
 
         record, created = submit_job(
-            services, tenant, JobKind.TRAIN, params, 0, digest, idem, webhook, write_inputs, enqueue
+            services, tenant, JobKind.TRAIN, spec, 0, digest, idem, webhook, write_inputs, enqueue
         )
     logger.info("training job %s for %s: model %s, mode %s", record.id, tenant, form.name, mode.value)
     return accepted(response, request, job_public(services, request, record), created)

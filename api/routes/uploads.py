@@ -44,7 +44,15 @@ def _load(services: Services, tenant: str, upload_id: str) -> dict:
 def resolve_upload(
     services: Services, tenant: str, upload_id: str, purposes: set[UploadPurpose]
 ) -> tuple[str, int]:
-    """The storage key and size of a finished upload of `tenant`; 404 for others' or unknown ids."""
+    """The storage key and size of a finished upload of `tenant`; 404 for others' or unknown ids.
+
+    Jobs read the object at this key where it lies; it is never copied. Nothing in the service deletes an upload
+    once a job has it (only an object of the wrong size, here, before any job), and the upload record's expiry
+    (job_ttl_seconds) drops only the id, not the object, so a queued job still finds its input. An operator's
+    lifecycle rule on uploads/ must outlive the jobs (README, "Data lifetime"); a job whose object is gone
+    fails as input_missing / dataset_missing. An upload PUT again after a job took it: workers decode images
+    with the same limits again, and refuse a dataset zip whose sha256 differs from the one the API checked.
+    """
     record = _load(services, tenant, upload_id)
     if record["purpose"] not in purposes:
         wanted = " or ".join(sorted(p.value for p in purposes))

@@ -13,12 +13,13 @@ from animegan.video import VideoInfo, plan_segments, probe_video
 from api.deps import ServicesDep, Tenant
 from api.errors import ApiError
 from api.routes.jobs import job_public
-from api.routes.stylize import CREATE_RESPONSES, accepted, file_or_upload
+from api.routes.stylize import CREATE_RESPONSES, accepted, check_model, file_or_upload
 from api.schemas import ErrorResponse, JobPublic, UploadPurpose, VideoForm
 from api.settings import ApiSettings
 from api.submission import IdempotencyKey, check_idempotency_key, check_webhook_url, request_hash, submit_job
 from workers import contracts, keys
-from workers.jobstore import JobKind, JobRecord
+from workers.jobstore import JobKind, JobRecord, new_job_id
+from workers.media import OCTET_STREAM
 
 logger = logging.getLogger(__name__)
 
@@ -100,30 +101,26 @@ def create_video(
 ) -> JobPublic:
     settings = services.settings
     idem = check_idempotency_key(idempotency_key)
-    data, name = file_or_upload(
+    source = file_or_upload(
         services, tenant, file, form.upload_id, UploadPurpose.video, settings.max_video_bytes, "video"
     )
-    info = check_video(data, name, settings)
-    if services.registry.get(form.model, tenant) is None:
-        raise ApiError(
-            404,
-            "model_not_found",
-            f"model {form.model!r} does not exist; GET /v1/models lists the usable ones",
-        )
+    info = check_video(source.data, source.name, settings)
+    check_model(services, tenant, form.model)
     segments = plan_segments(info, settings.video_segment_seconds)
     ext = CONTAINER_EXT.get(info.format.split(",")[0], "video")
     webhook = check_webhook_url(form.webhook_url, settings.allow_private_webhooks)
-    digest = request_hash({"kind": "video", **form.model_dump(mode="json")}, [data])
+    digest = request_hash({"kind": "video", **form.model_dump(mode="json")}, [source.data])
     frames = sum(s.frames for s in segments)
+    job_id = new_job_id()
 
-    params = contracts.VideoParams(
+    spec = contracts.VideoSpec(
         model=form.model,
-        size_mode=form.size_mode.value,
+        size_mode=form.size_mode,
         max_side=form.max_side,
         crf=form.crf,
         preset=form.preset.value,
-        source_ext=ext,
-        filename=name,
+        source_key=source.upload_key or keys.input(job_id, 0, ext),
+        filename=source.name,
         time_base=f"{info.time_base.numerator}/{info.time_base.denominator}",
         frames=frames,
         width=info.width,
@@ -132,28 +129,21 @@ def create_video(
         duration=info.duration,
         audio_codec=info.audio_codec,
         segments=[contracts.VideoSegmentSpec(**s.to_dict()) for s in segments],
-    ).model_dump(mode="json")
+    )
 
-    def write_inputs(job_id: str) -> None:
-        services.store.put_bytes(keys.input(job_id, 0, ext), data, content_type="application/octet-stream")
+    def write_inputs(_job_id: str) -> None:
+        if source.upload_key is None:
+            services.store.put_bytes(spec.source_key, source.data, content_type=OCTET_STREAM)
 
     def enqueue(record: JobRecord) -> None:
         contracts.enqueue_video(record.id, len(segments))
 
     record, created = submit_job(
-        services,
-        tenant,
-        JobKind.VIDEO,
-        params,
-        frames,
-        digest,
-        idem,
-        webhook,
-        write_inputs,
-        enqueue,
-    )
+        services, tenant, JobKind.VIDEO, spec, frames, digest, idem, webhook, write_inputs, enqueue,
+        job_id=job_id,
+    )  # fmt: skip
     logger.info(
         "video job %s for %s (%s, %dx%d, %d frames, %d segments)",
-        record.id, tenant, name, info.width, info.height, frames, len(segments),
+        record.id, tenant, source.name, info.width, info.height, frames, len(segments),
     )  # fmt: skip
     return accepted(response, request, job_public(services, request, record), created)

@@ -66,7 +66,8 @@ async function stylize(files) {
     if (!single && final.status === "failed") showBatchItems(job.id, pairs);
     return;
   }
-  const ext = job.params.format === "jpeg" ? "jpg" : job.params.format;
+  // The stored result's own extension (the service's media table chose it), e.g. "jpg" for format jpeg.
+  const ext = single ? final.result.output_key.split(".").pop() : "zip";
   const resultUrl = await blobUrl(`/v1/jobs/${job.id}/result`);
   if (single) {
     pairs[0].after.src = resultUrl;

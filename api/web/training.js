@@ -4,7 +4,7 @@
 import { apiFetch, apiJson, blobUrl, watchJob } from "./api.js";
 import { $, clearError, element, loadModels, showError } from "./ui.js";
 
-const HYPER_NUMBERS = ["epochs", "init_epochs", "batch_size", "image_size", "max_steps", "base_channels"];
+const HYPER_NUMBERS = ["epochs", "init_epochs", "batch_size", "image_size", "max_total_steps", "base_channels"];
 const COLORS = ["#d1495b", "#00798c", "#edae49", "#30638e", "#66a182", "#8d6a9f", "#2e4057", "#b5651d"];
 // The file list is re-read at most this often while a run is going (samples come every few hundred steps).
 const SAMPLE_POLL_MS = 5000;

@@ -16,9 +16,10 @@ import pytest
 
 from api.client import ApiClient
 from tests.api.conftest import PUBLIC_MODEL, REDIS_URL, Api, ApiProcess, finish_job, png_bytes, start_api
+from tests.api.test_validation import zip_of
 from tests.conftest import TEST_REDIS_DB, free_port
 from tests.faults import TcpProxy
-from workers import keys
+from workers import contracts, keys
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +71,38 @@ def test_s3_direct_upload_then_stylize(s3_api, s3_endpoint):
         upload_id = client.upload(image, purpose="image")
         assert s3_api.store.get_bytes(keys.upload("alice", upload_id)) == image
         job = client.stylize(upload_id=upload_id, model=PUBLIC_MODEL)
-        assert s3_api.store.get_bytes(keys.input(job["id"], 0, "png")) == image
+        # The job reads the upload where it lies: no copy under the job's inputs.
+        assert s3_api.store.list(keys.inputs_prefix(job["id"])) == []
         with ApiClient(s3_api.url, s3_api.keys["bob"]) as bob:
             assert bob.http.get(f"/v1/uploads/{upload_id}").status_code == 404
+
+
+def test_jobs_read_direct_uploads_in_place_without_copies(s3_api):
+    """Stylize, batch and training jobs name the upload's key; the bucket holds each upload's bytes once."""
+    photos = zip_of({"p.png": png_bytes((40, 40))})
+    styles = zip_of({"s.png": png_bytes((36, 36))})
+    with ApiClient(s3_api.url, s3_api.keys["alice"]) as client:
+        image = png_bytes((31, 29))
+        image_id = client.upload(image, purpose="image")
+        photos_id = client.upload(photos, purpose="dataset")
+        styles_id = client.upload(styles, purpose="dataset")
+        before = set(s3_api.store.list(""))
+        stylize = client.stylize(upload_id=image_id, model=PUBLIC_MODEL)
+        batch = client.batch(upload_ids=[image_id, image_id], model=PUBLIC_MODEL)
+        train = client.train(
+            "from-uploads", photos_upload_id=photos_id, styles_upload_id=styles_id,
+            hyperparameters={"max_total_steps": 1},
+        )  # fmt: skip
+        # No job wrote an object: the bucket lists what it did before the three creates.
+        assert set(s3_api.store.list("")) == before
+        assert [k for k in before if s3_api.store.get_bytes(k) == image] == [keys.upload("alice", image_id)]
+    record = s3_api.jobs.get(train["id"])
+    datasets = contracts.TrainingSpec.model_validate(record.params).datasets
+    assert {p: a.key for p, a in datasets.items()} == {
+        "photos": keys.upload("alice", photos_id),
+        "styles": keys.upload("alice", styles_id),
+    }
+    assert stylize["params"]["filename"] == image_id and batch["progress"]["total"] == 2
 
 
 def test_s3_upload_of_another_size_than_declared_is_refused_and_deleted(s3_api):

@@ -239,7 +239,7 @@ def test_training_job_is_validated_and_stores_its_dataset(alice, api):
     photos = zip_of({f"p{i}.png": png_bytes() for i in range(3)})
     styles = zip_of({f"s{i}.png": png_bytes() for i in range(2)})
     hyper = json.dumps(
-        {"preset": "v2-paprika", "image_size": 64, "epochs": 2, "base_channels": 8, "max_steps": 5}
+        {"preset": "v2-paprika", "image_size": 64, "epochs": 2, "base_channels": 8, "max_total_steps": 5}
     )
     response = training(alice, photos, styles, hyperparameters=hyper)
     assert response.status_code == 202, response.text
@@ -247,8 +247,9 @@ def test_training_job_is_validated_and_stores_its_dataset(alice, api):
     assert job["kind"] == "train" and job["links"]["files"].endswith(f"/v1/jobs/{job['id']}/files")
     params = job["params"]
     assert params["hyperparameters"]["preset"] == "v2-paprika" and params["name"] == "my-style"
-    dataset = api.storage_root / "datasets" / params["dataset_id"]
-    assert (dataset / "photos.zip").read_bytes() == photos and (dataset / "styles.zip").read_bytes() == styles
+    assert params["hyperparameters"]["max_total_steps"] == 5
+    stored = {part: api.store.get_bytes(archive["key"]) for part, archive in params["datasets"].items()}
+    assert stored == {"photos": photos, "styles": styles}
     assert api.redis.llen("train") >= 1
 
 
@@ -258,8 +259,8 @@ def test_training_job_is_validated_and_stores_its_dataset(alice, api):
         ({"epochs": 0}, {}, 422, "hyperparameters.epochs"),
         ({"image_size": 100}, {}, 422, "hyperparameters.image_size"),
         ({"preset": "v3"}, {}, 422, "hyperparameters.preset"),
-        ({"lr_g": -1}, {}, 422, "hyperparameters.lr_g"),
-        ({"loss_weights": {"colour": 1}}, {}, 422, "hyperparameters.loss_weights.colour"),
+        ({"g_lr": -1}, {}, 422, "hyperparameters.g_lr"),
+        ({"losses": {"colour": 1}}, {}, 422, "hyperparameters.losses.colour"),
         ({}, {"name": "Bad Name!"}, 422, "name"),
         ({}, {"name": PUBLIC_MODEL}, 409, PUBLIC_MODEL),
         ({}, {"fine_tune_from": "nothing-here"}, 404, "fine_tune_from"),
@@ -307,7 +308,9 @@ def test_direct_upload_local_backend(alice, api):
 
     job = stylize(alice, None, upload_id=upload["id"])
     assert job.status_code == 202, job.text
-    assert (api.storage_root / "inputs" / job.json()["id"] / "000000.png").read_bytes() == image
+    # The job reads the upload where it lies: nothing is copied under the job's inputs.
+    assert not (api.storage_root / "inputs" / job.json()["id"]).exists()
+    assert (api.storage_root / "uploads" / "alice" / upload["id"]).read_bytes() == image
 
 
 def test_upload_limits_and_purposes(alice):

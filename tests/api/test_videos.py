@@ -45,7 +45,7 @@ def test_a_clip_is_probed_planned_and_queued(api, alice, tmp_path):
     assert job["progress"]["total"] == 30
     assert job["links"]["files"].endswith(f"/v1/jobs/{job['id']}/files")
     record = api.jobs.get(job["id"])
-    params = contracts.VideoParams.model_validate(record.params)
+    params = contracts.VideoSpec.model_validate(record.params)
     assert (params.width, params.height, params.fps, params.frames, params.audio_codec) == (
         64,
         48,
@@ -56,7 +56,8 @@ def test_a_clip_is_probed_planned_and_queued(api, alice, tmp_path):
     assert (params.crf, params.preset, params.size_mode) == (23, "veryfast", "original")
     # One-second segments cut at the 6-frame keyframes: 12 + 12 + 6 frames.
     assert [s.frames for s in params.segments] == [12, 12, 6]
-    assert api.store.get_bytes(keys.input(job["id"], 0, params.source_ext)) == clip
+    assert params.source_key == keys.input(job["id"], 0, "mp4")
+    assert api.store.get_bytes(params.source_key) == clip
     # The same key and body replay the job.
     again = alice.post(
         "/v1/videos",

@@ -44,7 +44,7 @@ def dataset(sizes: dict[str, tuple[int, int]]) -> tuple[dict[str, bytes], dict[s
     return photos, targets
 
 
-HYPER = {"image_size": 32, "batch_size": 2, "base_channels": 8, "max_steps": 4, "init_epochs": 1}
+HYPER = {"image_size": 32, "batch_size": 2, "base_channels": 8, "max_total_steps": 4, "init_epochs": 1}
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import ANIMEGAN, wait_until
+from tests.conftest import ANIMEGAN, training_params, wait_until
 from tests.e2e.conftest import OWNER, make_service
 from tests.e2e.test_worker_recovery import dataset_zip
 from workers import contracts, keys, redis_keys
@@ -42,10 +42,11 @@ def test_reconciler_requeues_a_training_job_whose_message_a_failover_lost(servic
     service.store.put_bytes(keys.dataset_archive(DATASET, "photos"), dataset_zip(4, seed=1))
     service.store.put_bytes(keys.dataset_archive(DATASET, "styles"), dataset_zip(4, seed=2))
     hyper = {"preset": "v2-hayao", "image_size": 64, "batch_size": 2, "epochs": 20, "init_epochs": 1,
-             "base_channels": 8, "discriminator_channels": 8, "max_steps": 10, "checkpoint_every": 2}  # fmt: skip
-    record, _ = service.jobs.create(
-        "train", OWNER, {"name": "e2e-reconciled", "dataset_id": DATASET, "hyperparameters": hyper}, total=10
+             "base_channels": 8, "max_total_steps": 10}  # fmt: skip
+    params = training_params(
+        "e2e-reconciled", DATASET, hyper, {"discriminator_channels": 8, "checkpoint_every": 2}
     )
+    record, _ = service.jobs.create("train", OWNER, params, total=10)
     first = service.start_worker("train-lost", queues="train", **WORKER_ENV)
     contracts.enqueue_training(record.id, app=service.app)
 

@@ -141,7 +141,7 @@ def test_a_training_run_shows_its_progress_and_its_model_joins_the_picker(stack,
                 zf.write(SAMPLES / f"{name}.jpg", f"{name}.jpg")
     form = browser.find_element("id", "train-form")
     fields = {"name": "web-style", "photos": str(photos), "styles": str(styles), "epochs": "2",
-              "init_epochs": "1", "batch_size": "2", "image_size": "32", "max_steps": "4", "base_channels": "8"}  # fmt: skip
+              "init_epochs": "1", "batch_size": "2", "image_size": "32", "max_total_steps": "4", "base_channels": "8"}  # fmt: skip
     for name, value in fields.items():
         form.find_element("name", name).send_keys(value)
     form.find_element("css selector", "button[type=submit]").click()

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import training_params
 from tests.e2e.conftest import (
     OWNER,
     VISIBILITY_TIMEOUT_SECONDS,
@@ -119,8 +120,10 @@ def test_sigkill_mid_training_resumes_from_the_last_checkpoint_and_registers_the
     service.store.put_bytes(keys.dataset_archive(DATASET, "photos"), dataset_zip(4, seed=1))
     service.store.put_bytes(keys.dataset_archive(DATASET, "styles"), dataset_zip(4, seed=2))
     hyper = {"preset": "v2-hayao", "image_size": 64, "batch_size": 2, "epochs": 20, "init_epochs": 1,
-             "base_channels": 8, "discriminator_channels": 8, "max_steps": 14, "checkpoint_every": 2}  # fmt: skip
-    params = {"name": "e2e-style", "dataset_id": DATASET, "hyperparameters": hyper}
+             "base_channels": 8, "max_total_steps": 14}  # fmt: skip
+    params = training_params(
+        "e2e-style", DATASET, hyper, {"discriminator_channels": 8, "checkpoint_every": 2}
+    )
     record, _ = service.jobs.create("train", OWNER, params, total=14)
     first = service.start_worker("train-a", queues="train")
     contracts.enqueue_training(record.id, app=service.app)
@@ -160,9 +163,10 @@ def test_sigterm_checkpoints_the_running_segment_and_requeues_the_rest(service):
     service.store.put_bytes(keys.dataset_archive(DATASET, "photos"), dataset_zip(4, seed=1))
     service.store.put_bytes(keys.dataset_archive(DATASET, "styles"), dataset_zip(4, seed=2))
     hyper = {"preset": "v2-hayao", "image_size": 64, "batch_size": 2, "epochs": 20, "init_epochs": 1,
-             "base_channels": 8, "discriminator_channels": 8, "max_steps": 8, "checkpoint_every": 100}  # fmt: skip
+             "base_channels": 8, "max_total_steps": 8}  # fmt: skip
+    tuning = {"discriminator_channels": 8, "checkpoint_every": 100}
     record, _ = service.jobs.create(
-        "train", OWNER, {"name": "e2e-term", "dataset_id": DATASET, "hyperparameters": hyper}, total=8
+        "train", OWNER, training_params("e2e-term", DATASET, hyper, tuning), total=8
     )
     # A segment budget far longer than the test: only the shutdown can end this segment early.
     worker = service.start_worker(

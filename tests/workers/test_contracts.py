@@ -124,11 +124,11 @@ def test_video_segments_and_join_go_to_the_stylize_queue_with_deterministic_ids(
     assert [m["decoded"][0][0]["segment"] for m in stylize[1:]] == [2, 1, 0]
     with pytest.raises(ValueError, match="at least one segment"):
         contracts.enqueue_video("v1", 0, app=app)
-    params = {"model": "m", "source_ext": "mp4", "time_base": "1/12288", "frames": 5, "width": 8, "height": 8,
+    params = {"model": "m", "source_key": "inputs/v1/000000.mp4", "time_base": "1/12288", "frames": 5, "width": 8, "height": 8,
               "fps": 12.0, "duration": 0.4, "segments": [{"index": 0, "start_pts": 0, "end_pts": None, "frames": 5}]}  # fmt: skip
-    assert contracts.VideoParams.model_validate(params).segments[0].frames == 5
+    assert contracts.VideoSpec.model_validate(params).segments[0].frames == 5
     with pytest.raises(ValueError):
-        contracts.VideoParams.model_validate({**params, "source_ext": "../x"})
+        contracts.VideoSpec.model_validate({**params, "source_key": "../x"})
 
 
 def test_countdown_must_stay_inside_the_visibility_timeout(redis_url, redis_client):

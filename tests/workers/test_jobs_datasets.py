@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from workers.jobs import JobInputError
-from workers.jobs.datasets import DatasetCache, DatasetLimits, unpack_images, user_message
+from workers.jobs.datasets import DatasetCache, DatasetLimits, evict_files, unpack_images, user_message
 
 
 def _png(color: tuple[int, int, int] = (200, 10, 10)) -> bytes:
@@ -144,3 +144,32 @@ def test_user_message_names_entries_not_paths(tmp_path):
     message = user_message(library, {"photos": out})
     assert "photos archive entry 'trip/notes.png'" in message
     assert str(tmp_path) not in message and "0x7f" not in message
+
+
+def test_the_smoothing_cache_is_bounded_and_keeps_the_entries_used_last(tmp_path):
+    """Training runs fill the edge-smoothing cache; evict_files keeps it under its budget, and an entry the library
+    just read back (a hit touches it) outlives older ones."""
+    import numpy as np
+
+    from animegan.data import SmoothCache
+
+    cache = SmoothCache(tmp_path)
+    rng = np.random.default_rng(0)
+    images = {f"{i:02x}" * 32: rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for i in range(4)}
+    for age, (digest, image) in enumerate(images.items()):
+        cache.get_or_compute(digest, 32, image)
+        entry = tmp_path / f"{cache.key(digest, 32)}.png"
+        os.utime(entry, (1000 + age, 1000 + age))  # written in this order, long ago
+    first = next(iter(images))
+    cache.get_or_compute(first, 32, images[first])  # a hit: the oldest entry is now the newest
+    assert cache.hits == 1
+    sizes = {p.name: p.stat().st_size for p in tmp_path.iterdir()}
+    budget = sum(sizes.values()) - 1  # one byte over: the least recently used entry must go
+
+    removed = evict_files(tmp_path, budget)
+    second = f"{cache.key(list(images)[1], 32)}.png"
+    assert [p.name for p in removed] == [second]
+    assert (tmp_path / f"{cache.key(first, 32)}.png").is_file()
+
+    assert evict_files(tmp_path, 0) and list(tmp_path.iterdir()) == []
+    assert evict_files(tmp_path / "missing", 0) == []

@@ -231,10 +231,11 @@ def test_forward_batch_size_follows_the_device(ctx):
     """One image per forward pass on a CPU (batching costs more there than it saves), 8 on a GPU; a setting wins."""
     from dataclasses import replace
 
-    from workers.jobs.stylize import output_spec
+    from workers.contracts import StylizeSpec
+    from workers.jobs.stylize import inference_options
 
-    params = {"model": "tiny"}
-    assert output_spec(ctx, params).options.batch_size == 1
-    assert output_spec(replace(ctx, device="cuda"), params).options.batch_size == 8
+    spec = StylizeSpec(model="tiny")
+    assert inference_options(ctx, spec).batch_size == 1
+    assert inference_options(replace(ctx, device="cuda"), spec).batch_size == 8
     tuned = replace(ctx, settings=ctx.settings.model_copy(update={"inference_batch_size": 8}))
-    assert output_spec(tuned, params).options.batch_size == 8
+    assert inference_options(tuned, spec).batch_size == 8

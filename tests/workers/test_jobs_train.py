@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import wait_until
+from tests.conftest import training_params, wait_until
 from workers import keys
 from workers.jobs import JobContext
 from workers.jobs.train import SegmentOutcome, run_segment
@@ -75,20 +75,17 @@ def ctx(redis_client, redis_url, tmp_path) -> JobContext:
     )
 
 
-def train_job(ctx, max_steps: int, extra_params: dict | None = None, **hyper) -> str:
+def train_job(ctx, steps: int, extra_params: dict | None = None, tuning: dict | None = None, **hyper) -> str:
     hp = {"preset": "v2-hayao", "image_size": 32, "batch_size": 2, "epochs": 4, "init_epochs": 1,
-          "base_channels": 8, "discriminator_channels": 8, "max_steps": max_steps, **hyper}  # fmt: skip
-    record, _ = ctx.jobs.create(
-        "train",
-        OWNER,
-        {"name": "my-style", "dataset_id": DATASET, "hyperparameters": hp, **(extra_params or {})},
-        total=max_steps,
-    )
+          "base_channels": 8, "max_total_steps": steps, **hyper}  # fmt: skip
+    tuning = {"discriminator_channels": 8, **(tuning or {})}
+    params = training_params("my-style", DATASET, hp, tuning, **(extra_params or {}))
+    record, _ = ctx.jobs.create("train", OWNER, params, total=steps)
     return record.id
 
 
 def test_segments_resume_from_the_stored_checkpoint_and_register_the_model(ctx, monkeypatch):
-    job_id = train_job(ctx, max_steps=5)
+    job_id = train_job(ctx, steps=5)
     import workers.jobs.train as train_module
 
     # First segment: stop after 3 steps, as if its time budget ran out.
@@ -129,7 +126,7 @@ def test_segments_resume_from_the_stored_checkpoint_and_register_the_model(ctx, 
 
 
 def test_a_held_lease_keeps_a_second_worker_out(ctx):
-    job_id = train_job(ctx, max_steps=2)
+    job_id = train_job(ctx, steps=2)
     token = ctx.leases.acquire(job_id, "other-worker", 30)
     assert token is not None
     assert run_segment(ctx, job_id, 0) == SegmentOutcome.busy
@@ -137,7 +134,7 @@ def test_a_held_lease_keeps_a_second_worker_out(ctx):
 
 
 def test_a_fenced_off_worker_uploads_nothing(ctx, monkeypatch):
-    job_id = train_job(ctx, max_steps=3, checkpoint_every=1)
+    job_id = train_job(ctx, steps=3, tuning={"checkpoint_every": 1})
     import workers.jobs.train as train_module
 
     real_hooks = train_module.SegmentHooks
@@ -160,9 +157,7 @@ def test_a_bad_dataset_fails_the_job_naming_the_archive(ctx):
     broken = f"broken-{uuid.uuid4().hex[:6]}"
     ctx.store.put_bytes(keys.dataset_archive(broken, "photos"), b"not a zip")
     ctx.store.put_bytes(keys.dataset_archive(broken, "styles"), zip_of_images(2, seed=3))
-    record, _ = ctx.jobs.create(
-        "train", OWNER, {"name": "x", "dataset_id": broken, "hyperparameters": {"image_size": 64}}, total=1
-    )
+    record, _ = ctx.jobs.create("train", OWNER, training_params("x", broken, {"image_size": 64}), total=1)
     assert run_segment(ctx, record.id, 0) == SegmentOutcome.finished
     failed = ctx.jobs.get(record.id)
     assert failed.status == "failed" and failed.error["code"] == "bad_dataset"
@@ -181,13 +176,27 @@ def test_a_dataset_error_names_the_users_entries_and_no_worker_paths(ctx, monkey
         zf.writestr("trip/notes.jpg", b"these are my notes, not a photo")
     ctx.store.put_bytes(keys.dataset_archive(dataset, "photos"), photos.getvalue())
     ctx.store.put_bytes(keys.dataset_archive(dataset, "styles"), zip_of_images(2, seed=3))
-    record, _ = ctx.jobs.create("train", OWNER, {"name": "x", "dataset_id": dataset,
-                                "hyperparameters": {"image_size": 32, "max_steps": 1}}, total=1)  # fmt: skip
+    params = training_params("x", dataset, {"image_size": 32, "max_total_steps": 1})
+    record, _ = ctx.jobs.create("train", OWNER, params, total=1)
     assert run_segment(ctx, record.id, 0) == SegmentOutcome.finished
     error = ctx.jobs.get(record.id).error
     assert error["code"] == "bad_dataset" and "'trip/notes.jpg'" in error["message"], error
     for internal in (str(tmp_path), "dataset-cache", "000002", " at 0x"):
         assert internal not in error["message"], error["message"]
+
+
+def test_a_dataset_that_changed_since_the_api_checked_it_fails_the_job(ctx, monkeypatch, tmp_path):
+    # An upload PUT again after the job took it: the worker refuses bytes the API did not check.
+    import workers.jobs.train as train_module
+
+    monkeypatch.setattr(train_module, "DATASET_CACHE", tmp_path / "dataset-cache")
+    params = training_params("x", DATASET, {"image_size": 32, "max_total_steps": 1})
+    params["datasets"]["photos"]["sha256"] = "0" * 64
+    record, _ = ctx.jobs.create("train", OWNER, params, total=1)
+    assert run_segment(ctx, record.id, 0) == SegmentOutcome.finished
+    error = ctx.jobs.get(record.id).error
+    assert error["code"] == "dataset_changed", error
+    assert keys.dataset_archive(DATASET, "photos") in error["message"]
 
 
 def test_a_dataset_above_the_image_limit_fails_and_leaves_no_files(ctx, monkeypatch, tmp_path):
@@ -199,8 +208,8 @@ def test_a_dataset_above_the_image_limit_fails_and_leaves_no_files(ctx, monkeypa
     dataset = f"crowded-{uuid.uuid4().hex[:6]}"
     ctx.store.put_bytes(keys.dataset_archive(dataset, "photos"), zip_of_images(4, seed=1))
     ctx.store.put_bytes(keys.dataset_archive(dataset, "styles"), zip_of_images(2, seed=2))
-    record, _ = ctx.jobs.create("train", OWNER, {"name": "x", "dataset_id": dataset,
-                                "hyperparameters": {"image_size": 32, "max_steps": 1}}, total=1)  # fmt: skip
+    params = training_params("x", dataset, {"image_size": 32, "max_total_steps": 1})
+    record, _ = ctx.jobs.create("train", OWNER, params, total=1)
     assert run_segment(ctx, record.id, 0) == SegmentOutcome.finished
     error = ctx.jobs.get(record.id).error
     assert error["code"] == "bad_dataset" and "more than 3 images" in error["message"]
@@ -208,7 +217,7 @@ def test_a_dataset_above_the_image_limit_fails_and_leaves_no_files(ctx, monkeypa
 
 
 def test_cancel_stops_training_between_steps(ctx, monkeypatch):
-    job_id = train_job(ctx, max_steps=50)
+    job_id = train_job(ctx, steps=50)
     import workers.jobs.train as train_module
 
     real_hooks = train_module.SegmentHooks
@@ -228,7 +237,7 @@ def test_cancel_stops_training_between_steps(ctx, monkeypatch):
 
 def test_a_worker_without_vgg_weights_fails_training_with_what_to_set(ctx):
     ctx.settings = ctx.settings.model_copy(update={"vgg_weights": None})
-    job_id = train_job(ctx, max_steps=2)
+    job_id = train_job(ctx, steps=2)
     assert run_segment(ctx, job_id, 0) == SegmentOutcome.finished
     error = ctx.jobs.get(job_id).error
     assert error["code"] == "vgg_weights_missing" and "ANIMEGAN_VGG_WEIGHTS" in error["message"]
@@ -248,7 +257,7 @@ def test_fine_tuning_starts_from_a_registered_model_and_skips_the_init_phase(ctx
     ctx.store.put_file(keys.model("base", OWNER), export)
     ctx.registry.register("base", OWNER, keys.model("base", OWNER), {"arch": "v2", "base_channels": 8})
 
-    job_id = train_job(ctx, max_steps=1, extra_params={"fine_tune_from": "base"}, base_channels=None)
+    job_id = train_job(ctx, steps=1, extra_params={"fine_tune_from": "base"}, base_channels=None)
     assert run_segment(ctx, job_id, 0) == SegmentOutcome.finished
     done = ctx.jobs.get(job_id)
     assert done.status == "succeeded", done.error

@@ -8,7 +8,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 if TYPE_CHECKING:
     from workers.jobs.models import ModelCache
@@ -19,6 +21,8 @@ if TYPE_CHECKING:
     from workers.storage import ObjectStore
 
 logger = logging.getLogger(__name__)
+
+Spec = TypeVar("Spec", bound=BaseModel)
 
 # JobStatus values (a str Enum compares equal to these); spelled out so this module imports without Redis code.
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})
@@ -50,6 +54,21 @@ class JobContext:
     device: str  # resolved torch device of this process ("cpu", "cuda", "cuda:1")
     # Called with a job id after this process moved the job to a terminal status (enqueues the webhook).
     on_terminal: Callable[[str], None]
+
+
+def job_spec(record: JobRecord, spec_type: type[Spec]) -> Spec:
+    """The job's params as the spec class the API built them with (workers.contracts); a record that does not
+    parse (written by hand, or by an API newer than this worker) fails the job naming the field."""
+    try:
+        return spec_type.model_validate(record.params)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"params.{'.'.join(str(part) for part in error['loc']) or '(record)'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise JobInputError(
+            "bad_params", f"{record.kind} job {record.id} has invalid params: {problems}"
+        ) from exc
 
 
 def begin(ctx: JobContext, job_id: str, redelivered: bool) -> JobRecord | None:

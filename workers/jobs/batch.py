@@ -19,8 +19,9 @@ from PIL import Image
 
 from animegan.errors import AnimeGANError
 from workers import keys
-from workers.jobs import JobContext, JobInputError, begin, check_cancel, fail, succeed
-from workers.jobs.stylize import OutputSpec, output_spec, read_image, write_output
+from workers.contracts import BatchSpec
+from workers.jobs import JobContext, JobInputError, begin, check_cancel, fail, job_spec, succeed
+from workers.jobs.stylize import inference_options, read_image, write_output
 from workers.storage import NotFound
 
 logger = logging.getLogger(__name__)
@@ -34,13 +35,14 @@ def run_chunk(
     if record is None:
         return
     try:
-        spec = output_spec(ctx, record.params)
+        spec = job_spec(record, BatchSpec)
         model = ctx.models.get(spec.model, record.owner)
+        options = inference_options(ctx, spec)
     except JobInputError as exc:
         # The whole batch shares the model and parameters: nothing in it can succeed.
         fail(ctx, job_id, exc.code, exc.message)
         return
-    stylizer = ctx.models.stylizer(model, spec.options)
+    stylizer = ctx.models.stylizer(model, options)
     pending = [(index, key) for index, key in items if not _already_done(ctx, job_id, index, spec)]
     if len(pending) < len(items):
         logger.info(
@@ -49,7 +51,7 @@ def run_chunk(
 
     # Windows of batch_size images bound memory (inputs can be tens of megapixels); within a window,
     # same-size images share one forward pass.
-    window = spec.options.batch_size
+    window = options.batch_size
     for start in range(0, len(pending), window):
         groups: dict[tuple[int, int], list[tuple[int, Image.Image]]] = defaultdict(list)
         for index, key in pending[start : start + window]:
@@ -67,7 +69,7 @@ def run_chunk(
 
 
 def _stylize_group(
-    ctx: JobContext, job_id: str, stylizer: Any, part: list[tuple[int, Image.Image]], spec: OutputSpec
+    ctx: JobContext, job_id: str, stylizer: Any, part: list[tuple[int, Image.Image]], spec: BatchSpec
 ) -> None:
     try:
         results = stylizer.stylize_many([image for _, image in part])
@@ -82,13 +84,13 @@ def _stylize_group(
     ctx.jobs.set_progress(job_id)
 
 
-def _already_done(ctx: JobContext, job_id: str, index: int, spec: OutputSpec) -> bool:
+def _already_done(ctx: JobContext, job_id: str, index: int, spec: BatchSpec) -> bool:
     """An output already in storage means a previous delivery finished this image.
 
     The output is written before the item is marked done, so re-marking here completes an interrupted
     accounting step without counting twice (mark_item_done is exactly-once).
     """
-    if ctx.store.exists(keys.output(job_id, index, spec.ext)):
+    if ctx.store.exists(keys.output(job_id, index, spec.media.ext)):
         ctx.jobs.mark_item_done(job_id, index)
         return True
     return False
@@ -116,7 +118,8 @@ def maybe_finalize(ctx: JobContext, job_id: str) -> None:
     total = int(progress.get("total", 0))
     if int(progress.get("done", 0)) + int(progress.get("failed", 0)) < total:
         return
-    spec = output_spec(ctx, record.params)
+    spec = job_spec(record, BatchSpec)
+    ext = spec.media.ext
     item_errors = ctx.jobs.item_errors(job_id)
     outputs: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
@@ -125,9 +128,9 @@ def maybe_finalize(ctx: JobContext, job_id: str) -> None:
         # PNG/JPEG/WebP are already compressed: store them, deflate only the small error list.
         with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as zf:
             for index in range(total):
-                key = keys.output(job_id, index, spec.ext)
+                key = keys.output(job_id, index, ext)
                 try:
-                    zf.writestr(_entry_name(record.params, index, spec.ext), ctx.store.get_bytes(key))
+                    zf.writestr(_entry_name(spec.filenames, index, ext), ctx.store.get_bytes(key))
                     outputs.append({"index": index, "key": key})
                 except NotFound:
                     error = item_errors.get(index) or {
@@ -150,11 +153,10 @@ def maybe_finalize(ctx: JobContext, job_id: str) -> None:
     succeed(ctx, job_id, {"archive_key": archive_key, "outputs": outputs, "errors": errors, "total": total})
 
 
-def _entry_name(params: dict[str, Any], index: int, ext: str) -> str:
+def _entry_name(names: list[str], index: int, ext: str) -> str:
     """Archive entry: the index (unique, ordered) plus the uploaded file's stem made safe, if the API kept it."""
-    names = params.get("filenames") or []
     stem = ""
-    if index < len(names) and isinstance(names[index], str):
+    if index < len(names):
         raw = Path(names[index].replace("\\", "/")).stem
         stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in raw)[:80].strip("._")
     return f"{index:05d}-{stem}.{ext}" if stem else f"{index:05d}.{ext}"

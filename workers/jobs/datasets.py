@@ -241,6 +241,37 @@ class DatasetCache:
         return removed
 
 
+def evict_files(folder: Path, max_bytes: int) -> list[Path]:
+    """Remove the least recently used files of a flat cache folder (by mtime, which the edge-smoothing cache
+    touches on every hit) until it holds at most max_bytes; the removed paths.
+
+    A file removed under a running trainer is not lost work: that trainer read it already, or recomputes it.
+    """
+    if not folder.is_dir():
+        return []
+    files = []
+    for path in folder.iterdir():
+        try:
+            info = path.stat()
+        except OSError:  # removed by another process meanwhile
+            continue
+        if stat.S_ISREG(info.st_mode):
+            files.append((info.st_mtime, info.st_size, path))
+    total = sum(size for _, size, _ in files)
+    removed = []
+    for _, size, path in sorted(files):
+        if total <= max_bytes:
+            break
+        path.unlink(missing_ok=True)
+        total -= size
+        removed.append(path)
+    if removed:
+        logger.info(
+            "%s: removed %d least recently used files to stay under %d bytes", folder, len(removed), max_bytes
+        )
+    return removed
+
+
 # An object's repr ("<_io.BytesIO object at 0x7f...>") tells the user nothing and shows memory addresses.
 _ADDRESS = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
 

@@ -7,7 +7,6 @@ object instead of leaving a second copy.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image
@@ -15,56 +14,25 @@ from PIL import Image
 from animegan.errors import AnimeGANError
 from animegan.inference import InferenceOptions, default_batch_size, encode_image, load_image
 from workers import keys
-from workers.jobs import JobContext, JobInputError, begin, check_cancel, fail, succeed
+from workers.contracts import ImageSpec, StylizeSpec, VideoSpec
+from workers.jobs import JobContext, JobInputError, begin, check_cancel, fail, job_spec, succeed
 from workers.storage import NotFound
 
 logger = logging.getLogger(__name__)
 
-FORMATS = {"png": "png", "jpeg": "jpg", "jpg": "jpg", "webp": "webp"}
-CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
 
-
-@dataclass(frozen=True)
-class OutputSpec:
-    """How a job wants its images produced; read from the job record's params."""
-
-    model: str
-    fmt: str  # "png" | "jpeg" | "webp" (encode_image's names)
-    quality: int
-    options: InferenceOptions
-
-    @property
-    def ext(self) -> str:
-        return FORMATS[self.fmt]
-
-    @property
-    def content_type(self) -> str:
-        return CONTENT_TYPES[self.ext]
-
-
-def output_spec(ctx: JobContext, params: dict[str, Any]) -> OutputSpec:
-    """Validate the params the API stored; a bad value fails the job naming the field."""
-    model = params.get("model")
-    if not isinstance(model, str) or not model:
-        raise JobInputError("bad_params", f"params.model must be a model name, got {model!r}")
-    fmt = str(params.get("format") or "png").lower()
-    if fmt not in FORMATS:
-        raise JobInputError("bad_params", f"params.format {fmt!r} is not one of png, jpeg, webp")
+def inference_options(ctx: JobContext, spec: ImageSpec | VideoSpec, **extra: Any) -> InferenceOptions:
+    """The spec's sizing with this worker's precision and batch size."""
     try:
-        options = InferenceOptions(
-            size_mode=params.get("size_mode") or "reference",
-            max_side=params.get("max_side"),
+        return InferenceOptions(
+            size_mode=spec.size_mode.value,
+            max_side=spec.max_side,
             precision=ctx.settings.inference_precision,
             batch_size=ctx.settings.inference_batch_size or default_batch_size(ctx.device),
+            **extra,
         )
-    except (AnimeGANError, ValueError, TypeError) as exc:
+    except (AnimeGANError, ValueError) as exc:
         raise JobInputError("bad_params", f"inference options are invalid: {exc}") from exc
-    return OutputSpec(
-        model=model,
-        fmt="jpeg" if fmt == "jpg" else fmt,
-        quality=int(params.get("quality") or 95),
-        options=options,
-    )
 
 
 def read_image(ctx: JobContext, key: str) -> Image.Image:
@@ -81,12 +49,11 @@ def read_image(ctx: JobContext, key: str) -> Image.Image:
         raise JobInputError("bad_image", f"input {key!r}: {exc}") from exc
 
 
-def write_output(ctx: JobContext, job_id: str, index: int, image: Image.Image, spec: OutputSpec) -> str:
+def write_output(ctx: JobContext, job_id: str, index: int, image: Image.Image, spec: ImageSpec) -> str:
     """Encode and store one result at its deterministic key; returns the key."""
-    key = keys.output(job_id, index, spec.ext)
-    ctx.store.put_bytes(
-        key, encode_image(image, fmt=spec.fmt, quality=spec.quality), content_type=spec.content_type
-    )
+    key = keys.output(job_id, index, spec.media.ext)
+    data = encode_image(image, fmt=spec.format.value, quality=spec.quality)
+    ctx.store.put_bytes(key, data, content_type=spec.media.content_type)
     return key
 
 
@@ -96,12 +63,13 @@ def run_stylize(ctx: JobContext, job_id: str, input_key: str, redelivered: bool 
     if record is None:
         return
     try:
-        spec = output_spec(ctx, record.params)
+        spec = job_spec(record, StylizeSpec)
         model = ctx.models.get(spec.model, record.owner)
+        options = inference_options(ctx, spec)
         image = read_image(ctx, input_key)
         check_cancel(ctx, job_id)
         try:
-            result = ctx.models.stylizer(model, spec.options).stylize(image)
+            result = ctx.models.stylizer(model, options).stylize(image)
         except AnimeGANError as exc:
             raise JobInputError("bad_image", f"input {input_key!r} could not be stylized: {exc}") from exc
         key = write_output(ctx, job_id, 0, result, spec)
@@ -117,6 +85,6 @@ def run_stylize(ctx: JobContext, job_id: str, input_key: str, redelivered: bool 
             "output_key": key,
             "width": result.width,
             "height": result.height,
-            "content_type": spec.content_type,
+            "content_type": spec.media.content_type,
         },
     )

@@ -6,7 +6,7 @@ that lost its lease (paused too long, then woke up) cannot overwrite its success
 
 from __future__ import annotations
 
-import dataclasses
+import hashlib
 import logging
 import os
 import re
@@ -27,29 +27,15 @@ from animegan.training import TrainConfig, Trainer, TrainProgress
 from animegan.training.checkpoint import checkpoint_path
 from animegan.training.trainer import CONFIG_FILE, LOSSES_FILE
 from workers import keys
+from workers.contracts import DatasetArchive, TrainingMode, TrainingSpec
 from workers.exceptions import ModelExists
-from workers.jobs import JobContext, JobInputError, begin, cancel, fail, succeed
-from workers.jobs.datasets import DatasetCache, DatasetLimits, user_message
+from workers.jobs import JobContext, JobInputError, begin, cancel, fail, job_spec, succeed
+from workers.jobs.datasets import DatasetCache, DatasetLimits, evict_files, user_message
 from workers.storage import NotFound
 
 logger = logging.getLogger(__name__)
 
 _STEP_IN_NAME = re.compile(r"(\d+)")
-# Hyperparameter names of the API (TrainingHyperparameters) -> TrainConfig fields.
-_RENAMED = {"lr_init": "init_lr", "lr_g": "g_lr", "lr_d": "d_lr", "max_steps": "max_total_steps"}
-# checkpoint_every/sample_every are not in the public API; operators and tests may set them in params.
-_DIRECT = ("image_size", "batch_size", "epochs", "init_epochs", "seed", "checkpoint_every", "sample_every")
-_LOSS_NAMES = {
-    "adv_g": "g_adv",
-    "adv_d": "d_adv",
-    "content": "con",
-    "style": "sty",
-    "color": "color",
-    "tv": "tv",
-}
-# Which dataset zips each training mode reads, and the preset a mode starts from when none is given.
-MODE_PARTS = {"unpaired": ("photos", "styles"), "paired": ("photos", "targets"), "distill": ("photos",)}
-_MODE_PRESETS = {"unpaired": "v2-hayao"}
 # Unpacked datasets, reused by later segments on this machine; the edge-smoothing cache sits beside them.
 DATASET_CACHE = Path(tempfile.gettempdir()) / "animegan-datasets"
 SMOOTH_CACHE = Path(tempfile.gettempdir()) / "animegan-smooth-cache"
@@ -194,40 +180,27 @@ def _step_of(path: Path) -> int:
     return int(found[-1])
 
 
-def train_config(ctx: JobContext, params: dict[str, Any], work: Path) -> TrainConfig:
-    """Build the run's TrainConfig from the API's hyperparameters; a bad value fails the job naming it."""
-    hp = dict(params.get("hyperparameters") or {})
-    mode = str(params.get("mode") or "unpaired")
-    overrides: dict[str, Any] = {name: hp[name] for name in _DIRECT if hp.get(name) is not None}
-    overrides.update({new: hp[old] for old, new in _RENAMED.items() if hp.get(old) is not None})
+def train_config(ctx: JobContext, spec: TrainingSpec) -> TrainConfig:
+    """The run's TrainConfig: the preset with the spec's overrides (named as TrainConfig's fields) and this
+    worker's device and files; a value TrainConfig refuses fails the job naming it."""
+    hp, tuning = spec.hyperparameters, spec.tuning
+    # exclude_none: an omitted override keeps the preset's value, also inside losses and paired_losses.
+    overrides = hp.model_dump(exclude_none=True, exclude={"preset", "base_channels"})
+    overrides.update(tuning.model_dump(exclude_none=True, include={"checkpoint_every", "sample_every"}))
+    if hp.base_channels is not None:
+        overrides["generator"] = {"base_channels": hp.base_channels}
+    if tuning.discriminator_channels is not None:
+        overrides["discriminator"] = {"base_channels": tuning.discriminator_channels}
     try:
-        base = TrainConfig.from_preset(str(hp.get("preset") or _MODE_PRESETS.get(mode, mode)), mode=mode)
-        if hp.get("base_channels") is not None:
-            overrides["generator"] = dataclasses.replace(
-                base.generator, base_channels=int(hp["base_channels"])
-            )
-        # Not in the public API: lets operators and tests shrink D along with G.
-        if hp.get("discriminator_channels") is not None:
-            width = int(hp["discriminator_channels"])
-            overrides["discriminator"] = dataclasses.replace(base.discriminator, base_channels=width)
-        if hp.get("loss_weights"):
-            chosen = {
-                _LOSS_NAMES[k]: v for k, v in hp["loss_weights"].items() if v is not None and k in _LOSS_NAMES
-            }
-            overrides["losses"] = dataclasses.replace(base.losses, **chosen)
-        if hp.get("paired_losses"):
-            chosen = {k: v for k, v in hp["paired_losses"].items() if v is not None}
-            overrides["paired_losses"] = dataclasses.replace(base.paired_losses, **chosen)
-        config = base.replace(
+        config = TrainConfig.from_preset(spec.preset.value, mode=spec.mode.value, **overrides).replace(
             vgg_weights=str(ctx.settings.vgg_weights or ""),
             smooth_cache_dir=str(SMOOTH_CACHE),
             device=ctx.device,
-            **overrides,
         )
     except (AnimeGANError, TypeError, ValueError) as exc:
         raise JobInputError("bad_params", f"training hyperparameters are invalid: {exc}") from exc
     if config.needs_vgg and ctx.settings.vgg_weights is None:
-        why = "the unpaired mode" if mode == "unpaired" else "the perceptual loss term"
+        why = "the unpaired mode" if spec.mode == TrainingMode.unpaired else "the perceptual loss term"
         raise JobInputError(
             "vgg_weights_missing",
             f"{why} needs VGG19 weights and this worker has none; set ANIMEGAN_VGG_WEIGHTS to vgg19.npy "
@@ -236,28 +209,45 @@ def train_config(ctx: JobContext, params: dict[str, Any], work: Path) -> TrainCo
     return config
 
 
-def _fetch_dataset(ctx: JobContext, params: dict[str, Any], work: Path) -> dict[str, Path]:
+def _fetch_archive(ctx: JobContext, part: str, archive: DatasetArchive, path: Path) -> None:
+    """Download one dataset zip to `path`, refusing bytes other than those the API checked."""
+    try:
+        ctx.store.get_file(archive.key, path)
+    except NotFound as exc:
+        raise JobInputError(
+            "dataset_missing", f"the {part} archive {archive.key!r} is not in storage"
+        ) from exc
+    if archive.sha256 is None:
+        return
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != archive.sha256:
+        raise JobInputError(
+            "dataset_changed",
+            f"the {part} archive {archive.key!r} changed after the job was created (an upload sent again?); "
+            "submit the training again",
+        )
+
+
+def _fetch_dataset(ctx: JobContext, spec: TrainingSpec) -> dict[str, Path]:
     """The folders of the job's dataset parts (photos, and styles or targets by mode), unpacked once per
-    machine (dataset ids are immutable). Paired parts keep their file names: pairs are matched by them."""
-    dataset_id = params.get("dataset_id")
-    if not isinstance(dataset_id, str) or not keys.SEGMENT_RE.match(dataset_id):
-        raise JobInputError("bad_params", f"params.dataset_id must be a dataset id, got {dataset_id!r}")
-    mode = str(params.get("mode") or "unpaired")
+    machine. Paired parts keep their file names: pairs are matched by them."""
+    dataset_id = spec.dataset_id
     cache = DatasetCache(DATASET_CACHE, ctx.settings.dataset_cache_bytes)
     limits = DatasetLimits(max_images=ctx.settings.max_dataset_images)
     folders = {}
-    for part in MODE_PARTS.get(mode, ()):
+    for part, archive in spec.datasets.items():
 
-        def fetch(archive: Path, part: str = part) -> None:
-            try:
-                ctx.store.get_file(keys.dataset_archive(dataset_id, part), archive)
-            except NotFound as exc:
-                raise JobInputError(
-                    "dataset_missing", f"dataset {dataset_id} has no {part}.zip in storage"
-                ) from exc
+        def fetch(path: Path, part: str = part, archive: DatasetArchive = archive) -> None:
+            _fetch_archive(ctx, part, archive, path)
 
-        folders[part] = cache.part(dataset_id, part, fetch, limits, keep_names=mode == "paired")
+        keep_names = spec.mode == TrainingMode.paired
+        folders[part] = cache.part(dataset_id, part, fetch, limits, keep_names=keep_names)
     cache.evict(keep=dataset_id)
+    # Entries of this run were touched when it last read them; other runs' go first.
+    evict_files(SMOOTH_CACHE, ctx.settings.smooth_cache_bytes)
     return folders
 
 
@@ -276,12 +266,11 @@ def _restore_latest_checkpoint(ctx: JobContext, job_id: str, run_dir: Path) -> i
     return step
 
 
-def _model_file(ctx: JobContext, params: dict[str, Any], field: str, owner: str, work: Path) -> Path | None:
-    """A local copy of the generator that params[field] names (fine_tune_from, teacher), or None if unset."""
-    name = params.get(field)
+def _model_file(ctx: JobContext, name: str | None, field: str, owner: str, work: Path) -> Path | None:
+    """A local copy of the generator `name` (of fine_tune_from, teacher), or None if unset."""
     if not name:
         return None
-    source = ctx.models.resolve(str(name), owner)
+    source = ctx.models.resolve(name, owner)
     if source.path is not None:
         return source.path
     local = work / field / Path(source.key or "generator.safetensors").name
@@ -323,28 +312,26 @@ def _train_under_lease(
     ctx: JobContext, record: Any, segment: int, keeper: LeaseKeeper, shutdown_requested: Any
 ) -> SegmentOutcome:
     job_id, token = record.id, keeper.token
-    params = record.params
+    spec = job_spec(record, TrainingSpec)
     with tempfile.TemporaryDirectory(prefix=f"animegan-train-{job_id}-") as tmp:
         work = Path(tmp)
         run_dir = work / "run"
-        config = train_config(ctx, params, work)
+        config = train_config(ctx, spec)
         resumed_from = _restore_latest_checkpoint(ctx, job_id, run_dir)
         _stop_if_shutting_down(shutdown_requested, job_id, "restoring the checkpoint")
         if resumed_from == 0:
-            init = _model_file(ctx, params, "fine_tune_from", record.owner, work)
+            init = _model_file(ctx, spec.fine_tune_from, "fine_tune_from", record.owner, work)
             if init is not None:
-                config = config.replace(
-                    init_generator=str(init), skip_init=bool(params.get("skip_init", True))
-                )
+                config = config.replace(init_generator=str(init), skip_init=spec.tuning.skip_init)
         if config.mode == "distill":
-            teacher = _model_file(ctx, params, "teacher", record.owner, work)
+            teacher = _model_file(ctx, spec.teacher, "teacher", record.owner, work)
             if teacher is None:
                 raise JobInputError(
                     "bad_params", "a distill job needs params.teacher: the model to learn from"
                 )
             config = config.replace(teacher=str(teacher))
         _stop_if_shutting_down(shutdown_requested, job_id, "fetching the models")
-        data = _fetch_dataset(ctx, params, work)
+        data = _fetch_dataset(ctx, spec)
         _stop_if_shutting_down(shutdown_requested, job_id, "fetching the dataset")
         ctx.jobs.set_progress(job_id, segment=segment, resumed_from_step=resumed_from)
         # A short history of segments (who ran it, from which step) shows users and tests where resumes happened.
@@ -381,7 +368,7 @@ def _train_under_lease(
         if hooks.lost:
             raise LeaseLost(job_id)
         if result.status == "completed":
-            return _complete(ctx, record, trainer, work, result.step)
+            return _complete(ctx, record, spec.name, trainer, work, result.step)
         if ctx.jobs.is_cancel_requested(job_id):
             cancel(ctx, job_id)
             return SegmentOutcome.finished
@@ -390,12 +377,10 @@ def _train_under_lease(
         return SegmentOutcome.paused
 
 
-def _complete(ctx: JobContext, record: Any, trainer: Trainer, work: Path, step: int) -> SegmentOutcome:
+def _complete(
+    ctx: JobContext, record: Any, name: str, trainer: Trainer, work: Path, step: int
+) -> SegmentOutcome:
     """Export the generator, register it for the owner (usable at once), then mark the job succeeded."""
-    name = record.params.get("name") or record.params.get("model_name")
-    if not isinstance(name, str) or not name:
-        fail(ctx, record.id, "bad_params", f"params.name must name the model to register, got {name!r}")
-        return SegmentOutcome.finished
     export = work / "generator.safetensors"
     trainer.export_generator(export)
     key = keys.model(name, record.owner)

@@ -15,28 +15,18 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from animegan.errors import AnimeGANError, VideoError
-from animegan.inference import InferenceOptions, default_batch_size
 from animegan.video import EncodeOptions, Segment, StopVideo, join_segments, probe_video, stylize_video
-from workers import keys, redis_keys
-from workers.contracts import VideoParams
-from workers.jobs import JobCanceled, JobContext, JobInputError, begin, check_cancel, succeed
-from workers.jobstore import JobRecord
+from workers import keys, media, redis_keys
+from workers.contracts import VideoSpec
+from workers.jobs import JobCanceled, JobContext, JobInputError, begin, check_cancel, job_spec, succeed
+from workers.jobs.stylize import inference_options
 from workers.storage import NotFound
 
 logger = logging.getLogger(__name__)
 
-CONTENT_TYPE = "video/mp4"
+MP4 = media.by_format("mp4")
 PROGRESS_EVERY_SECONDS = 1.0  # at most one progress event per segment and second
-
-
-def video_params(record: JobRecord) -> VideoParams:
-    try:
-        return VideoParams.model_validate(record.params)
-    except ValidationError as exc:
-        raise JobInputError("bad_params", f"video job {record.id} has invalid params: {exc}") from exc
 
 
 def worker_name() -> str:
@@ -44,9 +34,9 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _download_source(ctx: JobContext, job_id: str, params: VideoParams, folder: Path) -> Path:
+def _download_source(ctx: JobContext, spec: VideoSpec, folder: Path) -> Path:
     path = folder / "source"
-    key = keys.input(job_id, 0, params.source_ext)
+    key = spec.source_key
     try:
         ctx.store.get_file(key, path)
     except NotFound as exc:
@@ -76,7 +66,7 @@ def run_video_segment(ctx: JobContext, job_id: str, segment: int, redelivered: b
     record = begin(ctx, job_id, redelivered)
     if record is None:
         return False
-    params = video_params(record)
+    params = job_spec(record, VideoSpec)
     if segment >= len(params.segments):
         raise JobInputError(
             "bad_params", f"segment {segment} of a video with {len(params.segments)} segments"
@@ -85,14 +75,8 @@ def run_video_segment(ctx: JobContext, job_id: str, segment: int, redelivered: b
         logger.info("job %s: segment %d already written", job_id, segment)
         return len(_segments_done(ctx, job_id)) == len(params.segments)
     spec = Segment.from_dict(params.segments[segment].model_dump())
+    options = inference_options(ctx, params, keep_alpha=False)
     try:
-        options = InferenceOptions(
-            size_mode=params.size_mode,
-            max_side=params.max_side,
-            precision=ctx.settings.inference_precision,
-            batch_size=ctx.settings.inference_batch_size or default_batch_size(ctx.device),
-            keep_alpha=False,
-        )
         encode = EncodeOptions(crf=params.crf, preset=params.preset)
     except (AnimeGANError, ValueError) as exc:
         raise JobInputError("bad_params", f"video options are invalid: {exc}") from exc
@@ -106,7 +90,7 @@ def run_video_segment(ctx: JobContext, job_id: str, segment: int, redelivered: b
             _record_frames(ctx, job_id, segment, frames)
 
     with tempfile.TemporaryDirectory(prefix="animegan-video-") as tmp:
-        source = _download_source(ctx, job_id, params, Path(tmp))
+        source = _download_source(ctx, params, Path(tmp))
         out = Path(tmp) / "segment.mp4"
         started = time.time()
         try:
@@ -125,7 +109,7 @@ def run_video_segment(ctx: JobContext, job_id: str, segment: int, redelivered: b
         except VideoError as exc:
             raise JobInputError("bad_video", f"segment {segment}: {exc}") from exc
         # Written before it is counted (and before the task is acknowledged): a redelivery overwrites it.
-        ctx.store.put_file(keys.video_segment(job_id, segment), out, content_type=CONTENT_TYPE)
+        ctx.store.put_file(keys.video_segment(job_id, segment), out, content_type=MP4.content_type)
     first = bool(ctx.jobs.redis.sadd(redis_keys.job_video_segments(job_id), segment))
     ctx.jobs.redis.expire(redis_keys.job_video_segments(job_id), ctx.settings.job_ttl_seconds)
     if first:
@@ -151,7 +135,7 @@ def run_join(ctx: JobContext, job_id: str) -> None:
     if record is None or record.status != "running":
         logger.info("job %s: nothing to join (%s)", job_id, None if record is None else record.status)
         return
-    params = video_params(record)
+    params = job_spec(record, VideoSpec)
     count = len(params.segments)
     written = _segments_done(ctx, job_id)
     if len(written) < count:
@@ -169,22 +153,22 @@ def run_join(ctx: JobContext, job_id: str) -> None:
             except NotFound as exc:
                 raise JobInputError("segment_missing", f"segment {seg.index} is not in storage") from exc
             parts.append(part)
-        source = _download_source(ctx, job_id, params, folder) if params.audio_codec else None
+        source = _download_source(ctx, params, folder) if params.audio_codec else None
         out = folder / "result.mp4"
         try:
             join_segments(parts, segments, out, Fraction(params.time_base), source=source)
             info = probe_video(out)
         except VideoError as exc:
             raise JobInputError("bad_video", f"joining the segments failed: {exc}") from exc
-        key = keys.output(job_id, 0, "mp4")
-        ctx.store.put_file(key, out, content_type=CONTENT_TYPE)
+        key = keys.output(job_id, 0, MP4.ext)
+        ctx.store.put_file(key, out, content_type=MP4.content_type)
     ctx.jobs.set_progress(job_id, done=info.frames)
     succeed(
         ctx,
         job_id,
         {
             "output_key": key,
-            "content_type": CONTENT_TYPE,
+            "content_type": MP4.content_type,
             "width": info.width,
             "height": info.height,
             "frames": info.frames,
