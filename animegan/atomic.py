@@ -11,6 +11,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+# mkstemp makes its file 0600; the finished file gets the mode an ordinary open() would give it (0666 less the
+# umask), so a model or checkpoint written here stays readable by the other users open() would have let read it.
+# Read once at import (setting the umask to read it is not thread-safe later).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str], fsync: bool = False) -> Iterator[Path]:
@@ -27,6 +34,7 @@ def atomic_path(path: str | os.PathLike[str], fsync: bool = False) -> Iterator[P
         if fsync:
             with open(tmp, "rb+") as handle:
                 os.fsync(handle.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -26,3 +26,13 @@ def test_atomic_path_hands_a_hidden_name_beside_the_target(tmp_path):
         assert tmp.parent == tmp_path and tmp.name.startswith(".") and not target.exists()
         tmp.write_bytes(b"tensors")
     assert target.read_bytes() == b"tensors" and not tmp.exists()
+
+
+def test_a_finished_file_has_the_mode_a_plain_open_would_give_it(tmp_path):
+    # mkstemp's 0600 must not leak into models and checkpoints that other local users (or a sidecar) read.
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(b"x")
+    target = tmp_path / "atomic.bin"
+    with atomic_write(target) as handle:
+        handle.write(b"x")
+    assert target.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
