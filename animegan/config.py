@@ -154,8 +154,14 @@ class PairedLossWeights:
     color: float = 0.0  # YUV colour loss (L1 on Y, Huber on U and V) against the target
     tv: float = 0.0  # total variation of G(photo)
     perceptual: float = 0.0  # VGG19 conv4_4 feature L1 against the target; > 0 needs a VGG19 file
+    color_stats: float = (
+        0.0  # L1 of per-image chroma statistics (mean, sd of R-G and (R+G)/2-B) to the target's
+    )
+    outline: float = 0.0  # L1 of the black-hat (dark line) maps of luma to the target's, max-pool closing
     adv: float = 0.0  # LSGAN term of G (D tells targets from G's outputs); 0 trains no discriminator
-    d_adv: float = 1.0  # multiplies D's LSGAN loss (targets -> 1, G(photo) -> 0)
+    feature_matching: float = 0.0  # L1 of D's hidden features of G(photo) to the target's (pix2pixHD)
+    d_adv: float = 1.0  # multiplies D's whole LSGAN loss
+    d_smooth: float = 0.0  # D term: edge-smoothed targets -> 0 (AnimeGAN's edge-promoting negatives)
 
     def __post_init__(self) -> None:
         _as_weights(self)

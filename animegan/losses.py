@@ -1,6 +1,7 @@
 """AnimeGAN losses as named terms (AG1/AG2 tools/ops.py, spec §1.6, §2.4): LSGAN, VGG content and Gram style,
 YUV colour, total variation, and the weighted totals of G, D and the init phase; and the paired/distillation
-losses (pixel L1, SSIM, gradient L1, colour, TV, optional VGG perceptual and LSGAN terms).
+losses (pixel L1, SSIM, gradient L1, colour, chroma statistics, outline, TV, optional VGG perceptual, LSGAN with
+edge-promoting negatives and discriminator feature matching).
 
 Every reduction runs in fp32 with autocast off, so the losses are safe when G, D and VGG run under bf16 autocast.
 """
@@ -172,6 +173,51 @@ def gradient_loss(target: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         return dh + dw
 
 
+def _to_255(x: torch.Tensor) -> torch.Tensor:
+    return (x.float() + 1) * 127.5
+
+
+def chroma_statistics(x: torch.Tensor) -> torch.Tensor:
+    """(B, 4): per-image mean and sd of rg = R - G and yb = (R + G)/2 - B of [-1, 1] images, on 0..255 (the
+    quantities of the colourfulness statistic)."""
+    rgb = _to_255(x)
+    rg = rgb[:, 0] - rgb[:, 1]
+    yb = (rgb[:, 0] + rgb[:, 1]) / 2 - rgb[:, 2]
+    flat = torch.stack([rg, yb], dim=1).flatten(2)  # (B, 2, H*W)
+    return torch.cat([flat.mean(dim=2), flat.std(dim=2)], dim=1)
+
+
+def color_stats_loss(target: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """L1 of the chroma statistics, / 50 so a typical colour cast of 10 levels costs ~0.2, as pixel L1 does."""
+    with _fp32(fake):
+        return F.l1_loss(chroma_statistics(fake), chroma_statistics(target)) / 50
+
+
+def luma_blackhat(x: torch.Tensor, size: int = 5) -> torch.Tensor:
+    """(B, 1, H, W) black-hat (closing - Y) of the luma of [-1, 1] images on 0..255; square max-pool closing,
+    differentiable (the gradient flows through the max locations)."""
+    rgb = _to_255(x)
+    y = (0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2]).unsqueeze(1)
+    pad = size // 2
+    # closing = erosion(dilation(y)); replicate padding so the border is not read as a dark line
+    dilated = F.max_pool2d(F.pad(y, (pad,) * 4, mode="replicate"), size, stride=1)
+    closed = -F.max_pool2d(F.pad(-dilated, (pad,) * 4, mode="replicate"), size, stride=1)
+    return closed - y
+
+
+def outline_loss(target: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """L1 of the black-hat maps, / 10 (a line of 10 levels' depth costs as much as pixel L1's unit)."""
+    with _fp32(fake):
+        return F.l1_loss(luma_blackhat(fake), luma_blackhat(target)) / 10
+
+
+def feature_matching_loss(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
+    """Mean over D's layers of the L1 between the features of the target (no gradient) and of G(photo)."""
+    with _fp32(fake[0]):
+        terms = [F.l1_loss(f.float(), r.detach().float()) for r, f in zip(real, fake, strict=True)]
+        return torch.stack(terms).mean()
+
+
 class PairedLoss(nn.Module):
     """Loss dicts of paired and teacher-distillation training. `vgg` is needed only for the perceptual term.
 
@@ -185,6 +231,10 @@ class PairedLoss(nn.Module):
         self.weights = weights
         self.vgg = vgg
 
+    @property
+    def uses_discriminator(self) -> bool:
+        return self.weights.adv > 0 or self.weights.feature_matching > 0
+
     def init_phase(self, photo: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
         """Reconstruction warm-up: G learns to give the photo back (a start at the do-nothing baseline)."""
         with _fp32(fake):
@@ -192,9 +242,14 @@ class PairedLoss(nn.Module):
         return {"reconstruction": reconstruction.detach(), "total": reconstruction}
 
     def generator(
-        self, target: torch.Tensor, fake: torch.Tensor, d_fake: torch.Tensor | None
+        self,
+        target: torch.Tensor,
+        fake: torch.Tensor,
+        d_fake: torch.Tensor | None = None,
+        d_features: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """G's terms against the target; d_fake = D(fake), or None when no discriminator is trained."""
+        """G's terms against the target. d_fake = D(fake) logits and d_features = (D's features of the target,
+        of the fake), or None when no discriminator is trained."""
         w = self.weights
         terms: dict[str, torch.Tensor] = {}
         total = fake.new_zeros((), dtype=torch.float32)
@@ -205,6 +260,8 @@ class PairedLoss(nn.Module):
                 "ssim": lambda: 1 - ssim(f, t),
                 "gradient": lambda: gradient_loss(t, f),
                 "color": lambda: color_loss(t, f),
+                "color_stats": lambda: color_stats_loss(t, f),
+                "outline": lambda: outline_loss(t, f),
                 "tv": lambda: total_variation_loss(f),
             }
             for name, compute in parts.items():
@@ -222,13 +279,30 @@ class PairedLoss(nn.Module):
                 raise ValueError("PairedLoss.generator: adv > 0 needs the discriminator's logits of the fake")
             terms["adv"] = lsgan_real(d_fake)
             total = total + w.adv * terms["adv"]
+        if w.feature_matching > 0:
+            if d_features is None:
+                raise ValueError("PairedLoss.generator: feature_matching > 0 needs D's features")
+            terms["feature_matching"] = feature_matching_loss(*d_features)
+            total = total + w.feature_matching * terms["feature_matching"]
         out = {name: value.detach() for name, value in terms.items()}
         out["total"] = total
         return out
 
-    def discriminator(self, d_target: torch.Tensor, d_fake: torch.Tensor) -> dict[str, torch.Tensor]:
-        """D step on logits of the targets (-> 1) and of G(photo) detached (-> 0)."""
+    def discriminator(
+        self, d_target: torch.Tensor, d_fake: torch.Tensor, d_smooth: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """D step on logits of the targets (-> 1), of G(photo) detached (-> 0) and, with d_smooth > 0, of the
+        edge-smoothed targets (-> 0: a target without its crisp lines is not a target)."""
+        w = self.weights
         terms = {"real": lsgan_real(d_target), "fake": lsgan_fake(d_fake)}
+        weighted = terms["real"] + terms["fake"]
+        if w.d_smooth > 0:
+            if d_smooth is None:
+                raise ValueError(
+                    "PairedLoss.discriminator: d_smooth > 0 needs the logits of smoothed targets"
+                )
+            terms["smooth"] = lsgan_fake(d_smooth)
+            weighted = weighted + w.d_smooth * terms["smooth"]
         out = {name: value.detach() for name, value in terms.items()}
-        out["total"] = self.weights.d_adv * (terms["real"] + terms["fake"])
+        out["total"] = w.d_adv * weighted
         return out

@@ -26,6 +26,7 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from animegan.config import GeneratorConfig
+from animegan.hardware import bf16_is_native
 from animegan.inference import InferenceOptions, Stylizer
 from animegan.nn import build_generator
 
@@ -37,6 +38,9 @@ _spec = importlib.util.spec_from_file_location(
 _builtin_style = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_builtin_style)
 VAL_NAMES = _builtin_style.VAL_NAMES
+EMULATED_BF16 = (
+    "this CPU has neither AMX nor AVX512-BF16, so torch emulates bf16, hundreds of times slower than fp32"
+)
 
 
 def test_image(side: int) -> tuple[Image.Image, str]:
@@ -215,6 +219,11 @@ def main() -> int:
     p.add_argument("--rss-side", type=int, default=4096, help="side of the tiled RSS run (0: skip)")
     p.add_argument("--rss-tile", type=int, default=1024, help="tile size of the RSS run (the CLI default)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument(
+        "--no-bf16",
+        action="store_true",
+        help="measure as where bf16 is emulated: fp32 rows only, bf16 skipped",
+    )
     p.add_argument("--rss-child", nargs=2, metavar=("ARCH", "SIDE"), help=argparse.SUPPRESS)
     p.add_argument("--width", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument(
@@ -232,23 +241,37 @@ def main() -> int:
     sizes, repeat, rss_side = ([64, 128], 3, 512) if args.quick else (args.sizes, args.repeat, args.rss_side)
     if args.quick:
         args.rss_tile = 256
-    fast = InferenceOptions(size_mode="original", precision="bf16")
+    # Only what this machine runs natively is measured: where bf16 is emulated (an AVX2-only CPU) one bf16
+    # forward of v2 at 256 px takes minutes, so its rows would measure the emulation, and the fast path is fp32.
+    native_bf16 = bf16_is_native(torch.device(args.device)) and not args.no_bf16
+    fast = InferenceOptions(size_mode="original", precision="bf16" if native_bf16 else "fp32")
     where = (
         torch.cuda.get_device_name()
         if args.device.startswith("cuda")
         else f"{torch.get_num_threads()} threads"
     )
-    print(f"torch {torch.__version__}, {where}, bf16 fast path; image: {test_image(8)[1]}")
-    fp32_peak = matmul_gmacs(torch.float32, args.device)
-    bf16_peak = matmul_gmacs(torch.bfloat16, args.device)
-    print(
-        f"{cpu_line() if args.device == 'cpu' else where}; matmul peak: fp32 {fp32_peak:.0f}, bf16 "
-        f"{bf16_peak:.0f} GMAC/s ({bf16_peak / fp32_peak:.1f}x)"
-    )
+    path = "bf16 fast path" if native_bf16 else "fp32 fast path (bf16 is emulated here)"
+    print(f"torch {torch.__version__}, {where}, {path}; image: {test_image(8)[1]}")
+    # Quick mode: a 1024 matmul (2 GMAC a call) keeps the peak's cost under a second on the slowest CPU met.
+    n = 1024 if args.quick else 2048
+    fp32_peak = matmul_gmacs(torch.float32, args.device, n)
+    machine = cpu_line() if args.device == "cpu" else where
+    if native_bf16:
+        peak = matmul_gmacs(torch.bfloat16, args.device, n)
+        print(
+            f"{machine}; matmul peak: fp32 {fp32_peak:.0f}, bf16 {peak:.0f} GMAC/s ({peak / fp32_peak:.1f}x)"
+        )
+    else:
+        peak = fp32_peak
+        why = "--no-bf16" if args.no_bf16 and bf16_is_native(torch.device(args.device)) else EMULATED_BF16
+        print(f"{machine}; matmul peak: fp32 {fp32_peak:.0f} GMAC/s; bf16 skipped: {why}")
     if args.student:
         student_comparison(*args.student, [512, 1024] if not args.quick else sizes, repeat, args.device)
         return 0
-    # ceiling: the speed-up if the fast path did nothing but its multiply-accumulates at the bf16 matmul peak.
+    # ceiling: the speed-up if the fast path did nothing but its multiply-accumulates at the matmul peak of its
+    # precision (bf16 where native, else fp32).
+    if not native_bf16:
+        print("skipped: the v1 'all bf16' rows (bf16 is not measured in this run)")
     print(
         "| arch | px | fp32 eager ms | fast ms | speed-up | PSNR fast vs fp32 dB | GMAC | ceiling |"
         + (" compiled ms | speed-up |" if args.compile else "")
@@ -268,11 +291,11 @@ def main() -> int:
                 repeat,
             )
             gmacs = generator_gmacs(model, side)
-            ceiling = ref_ms / (gmacs / bf16_peak * 1000)
+            ceiling = ref_ms / (gmacs / peak * 1000)
             # v1's fast path keeps its encoder in fp32 (GeneratorV1.fp32_submodules); the all-bf16 row shows
             # what that costs and buys.
             variants = [(arch, fast)]
-            if getattr(model, "fp32_submodules", ()):
+            if native_bf16 and getattr(model, "fp32_submodules", ()):
                 variants.append((f"{arch} all bf16", replace(fast, fp32_submodules=())))
             for label, opts in variants:
                 fast_ms, out = time_stylize(Stylizer(model, device=args.device, options=opts), image, repeat)

@@ -44,7 +44,8 @@ def in_process_fps(model_path: Path, clip: Path, out: Path, threads: int, preset
 
     torch.set_num_threads(threads)
     stylizer = Stylizer(
-        load_generator(model_path).model, options=InferenceOptions(size_mode="original", keep_alpha=False)
+        load_generator(model_path).model,
+        options=InferenceOptions(size_mode="original", keep_alpha=False, faces=False),
     )
     with av.open(str(clip)) as c:  # warm-up on a few frames: allocation, kernel selection
         frames = [f.to_image() for _, f in zip(range(4), c.decode(video=0), strict=False)]

@@ -65,7 +65,7 @@ def teacher_config(steps: int):
     from animegan.training import TrainConfig
 
     return TrainConfig.from_preset(
-        "paired", seed=SEED, precision="bf16", max_total_steps=steps, checkpoint_every=250, sample_every=250
+        "paired", seed=SEED, precision="auto", max_total_steps=steps, checkpoint_every=250, sample_every=250
     )
 
 
@@ -75,7 +75,7 @@ def student_config(steps: int):
     return TrainConfig.from_preset(
         "distill",
         seed=SEED,
-        precision="bf16",
+        precision="auto",
         teacher=str(TEACHER_FILE),
         max_total_steps=steps,
         checkpoint_every=250,

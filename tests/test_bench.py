@@ -10,6 +10,9 @@ import re
 import subprocess
 import sys
 
+import pytest
+
+from animegan.hardware import cpu_has_fast_bf16
 from tests.conftest import PROJECT_ROOT
 
 ROW = re.compile(
@@ -25,13 +28,21 @@ def run(*args: str) -> str:
     return done.stdout
 
 
-def test_inference_bench_quick_prints_every_row_and_the_ceiling():
-    out = run("bench/inference.py", "--quick")
-    assert re.search(r"matmul peak: fp32 \d+, bf16 \d+ GMAC/s", out), out
+@pytest.mark.parametrize("bf16", ["native where the CPU has it", "--no-bf16"])
+def test_inference_bench_quick_prints_every_row_and_the_ceiling(bf16):
+    measured = bf16 != "--no-bf16" and cpu_has_fast_bf16()
+    out = run("bench/inference.py", "--quick", *([bf16] if bf16.startswith("--") else []))
     rows = [ROW.match(line) for line in out.splitlines() if line.startswith("| v")]
     assert all(rows), out
-    # v1 twice per size (its fp32 encoder, then all bf16), v2 once; two sizes.
-    assert [m.group(1) for m in rows] == ["v1", "v1 all bf16", "v1", "v1 all bf16", "v2", "v2"], out
+    if measured:
+        assert re.search(r"matmul peak: fp32 \d+, bf16 \d+ GMAC/s", out), out
+        # v1 twice per size (its fp32 encoder, then all bf16), v2 once; two sizes.
+        assert [m.group(1) for m in rows] == ["v1", "v1 all bf16", "v1", "v1 all bf16", "v2", "v2"], out
+    else:  # bf16 emulated (or ruled out): not measured, and the output says so
+        why = "--no-bf16" if cpu_has_fast_bf16() else "emulates bf16"
+        assert re.search(rf"matmul peak: fp32 \d+ GMAC/s; bf16 skipped: .*{why}", out), out
+        assert "skipped: the v1 'all bf16' rows" in out, out
+        assert [m.group(1) for m in rows] == ["v1", "v1", "v2", "v2"], out
     port_rows = re.findall(
         r"^\| bryandlee port \| (\d+) \| (\d+) \| (\d+) \| ([\d.]+)x \| ([\d.]+|inf) \|$", out, re.M
     )

@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         compile=args.compile,
         batch_size=args.batch_size,
         keep_alpha=False,
+        faces=False,  # a face pass per frame would flicker as detections come and go
     )
     info = probe_video(args.input)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -84,7 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--base-channels", type=int, help="generator width (default: the architecture's)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
-    p.add_argument("--precision", choices=("fp32", "bf16"))
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="default auto: bf16 where native")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
     p.add_argument("--sample-every", type=int, help="steps between sample grids (0: only at the end)")
     p.add_argument("--init-lr", type=float)

@@ -5,10 +5,8 @@ batches of same-size images, tiling for large images, and a fast path (bf16 weig
 from __future__ import annotations
 
 import copy
-import functools
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -17,6 +15,8 @@ from PIL import Image
 from torch import nn
 
 from animegan.errors import ConfigError
+from animegan.hardware import cpu_has_fast_bf16
+from animegan.inference.faces import detect_faces, stylize_faces
 from animegan.inference.imageio import merge_alpha, split_alpha
 from animegan.inference.tiling import ALIGN, ReductionGroupNorm, TileModel, run_tiled, swap_norms, to_tensor
 
@@ -53,6 +53,8 @@ class InferenceOptions:
     tile_stats_side: int = 1024  # tiled runs take norm statistics from the image downscaled to this side
     fp32_submodules: tuple[str, ...] | None = None  # submodules a bf16/fp16 run keeps in fp32; None: the
     # generator's own list (v1: its encoder b1, worth 3 dB of PSNR for ~10% of the time), (): none
+    faces: bool = True  # the portrait path: each detected face stylized again, enlarged, and blended back
+    # (animegan/inference/faces.py); video turns it off (a per-frame detection would flicker)
 
     def __post_init__(self) -> None:
         if self.size_mode not in SIZE_MODES:
@@ -91,16 +93,6 @@ def reference_size(height: int, width: int) -> tuple[int, int]:
     return h, w
 
 
-@functools.cache
-def _cpu_has_fast_bf16() -> bool:
-    """AMX or AVX512-BF16 on this CPU (Linux flags); elsewhere bf16 is emulated and slower than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
 def resolve_dtype(precision: str, device: torch.device, arch: str | None = None) -> torch.dtype | None:
     """The reduced-precision dtype for `precision` on `device` and generator `arch`, or None for fp32."""
     if precision == "fp32":
@@ -120,7 +112,7 @@ def resolve_dtype(precision: str, device: torch.device, arch: str | None = None)
         # photo keeps 36-37 dB but a smooth synthetic image 21-25 dB (bench/RESULTS.md, "v1 precision");
         # "bf16" stays available, but the default keeps v1 exact.
         return None
-    return torch.bfloat16 if device.type == "cpu" and _cpu_has_fast_bf16() else None
+    return torch.bfloat16 if device.type == "cpu" and cpu_has_fast_bf16() else None
 
 
 class Float32Island(nn.Module):
@@ -216,7 +208,26 @@ class Stylizer:
                 out = to_uint8(self.forward(self.model, to_tensor(batch, self.device)))
                 for j, i in enumerate(chunk):
                     results[i] = self._finish(prepared[i], out[j])
+        if self.options.faces:
+            results = [self._with_faces(item, result) for item, result in zip(prepared, results, strict=True)]
         return results  # type: ignore[return-value]
+
+    def _with_faces(self, item: _Prepared, result: Image.Image) -> Image.Image:
+        """The portrait path over one finished image (no change where no face is found)."""
+        photo = np.ascontiguousarray(item.pixels[: item.out_h, : item.out_w])
+        boxes = detect_faces(photo)
+        if not boxes:
+            return result
+        whole = np.asarray(result.convert("RGB"))
+        return merge_alpha(stylize_faces(photo, whole, self.stylize_array, boxes), item.alpha)
+
+    def stylize_array(self, rgb: np.ndarray) -> np.ndarray:
+        """One (H, W, 3) uint8 RGB array at its exact size -> the generator's (H, W, 3) uint8 output."""
+        h, w = rgb.shape[:2]
+        pixels = pad_for_model(rgb)
+        if self._needs_tiling(_Prepared(pixels, h, w, None)):
+            return self._run_tiled(pixels)[:h, :w]
+        return to_uint8(self.forward(self.model, to_tensor(pixels[None], self.device)))[0, :h, :w]
 
     def forward(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) float32 in [-1, 1] -> float32 (B, 3, H, W) in [-1, 1], on the configured path."""

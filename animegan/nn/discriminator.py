@@ -97,3 +97,13 @@ class Discriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image_batch(x, "Discriminator")
         return self.layers(x)
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The logits and the activation after every LeakyReLU (feature matching compares these)."""
+        check_image_batch(x, "Discriminator")
+        features = []
+        for layer in self.layers:
+            x = layer(x)
+            if isinstance(layer, nn.LeakyReLU):
+                features.append(x)
+        return x, features

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -21,8 +22,12 @@ from animegan.config import (
     PairedLossWeights,
 )
 from animegan.errors import ConfigError
+from animegan.training.augment import parse_policy
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
+# constant: the optimiser's lr throughout; cosine / linear: after lr_warmup_steps, decay to lr * lr_final_ratio
+# at the run's last step. Warm-up and decay span the main phase (after the init phase).
+LR_SCHEDULES = ("constant", "cosine", "linear")
 # unpaired: the AnimeGAN recipe (photos + style images, VGG19 needed); paired: (photo, target) pairs;
 # distill: targets made on the fly by a teacher generator from photos alone.
 MODES = ("unpaired", "paired", "distill")
@@ -141,12 +146,19 @@ class TrainConfig:
     g_lr: float = 2e-5  # Adam lr of G in the GAN phase
     d_lr: float = 4e-5  # Adam lr of D
     betas: tuple[float, float] = (0.5, 0.999)  # Adam betas of all three optimisers (reference)
+    lr_schedule: str = "constant"  # g_lr and d_lr over the main phase: constant | cosine | linear (decay)
+    lr_warmup_steps: int = 0  # main-phase steps of linear warm-up from 0 to g_lr / d_lr
+    lr_final_ratio: float = 0.0  # cosine / linear: the lr at the last step, as a fraction of g_lr / d_lr
+    d_augment: str = (
+        ""  # paired: DiffAugment policy of every D input, e.g. "color,translation,cutout"; "" none
+    )
     max_total_steps: int | None = (
         None  # stop the whole run at this global step (short runs); None: all epochs
     )
     seed: int = 0  # seeds weights init, data order and every RNG; same seed + same device = same run on CPU
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:N"
-    precision: str = "fp32"  # "fp32" | "bf16" (autocast of the forward passes; losses reduced in fp32)
+    precision: str = "auto"  # "fp32" | "bf16" (autocast; losses in fp32) | "auto": bf16 on CUDA and on CPUs
+    # with native bf16 (AMX, AVX512-BF16), fp32 elsewhere; the Trainer records what it resolved to
     channels_last: bool = True  # NHWC tensors: faster oneDNN (CPU) and tensor-core (CUDA) convolutions
     checkpoint_every: int = 1000  # steps between checkpoints (each run() segment also ends with one)
     keep_checkpoints: int = 3  # newest checkpoints kept in run_dir/checkpoints (older ones deleted)
@@ -200,8 +212,29 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.mode={self.mode!r} is not one of {MODES}")
         if self.max_side is not None:
             positive_int("max_side", minimum=self.image_size)
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"TrainConfig.lr_schedule={self.lr_schedule!r} is not one of {LR_SCHEDULES}")
+        positive_int("lr_warmup_steps", minimum=0)
+        if not isinstance(self.lr_final_ratio, int | float) or not 0 <= self.lr_final_ratio <= 1:
+            raise ConfigError(f"TrainConfig.lr_final_ratio={self.lr_final_ratio!r} must be in [0, 1]")
+        try:
+            parse_policy(self.d_augment)
+        except ValueError as exc:
+            raise ConfigError(f"TrainConfig.d_augment={self.d_augment!r}: {exc}") from None
         if self.preset not in PRESETS:
             raise ConfigError(f"TrainConfig.preset={self.preset!r} is not one of {sorted(PRESETS)}")
+
+    def lr_factor(self, step: int, main_start: int, total_steps: int) -> float:
+        """The multiplier of g_lr and d_lr at global step `step` (0-based) under lr_schedule."""
+        k = step - main_start  # steps into the main phase
+        if self.lr_warmup_steps and k < self.lr_warmup_steps:
+            return (k + 1) / self.lr_warmup_steps
+        if self.lr_schedule == "constant":
+            return 1.0
+        span = max(total_steps - main_start - self.lr_warmup_steps - 1, 1)
+        progress = min(max((k - self.lr_warmup_steps) / span, 0.0), 1.0)
+        decay = 0.5 * (1 + math.cos(math.pi * progress)) if self.lr_schedule == "cosine" else 1 - progress
+        return self.lr_final_ratio + (1 - self.lr_final_ratio) * decay
 
     @property
     def needs_vgg(self) -> bool:

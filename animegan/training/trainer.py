@@ -19,15 +19,14 @@ import torch
 from PIL import Image
 
 from animegan.atomic import atomic_write
-from animegan.data import UnpairedDataset, load_image_set
-from animegan.data.dataset import ImageSource, to_tensor_color
-from animegan.data.paired import CropDataset, load_pairs, load_photos
+from animegan.data.dataset import ImageSource
 from animegan.errors import ConfigError, WeightsError
-from animegan.losses import AnimeGANLoss, PairedLoss
+from animegan.hardware import resolve_training_precision
 from animegan.nn import VGG19Features, build_discriminator, build_generator
 from animegan.training import checkpoint as ckpt
 from animegan.training.config import RUNTIME_FIELDS, TrainConfig
-from animegan.weights import load_generator, read_weights, save_generator
+from animegan.training.modes import MODES
+from animegan.weights import read_weights, save_generator
 
 logger = logging.getLogger(__name__)
 
@@ -101,29 +100,18 @@ class Trainer:
                     file_gen_config,
                 )
                 config = config.replace(generator=file_gen_config)
-        _check_inputs(config, styles, targets)
-        self.config = config
         self.device = resolve_device(config.device)
-        self.teacher: torch.nn.Module | None = None
-        if config.mode == "unpaired":
-            self.data = UnpairedDataset(
-                photos,
-                styles,
-                image_size=config.image_size,
-                batch_size=config.batch_size,
-                seed=config.seed,
-                smooth_cache_dir=config.smooth_cache_dir or self.run_dir / "smooth_cache",
-                smoothed=smoothed,
-            )
-        else:
-            images = (
-                load_pairs(photos, targets, max_side=config.max_side)
-                if config.mode == "paired"
-                else load_photos(photos, max_side=config.max_side)
-            )
-            self.data = CropDataset(images, config.image_size, config.batch_size, config.seed)
-            if config.mode == "distill":
-                self.teacher = load_generator(config.teacher, self.device).model
+        # "auto" resolved here and recorded so (config.json, checkpoints): the run says what it computed in
+        config = config.replace(precision=resolve_training_precision(config.precision, self.device))
+        self.config = config
+        # NHWC: bf16 steps 2x faster on a 2-thread AMX CPU at 256 px (bench/RESULTS-train.md)
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.mode = MODES[config.mode](config, self.device, self.memory_format)
+        _check_vgg(config)
+        self.mode.check_inputs(styles, targets)
+        self.data = self.mode.build_data(
+            photos, styles, targets, smoothed, config.smooth_cache_dir or self.run_dir / "smooth_cache"
+        )
         self.iterations_per_epoch = self.data.iterations_per_epoch
         total = config.epochs * self.iterations_per_epoch
         self.total_steps = min(total, config.max_total_steps) if config.max_total_steps else total
@@ -133,15 +121,10 @@ class Trainer:
         self.generator = build_generator(config.generator).to(self.device)
         self.discriminator = build_discriminator(config.discriminator).to(self.device)
         self.vgg = VGG19Features(config.vgg_weights).to(self.device) if config.needs_vgg else None
-        if config.mode == "unpaired":
-            self.criterion = AnimeGANLoss(self.vgg, config.losses)
-        else:
-            self.criterion = PairedLoss(config.paired_losses, self.vgg)
+        self.criterion = self.mode.build_criterion(self.vgg)
         if init_state is not None:
             self.generator.load_state_dict(init_state, strict=True)
-        # NHWC: bf16 steps 2x faster on a 2-thread AMX CPU at 256 px (bench/RESULTS-train.md)
-        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        for module in (self.generator, self.discriminator, self.vgg, self.teacher):
+        for module in (self.generator, self.discriminator, self.vgg):
             if module is not None:
                 module.to(memory_format=self.memory_format)
         betas = config.betas
@@ -149,18 +132,8 @@ class Trainer:
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.g_lr, betas=betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.d_lr, betas=betas)
         self.step = 0
-        # (N, 3, S, S): the photos of every sample grid (and, paired, their targets under G's outputs)
-        self.sample_targets: torch.Tensor | None = None
-        if config.mode == "unpaired":
-            val = self.data.photos
-            if val_photos is not None:
-                val = load_image_set(
-                    val_photos, "val photo", config.image_size, cache_dir=self.data.cache_dir
-                )
-            self.samples = to_tensor_color(val.color[: config.num_samples]).to(self.device)
-        else:
-            fixed = self.data.center_crops(config.num_samples).to(self.device)
-            self.samples, self.sample_targets = fixed.photo, fixed.target
+        # (N, 3, S, S): the photos of every sample grid and, paired and distill, their targets (a third row)
+        self.samples, self.sample_targets = self.mode.sample_inputs(val_photos)
 
         if state is not None:
             self._load_state(state)
@@ -196,9 +169,7 @@ class Trainer:
         return saved.replace(**{name: getattr(given, name) for name in RUNTIME_FIELDS})
 
     def phase_of(self, step: int) -> str:
-        if step < self.init_steps:
-            return "init"
-        return "gan" if self.config.mode == "unpaired" else "main"
+        return "init" if step < self.init_steps else self.mode.main_phase
 
     @property
     def epoch(self) -> int:
@@ -206,89 +177,23 @@ class Trainer:
 
     # ---- one step ----------------------------------------------------------------------------------
 
-    def _autocast(self) -> torch.autocast:
+    def autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16")
 
     def train_step(self) -> dict[str, float]:
         """One optimisation step of the current phase; returns the named losses as floats."""
-        if self.step >= self.init_steps and self.opt_init.state:
+        batch = self.data.next_batch().to(self.device, self.memory_format)
+        self.generator.train()
+        if self.phase_of(self.step) == "init":
+            return _floats(self.mode.init_step(self, batch))
+        if self.opt_init.state:
             # The warm-up's Adam moments are never used again: dropping them takes 2x G's size off every checkpoint.
             self.opt_init.state.clear()
-        if self.config.mode != "unpaired":
-            return self._paired_step()
-        batch = self.data.next_batch().to(self.device, self.memory_format)
-        self.generator.train()
-        if self.phase_of(self.step) == "init":
-            with self._autocast():
-                fake = self.generator(batch.photo)  # (B, 3, S, S) in [-1, 1]
-                terms = self.criterion.init_phase(batch.photo, fake)  # total = con * content
-            self.opt_init.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            self.opt_init.step()
-            return _floats(terms, "init_")
-
-        # D step on G(p).detach(): one forward over the four inputs (per-sample norms keep them independent)
-        self.discriminator.requires_grad_(True)
-        with self._autocast():
-            fake = self.generator(batch.photo)
-            logits = self.discriminator(
-                torch.cat([batch.anime, fake.detach(), batch.anime_gray, batch.smooth_gray])
-            )
-            d_terms = self.criterion.discriminator(*logits.chunk(4))
-        self.opt_d.zero_grad(set_to_none=True)
-        d_terms["total"].backward()
-        self.opt_d.step()
-
-        # G step on the same fake with D frozen: D's weights get no gradients, the fake still does
-        self.discriminator.requires_grad_(False)
-        with self._autocast():
-            g_terms = self.criterion.generator(batch.photo, fake, batch.anime_gray, self.discriminator(fake))
-        self.opt_g.zero_grad(set_to_none=True)
-        g_terms["total"].backward()
-        self.opt_g.step()
-        return {**_floats(d_terms, "d_"), **_floats(g_terms, "g_")}
-
-    @torch.no_grad()
-    def teacher_targets(self, photo: torch.Tensor) -> torch.Tensor:
-        """The teacher's outputs for a batch of photos, (B, 3, S, S) in [-1, 1], fp32."""
-        with self._autocast():
-            return self.teacher(photo).float().clamp(-1, 1).contiguous(memory_format=self.memory_format)
-
-    def _paired_step(self) -> dict[str, float]:
-        """Paired / distillation step: a reconstruction warm-up, then G towards the target (plus D if adv > 0)."""
-        batch = self.data.next_batch().to(self.device, self.memory_format)
-        self.generator.train()
-        if self.phase_of(self.step) == "init":
-            with self._autocast():
-                terms = self.criterion.init_phase(batch.photo, self.generator(batch.photo))
-            self.opt_init.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            self.opt_init.step()
-            return _floats(terms, "init_")
-
-        target = batch.target if self.teacher is None else self.teacher_targets(batch.photo)
-        losses: dict[str, float] = {}
-        with self._autocast():
-            fake = self.generator(batch.photo)
-        d_fake = None
-        if self.config.paired_losses.adv > 0:
-            self.discriminator.requires_grad_(True)
-            with self._autocast():
-                logits = self.discriminator(torch.cat([target, fake.detach()]))
-                d_terms = self.criterion.discriminator(*logits.chunk(2))
-            self.opt_d.zero_grad(set_to_none=True)
-            d_terms["total"].backward()
-            self.opt_d.step()
-            losses.update(_floats(d_terms, "d_"))
-            self.discriminator.requires_grad_(False)
-            with self._autocast():
-                d_fake = self.discriminator(fake)
-        with self._autocast():
-            g_terms = self.criterion.generator(target, fake, d_fake)
-        self.opt_g.zero_grad(set_to_none=True)
-        g_terms["total"].backward()
-        self.opt_g.step()
-        return {**losses, **_floats(g_terms, "g_")}
+        factor = self.config.lr_factor(self.step, self.init_steps, self.total_steps)
+        for optimizer, base in ((self.opt_g, self.config.g_lr), (self.opt_d, self.config.d_lr)):
+            for group in optimizer.param_groups:
+                group["lr"] = base * factor
+        return _floats(self.mode.main_step(self, batch))
 
     # ---- the loop ----------------------------------------------------------------------------------
 
@@ -408,14 +313,12 @@ class Trainer:
         if len(self.samples) == 0:
             return None
         self.generator.eval()
-        with self._autocast():
+        with self.autocast():
             out = self.generator(self.samples).float().clamp(-1, 1)
         self.generator.train()
         shown = [self.samples, out]
         if self.sample_targets is not None:
             shown.append(self.sample_targets)
-        elif self.teacher is not None:
-            shown.append(self.teacher_targets(self.samples))
         rows = [torch.cat(list(t.float()), dim=2) for t in shown]  # each (3, S, n*S)
         grid = ((torch.cat(rows, dim=1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
         path = self.run_dir / SAMPLES_DIR / f"step-{self.step:06d}.png"
@@ -437,20 +340,13 @@ class Trainer:
         return save_generator(Path(path), self.generator, metadata=metadata)
 
 
-def _check_inputs(config: TrainConfig, styles: ImageSource | None, targets: ImageSource | None) -> None:
-    """What each mode needs, named before any data is read."""
+def _check_vgg(config: TrainConfig) -> None:
     if config.needs_vgg and not config.vgg_weights:
         why = "the unpaired mode" if config.mode == "unpaired" else "the perceptual loss term"
         raise ConfigError(
             f"TrainConfig.vgg_weights is empty; {why} needs a local VGG19 weights file (vgg19.npy or "
             "torchvision's vgg19 .pth); the paired and distill modes train without one"
         )
-    if config.mode == "unpaired" and styles is None:
-        raise ConfigError("the unpaired mode needs a folder (or list) of style images")
-    if config.mode == "paired" and targets is None:
-        raise ConfigError("the paired mode needs targets: a folder of images named as the photos")
-    if config.mode == "distill" and not config.teacher:
-        raise ConfigError("the distill mode needs TrainConfig.teacher: a generator file to learn from")
 
 
 def _load_latest(run_dir: Path) -> tuple[Path | None, dict[str, Any] | None]:
@@ -468,7 +364,7 @@ def _load_latest(run_dir: Path) -> tuple[Path | None, dict[str, Any] | None]:
     return None, None
 
 
-def _floats(terms: dict[str, torch.Tensor], prefix: str) -> dict[str, float]:
+def _floats(terms: dict[str, torch.Tensor]) -> dict[str, float]:
     # one device-to-host copy for all terms instead of a CUDA sync per term
     values = torch.stack([v.detach().float() for v in terms.values()]).tolist()
-    return {prefix + k: v for k, v in zip(terms, values, strict=True)}
+    return dict(zip(terms, values, strict=True))

@@ -66,6 +66,7 @@ def paired_config(preset="paired", **overrides):
         generator={"base_channels": 8},
         discriminator={"base_channels": 8},
         device="cpu",
+        precision="fp32",  # the reference path: exact on every CPU (bf16 is emulated on AVX2-only ones)
         checkpoint_every=100,
         sample_every=0,
         num_samples=2,
@@ -203,7 +204,7 @@ def test_teacher_mode_student_learns_the_teachers_outputs(pairs, tmp_path):
     assert losses[-1] < 0.7 * losses[0]
     # Its targets are the teacher's outputs for the same crops.
     expected = load_generator(teacher_file).model(fixed.photo).clamp(-1, 1)
-    assert torch.allclose(student.teacher_targets(fixed.photo), expected, atol=1e-5)
+    assert torch.allclose(student.mode.teacher_targets(fixed.photo), expected, atol=1e-5)
 
 
 def test_cli_paired_dry_run_and_training(pairs, tmp_path, capsys):
@@ -221,3 +222,118 @@ def test_cli_paired_dry_run_and_training(pairs, tmp_path, capsys):
         == 2
     )
     assert "give --targets" in capsys.readouterr().err
+
+
+def test_differentiable_blackhat_and_chroma_statistics_match_their_definitions():
+    import cv2
+
+    from animegan.losses import chroma_statistics, color_stats_loss, luma_blackhat, outline_loss
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1
+    y = (0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]).astype(np.float32)
+    expected = cv2.morphologyEx(y, cv2.MORPH_BLACKHAT, np.ones((5, 5), np.uint8))
+    got = luma_blackhat(x)[0, 0].numpy()
+    inner = (slice(4, -4), slice(4, -4))  # the borders differ: replicate padding here, OpenCV's own there
+    np.testing.assert_allclose(got[inner], expected[inner], atol=1e-3)
+
+    rg = rgb[..., 0].astype(float) - rgb[..., 1]
+    yb = (rgb[..., 0].astype(float) + rgb[..., 1]) / 2 - rgb[..., 2]
+    stats = chroma_statistics(x)[0].double().numpy()
+    np.testing.assert_allclose(stats, [rg.mean(), yb.mean(), rg.std(ddof=1), yb.std(ddof=1)], rtol=1e-4)
+
+    fake = x.clone().requires_grad_(True)
+    assert color_stats_loss(x, fake).item() == 0 and outline_loss(x, fake).item() == 0
+    pale = (x * 0.5).requires_grad_(True)
+    (color_stats_loss(x, pale) + outline_loss(x, pale)).backward()
+    assert pale.grad.abs().sum() > 0
+
+
+def test_paired_discriminator_terms_edge_negatives_and_feature_matching():
+    from animegan.config import PairedLossWeights
+    from animegan.losses import PairedLoss
+
+    loss = PairedLoss(PairedLossWeights(adv=1.0, d_smooth=0.5, feature_matching=2.0))
+    ones, zeros = torch.ones(2, 1, 4, 4), torch.zeros(2, 1, 4, 4)
+    d = loss.discriminator(ones, zeros, ones)  # targets right, fakes right, smoothed targets all wrong
+    assert d["real"] == 0 and d["fake"] == 0 and d["smooth"] == 1 and d["total"].item() == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="smoothed targets"):
+        loss.discriminator(ones, zeros)
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    with pytest.raises(ValueError, match="D's features"):
+        loss.generator(x, x, zeros)
+    features = ([torch.ones(2, 4, 8, 8)], [torch.zeros(2, 4, 8, 8, requires_grad=True)])
+    g = loss.generator(x, x, ones, features)
+    assert g["adv"] == 0 and g["feature_matching"] == 1
+    assert g["total"].item() == pytest.approx(2.0 + g["pixel"].item() + g["ssim"].item())
+
+
+def full_recipe(**overrides):
+    losses = {"adv": 1.0, "d_smooth": 1.0, "feature_matching": 1.0, "color_stats": 1.0, "outline": 1.0}
+    return paired_config(
+        paired_losses=losses,
+        d_augment="color,translation,cutout",
+        lr_schedule="cosine",
+        lr_warmup_steps=1,
+        lr_final_ratio=0.1,
+        **overrides,
+    )
+
+
+def test_the_full_paired_recipe_trains_every_term_and_resumes_exactly(pairs, tmp_path):
+    cfg = full_recipe()
+    straight = Trainer(cfg, pairs / "photos", None, tmp_path / "straight", targets=pairs / "targets")
+    seen = []
+    straight.progress = seen.append
+    assert straight.run().status == "completed"
+    main = seen[-1].losses
+    for term in ("adv", "feature_matching", "color_stats", "outline", "pixel", "ssim"):
+        assert f"g_{term}" in main, main
+    assert {"d_real", "d_fake", "d_smooth"} <= set(main) and all(np.isfinite(list(main.values())))
+
+    first = Trainer(cfg, pairs / "photos", None, tmp_path / "resumed", targets=pairs / "targets")
+    assert first.run(max_steps=2).status == "paused"
+    second = Trainer(cfg, pairs / "photos", None, tmp_path / "resumed", targets=pairs / "targets")
+    assert second.run().status == "completed"
+    assert_same_state(straight, second)  # augmentation draws and smoothed crops resume with the run
+
+
+def test_distill_refuses_edge_negatives_it_cannot_make(pairs, tmp_path):
+    with pytest.raises(ConfigError, match="d_smooth needs fixed targets"):
+        Trainer(
+            paired_config(
+                preset="distill", teacher="t.safetensors", paired_losses={"adv": 1.0, "d_smooth": 1.0}
+            ),
+            pairs / "photos",
+            None,
+            tmp_path,
+        )
+
+
+def test_learning_rate_schedules_warm_up_then_decay_to_the_final_ratio(pairs, tmp_path):
+    cfg = paired_config(lr_schedule="cosine", lr_warmup_steps=2, lr_final_ratio=0.1)
+    # Main phase from step 10 to 20: warm-up over steps 10, 11; cosine over 12..19; floor at the last step.
+    assert [cfg.lr_factor(s, 10, 20) for s in (10, 11, 12)] == [0.5, 1.0, 1.0]
+    assert cfg.lr_factor(19, 10, 20) == pytest.approx(0.1)
+    assert cfg.lr_factor(15.5, 10, 20) == pytest.approx(0.55)  # half way: the mean of 1 and 0.1
+    linear = paired_config(lr_schedule="linear")
+    assert linear.lr_factor(5, 0, 11) == pytest.approx(0.5)
+    assert paired_config().lr_factor(7, 0, 11) == 1.0  # constant
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        paired_config(lr_schedule="step")
+
+    trainer = Trainer(
+        paired_config(lr_schedule="linear", g_lr=1e-3, d_lr=2e-3, paired_losses={"adv": 0.1}),
+        pairs / "photos",
+        None,
+        tmp_path,
+        targets=pairs / "targets",
+    )
+    rates = []
+    trainer.progress = lambda p: rates.append(
+        (trainer.opt_g.param_groups[0]["lr"], trainer.opt_d.param_groups[0]["lr"])
+    )
+    trainer.run()
+    # 1 init step (the warm-up optimiser), then steps 1..3 of the main phase decaying linearly to 0.
+    assert rates[1:] == [pytest.approx((1e-3 * f, 2e-3 * f)) for f in (1.0, 0.5, 0.0)]

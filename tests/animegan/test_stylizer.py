@@ -134,10 +134,10 @@ def test_v1_fast_path_keeps_its_encoder_in_fp32():
 
 
 def test_auto_precision_resolves_per_device():
-    from animegan.inference.stylizer import _cpu_has_fast_bf16
+    from animegan.hardware import cpu_has_fast_bf16
 
     s = Stylizer(tiny(), options=InferenceOptions(precision="auto"))
-    assert s.dtype == (torch.bfloat16 if _cpu_has_fast_bf16() else None)
+    assert s.dtype == (torch.bfloat16 if cpu_has_fast_bf16() else None)
     assert s.batch_size == 1  # CPU default
     assert Stylizer(tiny("v1"), options=InferenceOptions(precision="auto")).dtype is None  # v1 stays exact
     assert Stylizer(tiny("v1"), options=InferenceOptions(precision="bf16")).dtype == torch.bfloat16

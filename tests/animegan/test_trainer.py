@@ -50,6 +50,7 @@ def tiny_config(vgg_file, **overrides):
         generator={"base_channels": 8},
         discriminator={"base_channels": 8},
         device="cpu",
+        precision="fp32",  # the reference path: exact on every CPU (bf16 is emulated on AVX2-only ones)
         checkpoint_every=100,
         sample_every=3,
         num_samples=2,
@@ -90,7 +91,7 @@ def test_both_phases_checkpoint_and_resume_equal_an_uninterrupted_run(vgg_file, 
         on_sample=samples.append,
     )
     assert (straight.total_steps, straight.init_steps) == (4, 2)
-    assert json.loads((tmp_path / "straight" / "config.json").read_text()) == cfg.to_dict()
+    assert json.loads((tmp_path / "straight" / "config.json").read_text()) == cfg.to_dict()  # fp32 as asked
     result = straight.run()
     assert (result.status, result.step, result.phase) == ("completed", 4, "gan")
     assert [(p.step, p.phase) for p in seen] == [(1, "init"), (2, "init"), (3, "gan"), (4, "gan")]
@@ -152,7 +153,29 @@ def test_stop_pause_and_config_mismatch(vgg_file, images, tmp_path):
     assert make_trainer(cfg.replace(max_total_steps=3), images, tmp_path).step == 3
 
 
-def test_export_fine_tune_and_bf16(vgg_file, images, tmp_path):
+def test_precision_auto_resolves_to_what_the_cpu_runs_natively_and_is_recorded(
+    vgg_file, images, tmp_path, monkeypatch, caplog
+):
+    from animegan import hardware
+
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(hardware, "cpu_has_fast_bf16", lambda native=native: native)
+        run_dir = tmp_path / expected
+        trainer = make_trainer(tiny_config(vgg_file, precision="auto"), images, run_dir)
+        assert trainer.config.precision == expected
+        assert json.loads((run_dir / "config.json").read_text())["precision"] == expected
+    # An explicit bf16 where the CPU would emulate it runs as asked, with one warning that says why not.
+    hardware._warn_emulated_bf16_once.cache_clear()
+    with caplog.at_level("WARNING", logger="animegan.hardware"):
+        for i in range(2):
+            bf16 = make_trainer(tiny_config(vgg_file, precision="bf16"), images, tmp_path / f"bf16-{i}")
+            assert bf16.config.precision == "bf16"
+    warnings = [r for r in caplog.records if "emulates it" in r.getMessage()]
+    assert len(warnings) == 1, caplog.text
+    assert TrainConfig().precision == "auto"
+
+
+def test_export_fine_tune_and_auto_precision(vgg_file, images, tmp_path):
     cfg = tiny_config(vgg_file, epochs=1, init_epochs=1, max_total_steps=1)
     trainer = make_trainer(cfg, images, tmp_path / "base")
     trainer.run()
@@ -170,7 +193,7 @@ def test_export_fine_tune_and_bf16(vgg_file, images, tmp_path):
         max_total_steps=1,
         init_generator=str(export),
         skip_init=True,
-        precision="bf16",
+        precision="auto",
         generator={"base_channels": 16},
     )  # the file's architecture wins over this
     (tmp_path / "val").mkdir()

@@ -75,7 +75,7 @@ def run_video_segment(ctx: JobContext, job_id: str, segment: int, redelivered: b
         logger.info("job %s: segment %d already written", job_id, segment)
         return len(_segments_done(ctx, job_id)) == len(params.segments)
     spec = Segment.from_dict(params.segments[segment].model_dump())
-    options = inference_options(ctx, params, keep_alpha=False)
+    options = inference_options(ctx, params, keep_alpha=False, faces=False)  # no per-frame face pass
     try:
         encode = EncodeOptions(crf=params.crf, preset=params.preset)
     except (AnimeGANError, ValueError) as exc:
