@@ -28,7 +28,7 @@ SHARED = ROOT.parent / "shared" / "data"
 PHOTOS, TARGETS = SHARED / "photos", SHARED / "hayao_reference"
 RUNS = ROOT / "runs"
 MODELS = ROOT / "models" / "builtin"
-TEACHER_RUN, STUDENT_RUN = RUNS / "builtin-hayao", RUNS / "builtin-hayao-fast"
+TEACHER_RUN, STUDENT_RUN = RUNS / "builtin-hayao-gan", RUNS / "builtin-hayao-fast"
 TEACHER_FILE, STUDENT_FILE = MODELS / "hayao-builtin.safetensors", MODELS / "hayao-builtin-fast.safetensors"
 # The newest checkpoint of each run, committed (one file each, replaced), so a later session on a fresh machine
 # resumes the run instead of starting over; `save-resume` writes them, `train`/`distill` read them back.
@@ -61,11 +61,43 @@ def split_folders(kind: str) -> tuple[Path, Path]:
     return out
 
 
+# The teacher's recipe, chosen by bench/paired_recipes.py (bench/RESULTS-paired.md, "Style strength"): a fine-tune
+# of the L1 + SSIM generator (step 4,347) with the adversarial terms that draw what regression averages away.
+TEACHER_START = ROOT / "models" / "training" / "hayao-builtin-l1ssim-4347.safetensors"
+TEACHER_LOSSES = {
+    "pixel": 1.0,
+    "ssim": 1.0,
+    "adv": 1.0,
+    "d_smooth": 1.0,
+    "feature_matching": 1.0,
+    "color_stats": 1.0,
+}
+TEACHER_RECIPE = {
+    "image_size": 256,
+    "batch_size": 4,
+    "g_lr": 5e-5,
+    "d_lr": 1e-4,
+    "lr_schedule": "cosine",
+    "lr_warmup_steps": 100,
+    "lr_final_ratio": 0.1,
+    "d_augment": "color,translation,cutout",
+    "skip_init": True,
+}
+
+
 def teacher_config(steps: int):
     from animegan.training import TrainConfig
 
     return TrainConfig.from_preset(
-        "paired", seed=SEED, precision="auto", max_total_steps=steps, checkpoint_every=250, sample_every=250
+        "paired",
+        seed=SEED,
+        precision="auto",
+        max_total_steps=steps,
+        checkpoint_every=250,
+        sample_every=250,
+        init_generator=str(TEACHER_START),
+        paired_losses=TEACHER_LOSSES,
+        **TEACHER_RECIPE,
     )
 
 
@@ -101,23 +133,56 @@ def run_training(
     logger.info("%s: %s at step %d of %d", run_dir.name, result.status, result.step, result.total_steps)
 
 
+PORTRAIT = ROOT / "samples" / "portrait" / "astronaut.jpg"
+
+
 def validate(model_file: Path, out_json: Path | None) -> dict:
-    from animegan.evaluation import mean_score, score_pairs
+    """The held-out pairs' PSNR, SSIM and style statistics (photo, model, target), and the portrait's face."""
+    from animegan.evaluation import mean_score, score_pairs, score_table
     from animegan.weights import load_generator
 
     photos, targets = split_folders("val")
-    scores = score_pairs(load_generator(model_file).model, photos, targets)
+    model = load_generator(model_file).model
+    scores = score_pairs(model, photos, targets)
     mean = mean_score(scores)
-    print(f"{'photo':<10} {'PSNR':>6} {'SSIM':>6} | {'base PSNR':>9} {'base SSIM':>9}")
-    for s in [*scores, mean]:
-        print(f"{s.name:<10} {s.psnr:6.2f} {s.ssim:6.3f} | {s.baseline_psnr:9.2f} {s.baseline_ssim:9.3f}")
     print(
-        f"gain over the photo: {mean.psnr - mean.baseline_psnr:+.2f} dB PSNR, {mean.ssim - mean.baseline_ssim:+.3f} SSIM"
+        f"{'photo':<10} {'PSNR':>6} {'SSIM':>6} {'outline':>8} {'colour':>7} {'corr':>6} | {'base PSNR':>9}"
     )
-    table = {"model": model_file.name, "pairs": [s.to_dict() for s in scores], "mean": mean.to_dict()}
+    for s in [*scores, mean]:
+        o = s.output
+        print(
+            f"{s.name:<10} {s.psnr:6.2f} {s.ssim:6.3f} {o.outline_energy:8.2f} {o.colourfulness:7.1f} "
+            f"{o.outline_corr:6.3f} | {s.baseline_psnr:9.2f}"
+        )
+    print(score_table(mean))
+    face = portrait_face(model)
+    print(
+        f"portrait face ({PORTRAIT.name}): hue shift {face['hue_shift']:.1f} deg, colourfulness "
+        f"{face['colourfulness_ratio']:.2f}x and outline energy {face['outline_ratio']:.2f}x the photo's"
+    )
+    table = {
+        "model": model_file.name,
+        "pairs": [s.to_dict() for s in scores],
+        "mean": mean.to_dict(),
+        "portrait_face": face,
+    }
     if out_json is not None:
         out_json.write_text(json.dumps(table, indent=2) + "\n")
     return table
+
+
+def portrait_face(model, faces: bool = True) -> dict:
+    """The face statistics of the portrait sample stylized with default options (the portrait path on)."""
+    import numpy as np
+    from PIL import Image
+
+    from animegan.inference import InferenceOptions, Stylizer
+    from animegan.inference.faces import detect_faces, face_stats
+
+    photo = np.asarray(Image.open(PORTRAIT).convert("RGB"))
+    out = np.asarray(Stylizer(model, options=InferenceOptions(faces=faces)).stylize(Image.fromarray(photo)))
+    (box,) = detect_faces(photo)
+    return face_stats(photo, out, box).to_dict()
 
 
 def export(run_dir: Path, out: Path, name: str, description: str) -> None:
@@ -138,31 +203,46 @@ def export(run_dir: Path, out: Path, name: str, description: str) -> None:
     logger.info("exported %s (step %s) to %s", latest.name, step, out)
 
 
-def figure(out: Path, cell_width: int = 320) -> None:
-    """The README's before/after figure: the project's own samples/ photos over both built-in models' outputs."""
+# Crops (name, top, left, side) of held-out photos at their reference size for the README figure.
+FIGURE_CROPS = (("photo_05", 260, 420, 420), ("photo_20", 140, 330, 420), ("photo_35", 200, 560, 420))
+
+
+def figure(out: Path, cell: int = 300) -> None:
+    """The README figure: three held-out photos (photo | hayao-builtin | the original AnimeGAN's output), then
+    the portrait (photo | hayao-builtin with the portrait path | hayao-builtin-fast)."""
     import numpy as np
     from PIL import Image
 
     from animegan.inference import Stylizer
     from animegan.weights import load_generator
 
-    rows = [[Image.open(p).convert("RGB") for p in sorted((ROOT / "samples").glob("*.jpg"))]]
-    for model_file in (TEACHER_FILE, STUDENT_FILE):
-        if model_file.is_file():
-            stylizer = Stylizer(load_generator(model_file).model)
-            rows.append([stylizer.stylize(photo) for photo in rows[0]])
-    cells = [
-        [np.asarray(im.resize((cell_width, round(im.height * cell_width / im.width)))) for im in row]
-        for row in rows
-    ]
-    grid = np.concatenate([np.concatenate(row, axis=1) for row in cells], axis=0)
+    photos, targets = split_folders("val")
+    teacher = Stylizer(load_generator(TEACHER_FILE).model)
+    student = Stylizer(load_generator(STUDENT_FILE).model)
+
+    def square(image: Image.Image, top: int, left: int, side: int) -> np.ndarray:
+        return np.asarray(
+            image.crop((left, top, left + side, top + side)).resize((cell, cell), Image.LANCZOS)
+        )
+
+    rows = []
+    for name, top, left, side in FIGURE_CROPS:
+        photo = Image.open(photos / f"{name}.jpg").convert("RGB")
+        target = Image.open(targets / f"{name}.jpg").convert("RGB")
+        photo = photo.resize(target.size, Image.BILINEAR)  # the reference size, as the original ran it
+        rows.append([square(im, top, left, side) for im in (photo, teacher.stylize(photo), target)])
+    portrait = Image.open(PORTRAIT).convert("RGB")
+    rows.append(
+        [
+            square(im, 0, 0, portrait.width)
+            for im in (portrait, teacher.stylize(portrait), student.stylize(portrait))
+        ]
+    )
+    grid = np.concatenate([np.concatenate(row, axis=1) for row in rows], axis=0)
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid).save(out, quality=88)
     logger.info(
-        "wrote %s (%d rows: photos, then %s)",
-        out,
-        len(rows),
-        ", ".join(f.stem for f in (TEACHER_FILE, STUDENT_FILE)),
+        "wrote %s: rows of photo | hayao-builtin | original (3 held-out photos), then the portrait", out
     )
 
 
@@ -173,7 +253,11 @@ def main(argv: list[str] | None = None) -> int:
         choices=["train", "validate", "export", "distill", "export-student", "figure", "save-resume"],
     )
     parser.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of this run")
-    parser.add_argument("--steps", type=int, default=20000, help="the whole run's step count")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        help="the whole run's step count (the LR schedule ends there); default 4000 / 20000",
+    )
     parser.add_argument("--model", type=Path, help="validate: this file (default: the built-in export)")
     parser.add_argument("--json", type=Path, help="validate: also write the table here")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's, all cores)")
@@ -186,12 +270,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     if args.command == "train":
         photos, targets = split_folders("train")
-        run_training(teacher_config(args.steps), TEACHER_RUN, TEACHER_RESUME, args.minutes, photos, targets)
+        config = teacher_config(args.steps or 4000)
+        run_training(config, TEACHER_RUN, TEACHER_RESUME, args.minutes, photos, targets)
     elif args.command == "distill":
         if not TEACHER_FILE.is_file():
             raise SystemExit(f"{TEACHER_FILE} is missing: export the teacher first")
         photos, _ = split_folders("train")
-        run_training(student_config(args.steps), STUDENT_RUN, STUDENT_RESUME, args.minutes, photos, None)
+        config = student_config(args.steps or 20000)
+        run_training(config, STUDENT_RUN, STUDENT_RESUME, args.minutes, photos, None)
     elif args.command == "validate":
         validate(args.model or TEACHER_FILE, args.json)
     elif args.command == "save-resume":

@@ -64,6 +64,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--batch-size", type=int, help="same-size images per forward pass (default: 1 on CPU, 8 on CUDA)"
     )
     p.add_argument("--drop-alpha", action="store_true", help="write RGB even for inputs with transparency")
+    p.add_argument(
+        "--no-faces",
+        action="store_true",
+        help="skip the portrait path (faces found are stylized again, enlarged, and blended back)",
+    )
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger inputs")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument(
@@ -143,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
         tile_overlap=args.tile_overlap,
         keep_alpha=not args.drop_alpha,
         batch_size=args.batch_size,
+        faces=not args.no_faces,
     )
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     files = collect_inputs(args.inputs)
