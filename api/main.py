@@ -24,7 +24,7 @@ from api.routes import batches, health, jobs, models, stylize, trainings, upload
 from api.routes.web import install_web
 from api.schemas import ErrorResponse
 from api.settings import ApiSettings
-from workers.contracts import TrainingHyperparameters
+from workers.contracts.training import TrainingHyperparameters
 from workers.settings import load_settings
 
 logger = logging.getLogger(__name__)

@@ -24,8 +24,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.errors import error_body
 from workers import job_metrics as jm
 from workers import redis_keys
-from workers.contracts import Queues
-from workers.jobstore import JobKind
+from workers.contracts.base import Queues
+from workers.contracts.registry import KINDS
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class ServiceCollector(Collector):
             depth.add_metric([queue.value], sum(lengths[i * per_queue : (i + 1) * per_queue]))
         yield depth
 
-        kinds = [kind.value for kind in JobKind]
+        kinds = list(KINDS)
         jobs = GaugeMetricFamily("animegan_jobs", "Jobs queued or running now", labels=["kind", "status"])
         finished = CounterMetricFamily(
             "animegan_jobs_finished", "Jobs that ended, by kind and final status", labels=["kind", "status"]

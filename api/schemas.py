@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 # The forms use the job specs' own enums (and trainings the contract's TrainingHyperparameters), so a form and
 # the spec built from it share one vocabulary.
-from workers.contracts import SizeMode, TrainingMode
+from workers.contracts.base import SizeMode
+from workers.contracts.training import TrainingMode
 from workers.media import ImageFormat
 
 

@@ -326,7 +326,7 @@ def test_worker_liveness_needs_no_redis():
 
 def test_k8s_objects_are_complete_and_consistent():
     from workers import keys
-    from workers.contracts import Queues
+    from workers.contracts.base import Queues
 
     objects = k8s_objects()
     by_kind: dict[str, dict[str, dict]] = {}

@@ -16,19 +16,15 @@ from typing import Any
 
 from workers import job_metrics, redis_keys
 from workers import jobstore_lua as lua
+from workers.contracts.registry import KINDS
 from workers.exceptions import IdempotencyConflict, InvalidCursor, InvalidName
 from workers.keys import SEGMENT_RE
 
 logger = logging.getLogger(__name__)
 
 _LIST_SCAN = 200  # index entries read per round trip while filtering a listing
-
-
-class JobKind(StrEnum):
-    STYLIZE = "stylize"
-    BATCH = "batch"
-    VIDEO = "video"
-    TRAIN = "train"
+# The longest Idempotency-Key a create takes (the API's header limit and check are this one).
+MAX_IDEMPOTENCY_KEY = 200
 
 
 class JobStatus(StrEnum):
@@ -52,7 +48,7 @@ class JobRecord:
     (training: step, epoch, phase, losses, samples, checkpoints)."""
 
     id: str
-    kind: JobKind
+    kind: str  # a name of workers.contracts.registry.KINDS
     owner: str
     status: JobStatus
     params: dict[str, Any]
@@ -74,13 +70,19 @@ class JobRecord:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["kind"], data["status"] = self.kind.value, self.status.value
+        data["status"] = self.status.value
         return data
 
 
 def new_job_id() -> str:
     """Random, unguessable, and a valid storage key segment (the API may store inputs before create())."""
     return uuid.uuid4().hex
+
+
+def check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise InvalidName(f"job kind {kind!r} is not one of {', '.join(KINDS)}")
+    return kind
 
 
 def check_owner(owner: str) -> str:
@@ -115,7 +117,6 @@ class JobStore:
         self._cancel = redis_client.register_script(lua.CANCEL)
         self._mark_item = redis_client.register_script(lua.MARK_ITEM)
         self._set_progress = redis_client.register_script(lua.SET_PROGRESS)
-        self._publish = redis_client.register_script(lua.PUBLISH)
         self._add_attempt = redis_client.register_script(lua.ADD_ATTEMPT)
 
     @classmethod
@@ -151,7 +152,7 @@ class JobStore:
 
     def create(
         self,
-        kind: JobKind | str,
+        kind: str,
         owner: str,
         params: dict[str, Any],
         total: int,
@@ -161,16 +162,18 @@ class JobStore:
         job_id: str | None = None,
     ) -> tuple[JobRecord, bool]:
         """Store a queued job; with an idempotency key, a repeat returns (existing record, False)."""
-        kind = JobKind(kind)
+        check_kind(kind)
         check_owner(owner)
         job_id = job_id or new_job_id()
         if not SEGMENT_RE.match(job_id):
             raise InvalidName(f"job id {job_id!r} must be letters, digits and ._-@+= (see new_job_id)")
-        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
-            raise InvalidName(f"Idempotency-Key must be 1-255 characters, got {len(idempotency_key)}")
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+            raise InvalidName(
+                f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters, got {len(idempotency_key)}"
+            )
         now = time.time()
         fields = {
-            "id": job_id, "kind": kind.value, "owner": owner, "status": JobStatus.QUEUED.value,
+            "id": job_id, "kind": kind, "owner": owner, "status": JobStatus.QUEUED.value,
             "params": json.dumps(params), "progress": "{}", "done": 0, "failed": 0, "total": int(total),
             "created_at": repr(now), "updated_at": repr(now), "attempts": 0, "cancel": 0,
             "webhook_url": webhook_url or "",
@@ -181,7 +184,7 @@ class JobStore:
             keys=[self.job_key(job_id), self._owner_index(owner), idem, redis_keys.METRICS],
             args=[
                 1 if idempotency_key else 0, job_id, int(now * 1_000_000), self.idempotency_ttl_seconds,
-                request_hash or "", redis_keys.PREFIX, kind.value, *flat,
+                request_hash or "", redis_keys.PREFIX, kind, *flat,
             ],
         )  # fmt: skip
         existing_id, existing_hash = _text(existing_id), _text(existing_hash)
@@ -216,7 +219,7 @@ class JobStore:
         progress.update(_loads(h.get("progress")) or {})
         return JobRecord(
             id=h["id"],
-            kind=JobKind(h["kind"]),
+            kind=h["kind"],
             owner=h["owner"],
             status=JobStatus(h["status"]),
             params=_loads(h["params"]) or {},
@@ -250,7 +253,7 @@ class JobStore:
     def list(
         self,
         owner: str,
-        kind: JobKind | str | None = None,
+        kind: str | None = None,
         status: JobStatus | str | None = None,
         limit: int = 50,
         cursor: str | None = None,
@@ -260,7 +263,8 @@ class JobStore:
         Index entries whose record has expired are removed here (records expire on their own).
         """
         index = self._owner_index(check_owner(owner))
-        kind = JobKind(kind) if kind is not None else None
+        if kind is not None:
+            check_kind(kind)
         status = JobStatus(status) if status is not None else None
         if not 1 <= limit <= 1000:
             raise ValueError(f"limit {limit} must be between 1 and 1000")
@@ -369,6 +373,29 @@ class JobStore:
         raw = self.redis.hgetall(self._job_keys(job_id)[2])
         return {int(_text(k)): json.loads(_text(v)) for k, v in raw.items()}
 
+    def mark_segment_written(self, job_id: str, segment: int) -> bool:
+        """Count video segment `segment` as written; True only the first time (a redelivery does not recount)."""
+        key = redis_keys.job_video_segments(job_id)
+        pipe = self.redis.pipeline()
+        pipe.sadd(key, int(segment))
+        pipe.expire(key, self.ttl_seconds)
+        added, _ = pipe.execute()
+        return bool(added)
+
+    def segments_written(self, job_id: str) -> set[int]:
+        """The video segments of a job whose output is written."""
+        return {int(_text(i)) for i in self.redis.smembers(redis_keys.job_video_segments(job_id))}
+
+    def record_segment_frames(self, job_id: str, segment: int, frames: int) -> int:
+        """Frames stylized so far in video segment `segment`; returns the job's sum over its segments."""
+        key = redis_keys.job_video_frames(job_id)
+        pipe = self.redis.pipeline()
+        pipe.hset(key, str(segment), int(frames))
+        pipe.expire(key, self.ttl_seconds)
+        pipe.hvals(key)
+        _, _, counts = pipe.execute()
+        return sum(int(_text(v)) for v in counts)
+
     def set_progress(self, job_id: str, **fields: Any) -> bool:
         """Merge fields into the progress (done/total are counters of their own) and publish a progress event.
         False if the job is missing or terminal."""
@@ -394,13 +421,6 @@ class JobStore:
     def add_attempt(self, job_id: str) -> int:
         """Count one more delivery of the job's task; 0 if the job does not exist."""
         return int(self._add_attempt(keys=[self.job_key(job_id)], args=[repr(time.time())]))
-
-    def publish_event(self, job_id: str, event: dict[str, Any]) -> bool:
-        """Publish `event` on the job's channel and keep it as the record's latest event."""
-        payload = json.dumps({"job_id": job_id, "ts": time.time(), **event})
-        return bool(
-            int(self._publish(keys=[self.job_key(job_id)], args=[payload, self.events_channel(job_id)]))
-        )
 
     def subscribe(self, job_id: str) -> Any:
         """A redis PubSub subscribed to the job's events; read with get_message(); close() when done."""

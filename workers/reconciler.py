@@ -12,8 +12,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from workers import contracts, redis_keys
-from workers.jobstore import JobKind, JobStatus, JobStore
+from workers import enqueue, redis_keys
+from workers.contracts.base import Queues
+from workers.contracts.training import TRAIN, segment_message
+from workers.jobstore import JobStatus, JobStore
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ def broker_mentions(client: Any, job_ids: set[str]) -> set[str]:
     argsrepr carry the job id in clear text); one LRANGE and one HVALS, run once per reconcile pass."""
     if not job_ids:
         return set()
-    messages = [*client.lrange(contracts.Queues.train.value, 0, -1), *client.hvals(redis_keys.KOMBU_UNACKED)]
+    messages = [*client.lrange(Queues.train.value, 0, -1), *client.hvals(redis_keys.KOMBU_UNACKED)]
     text = [m.decode(errors="replace") if isinstance(m, bytes) else str(m) for m in messages]
     return {job_id for job_id in job_ids if any(job_id in message for message in text)}
 
@@ -43,7 +45,7 @@ def stuck_training_jobs(jobs: JobStore, client: Any, grace_seconds: float, now: 
     candidates = {
         record.id: record
         for record in jobs.iter_records()
-        if record.kind == JobKind.TRAIN
+        if record.kind == TRAIN.name
         and record.status == JobStatus.RUNNING
         and now - record.updated_at >= grace_seconds
         and not client.exists(redis_keys.lease(record.id))
@@ -59,7 +61,7 @@ def reconcile_once(
     requeued = []
     for record in stuck_training_jobs(jobs, client, grace_seconds, time.time()):
         segment = int(record.progress.get("segments_done", 0))
-        contracts.enqueue_train_segment(record.id, segment, app=app)
+        enqueue.send(segment_message(record.id, segment), app=app)
         logger.warning(
             "reconciler: job %s was running with no lease and no task (lost in a failover?); "
             "segment %d enqueued again",

@@ -23,7 +23,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-NAME_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
+# The one model-name rule (the API checks names with it too): a name is a storage key segment and a URL path
+# segment, so it starts with a letter or digit (never '-', '_' or '.').
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+MODEL_NAME_RULE = "1-64 lowercase letters, digits, '-' or '_', starting with a letter or digit"
 Source = Literal["trained", "uploaded", "builtin"]
 SOURCES = ("trained", "uploaded", "builtin")
 
@@ -55,11 +58,13 @@ class ModelInfo:
         return {**asdict(self), "public": self.public}
 
 
+def valid_model_name(name: object) -> bool:
+    return isinstance(name, str) and NAME_RE.match(name) is not None
+
+
 def check_model_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise InvalidName(
-            f"model name {name!r} must be 1-64 characters of lowercase letters, digits, '-' and '_'"
-        )
+    if not valid_model_name(name):
+        raise InvalidName(f"model name {name!r} must be {MODEL_NAME_RULE}")
     return name
 
 
@@ -75,7 +80,7 @@ class ModelRegistry:
         return "public" if owner is None else f"user:{check_owner(owner)}"
 
     def _record_key(self, name: str, owner: str | None) -> str:
-        return redis_keys.model(self._scope(owner), name)
+        return redis_keys.model(name, self._scope(owner))
 
     def _index_key(self, owner: str | None) -> str:
         return redis_keys.models(self._scope(owner))
@@ -127,7 +132,7 @@ class ModelRegistry:
 
     def get(self, name: str, owner: str | None) -> ModelInfo | None:
         """The model `owner` may use under `name`: its own first, then a public one."""
-        if not isinstance(name, str) or not NAME_RE.match(name):
+        if not valid_model_name(name):
             return None
         if owner is not None:
             own = self._load(name, owner)
@@ -172,7 +177,7 @@ class ModelRegistry:
         registered = []
         for path in sorted(Path(models_dir).glob("*.safetensors")):
             name = path.stem
-            if not NAME_RE.match(name):
+            if not valid_model_name(name):
                 logger.warning("built-in model %s skipped: %r is not a valid model name", path, name)
                 continue
             config, metadata = read_export_header(path)

@@ -23,12 +23,17 @@ from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
 
 from api.deps import ServicesDep, Tenant
 from api.errors import ApiError, not_found
-from api.routes.stylize import read_upload_file
-from api.routes.trainings import check_model_name
-from api.routes.uploads import resolve_upload
 from api.schemas import ErrorResponse, ModelList, ModelPublic, UploadPurpose
-from api.submission import IdempotencyKey, check_idempotency_key, request_hash
+from api.submission import (
+    IdempotencyKey,
+    check_idempotency_key,
+    check_model_name,
+    read_upload_file,
+    request_hash,
+    resolve_upload,
+)
 from workers import keys, redis_keys
+from workers.archives import is_zip
 from workers.exceptions import ModelExists
 
 logger = logging.getLogger(__name__)
@@ -199,7 +204,7 @@ def create_model(
             response.headers["Idempotent-Replayed"] = "true"
             return _public(info)
     check_model_name(services, tenant, name)
-    if data[:4] == b"PK\x03\x04":
+    if is_zip(data):
         config, ext = check_bryandlee(data, label), "pt"
     else:
         config, ext = check_safetensors(data, label), "safetensors"

@@ -13,7 +13,9 @@ import pytest
 from tests.conftest import ANIMEGAN, training_params, wait_until
 from tests.e2e.conftest import OWNER, make_service
 from tests.e2e.test_worker_recovery import dataset_zip
-from workers import contracts, keys, redis_keys
+from workers import enqueue, keys, redis_keys
+from workers.contracts.base import Queues
+from workers.contracts.training import segment_message
 from workers.reconciler import reconcile_once
 
 pytestmark = pytest.mark.e2e
@@ -35,7 +37,7 @@ def service(request, tmp_path_factory):
 
 def lose_every_message(client) -> None:
     """What a failover to a replica that never saw them does: the queue and the unacked copies are gone."""
-    client.delete(contracts.Queues.train.value, redis_keys.KOMBU_UNACKED, f"{redis_keys.KOMBU_UNACKED}_index")
+    client.delete(Queues.train.value, redis_keys.KOMBU_UNACKED, f"{redis_keys.KOMBU_UNACKED}_index")
 
 
 def test_reconciler_requeues_a_training_job_whose_message_a_failover_lost(service):
@@ -48,7 +50,7 @@ def test_reconciler_requeues_a_training_job_whose_message_a_failover_lost(servic
     )
     record, _ = service.jobs.create("train", OWNER, params, total=10)
     first = service.start_worker("train-lost", queues="train", **WORKER_ENV)
-    contracts.enqueue_training(record.id, app=service.app)
+    enqueue.send(segment_message(record.id, 0), app=service.app)
 
     def mid_run() -> bool:
         progress = service.job(record.id).progress

@@ -19,7 +19,7 @@ from PIL import Image
 
 from animegan.errors import AnimeGANError
 from workers import keys
-from workers.contracts import BatchSpec
+from workers.contracts.batch import BatchResult, BatchSpec
 from workers.jobs import JobContext, JobInputError, begin, check_cancel, fail, job_spec, succeed
 from workers.jobs.stylize import inference_options, read_image, write_output
 from workers.storage import NotFound
@@ -34,14 +34,10 @@ def run_chunk(
     record = begin(ctx, job_id, redelivered)
     if record is None:
         return
-    try:
-        spec = job_spec(record, BatchSpec)
-        model = ctx.models.get(spec.model, record.owner)
-        options = inference_options(ctx, spec)
-    except JobInputError as exc:
-        # The whole batch shares the model and parameters: nothing in it can succeed.
-        fail(ctx, job_id, exc.code, exc.message)
-        return
+    # The whole batch shares the model and parameters: if these fail, nothing in it can, and the job fails.
+    spec = job_spec(record, BatchSpec)
+    model = ctx.models.get(spec.model, record.owner)
+    options = inference_options(ctx, spec)
     stylizer = ctx.models.stylizer(model, options)
     pending = [(index, key) for index, key in items if not _already_done(ctx, job_id, index, spec)]
     if len(pending) < len(items):
@@ -150,7 +146,7 @@ def maybe_finalize(ctx: JobContext, job_id: str) -> None:
             return
         archive_key = keys.output_archive(job_id)
         ctx.store.put_file(archive_key, archive)
-    succeed(ctx, job_id, {"archive_key": archive_key, "outputs": outputs, "errors": errors, "total": total})
+    succeed(ctx, job_id, BatchResult(archive_key=archive_key, outputs=outputs, errors=errors, total=total))
 
 
 def _entry_name(names: list[str], index: int, ext: str) -> str:

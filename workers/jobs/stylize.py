@@ -14,8 +14,9 @@ from PIL import Image
 from animegan.errors import AnimeGANError
 from animegan.inference import InferenceOptions, default_batch_size, encode_image, load_image
 from workers import keys
-from workers.contracts import ImageSpec, StylizeSpec, VideoSpec
-from workers.jobs import JobContext, JobInputError, begin, check_cancel, fail, job_spec, succeed
+from workers.contracts.images import ImageSpec, StylizeResult, StylizeSpec
+from workers.contracts.video import VideoSpec
+from workers.jobs import JobContext, JobInputError, begin, check_cancel, job_spec, succeed
 from workers.storage import NotFound
 
 logger = logging.getLogger(__name__)
@@ -62,29 +63,22 @@ def run_stylize(ctx: JobContext, job_id: str, input_key: str, redelivered: bool 
     record = begin(ctx, job_id, redelivered)
     if record is None:
         return
+    spec = job_spec(record, StylizeSpec)
+    model = ctx.models.get(spec.model, record.owner)
+    options = inference_options(ctx, spec)
+    image = read_image(ctx, input_key)
+    check_cancel(ctx, job_id)
     try:
-        spec = job_spec(record, StylizeSpec)
-        model = ctx.models.get(spec.model, record.owner)
-        options = inference_options(ctx, spec)
-        image = read_image(ctx, input_key)
-        check_cancel(ctx, job_id)
-        try:
-            result = ctx.models.stylizer(model, options).stylize(image)
-        except AnimeGANError as exc:
-            raise JobInputError("bad_image", f"input {input_key!r} could not be stylized: {exc}") from exc
-        key = write_output(ctx, job_id, 0, result, spec)
-    except JobInputError as exc:
-        fail(ctx, job_id, exc.code, exc.message)
-        return
+        result = ctx.models.stylizer(model, options).stylize(image)
+    except AnimeGANError as exc:
+        raise JobInputError("bad_image", f"input {input_key!r} could not be stylized: {exc}") from exc
+    key = write_output(ctx, job_id, 0, result, spec)
     ctx.jobs.mark_item_done(job_id, 0)
     ctx.jobs.set_progress(job_id)  # publishes done 1/1 before the status event
     succeed(
         ctx,
         job_id,
-        {
-            "output_key": key,
-            "width": result.width,
-            "height": result.height,
-            "content_type": spec.media.content_type,
-        },
+        StylizeResult(
+            output_key=key, width=result.width, height=result.height, content_type=spec.media.content_type
+        ),
     )
