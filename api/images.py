@@ -181,7 +181,7 @@ def read_image_archive(
                 "too_many_images",
                 f"{name}: {len(entries)} images is above the batch limit of {max_images}; split the batch",
             )
-        out = []
+        out: list[tuple[str, bytes, ImageInfo]] = []
         for info in entries:
             label = f"{name}:{info.filename}"
             try:

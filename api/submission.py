@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 from fastapi import Header, Request, Response, UploadFile, status
 from pydantic import BaseModel
@@ -78,7 +78,10 @@ def check_webhook_url(url: str | None, allow_private: bool) -> str | None:
     return url
 
 
-CREATE_RESPONSES = {
+# FastAPI's `responses` argument: status -> an OpenAPI response object (Any: free-form JSON by design).
+Responses = dict[int | str, dict[str, Any]]
+
+CREATE_RESPONSES: Responses = {
     404: {"model": ErrorResponse, "description": "unknown model or upload id"},
     409: {"model": ErrorResponse, "description": "Idempotency-Key reused with a different body"},
     413: {
@@ -133,8 +136,8 @@ def read_upload_file(upload: UploadFile, limit: int) -> bytes:
 
 def load_upload(services: Services, tenant: str, upload_id: str) -> dict[str, str]:
     """The Redis record of `tenant`'s direct upload; 404 for others' or unknown ids."""
-    client = services.redis
-    raw = client.hgetall(redis_keys.upload(upload_id)) if keys.SEGMENT_RE.match(upload_id) else {}
+    found = services.redis.hgetall(redis_keys.upload(upload_id)) if keys.SEGMENT_RE.match(upload_id) else {}
+    raw = cast(dict[str, str], found)  # the API's client decodes responses (decode_responses=True)
     if not raw or raw.get("owner") != tenant:
         raise not_found("upload", upload_id)
     return raw
@@ -207,7 +210,7 @@ def file_or_upload(
         raise ApiError(422, "invalid_parameters", "file, upload_id: send exactly one of them")
     if file is not None:
         return SourceFile(read_upload_file(file, limit), safe_name(file.filename or "", fallback_name), None)
-    assert upload_id is not None  # one of the two, checked above
+    assert upload_id is not None  # exactly one of the two, checked above
     key, _ = resolve_upload(services, tenant, upload_id, {purpose})
     return SourceFile(services.store.get_bytes(key), upload_id, key)
 

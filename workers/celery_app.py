@@ -48,10 +48,11 @@ _lock = threading.Lock()
 _app: Celery | None = None
 
 
+# Any: Celery's options are values of mixed types (ints, strings, queues, nested dicts).
 def celery_config(settings: ServiceSettings) -> dict[str, Any]:
     """The Celery configuration for these settings (a plain dict, so tests can check it)."""
     visibility = settings.visibility_timeout_seconds
-    transport = {
+    transport: dict[str, int | str | None] = {
         "visibility_timeout": visibility,
         # Sweep for abandoned messages every few seconds (at most a tenth of the timeout), on every sweep.
         "unacked_restore_interval": max(1, min(10, visibility // 10)),
@@ -60,7 +61,7 @@ def celery_config(settings: ServiceSettings) -> dict[str, Any]:
         "socket_timeout": 30,
         "socket_connect_timeout": 10,
     }
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {}  # more Celery options (see above)
     if settings.redis_url.startswith("sentinel:"):
         # kombu's sentinel transport asks the Sentinels for this master (again after each failover).
         transport["master_name"] = settings.redis_sentinel_master
@@ -125,7 +126,7 @@ def configure_app(settings: ServiceSettings) -> Celery:
         return _app
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> Celery:
     # `from workers.celery_app import app` and `celery -A workers.celery_app` both land here.
     if name == "app":
         return get_app()

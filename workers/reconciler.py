@@ -10,12 +10,16 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from workers import enqueue, redis_keys
 from workers.contracts.base import Queues
 from workers.contracts.training import TRAIN, segment_message
-from workers.jobstore import JobStatus, JobStore
+from workers.jobstore import JobRecord, JobStatus, JobStore
+
+if TYPE_CHECKING:
+    import redis
+    from celery import Celery
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +34,7 @@ class Requeued:
     segment: int
 
 
-def broker_mentions(client: Any, job_ids: set[str]) -> set[str]:
+def broker_mentions(client: redis.Redis, job_ids: set[str]) -> set[str]:
     """The ids among `job_ids` that some message in the train queue or the unacked hash names (task ids and
     argsrepr carry the job id in clear text); one LRANGE and one HVALS, run once per reconcile pass."""
     if not job_ids:
@@ -40,7 +44,9 @@ def broker_mentions(client: Any, job_ids: set[str]) -> set[str]:
     return {job_id for job_id in job_ids if any(job_id in message for message in text)}
 
 
-def stuck_training_jobs(jobs: JobStore, client: Any, grace_seconds: float, now: float) -> list[Any]:
+def stuck_training_jobs(
+    jobs: JobStore, client: redis.Redis, grace_seconds: float, now: float
+) -> list[JobRecord]:
     """Running training jobs, quiet for grace_seconds, whose lease is gone and that no message names."""
     candidates = {
         record.id: record
@@ -55,7 +61,10 @@ def stuck_training_jobs(jobs: JobStore, client: Any, grace_seconds: float, now: 
 
 
 def reconcile_once(
-    jobs: JobStore, client: Any, app: Any = None, grace_seconds: float = DEFAULT_GRACE_SECONDS
+    jobs: JobStore,
+    client: redis.Redis,
+    app: Celery | None = None,
+    grace_seconds: float = DEFAULT_GRACE_SECONDS,
 ) -> list[Requeued]:
     """One pass: re-enqueue the next segment of each stuck training job; what was re-enqueued."""
     requeued = []

@@ -5,6 +5,7 @@ A tenant sees the public models and its own; its own shadow a public model of th
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import re
@@ -12,13 +13,16 @@ import struct
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from workers import keys, redis_keys
 from workers.exceptions import InvalidName, ModelExists
 from workers.jobstore import check_owner
+from workers.json_types import JSONObject
 
 if TYPE_CHECKING:
+    import redis
+
     from workers.storage import ObjectStore
 
 logger = logging.getLogger(__name__)
@@ -44,17 +48,17 @@ class ModelInfo:
     name: str
     owner: str | None  # None for a public model
     key: str  # storage key of the generator export
-    config: dict[str, Any]  # GeneratorConfig.to_dict()
+    config: JSONObject  # GeneratorConfig.to_dict()
     source: Source
     created_at: float
     size: int | None  # bytes of the export, when known
-    metadata: dict[str, Any]
+    metadata: JSONObject
 
     @property
     def public(self) -> bool:
         return self.owner is None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return {**asdict(self), "public": self.public}
 
 
@@ -71,7 +75,7 @@ def check_model_name(name: str) -> str:
 class ModelRegistry:
     """register/get/list/delete model records; the caller writes and deletes the files themselves."""
 
-    def __init__(self, redis_client: Any) -> None:
+    def __init__(self, redis_client: redis.Redis) -> None:
         self.redis = redis_client
         self._register = redis_client.register_script(_REGISTER)
 
@@ -90,11 +94,11 @@ class ModelRegistry:
         name: str,
         owner: str | None,
         key: str,
-        config: dict[str, Any],
+        config: JSONObject,
         public: bool = False,
         source: Source = "trained",
         size: int | None = None,
-        metadata: dict[str, Any] | None = None,
+        metadata: JSONObject | None = None,
         replace: bool = False,
     ) -> ModelInfo:
         """Record a model; public=True (or owner None) puts it in the shared namespace.
@@ -168,7 +172,8 @@ class ModelRegistry:
             return None
         return ModelInfo(**json.loads(raw.decode() if isinstance(raw, bytes) else raw))
 
-    def register_builtin_models(self, models_dir: Path, store: ObjectStore) -> list[ModelInfo]:
+    # builtins.list: the method `list` above shadows the name inside this class.
+    def register_builtin_models(self, models_dir: Path, store: ObjectStore) -> builtins.list[ModelInfo]:
         """Upload each `<name>.safetensors` export in `models_dir` to storage and register it as public.
 
         Reads config and metadata from the safetensors header (plain JSON), so no torch is needed. Files whose
@@ -192,7 +197,7 @@ class ModelRegistry:
         return registered
 
 
-def read_export_header(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def read_export_header(path: Path) -> tuple[JSONObject, JSONObject]:
     """(config, metadata) from a generator export's safetensors header: 8-byte little-endian length + JSON."""
     with Path(path).open("rb") as handle:
         prefix = handle.read(8)

@@ -9,7 +9,7 @@ import logging
 import re
 import tempfile
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import unquote, urlparse
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -303,7 +303,8 @@ class WorkerSettings(ServiceSettings):
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 
 
-def load_settings(cls: type[SettingsT] = ServiceSettings, **overrides: object) -> SettingsT:  # type: ignore[assignment]
+# Any: overrides are values of any settings field, validated by pydantic like the environment's.
+def load_settings(cls: type[SettingsT] = ServiceSettings, **overrides: Any) -> SettingsT:  # type: ignore[assignment]
     """Read and validate settings once at process start; raise ConfigurationError naming each bad variable."""
     try:
         settings = cls(**overrides)

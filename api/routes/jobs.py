@@ -17,6 +17,7 @@ from api.deps import Services, ServicesDep, Tenant
 from api.errors import ApiError, not_found
 from api.events import job_event_stream
 from api.schemas import ErrorResponse, JobFile, JobFileList, JobList, JobPublic
+from api.submission import Responses
 from api.views import api_url, job_public, kind_of
 from workers import enqueue, keys, media
 from workers.contracts.base import Download, JobKind
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-NOT_FOUND = {404: {"model": ErrorResponse, "description": "no such job for this API key"}}
+NOT_FOUND: Responses = {404: {"model": ErrorResponse, "description": "no such job for this API key"}}
 
 
 def _known_kind(kind: str | None) -> str | None:
@@ -165,7 +166,7 @@ def _require_succeeded(record: JobRecord) -> None:
 
 
 # Routes that hand out a stored file: a 307 to a presigned URL (S3) or the bytes (local backend).
-FILE_RESPONSES = {
+FILE_RESPONSES: Responses = {
     **NOT_FOUND,
     307: {"description": "redirect to a presigned URL"},
     409: {"model": ErrorResponse},

@@ -35,6 +35,7 @@ from api.submission import (
 from workers import keys, redis_keys
 from workers.archives import is_zip
 from workers.exceptions import ModelExists
+from workers.registry import ModelInfo
 
 logger = logging.getLogger(__name__)
 
@@ -49,15 +50,15 @@ BRYANDLEE_TENSORS = 77  # tensors in the port's generator state dict (spec: 77 t
 MAX_PICKLE_BYTES = 1024 * 1024
 
 
-def _public(info) -> ModelPublic:
+def _public(info: ModelInfo) -> ModelPublic:
     return ModelPublic(
         name=info.name,
-        public=bool(info.public),
-        source=str(info.source),
-        config=dict(info.config or {}),
-        created_at=getattr(info, "created_at", None),
-        size=getattr(info, "size", None),
-        description=(info.metadata or {}).get("description"),
+        public=info.public,
+        source=info.source,
+        config=dict(info.config),
+        created_at=info.created_at,
+        size=info.size,
+        description=info.metadata.get("description"),
     )
 
 
@@ -185,7 +186,7 @@ def create_model(
     if file is not None:
         data = read_upload_file(file, services.settings.max_model_bytes)
         label = file.filename or "file"
-    else:
+    elif upload_id is not None:
         key, _ = resolve_upload(services, tenant, upload_id, {UploadPurpose.model})
         data, label = services.store.get_bytes(key), upload_id
     idem = check_idempotency_key(idempotency_key)

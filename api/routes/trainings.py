@@ -81,8 +81,8 @@ def _stage_part(
         with path.open("wb") as out:
             shutil.copyfileobj(upload.file, out, 1 << 20)
         label = safe_name(upload.filename or "", f"{part}.zip")
-        key = None
-    else:
+        key: str | None = None
+    elif upload_id is not None:
         key, size = resolve_upload(services, tenant, upload_id, {UploadPurpose.dataset})
         if size > limit:
             raise ApiError(413, "dataset_too_large", f"{part}: {size} bytes is above the {limit}-byte limit")

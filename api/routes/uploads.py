@@ -110,7 +110,8 @@ def create_upload(
         "content_type": body.content_type or "",
         "created_at": f"{time.time():.3f}",
     }
-    services.redis.hset(redis_keys.upload(upload_id), mapping=record)
+    # redis-py types `mapping` with an invariant key union that a dict of str keys does not match.
+    services.redis.hset(redis_keys.upload(upload_id), mapping=record)  # type: ignore[arg-type]
     services.redis.expire(redis_keys.upload(upload_id), services.settings.job_ttl_seconds)
     return _public(services, request, upload_id, record)
 

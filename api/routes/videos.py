@@ -14,6 +14,7 @@ from api.submission import (
     CREATE_RESPONSES,
     IdempotencyKey,
     NewJob,
+    Responses,
     accepted,
     check_idempotency_key,
     check_model,
@@ -32,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["videos"])
 
-VIDEO_RESPONSES = {
+VIDEO_RESPONSES: Responses = {
     **CREATE_RESPONSES,
     413: {"model": ErrorResponse, "description": "a clip larger than ANIMEGAN_MAX_VIDEO_BYTES"},
     415: {

@@ -13,8 +13,7 @@ from PIL import Image
 
 from tests.conftest import training_params, wait_until
 from workers import keys
-from workers.jobs import JobContext
-from workers.jobs import recorded_outcome
+from workers.jobs import JobContext, recorded_outcome
 from workers.jobs.train import SegmentOutcome, run_segment
 
 OWNER = "tenant-a"

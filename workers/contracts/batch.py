@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import Field, field_validator, model_validator
 
 from workers import keys
 from workers.contracts.base import Download, JobKind, Message, Payload, Queues, Result, task_id
 from workers.contracts.images import ImageSpec, image_item
+from workers.json_types import JSONObject
 from workers.keys import validate_key
 
 if TYPE_CHECKING:
@@ -48,8 +49,8 @@ class FinalizeBatchPayload(Payload):
 
 class BatchResult(Result):
     archive_key: str  # keys.output_archive(job): every output, plus errors.json when some failed
-    outputs: list[dict[str, Any]]  # {"index", "key"} of each image written
-    errors: list[dict[str, Any]]  # {"index", "code", "message"} of each image that failed
+    outputs: list[JSONObject]  # {"index", "key"} of each image written
+    errors: list[JSONObject]  # {"index", "code", "message"} of each image that failed
     total: int
 
 

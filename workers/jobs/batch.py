@@ -13,7 +13,7 @@ import zipfile
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
@@ -22,7 +22,11 @@ from workers import keys
 from workers.contracts.batch import BatchResult, BatchSpec
 from workers.jobs import JobContext, JobInputError, begin, check_cancel, fail, job_spec, succeed
 from workers.jobs.stylize import inference_options, read_image, write_output
+from workers.json_types import JSONObject
 from workers.storage import NotFound
+
+if TYPE_CHECKING:
+    from animegan.inference import Stylizer
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +51,7 @@ def run_chunk(
 
     # Windows of batch_size images bound memory (inputs can be tens of megapixels); within a window,
     # same-size images share one forward pass.
-    window = options.batch_size
+    window = options.batch_size or 1  # inference_options always sets it
     for start in range(0, len(pending), window):
         groups: dict[tuple[int, int], list[tuple[int, Image.Image]]] = defaultdict(list)
         for index, key in pending[start : start + window]:
@@ -65,7 +69,7 @@ def run_chunk(
 
 
 def _stylize_group(
-    ctx: JobContext, job_id: str, stylizer: Any, part: list[tuple[int, Image.Image]], spec: BatchSpec
+    ctx: JobContext, job_id: str, stylizer: Stylizer, part: list[tuple[int, Image.Image]], spec: BatchSpec
 ) -> None:
     try:
         results = stylizer.stylize_many([image for _, image in part])
@@ -117,8 +121,8 @@ def maybe_finalize(ctx: JobContext, job_id: str) -> None:
     spec = job_spec(record, BatchSpec)
     ext = spec.media.ext
     item_errors = ctx.jobs.item_errors(job_id)
-    outputs: list[dict[str, Any]] = []
-    errors: list[dict[str, Any]] = []
+    outputs: list[JSONObject] = []
+    errors: list[JSONObject] = []
     with tempfile.TemporaryDirectory(prefix="animegan-zip-") as tmp:
         archive = Path(tmp) / "results.zip"
         # PNG/JPEG/WebP are already compressed: store them, deflate only the small error list.

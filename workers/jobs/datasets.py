@@ -280,11 +280,12 @@ def user_message(message: str, folders: dict[str, Path]) -> str:
     and object reprs removed, so a job error names only what the user sent."""
     for part, folder in folders.items():
         names_file = folder / NAMES_FILE
-        names = json.loads(names_file.read_text()) if names_file.is_file() else {}
+        names: dict[str, str] = json.loads(names_file.read_text()) if names_file.is_file() else {}
         pattern = re.compile(re.escape(str(folder)) + r"/([^\s:]+)")
-        message = pattern.sub(
-            lambda m, part=part, names=names: f"{part} archive entry {names.get(m.group(1), m.group(1))!r}",
-            message,
-        )
+
+        def entry(match: re.Match[str], part: str = part, names: dict[str, str] = names) -> str:
+            return f"{part} archive entry {names.get(match.group(1), match.group(1))!r}"
+
+        message = pattern.sub(entry, message)
         message = message.replace(str(folder), f"{part} archive")
     return _ADDRESS.sub("", message)

@@ -7,7 +7,6 @@ object instead of leaving a second copy.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from PIL import Image
 
@@ -22,7 +21,9 @@ from workers.storage import NotFound
 logger = logging.getLogger(__name__)
 
 
-def inference_options(ctx: JobContext, spec: ImageSpec | VideoSpec, **extra: Any) -> InferenceOptions:
+def inference_options(
+    ctx: JobContext, spec: ImageSpec | VideoSpec, keep_alpha: bool = True
+) -> InferenceOptions:
     """The spec's sizing with this worker's precision and batch size."""
     try:
         return InferenceOptions(
@@ -30,7 +31,7 @@ def inference_options(ctx: JobContext, spec: ImageSpec | VideoSpec, **extra: Any
             max_side=spec.max_side,
             precision=ctx.settings.inference_precision,
             batch_size=ctx.settings.inference_batch_size or default_batch_size(ctx.device),
-            **extra,
+            keep_alpha=keep_alpha,
         )
     except (AnimeGANError, ValueError) as exc:
         raise JobInputError("bad_params", f"inference options are invalid: {exc}") from exc

@@ -279,7 +279,8 @@ def _model_file(ctx: JobContext, name: str | None, field: str, owner: str, work:
     source = ctx.models.resolve(name, owner)
     if source.path is not None:
         return source.path
-    local = work / field / Path(source.key or "generator.safetensors").name
+    assert source.key is not None  # a ModelSource has a path or a key
+    local = work / field / Path(source.key).name
     local.parent.mkdir(parents=True, exist_ok=True)
     ctx.store.get_file(source.key, local)
     return local

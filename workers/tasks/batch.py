@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from celery import Task
 
 from workers import enqueue
@@ -15,11 +13,12 @@ from workers.contracts.batch import (
     FinalizeBatchPayload,
     finalize_message,
 )
+from workers.json_types import JSONObject
 from workers.tasks.runtime import context, job_outcome, redelivered
 
 
 @app.task(name=CHUNK_TASK, bind=True)
-def batch_chunk(self: Task, payload: dict[str, Any]) -> None:
+def batch_chunk(self: Task, payload: JSONObject) -> None:
     p = BatchChunkPayload.model_validate(payload)
 
     def give_up(message: str) -> None:
@@ -38,7 +37,7 @@ def batch_chunk(self: Task, payload: dict[str, Any]) -> None:
 
 
 @app.task(name=FINALIZE_TASK, bind=True)
-def finalize_batch(self: Task, payload: dict[str, Any]) -> None:
+def finalize_batch(self: Task, payload: JSONObject) -> None:
     """Builds results.zip and ends a batch whose last chunk gave up on storage (batch_chunk's give_up)."""
     p = FinalizeBatchPayload.model_validate(payload)
 

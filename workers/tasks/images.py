@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from celery import Task
 
 from workers.celery_app import app
 from workers.contracts.images import STYLIZE_TASK, StylizePayload
+from workers.json_types import JSONObject
 from workers.tasks.runtime import context, job_outcome, redelivered
 
 
 @app.task(name=STYLIZE_TASK, bind=True)
-def stylize(self: Task, payload: dict[str, Any]) -> None:
+def stylize(self: Task, payload: JSONObject) -> None:
     p = StylizePayload.model_validate(payload)
     with job_outcome(self, p.job_id):
         from workers.jobs.stylize import run_stylize

@@ -11,7 +11,7 @@ import logging
 import multiprocessing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING
 
 import redis
 from celery import Task
@@ -24,6 +24,11 @@ from workers.contracts.webhooks import webhook_message
 from workers.exceptions import StorageError
 from workers.settings import WorkerSettings, load_settings
 
+if TYPE_CHECKING:
+    from multiprocessing.synchronize import Event
+
+    from workers.jobs import JobContext
+
 logger = logging.getLogger(__name__)
 
 # Transient faults: storage or Redis hiccups. Retried with exponential backoff for
@@ -32,19 +37,19 @@ TRANSIENT = (StorageError, redis.RedisError, ConnectionError, TimeoutError)
 RETRY_BASE_SECONDS = 2.0
 RETRY_CAP_SECONDS = 60.0
 
-_context: Any = None  # workers.jobs.JobContext of this process, built on first use
-_shutdown: Any = None  # multiprocessing.Event set by the parent on warm shutdown, inherited by children
+_context: JobContext | None = None  # this process's, built on first use
+_shutdown: Event | None = None  # set by the parent on warm shutdown, inherited by children
 
 
 @worker_init.connect
-def _create_shutdown_flag(**_: Any) -> None:
+def _create_shutdown_flag(**_: object) -> None:
     """Created in the parent before the pool forks so every child shares it."""
     global _shutdown
     _shutdown = multiprocessing.get_context("fork").Event()
 
 
 @worker_shutting_down.connect
-def _announce_shutdown(**_: Any) -> None:
+def _announce_shutdown(**_: object) -> None:
     """Warm shutdown (SIGTERM): training segments stop at the next step, checkpoint and requeue."""
     if _shutdown is not None:
         _shutdown.set()
@@ -55,12 +60,12 @@ def shutdown_requested() -> bool:
 
 
 @worker_process_init.connect
-def _init_child(**_: Any) -> None:
+def _init_child(**_: object) -> None:
     """Per child: torch threads and device, then the job context (Redis, storage, model cache)."""
     context()
 
 
-def context() -> Any:
+def context() -> JobContext:
     """The process's JobContext; built lazily so solo pools and tests get one too."""
     global _context
     if _context is None:
@@ -68,7 +73,7 @@ def context() -> Any:
     return _context
 
 
-def build_context(settings: WorkerSettings) -> Any:
+def build_context(settings: WorkerSettings) -> JobContext:
     import torch
 
     from workers.jobs import JobContext

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from celery import Task
 
 from workers import enqueue
 from workers.celery_app import app
 from workers.contracts.training import SEGMENT_TASK, TrainSegmentPayload, segment_message
+from workers.json_types import JSONObject
 from workers.tasks.runtime import context, job_outcome, redelivered, shutdown_requested
 
 logger = logging.getLogger(__name__)
@@ -19,7 +19,7 @@ BUSY_LEASE_COUNTDOWN_SECONDS = 5
 
 
 @app.task(name=SEGMENT_TASK, bind=True)
-def train_segment(self: Task, payload: dict[str, Any]) -> None:
+def train_segment(self: Task, payload: JSONObject) -> None:
     p = TrainSegmentPayload.model_validate(payload)
     with job_outcome(self, p.job_id):
         from workers.jobs.train import SegmentOutcome, run_segment

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from celery import Task
 
 from workers import enqueue
@@ -15,11 +13,12 @@ from workers.contracts.video import (
     VideoSegmentPayload,
     join_message,
 )
+from workers.json_types import JSONObject
 from workers.tasks.runtime import context, job_outcome, redelivered
 
 
 @app.task(name=SEGMENT_TASK, bind=True)
-def video_segment(self: Task, payload: dict[str, Any]) -> None:
+def video_segment(self: Task, payload: JSONObject) -> None:
     p = VideoSegmentPayload.model_validate(payload)
     with job_outcome(self, p.job_id):
         from workers.jobs.video import run_video_segment
@@ -29,7 +28,7 @@ def video_segment(self: Task, payload: dict[str, Any]) -> None:
 
 
 @app.task(name=JOIN_TASK, bind=True)
-def join_video(self: Task, payload: dict[str, Any]) -> None:
+def join_video(self: Task, payload: JSONObject) -> None:
     p = JoinVideoPayload.model_validate(payload)
     with job_outcome(self, p.job_id):
         from workers.jobs.video import run_join

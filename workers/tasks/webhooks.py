@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from celery import Task
 
 from workers.celery_app import app
 from workers.contracts.webhooks import DELIVER_TASK, WebhookPayload
+from workers.json_types import JSONObject
 from workers.settings import WorkerSettings
 from workers.tasks.runtime import RETRY_BASE_SECONDS, context
 
@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 
 @app.task(name=DELIVER_TASK, bind=True)
-def deliver_webhook(self: Task, payload: dict[str, Any]) -> None:
+def deliver_webhook(self: Task, payload: JSONObject) -> None:
     from workers.jobs.webhooks import (
         WebhookError,
         WebhookTransientError,
