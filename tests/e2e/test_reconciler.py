@@ -16,7 +16,7 @@ from tests.e2e.test_worker_recovery import dataset_zip
 from workers import enqueue, keys, redis_keys
 from workers.contracts.base import Queues
 from workers.contracts.training import segment_message
-from workers.reconciler import reconcile_once
+from workers.reconciler import reconcile_once, stuck_training_jobs
 
 pytestmark = pytest.mark.e2e
 
@@ -63,12 +63,13 @@ def test_reconciler_requeues_a_training_job_whose_message_a_failover_lost(servic
     wait_until(lambda: not service.redis.exists(lease), 60, "the dead worker's lease to expire")
     checkpoint = service.job(record.id).progress["checkpoint_step"]
 
+    # A ready worker polls the train queue, but the broker holds nothing of the job: nothing can run it, and
+    # the reconciler's own query finds it stuck.
     second = service.start_worker("train-after-failover", queues="train", **WORKER_ENV)
-    time.sleep(3)
+    assert service.redis.llen(Queues.train.value) == 0 and service.redis.hlen(redis_keys.KOMBU_UNACKED) == 0
+    assert [r.id for r in stuck_training_jobs(service.jobs, service.redis, 0, time.time())] == [record.id]
     stuck = service.job(record.id)
-    assert stuck.status == "running" and stuck.progress["checkpoint_step"] == checkpoint, (
-        "nothing should run it"
-    )
+    assert stuck.status == "running" and stuck.progress["checkpoint_step"] == checkpoint
 
     proc = subprocess.run(
         [ANIMEGAN, "--verbose", "reconcile", "--grace", "0"],
