@@ -225,3 +225,39 @@ def test_light_modules_load_no_torch():
     # backends share with the library, is standard library only (and animegan/__init__ holds a version string).
     loaded = [m for m in json.loads(proc.stdout) if m not in ("animegan", "animegan.atomic")]
     assert loaded == []
+
+
+def _record(kind: str, params: dict, total: int):
+    from workers.jobstore import JobRecord, JobStatus
+
+    return JobRecord(
+        id="j7", kind=kind, owner="alice", status=JobStatus.QUEUED, params=params, progress={"total": total},
+        created_at=0.0, updated_at=0.0, started_at=None, finished_at=None, attempts=0, error=None, result=None,
+        webhook_url=None, cancel_requested=False, last_event=None,
+    )  # fmt: skip
+
+
+def test_a_cancel_revokes_exactly_the_tasks_the_create_sent():
+    settings = ServiceSettings(batch_chunk_size=16)
+    keys = [f"inputs/j7/{i:06d}.png" for i in range(40)]
+    sent = {
+        "stylize": [stylize_message("j7", keys[0]).task_id],
+        "batch": [m.task_id for m in chunk_messages("j7", keys, settings.batch_chunk_size)],
+        "video": [m.task_id for m in segment_messages("j7", 3)],
+        "train": [],  # a training run is never revoked: its segments check the cancel flag between steps
+    }
+    params = {"segments": [{"index": n} for n in range(3)]}
+    for name, kind in KINDS.items():
+        assert kind.queued_task_ids(_record(name, params, 40), settings) == sent[name], name
+    assert len(sent["batch"]) == 3
+
+
+def test_each_kind_names_typed_spec_and_result_models():
+    from pydantic import BaseModel
+
+    from workers.contracts.base import Result
+
+    for kind in KINDS.values():
+        assert issubclass(kind.spec, BaseModel) and issubclass(kind.result, Result), kind.name
+        assert kind.task_module == f"workers.tasks.{kind.task_module.rsplit('.', 1)[-1]}"
+        assert all(task.startswith("animegan.") for task in kind.tasks)
