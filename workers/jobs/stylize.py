@@ -22,9 +22,9 @@ logger = logging.getLogger(__name__)
 
 
 def inference_options(
-    ctx: JobContext, spec: ImageSpec | VideoSpec, keep_alpha: bool = True
+    ctx: JobContext, spec: ImageSpec | VideoSpec, keep_alpha: bool = True, faces: bool = True
 ) -> InferenceOptions:
-    """The spec's sizing with this worker's precision and batch size."""
+    """The spec's sizing with this worker's precision and batch size (keep_alpha, faces: InferenceOptions')."""
     try:
         return InferenceOptions(
             size_mode=spec.size_mode.value,
@@ -32,6 +32,7 @@ def inference_options(
             precision=ctx.settings.inference_precision,
             batch_size=ctx.settings.inference_batch_size or default_batch_size(ctx.device),
             keep_alpha=keep_alpha,
+            faces=faces,
         )
     except (AnimeGANError, ValueError) as exc:
         raise JobInputError("bad_params", f"inference options are invalid: {exc}") from exc
