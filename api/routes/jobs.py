@@ -1,5 +1,6 @@
 """Jobs of the caller: list, get, cancel, results (redirect to a presigned URL on S3, the bytes on the local
-backend), training files (samples, checkpoints) and the server-sent event stream of progress.
+backend), a job's files (a run's samples and checkpoints, a video's segments) and the server-sent event stream
+of progress, all through the job's kind (workers.contracts.registry).
 """
 
 from __future__ import annotations
