@@ -12,15 +12,16 @@ PROJECT_HASH = $(shell cat pyproject.toml constraints.txt | sha256sum | cut -d' 
 ANIMEGAN_TEST_REDIS_DB ?= 9
 export ANIMEGAN_TEST_REDIS_DB
 
-.PHONY: help install dev-env demo stop test test-slow lint format settings-table
+.PHONY: help install dev-env demo stop test test-slow lint typecheck format settings-table
 
 help:
 	@echo "make demo            start Redis, the API and a worker; stylize the sample photos (deploy/local/run.sh)"
 	@echo "make stop            stop what make demo started"
-	@echo "make test            lint + the default test suite (CPU, tiny models; what .ci/run runs)"
+	@echo "make test            lint + type check + the default test suite (CPU, tiny models; what .ci/run runs)"
 	@echo "make test-slow       the opt-in slow tier"
 	@echo "make install         create $(VENV) and install the project with the [dev] extra"
 	@echo "make lint / format   ruff check / ruff format"
+	@echo "make typecheck       mypy over api/ and workers/"
 	@echo "make settings-table  regenerate the table of ANIMEGAN_* settings in README.md"
 
 $(BIN)/python:
@@ -42,7 +43,7 @@ stop:
 	./deploy/local/run.sh --stop
 
 # pytest exits 5 when it collected nothing; that is a failure here, never a silent pass.
-test: dev-env lint
+test: dev-env lint typecheck
 	$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): failing" >&2; fi; \
 	exit $$rc
@@ -53,6 +54,10 @@ test-slow: dev-env
 lint: dev-env
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# mypy over the service (the files and options are [tool.mypy] in pyproject.toml).
+typecheck: dev-env
+	$(BIN)/mypy
 
 format:
 	$(BIN)/ruff format .

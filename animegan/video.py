@@ -7,7 +7,7 @@ from __future__ import annotations
 import bisect
 import io
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -122,6 +122,28 @@ def _rotation(frame: Any) -> int:
     return int(round(float(getattr(frame, "rotation", 0) or 0) / 90.0)) * 90 % 360
 
 
+def _scan_packets(container: Any, stream: Any, name: str) -> tuple[list[int], list[int], int | None]:
+    """Demux the whole video stream (no decoding): every frame's pts in file order, the keyframes' pts, and
+    where the last frame ends (None if no packet says)."""
+    pts_list: list[int] = []
+    key_pts: list[int] = []
+    end = None
+    try:
+        for packet in container.demux(stream):
+            if packet.size == 0 or packet.pts is None:
+                continue
+            pts_list.append(packet.pts)
+            if packet.is_keyframe:
+                key_pts.append(packet.pts)
+            stop = packet.pts + (packet.duration or 0)
+            end = stop if end is None else max(end, stop)
+    except av.FFmpegError as exc:
+        raise VideoError(f"{name} is damaged after {len(pts_list)} video frames: {exc}") from exc
+    if not pts_list or not key_pts:
+        raise VideoError(f"{name} has a video stream without frames")
+    return pts_list, key_pts, end
+
+
 def probe_video(source: Source) -> VideoInfo:
     """Read the container's streams, count the video frames, find the keyframes and decode the first frame.
 
@@ -136,22 +158,7 @@ def probe_video(source: Source) -> VideoInfo:
         stream = container.streams.video[0]
         codec = stream.codec_context.name
         audio = container.streams.audio[0].codec_context.name if container.streams.audio else None
-        pts_list: list[int] = []
-        key_pts: list[int] = []
-        end = None
-        try:
-            for packet in container.demux(stream):
-                if packet.size == 0 or packet.pts is None:
-                    continue
-                pts_list.append(packet.pts)
-                if packet.is_keyframe:
-                    key_pts.append(packet.pts)
-                stop = packet.pts + (packet.duration or 0)
-                end = stop if end is None else max(end, stop)
-        except av.FFmpegError as exc:
-            raise VideoError(f"{name} is damaged after {len(pts_list)} video frames: {exc}") from exc
-        if not pts_list or not key_pts:
-            raise VideoError(f"{name} has a video stream without frames")
+        pts_list, key_pts, end = _scan_packets(container, stream, name)
         container.seek(0)
         try:
             first = next(container.decode(stream))
@@ -237,66 +244,112 @@ def stylize_video(
     ends the encode early (the file is then incomplete: the caller discards it).
     """
     encode = encode or EncodeOptions()
-    batch_size = max(1, int(getattr(stylizer, "batch_size", 1) or 1))
     name = _name(source)
     with _open(source) as container:
         if not container.streams.video:
             raise VideoError(f"{name} has no video stream")
         in_video = container.streams.video[0]
         in_video.thread_type = "AUTO"
-        offset = segment.start_pts if segment is not None else 0
-        writer: _Writer | None = None
-        done = 0
-        batch: list[tuple[Any, np.ndarray]] = []
-        rotation: int | None = None
-        audio_track: list[AudioCopy | None] = [None]
         with av.open(str(destination), "w", format="mp4") as out:
-
-            def flush() -> None:
-                nonlocal writer, done
-                if should_stop is not None and should_stop():
-                    raise StopVideo(done)
-                images = stylizer.stylize_many([Image.fromarray(pixels) for _, pixels in batch])
-                for (frame, _), image in zip(batch, images, strict=True):
-                    if writer is None:
-                        writer = _Writer(out, image.size, in_video, encode)
-                        if audio and segment is None:
-                            audio_track[0] = AudioCopy.open(source, out)
-                    writer.write(np.asarray(image.convert("RGB")), frame.pts - offset, frame.duration)
-                done += len(batch)
-                batch.clear()
-                if progress is not None:
-                    progress(done)
-
-            if segment is not None:
-                container.seek(segment.start_pts, stream=in_video, backward=True, any_frame=False)
+            frames = _StylizedFrames(
+                out,
+                in_video,
+                stylizer,
+                encode,
+                offset=segment.start_pts if segment is not None else 0,
+                audio_source=source if audio and segment is None else None,
+                progress=progress,
+                should_stop=should_stop,
+            )
+            rotation: int | None = None
             try:
-                for frame in container.decode(in_video):
-                    if frame.pts is None:
-                        continue
-                    if segment is not None and frame.pts < segment.start_pts:
-                        continue
-                    if segment is not None and segment.end_pts is not None and frame.pts >= segment.end_pts:
-                        break
+                for frame in _frames_of(container, in_video, segment):
                     if rotation is None:
                         rotation = _rotation(frame)
-                    batch.append((frame, _display_pixels(frame, rotation)))
-                    if len(batch) >= batch_size:
-                        flush()
+                    frames.add(frame, _display_pixels(frame, rotation))
             except av.FFmpegError as exc:
-                raise VideoError(f"{name}: decoding failed after {done + len(batch)} frames: {exc}") from exc
-            if batch:
-                flush()
+                raise VideoError(f"{name}: decoding failed after {frames.seen} frames: {exc}") from exc
+            frames.flush()
+            writer = frames.writer
             if writer is None:
                 raise VideoError(
                     f"{name}: no frames to stylize" + (f" in segment {segment.index}" if segment else "")
                 )
             writer.close()
-            if audio_track[0] is not None:
-                audio_track[0].write()
+            if frames.audio is not None:
+                frames.audio.write()
         return VideoResult(
-            frames=done, width=writer.width, height=writer.height, audio=audio_track[0] is not None
+            frames=frames.done, width=writer.width, height=writer.height, audio=frames.audio is not None
         )
+
+
+def _frames_of(container: Any, in_video: Any, segment: Segment | None) -> Iterator[Any]:
+    """The decoded frames of `segment` (every frame without one), in order; frames without a pts are skipped."""
+    if segment is not None:
+        container.seek(segment.start_pts, stream=in_video, backward=True, any_frame=False)
+    for frame in container.decode(in_video):
+        if frame.pts is None:
+            continue
+        if segment is not None and frame.pts < segment.start_pts:
+            continue
+        if segment is not None and segment.end_pts is not None and frame.pts >= segment.end_pts:
+            break
+        yield frame
+
+
+class _StylizedFrames:
+    """Decoded frames in, stylized in batches of the stylizer's batch_size (same-size frames share forward
+    passes) and encoded into `out`. The encoder, and the copy of the source's audio, start with the first
+    stylized frame, whose size they take."""
+
+    def __init__(
+        self,
+        out: Any,
+        in_video: Any,
+        stylizer: Any,
+        encode: EncodeOptions,
+        *,
+        offset: int,  # pts of the first frame written: segments start at 0
+        audio_source: Source | None,  # copy this file's audio track (None: no audio)
+        progress: Callable[[int], None] | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        self.out, self.in_video, self.stylizer, self.encode = out, in_video, stylizer, encode
+        self.batch_size = max(1, int(getattr(stylizer, "batch_size", 1) or 1))
+        self.offset, self.audio_source = offset, audio_source
+        self.progress, self.should_stop = progress, should_stop
+        self.writer: _Writer | None = None
+        self.audio: AudioCopy | None = None
+        self.done = 0  # frames encoded
+        self.batch: list[tuple[Any, np.ndarray]] = []  # (frame, (H, W, 3) uint8 RGB as displayed)
+
+    @property
+    def seen(self) -> int:
+        """Frames decoded so far: encoded plus waiting in the batch."""
+        return self.done + len(self.batch)
+
+    def add(self, frame: Any, pixels: np.ndarray) -> None:
+        self.batch.append((frame, pixels))
+        if len(self.batch) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Stylize and encode the waiting frames; should_stop() is checked first and raises StopVideo."""
+        if not self.batch:
+            return
+        if self.should_stop is not None and self.should_stop():
+            raise StopVideo(self.done)
+        images = self.stylizer.stylize_many([Image.fromarray(pixels) for _, pixels in self.batch])
+        for (frame, _), image in zip(self.batch, images, strict=True):
+            if self.writer is None:
+                self.writer = _Writer(self.out, image.size, self.in_video, self.encode)
+                if self.audio_source is not None:
+                    self.audio = AudioCopy.open(self.audio_source, self.out)
+            self.writer.write(np.asarray(image.convert("RGB")), frame.pts - self.offset, frame.duration)
+        self.done += len(self.batch)
+        self.batch.clear()
+        if self.progress is not None:
+            self.progress(self.done)
 
 
 class StopVideo(Exception):

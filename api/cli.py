@@ -10,10 +10,14 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from workers import media
+from workers.json_types import JSONObject
 from workers.media import ImageFormat
+
+if TYPE_CHECKING:
+    from api.client import ApiClient
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +106,7 @@ def _api_url(args: argparse.Namespace) -> str:
     return args.api or ClientSettings().api_url
 
 
-def _client(args: argparse.Namespace) -> Any:
+def _client(args: argparse.Namespace) -> ApiClient:
     from api.client import ApiClient
     from api.settings import ClientSettings
 
@@ -197,7 +201,7 @@ def readable_images(paths: list[Path]) -> tuple[list[Path], list[str]]:
     return good, skipped
 
 
-def _submit(client: Any, args: argparse.Namespace) -> int:
+def _submit(client: ApiClient, args: argparse.Namespace) -> int:
 
     paths, skipped = readable_images(collect_images(args.inputs))
     for line in skipped:
@@ -209,7 +213,7 @@ def _submit(client: Any, args: argparse.Namespace) -> int:
     return 1 if skipped else code
 
 
-def _submit_images(client: Any, args: argparse.Namespace, paths: list[Path]) -> int:
+def _submit_images(client: ApiClient, args: argparse.Namespace, paths: list[Path]) -> int:
     from tqdm import tqdm
 
     options = dict(model=args.model, format=args.format, size_mode=args.size_mode, max_side=args.max_side)
@@ -226,7 +230,7 @@ def _submit_images(client: Any, args: argparse.Namespace, paths: list[Path]) -> 
         return 0
     with tqdm(total=len(paths), desc="stylizing", unit="img") as bar:
 
-        def show(current: dict[str, Any]) -> None:
+        def show(current: JSONObject) -> None:
             progress = current.get("progress") or {}
             bar.update(int(progress.get("done", 0)) + int(progress.get("failed", 0)) - bar.n)
             bar.set_postfix_str(current["status"])
@@ -239,7 +243,7 @@ def _submit_images(client: Any, args: argparse.Namespace, paths: list[Path]) -> 
     return _download(client, job, paths, args)
 
 
-def _download(client: Any, job: dict[str, Any], paths: list[Path], args: argparse.Namespace) -> int:
+def _download(client: ApiClient, job: JSONObject, paths: list[Path], args: argparse.Namespace) -> int:
     from api.client import ApiClientError
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,8 @@ from typing import Any, BinaryIO
 
 import httpx
 
+from workers.json_types import JSONObject
+
 logger = logging.getLogger(__name__)
 
 TERMINAL = {"succeeded", "failed", "canceled"}
@@ -75,11 +77,12 @@ class ApiClient:
         retry = response.headers.get("Retry-After")
         raise ApiClientError(response.status_code, code, message, float(retry) if retry else None)
 
+    # Any: httpx.Client.request's own keyword options (files, data, json, params), passed through.
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         return self._check(self.http.request(method, path, **kwargs))
 
     @staticmethod
-    def _form(options: dict[str, Any]) -> dict[str, Any]:
+    def _form(options: JSONObject) -> JSONObject:
         return {k: v for k, v in options.items() if v is not None}
 
     @staticmethod
@@ -98,7 +101,7 @@ class ApiClient:
         quality: int | None = None,
         webhook_url: str | None = None,
         idempotency_key: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> JSONObject:
         """Submit one image (a path, bytes, or (name, bytes)); returns the queued job."""
         data = self._form(
             dict(model=model, format=format, size_mode=size_mode, max_side=max_side, quality=quality,
@@ -121,7 +124,7 @@ class ApiClient:
         max_side: int | None = None,
         webhook_url: str | None = None,
         idempotency_key: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> JSONObject:
         """Submit many images (files, one zip archive and/or upload ids) as one batch job."""
         data = self._form(
             dict(model=model, format=format, size_mode=size_mode, max_side=max_side, webhook_url=webhook_url)
@@ -155,14 +158,14 @@ class ApiClient:
         name: str,
         photos: FileInput | None = None,
         styles: FileInput | None = None,
-        hyperparameters: dict[str, Any] | None = None,
+        hyperparameters: JSONObject | None = None,
         *,
         photos_upload_id: str | None = None,
         styles_upload_id: str | None = None,
         fine_tune_from: str | None = None,
         webhook_url: str | None = None,
         idempotency_key: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> JSONObject:
         """Start a training run from two zip archives (photos, style images) or their upload ids."""
         data = self._form(
             dict(name=name, hyperparameters=json.dumps(hyperparameters or {}), photos_upload_id=photos_upload_id,
@@ -177,19 +180,19 @@ class ApiClient:
             "POST", "/v1/trainings", data=data, files=files or None, headers=self._idem(idempotency_key)
         ).json()
 
-    def job(self, job_id: str) -> dict[str, Any]:
+    def job(self, job_id: str) -> JSONObject:
         return self._request("GET", f"/v1/jobs/{job_id}").json()
 
     def jobs(
         self, kind: str | None = None, status: str | None = None, limit: int = 50, cursor: str | None = None
-    ) -> dict[str, Any]:
+    ) -> JSONObject:
         params = self._form({"kind": kind, "status": status, "limit": limit, "cursor": cursor})
         return self._request("GET", "/v1/jobs", params=params).json()
 
-    def cancel(self, job_id: str) -> dict[str, Any]:
+    def cancel(self, job_id: str) -> JSONObject:
         return self._request("POST", f"/v1/jobs/{job_id}/cancel").json()
 
-    def models(self) -> list[dict[str, Any]]:
+    def models(self) -> list[JSONObject]:
         return self._request("GET", "/v1/models").json()["items"]
 
     def wait(
@@ -197,8 +200,8 @@ class ApiClient:
         job_id: str,
         timeout: float | None = None,
         poll_seconds: float = 0.5,
-        on_progress: Callable[[dict[str, Any]], None] | None = None,
-    ) -> dict[str, Any]:
+        on_progress: Callable[[JSONObject], None] | None = None,
+    ) -> JSONObject:
         """Poll until the job ends; returns its final record. TimeoutError after `timeout` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -233,7 +236,7 @@ class ApiClient:
         path = f"/v1/jobs/{job_id}/result" if index is None else f"/v1/jobs/{job_id}/results/{index}"
         return self._request("GET", path).content
 
-    def events(self, job_id: str, timeout: float | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    def events(self, job_id: str, timeout: float | None = None) -> Iterator[tuple[str, JSONObject]]:
         """(event name, data) pairs of the job's server-sent events until the server ends the stream."""
         name, data_lines = "message", []
         with self.http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=timeout) as response:

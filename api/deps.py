@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
-import redis
 from fastapi import Depends, Request
+from prometheus_client import CollectorRegistry
+from redis import Redis
 
 from api.auth import tenant_for_token
 from api.errors import ApiError
@@ -32,14 +33,16 @@ class Services:
     """Clients created once per API process at start-up (never at import) and shared by all requests."""
 
     settings: ApiSettings
-    redis: redis.Redis
+    redis: Redis
     store: ObjectStore
     jobs: JobStore
     registry: ModelRegistry
     rate: RateLimiter
     slots: ActiveJobSlots
-    probe_redis: redis.Redis  # short timeouts, for /readyz only
-    metrics_registry: Any = None  # api.metrics.registry_for builds it on the first scrape
+    probe_redis: Redis  # short timeouts, for /readyz only
+    metrics_registry: CollectorRegistry | None = (
+        None  # api.metrics.registry_for builds it on the first scrape
+    )
 
     @classmethod
     def connect(cls, settings: ApiSettings) -> Services:
@@ -101,14 +104,15 @@ def require_tenant(request: Request, services: Annotated[Services, Depends(get_s
                 "send an API key as 'Authorization: Bearer <key>'; create one with `animegan keys create`",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        tenant = tenant_for_token(services.redis, token)
-        if tenant is None:
+        found = tenant_for_token(services.redis, token)
+        if found is None:
             raise ApiError(
                 401,
                 "invalid_api_key",
                 "the API key is unknown or revoked; create a new one with `animegan keys create --tenant NAME`",
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        tenant = found
     services.rate.hit(tenant)
     request.state.tenant = tenant
     return tenant

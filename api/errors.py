@@ -6,7 +6,6 @@ FastAPI's own validation errors are rewritten to that shape too, naming the offe
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import redis
 from fastapi import FastAPI, Request
@@ -16,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from workers.exceptions import StorageError
+from workers.json_types import JSONObject
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def not_found(what: str, ident: str) -> ApiError:
     return ApiError(404, f"{what}_not_found", f"no {what} {ident!r} found for this API key")
 
 
-def error_body(code: str, message: str) -> dict[str, Any]:
+def error_body(code: str, message: str) -> JSONObject:
     return {"error": {"code": code, "message": message}}
 
 
@@ -53,7 +53,7 @@ def _field_name(loc: tuple | list) -> str:
     return ".".join(str(p) for p in loc if p not in ("body", "query", "path", "header", "form"))
 
 
-def validation_message(errors: list[dict[str, Any]]) -> str:
+def validation_message(errors: list[JSONObject]) -> str:
     """One readable line per invalid field: `field: what is wrong (got value)`."""
     lines = []
     for err in errors:
@@ -130,9 +130,11 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ApiError, _api_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
+    # Starlette types a handler as taking any Exception; each of these is only called for the class it is
+    # registered with (the ignores say so, not that the handlers are loose).
+    app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(redis.RedisError, _dependency_down)
     app.add_exception_handler(StorageError, _dependency_down)
     app.add_exception_handler(Exception, _unexpected)

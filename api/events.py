@@ -11,12 +11,12 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import anyio
 from fastapi import Request
 
 from workers.jobstore import JobRecord, JobStatus, JobStore
+from workers.json_types import JSONObject
 
 logger = logging.getLogger(__name__)
 
@@ -24,11 +24,11 @@ logger = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
 
 
-def sse(event: str, data: dict[str, Any]) -> bytes:
+def sse(event: str, data: JSONObject) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-def _is_terminal_event(message: dict[str, Any]) -> bool:
+def _is_terminal_event(message: JSONObject) -> bool:
     status = message.get("status")
     return message.get("event") == "status" and status in {s.value for s in JobStatus if s.is_terminal}
 
@@ -37,7 +37,7 @@ async def job_event_stream(
     jobs: JobStore,
     job_id: str,
     request: Request,
-    render: Callable[[JobRecord], dict[str, Any]],
+    render: Callable[[JobRecord], JSONObject],
     keepalive_seconds: float,
 ) -> AsyncIterator[bytes]:
     """Yield SSE frames for `job_id` (whose ownership the caller checked) until it ends or the client leaves."""

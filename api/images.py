@@ -16,14 +16,16 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from animegan.sizes import reference_size
 from api.errors import ApiError
 from workers import media
+from workers.archives import MemberKind, MemberRefused, member_kind
+from workers.media import IMAGE_SUFFIX_LIST
 
 logger = logging.getLogger(__name__)
 
 # Pillow format names of accepted inputs (the upper case of the media table's names); others get a 415.
 ACCEPTED_FORMATS = frozenset(name.upper() for name in media.INPUT_IMAGE_FORMATS)
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 # An archive entry that inflates more than this is treated as a zip bomb.
 MAX_COMPRESSION_RATIO = 200
 
@@ -114,10 +116,7 @@ def _zip(source: bytes | Path, name: str) -> zipfile.ZipFile:
         raise ApiError(415, "not_a_zip", f"{name}: not a zip archive ({exc})") from exc
 
 
-def _check_entry(info: zipfile.ZipInfo, archive: str) -> None:
-    path = info.filename.replace("\\", "/")
-    if path.startswith("/") or ".." in path.split("/"):
-        raise ApiError(422, "unsafe_archive", f"{archive}: entry {info.filename!r} escapes the archive root")
+def _check_ratio(info: zipfile.ZipInfo, archive: str) -> None:
     if info.compress_size and info.file_size / info.compress_size > MAX_COMPRESSION_RATIO:
         raise ApiError(
             422,
@@ -129,17 +128,18 @@ def _check_entry(info: zipfile.ZipInfo, archive: str) -> None:
 def _image_entries(
     zf: zipfile.ZipFile, archive: str, max_total_bytes: int, refuse_others: bool = False
 ) -> list[zipfile.ZipInfo]:
-    """The image entries; other files are skipped, or with `refuse_others` answered with 422 naming them."""
+    """The image entries (workers.archives decides, as for the worker's extraction); other files are skipped,
+    or with `refuse_others` answered with 422 naming them."""
     entries, others, total = [], [], 0
     for info in zf.infolist():
-        if info.is_dir():
+        try:
+            kind = member_kind(info)
+        except MemberRefused as exc:
+            raise ApiError(422, "unsafe_archive", f"{archive}: {exc}") from exc
+        if kind == MemberKind.noise:
             continue
-        _check_entry(info, archive)
-        base = posixpath.basename(info.filename)
-        # macOS resource forks and dot files are not photos even when named like one.
-        if base.startswith(".") or info.filename.startswith("__MACOSX/"):
-            continue
-        if posixpath.splitext(base)[1].lower() not in IMAGE_EXTENSIONS:
+        _check_ratio(info, archive)
+        if kind == MemberKind.other:
             others.append(info.filename)
             continue
         total += info.file_size
@@ -156,12 +156,10 @@ def _image_entries(
             422,
             "non_image_entries",
             f"{archive}: {listed} {'is not an image' if len(others) == 1 else 'are not images'} "
-            "(.jpg, .jpeg, .png, .webp, .bmp); remove them from the zip",
+            f"({IMAGE_SUFFIX_LIST}); remove them from the zip",
         )
     if not entries:
-        raise ApiError(
-            422, "empty_archive", f"{archive}: holds no images (.jpg, .jpeg, .png, .webp, .bmp entries)"
-        )
+        raise ApiError(422, "empty_archive", f"{archive}: holds no images ({IMAGE_SUFFIX_LIST} entries)")
     return entries
 
 
@@ -183,7 +181,7 @@ def read_image_archive(
                 "too_many_images",
                 f"{name}: {len(entries)} images is above the batch limit of {max_images}; split the batch",
             )
-        out = []
+        out: list[tuple[str, bytes, ImageInfo]] = []
         for info in entries:
             label = f"{name}:{info.filename}"
             try:
@@ -242,11 +240,6 @@ def _displayed_sizes(zf: zipfile.ZipFile, entries: list[zipfile.ZipInfo], archiv
     return out
 
 
-def _reference_size(width: int, height: int) -> tuple[int, int]:
-    """AnimeGAN test.py's output size (animegan.data.paired / stylizer's rule; kept torch-free here)."""
-    return (256 if width < 256 else width - width % 32, 256 if height <= 256 else height - height % 32)
-
-
 def check_paired_archives(photos: Path, targets: Path, max_total_bytes: int) -> int:
     """Photos and targets must pair up by file name, each target the photo's size or its reference size.
 
@@ -263,8 +256,8 @@ def check_paired_archives(photos: Path, targets: Path, max_total_bytes: int) -> 
     ]
     for stem in sorted(photo_sizes.keys() & target_sizes.keys()):
         (name, (pw, ph)), (tname, (tw, th)) = photo_sizes[stem], target_sizes[stem]
-        if (tw, th) not in {(pw, ph), _reference_size(pw, ph)}:
-            rw, rh = _reference_size(pw, ph)
+        rh, rw = reference_size(ph, pw)
+        if (tw, th) not in {(pw, ph), (rw, rh)}:
             problems.append(f"{tname} is {tw}x{th}; its photo {name} is {pw}x{ph} (reference size {rw}x{rh})")
     if problems:
         shown = "; ".join(problems[:MAX_LISTED_PROBLEMS])

@@ -10,6 +10,7 @@ import math
 import time
 import uuid
 from collections.abc import Callable
+from typing import cast
 
 import redis
 
@@ -79,7 +80,9 @@ class ActiveJobSlots:
         now = time.time() if now is None else now
         key = self._key(tenant)
         stale = []
-        for raw, score in self.client.zrange(key, 0, -1, withscores=True):
+        for raw, score in cast(
+            list[tuple[bytes | str, float]], self.client.zrange(key, 0, -1, withscores=True)
+        ):
             member = raw.decode() if isinstance(raw, bytes) else raw
             if member.startswith("r:"):
                 if now - score > RESERVATION_TTL_SECONDS:

@@ -24,7 +24,7 @@ from api.routes import batches, health, jobs, models, stylize, trainings, upload
 from api.routes.web import install_web
 from api.schemas import ErrorResponse
 from api.settings import ApiSettings
-from workers.contracts import TrainingHyperparameters
+from workers.contracts.training import TrainingHyperparameters
 from workers.settings import load_settings
 
 logger = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def _document_form_json(app: FastAPI) -> None:
             app.openapi_schema = schema
         return app.openapi_schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
 
 
 class _LazyApp:

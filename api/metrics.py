@@ -10,9 +10,9 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from socketserver import ThreadingMixIn
-from typing import Any
+from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
@@ -24,8 +24,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.errors import error_body
 from workers import job_metrics as jm
 from workers import redis_keys
-from workers.contracts import Queues
-from workers.jobstore import JobKind
+from workers.contracts.base import Queues
+from workers.contracts.registry import KINDS
+
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIEnvironment
+
+    import redis
+    from prometheus_client.metrics_core import Metric
+
+    from api.deps import Services
 
 logger = logging.getLogger(__name__)
 
@@ -74,10 +82,10 @@ class RequestMetricsMiddleware:
 class ServiceCollector(Collector):
     """Reads the counted job figures and the queue lengths from Redis on each scrape, in one pipeline."""
 
-    def __init__(self, redis_client: Any):
+    def __init__(self, redis_client: redis.Redis):
         self.redis = redis_client
 
-    def collect(self) -> Iterator[Any]:
+    def collect(self) -> Iterator[Metric]:
         now = time.time()
         slots = jm.window_slots(now)
         pipe = self.redis.pipeline(transaction=False)
@@ -97,7 +105,7 @@ class ServiceCollector(Collector):
             depth.add_metric([queue.value], sum(lengths[i * per_queue : (i + 1) * per_queue]))
         yield depth
 
-        kinds = [kind.value for kind in JobKind]
+        kinds = list(KINDS)
         jobs = GaugeMetricFamily("animegan_jobs", "Jobs queued or running now", labels=["kind", "status"])
         finished = CounterMetricFamily(
             "animegan_jobs_finished", "Jobs that ended, by kind and final status", labels=["kind", "status"]
@@ -131,11 +139,11 @@ class ServiceCollector(Collector):
         )
 
 
-def _text(value: Any) -> str:
+def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def registry_for(services: Any) -> CollectorRegistry:
+def registry_for(services: Services) -> CollectorRegistry:
     """This replica's registry: its HTTP metrics plus the service-wide collector (created once per app)."""
     registry = getattr(services, "metrics_registry", None)
     if registry is None:
@@ -152,14 +160,14 @@ class _Delegate(Collector):
     def __init__(self, inner: CollectorRegistry):
         self.inner = inner
 
-    def collect(self) -> Iterator[Any]:
+    def collect(self) -> Iterator[Metric]:
         yield from self.inner.collect()
 
 
 class _QuietHandler(WSGIRequestHandler):
     """wsgiref prints every request to stderr; scrapes every 30 s are not worth a log line each."""
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class names it so)
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base class names it so)
         logger.debug("metrics %s: " + format, self.address_string(), *args)
 
 
@@ -187,7 +195,7 @@ class MetricsServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def app(self, environ: dict[str, Any], start_response: Any) -> Any:
+    def app(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO") != "/metrics":
             return _error(start_response, "404 Not Found", "not_found", "this port serves GET /metrics only")
         if self.token is not None:
@@ -202,7 +210,7 @@ class MetricsServer:
         return self.prometheus(environ, start_response)
 
 
-def _error(start_response: Any, status: str, code: str, message: str) -> list[bytes]:
+def _error(start_response: StartResponse, status: str, code: str, message: str) -> list[bytes]:
     body = json.dumps(error_body(code, message)).encode()
     start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
     return [body]

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from workers.json_logs import JsonFormatter, current_job_id, use_json
+from workers.json_types import JSONObject
 
 # A request about one job: /v1/jobs/{job_id} and everything under it.
 _JOB_PATH = re.compile(r"^/v1/jobs/([^/]+)")
@@ -47,7 +47,7 @@ class JobLogContextMiddleware:
             current_job_id.reset(token)
 
 
-def uvicorn_json_config(level: str = "INFO") -> dict[str, Any]:
+def uvicorn_json_config(level: str = "INFO") -> JSONObject:
     """uvicorn's log_config for `animegan serve`: every line JSON from the first one, the app's own included."""
     handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
     return {

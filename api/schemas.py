@@ -12,7 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 # The forms use the job specs' own enums (and trainings the contract's TrainingHyperparameters), so a form and
 # the spec built from it share one vocabulary.
-from workers.contracts import SizeMode, TrainingMode
+from workers.contracts.base import SizeMode
+from workers.contracts.training import TrainingMode
+from workers.json_types import JSONObject
 from workers.media import ImageFormat
 
 
@@ -41,7 +43,7 @@ class FormModel(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _drop_file_parts(cls, data: Any) -> Any:
+    def _drop_file_parts(cls, data: Any) -> Any:  # Any: a before-validator sees the raw input, whatever it is
         if isinstance(data, dict):
             return {k: v for k, v in data.items() if k not in cls.file_parts}
         return data
@@ -217,14 +219,14 @@ class JobPublic(BaseModel):
     id: str
     kind: str
     status: str
-    params: dict[str, Any] = Field(default_factory=dict)
-    progress: dict[str, Any] = Field(default_factory=dict)
+    params: JSONObject = Field(default_factory=dict)
+    progress: JSONObject = Field(default_factory=dict)
     created_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
     attempts: int = 0
     error: ErrorDetail | None = None
-    result: dict[str, Any] | None = None
+    result: JSONObject | None = None
     webhook_url: str | None = None
     links: JobLinks
 
@@ -248,7 +250,7 @@ class ModelPublic(BaseModel):
     name: str
     public: bool
     source: str
-    config: dict[str, Any] = Field(default_factory=dict)
+    config: JSONObject = Field(default_factory=dict)
     created_at: float | None = None
     size: int | None = None
     description: str | None = Field(None, description="what the model is and where it comes from")

@@ -1,5 +1,7 @@
-"""The common path of every job create: webhook check, request hash, quota slot, idempotent record, inputs,
-enqueue; a failure after the record exists fails that job with a clear error instead of leaving it queued.
+"""What the create routes share (no route module imports another): reading a create's input (a file part or a
+direct upload), the checks every create makes (model, model name, webhook URL, Idempotency-Key), and the common
+path of a job create: request hash, quota slot, idempotent record, inputs, enqueue. A failure after the record
+exists fails that job with a clear error instead of leaving it queued.
 """
 
 from __future__ import annotations
@@ -8,21 +10,27 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Any, cast
 
-from fastapi import Header
+from fastapi import Header, Request, Response, UploadFile, status
 from pydantic import BaseModel
 
 from api.deps import Services
-from api.errors import ApiError
+from api.errors import ApiError, not_found
+from api.images import safe_name
+from api.schemas import ErrorResponse, JobPublic, UploadPurpose
+from api.views import job_public
+from workers import enqueue, keys, redis_keys
+from workers.contracts.base import JobKind, Message
 from workers.exceptions import IdempotencyConflict
-from workers.jobstore import JobKind, JobRecord
+from workers.jobstore import MAX_IDEMPOTENCY_KEY, JobRecord
 from workers.json_logs import current_job_id
+from workers.registry import MODEL_NAME_RULE, valid_model_name
 from workers.webhook_targets import WebhookTargetRefused, WebhookTargetUnresolved, resolve_webhook_target
 
 logger = logging.getLogger(__name__)
 
-MAX_IDEMPOTENCY_KEY = 200
 # The header every create accepts; the schema states its length, check_idempotency_key the rest.
 IdempotencyKey = Annotated[
     str | None,
@@ -70,43 +78,181 @@ def check_webhook_url(url: str | None, allow_private: bool) -> str | None:
     return url
 
 
-def submit_job(
+# FastAPI's `responses` argument: status -> an OpenAPI response object (Any: free-form JSON by design).
+Responses = dict[int | str, dict[str, Any]]
+
+CREATE_RESPONSES: Responses = {
+    404: {"model": ErrorResponse, "description": "unknown model or upload id"},
+    409: {"model": ErrorResponse, "description": "Idempotency-Key reused with a different body"},
+    413: {
+        "model": ErrorResponse,
+        "description": "a file above its limit, the whole request above ANIMEGAN_MAX_REQUEST_BYTES, or a "
+        "direct upload that holds more than its declared size (upload_size_mismatch)",
+    },
+    415: {"model": ErrorResponse, "description": "not an image, an unsupported format, a truncated image"},
+    422: {
+        "model": ErrorResponse,
+        "description": "bad parameter (max_side is required with size_mode=max_side and refused otherwise; "
+        "file and upload_id exclude each other), an Idempotency-Key that is empty or not printable, too many "
+        "pixels, a decompression bomb, a damaged archive, a direct upload smaller than declared "
+        "(upload_size_mismatch)",
+    },
+    429: {"model": ErrorResponse, "description": "rate limit or concurrent-job limit; see Retry-After"},
+}
+
+
+def check_model(services: Services, tenant: str, model: str, field: str | None = None) -> None:
+    """404 unless `model` is a model this tenant can use (its own or a public one)."""
+    if services.registry.get(model, tenant) is None:
+        where = f"{field}: " if field else ""
+        raise ApiError(
+            404,
+            "model_not_found",
+            f"{where}model {model!r} does not exist; GET /v1/models lists the usable ones",
+        )
+
+
+def check_model_name(services: Services, tenant: str, name: str) -> None:
+    """422 for a name the registry refuses, 409 for one this tenant already has."""
+    if not valid_model_name(name):
+        raise ApiError(
+            422, "invalid_parameters", f"name: {name!r} is not a valid model name; use {MODEL_NAME_RULE}"
+        )
+    if services.registry.get(name, tenant) is not None:
+        raise ApiError(
+            409, "model_exists", f"name: a model named {name!r} already exists; choose another name"
+        )
+
+
+def read_upload_file(upload: UploadFile, limit: int) -> bytes:
+    """The whole part (already spooled by the form parser), refusing (413) one above `limit` bytes."""
+    upload.file.seek(0)
+    data = upload.file.read(limit + 1)
+    if len(data) > limit:
+        name = safe_name(upload.filename or "", "file")
+        raise ApiError(413, "upload_too_large", f"{name} is larger than the {limit}-byte limit per file")
+    return data
+
+
+def load_upload(services: Services, tenant: str, upload_id: str) -> dict[str, str]:
+    """The Redis record of `tenant`'s direct upload; 404 for others' or unknown ids."""
+    found = services.redis.hgetall(redis_keys.upload(upload_id)) if keys.SEGMENT_RE.match(upload_id) else {}
+    raw = cast(dict[str, str], found)  # the API's client decodes responses (decode_responses=True)
+    if not raw or raw.get("owner") != tenant:
+        raise not_found("upload", upload_id)
+    return raw
+
+
+def resolve_upload(
+    services: Services, tenant: str, upload_id: str, purposes: set[UploadPurpose]
+) -> tuple[str, int]:
+    """The storage key and size of a finished upload of `tenant`; 404 for others' or unknown ids.
+
+    Jobs read the object at this key where it lies; it is never copied. Nothing in the service deletes an upload
+    once a job has it (only an object of the wrong size, here, before any job), and the upload record's expiry
+    (job_ttl_seconds) drops only the id, not the object, so a queued job still finds its input. An operator's
+    lifecycle rule on uploads/ must outlive the jobs (README, "Data lifetime"); a job whose object is gone
+    fails as input_missing / dataset_missing. An upload PUT again after a job took it: workers decode images
+    with the same limits again, and refuse a dataset zip whose sha256 differs from the one the API checked.
+    """
+    record = load_upload(services, tenant, upload_id)
+    if record["purpose"] not in purposes:
+        wanted = " or ".join(sorted(p.value for p in purposes))
+        raise ApiError(
+            422,
+            "wrong_upload_purpose",
+            f"upload {upload_id} was created for {record['purpose']!r}; this field needs an upload for {wanted}",
+        )
+    key = keys.upload(tenant, upload_id)
+    if not services.store.exists(key):
+        raise ApiError(
+            409,
+            "upload_incomplete",
+            f"upload {upload_id} has not received its bytes yet; PUT them to its url first",
+        )
+    size, declared = services.store.size(key), int(record["size"])
+    if size != declared:
+        # The presigned URL signs the declared length, but not every S3-compatible server checks it: the stored
+        # object is refused here and deleted, so bytes beyond what was declared never stay in storage.
+        services.store.delete(key)
+        logger.warning(
+            "upload %s of %s held %d bytes, %d declared; deleted", upload_id, tenant, size, declared
+        )
+        raise ApiError(
+            413 if size > declared else 422,
+            "upload_size_mismatch",
+            f"upload {upload_id} held {size} bytes but {declared} were declared; it was deleted, PUT exactly "
+            f"{declared} bytes again",
+        )
+    return key, size
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A create's one input, read so the API can check it."""
+
+    data: bytes
+    name: str  # what errors and the job show for it
+    upload_key: str | None  # a direct upload's object, which the job reads in place; None: a file part
+
+
+def file_or_upload(
     services: Services,
     tenant: str,
-    kind: JobKind,
-    spec: BaseModel,
-    total: int,
-    digest: str,
-    idempotency_key: str | None,
-    webhook_url: str | None,
-    write_inputs: Callable[[str], None],
-    enqueue: Callable[[JobRecord], None],
-    job_id: str | None = None,
+    file: UploadFile | None,
+    upload_id: str | None,
+    purpose: UploadPurpose,
+    limit: int,
+    fallback_name: str,
+) -> SourceFile:
+    """The input sent as the `file` part or named by the `upload_id` of a direct upload of `purpose`."""
+    if (file is None) == (upload_id is None):
+        raise ApiError(422, "invalid_parameters", "file, upload_id: send exactly one of them")
+    if file is not None:
+        return SourceFile(read_upload_file(file, limit), safe_name(file.filename or "", fallback_name), None)
+    assert upload_id is not None  # exactly one of the two, checked above
+    key, _ = resolve_upload(services, tenant, upload_id, {purpose})
+    return SourceFile(services.store.get_bytes(key), upload_id, key)
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A checked create, ready to submit: its kind and typed spec, and how to store its inputs and start it."""
+
+    kind: JobKind
+    spec: BaseModel  # an instance of kind.spec: the record's params
+    total: int  # the progress total: images, frames, or 0 (a training run counts steps itself)
+    digest: str  # request_hash of the request, compared on an Idempotency-Key replay
+    write_inputs: Callable[[], None]  # stores what the API holds (file parts) before any task is sent
+    messages: Callable[[str], Iterable[Message]]  # job id -> the tasks that start the job
+    job_id: str | None = None  # the id a new job gets, for a spec that names keys under it
+
+
+def submit_job(
+    services: Services, tenant: str, job: NewJob, idempotency_key: str | None, webhook_url: str | None
 ) -> tuple[JobRecord, bool]:
-    """Create (or replay) a job whose params are `spec` (a job spec of workers.contracts); return (record,
-    created). Inputs are written before the task is sent. job_id: the id a new job gets, for a spec that names
-    keys under it (a replay answers with the existing job instead)."""
+    """Create (or replay) `job`; return (record, created). Inputs are written before the task is sent; a replay
+    answers with the existing job instead."""
+    if not isinstance(job.spec, job.kind.spec):
+        raise TypeError(
+            f"a {job.kind.name} job takes a {job.kind.spec.__name__}, not {type(job.spec).__name__}"
+        )
     if idempotency_key is not None:
         # A replay answers with the existing job before taking a quota slot or storing inputs again.
-        try:
-            existing = services.jobs.get_by_idempotency_key(tenant, idempotency_key, digest)
-        except IdempotencyConflict as exc:
-            raise ApiError(409, "idempotency_conflict", str(exc)) from exc
+        existing = _replayed(services, tenant, idempotency_key, job.digest)
         if existing is not None:
-            current_job_id.set(existing.id)  # this request's log lines carry the job's id from here on
-            logger.info("idempotent replay of job %s for %s", existing.id, tenant)
             return existing, False
     token = services.slots.reserve(tenant)
     try:
         record, created = services.jobs.create(
-            kind,
+            job.kind.name,
             tenant,
-            spec.model_dump(mode="json"),
-            total,
+            job.spec.model_dump(mode="json"),
+            job.total,
             idempotency_key=idempotency_key,
-            request_hash=digest,
+            request_hash=job.digest,
             webhook_url=webhook_url,
-            job_id=job_id,
+            job_id=job.job_id,
         )
     except IdempotencyConflict as exc:
         services.slots.release(tenant, token)
@@ -120,22 +266,49 @@ def submit_job(
         logger.info("idempotent replay of job %s for %s", record.id, tenant)
         return record, False
     services.slots.assign(tenant, token, record.id)
+    _start(services, job, record.id)
+    return services.jobs.get(record.id) or record, True
+
+
+def _replayed(services: Services, tenant: str, idempotency_key: str, digest: str) -> JobRecord | None:
+    """The job an earlier create with this key made (409 if its body differed); None for a new key."""
     try:
-        write_inputs(record.id)
-        enqueue(record)
+        existing = services.jobs.get_by_idempotency_key(tenant, idempotency_key, digest)
+    except IdempotencyConflict as exc:
+        raise ApiError(409, "idempotency_conflict", str(exc)) from exc
+    if existing is not None:
+        current_job_id.set(existing.id)  # this request's log lines carry the job's id from here on
+        logger.info("idempotent replay of job %s for %s", existing.id, tenant)
+    return existing
+
+
+def _start(services: Services, job: NewJob, job_id: str) -> None:
+    """Store the inputs, then send the first tasks; any failure fails the new job (or it stays queued forever)."""
+    try:
+        job.write_inputs()
+        enqueue.send(job.messages(job_id))
     except ApiError as exc:
-        services.jobs.fail(record.id, exc.code, exc.message)
+        services.jobs.fail(job_id, exc.code, exc.message)
         raise
-    except (
-        Exception
-    ) as exc:  # any failure after the record exists must fail that job, or it stays queued forever
-        logger.exception("job %s could not be submitted", record.id)
+    except Exception as exc:
+        logger.exception("job %s could not be submitted", job_id)
         services.jobs.fail(
-            record.id, "submit_failed", f"the job could not be queued ({type(exc).__name__}: {exc})"
+            job_id, "submit_failed", f"the job could not be queued ({type(exc).__name__}: {exc})"
         )
         raise ApiError(
             503,
             "submit_failed",
-            f"job {record.id} could not be queued ({type(exc).__name__}); retry shortly (with a new Idempotency-Key)",
+            f"job {job_id} could not be queued ({type(exc).__name__}); retry shortly (with a new Idempotency-Key)",
         ) from exc
-    return services.jobs.get(record.id) or record, True
+
+
+def accepted(
+    response: Response, request: Request, services: Services, record: JobRecord, created: bool
+) -> JobPublic:
+    """202 with Location for a new job; 200 for an idempotent replay of an existing one."""
+    public = job_public(services, request, record)
+    response.status_code = status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK
+    response.headers["Location"] = public.links.self
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return public

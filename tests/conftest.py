@@ -47,10 +47,11 @@ def training_params(
     **extra,
 ) -> dict:
     """A TrainingSpec's JSON for a job record made by hand, reading the zips at keys.dataset_archive(dataset_id)."""
-    from workers import contracts, keys
+    from workers import keys
+    from workers.contracts.training import MODE_PARTS, TrainingMode, TrainingSpec
 
-    parts = contracts.MODE_PARTS[contracts.TrainingMode(mode)]
-    spec = contracts.TrainingSpec(
+    parts = MODE_PARTS[TrainingMode(mode)]
+    spec = TrainingSpec(
         name=name,
         mode=mode,
         hyperparameters=hyperparameters,

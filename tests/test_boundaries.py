@@ -65,7 +65,8 @@ def test_light_service_modules_load_no_torch():
         "workers.keys",
         "workers.jobstore",
         "workers.registry",
-        "workers.contracts",
+        "workers.contracts.registry",
+        "workers.enqueue",
         "workers.celery_app",
         "workers.cli",
         "api.cli",
@@ -152,3 +153,118 @@ def test_redis_key_names_are_spelled_in_one_module():
         if '"animegan:' in line or "'animegan:" in line
     ]
     assert not spelled, "Redis key names belong in workers/redis_keys.py:\n" + "\n".join(spelled)
+
+
+def runtime_imports(path: Path) -> set[str]:
+    """The modules `path` imports when it runs: every import statement outside `if TYPE_CHECKING:` blocks (those
+    name types only), with relative imports resolved and `from pkg import name` recorded as both pkg and
+    pkg.name (the name may be a submodule)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    typing_only = {
+        id(node)
+        for branch in ast.walk(tree)
+        if isinstance(branch, ast.If) and "TYPE_CHECKING" in ast.unparse(branch.test)
+        for statement in branch.body
+        for node in ast.walk(statement)
+    }
+    package = ".".join(path.relative_to(PROJECT_ROOT).parts[:-1]) if path.is_relative_to(PROJECT_ROOT) else ""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parent, base] if base else parent)
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PROJECT_ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_route_module_imports_another():
+    # Routes share code through api.submission and api.views, never through each other.
+    routes = sorted((PROJECT_ROOT / "api" / "routes").glob("*.py"))
+    names = {module_name(path) for path in routes} - {"api.routes"}
+    assert len(names) >= 9, names
+    bad = [
+        f"{module_name(path)} imports {other}"
+        for path in routes
+        for other in sorted(runtime_imports(path) & names)
+        if other != module_name(path)
+    ]
+    assert not bad, "a route module imports another route module:\n" + "\n".join(bad)
+
+
+def test_routes_reach_the_model_library_only_through_api_modules():
+    # A route never imports animegan.* itself (api/images.py and api/videos.py hold the checks that use it).
+    bad = [
+        f"{module_name(path)} imports {name}"
+        for path in sorted((PROJECT_ROOT / "api" / "routes").glob("*.py"))
+        for name in sorted(runtime_imports(path))
+        if under(name, ("animegan",))
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def import_graph(folders: tuple[str, ...]) -> dict[str, set[str]]:
+    """module -> the project modules it imports at run time (a package counts as its __init__)."""
+    paths = [path for folder in folders for path in sorted((PROJECT_ROOT / folder).rglob("*.py"))]
+    modules = {module_name(path): path for path in paths}
+    return {
+        name: {m for m in runtime_imports(path) if m in modules and m != name}
+        for name, path in modules.items()
+    }
+
+
+def reaches(graph: dict[str, set[str]], start: str, goal: str) -> list[str] | None:
+    """An import path from `start` to a module under `goal`, or None."""
+    seen, stack = {start}, [[start]]
+    while stack:
+        path = stack.pop()
+        for nxt in sorted(graph.get(path[-1], ())):
+            if under(nxt, (goal,)):
+                return [*path, nxt]
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append([*path, nxt])
+    return None
+
+
+def test_the_contracts_import_no_celery_app_and_no_task_code():
+    # The circle workers.celery_app <-> workers.contracts is gone: the contracts import neither the Celery app
+    # nor anything that sends (workers.enqueue) or runs (workers.tasks, workers.jobs) tasks, not even indirectly.
+    graph = import_graph(("workers",))
+    contracts = [name for name in graph if under(name, ("workers.contracts",))]
+    assert "workers.contracts.registry" in contracts and len(contracts) >= 7, contracts
+    for start in contracts:
+        for goal in ("workers.celery_app", "workers.enqueue", "workers.tasks", "workers.jobs"):
+            path = reaches(graph, start, goal)
+            assert path is None, f"{start} reaches {goal}: {' -> '.join(path or [])}"
+    assert (
+        reaches(graph, "workers.celery_app", "workers.contracts.registry") is not None
+    )  # routes come from it
+
+
+def test_the_checker_sees_a_circle_and_a_route_import(tmp_path):
+    # The checks above must be able to fail: the same functions on files that break the rules.
+    route = PROJECT_ROOT / "api" / "routes" / "stylize.py"
+    assert "api.submission" in runtime_imports(route)
+    graph = {"workers.contracts.images": {"workers.enqueue"}, "workers.enqueue": {"workers.celery_app"}}
+    assert reaches(graph, "workers.contracts.images", "workers.celery_app") == [
+        "workers.contracts.images",
+        "workers.enqueue",
+        "workers.celery_app",
+    ]
+    fake = tmp_path / "x.py"
+    fake.write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import api.routes.jobs\nimport api.views\n"
+    )
+    assert "api.routes.jobs" not in runtime_imports(fake) and "api.views" in runtime_imports(fake)

@@ -326,7 +326,7 @@ def test_worker_liveness_needs_no_redis():
 
 def test_k8s_objects_are_complete_and_consistent():
     from workers import keys
-    from workers.contracts import Queues
+    from workers.contracts.base import Queues
 
     objects = k8s_objects()
     by_kind: dict[str, dict[str, dict]] = {}
@@ -395,7 +395,10 @@ def test_k8s_objects_are_complete_and_consistent():
 
 def test_the_redis_address_is_written_once():
     """Only the secret store knows the Redis address; no manifest or ConfigMap repeats it."""
-    for path in K8S.glob("*.yaml"):
+    manifests = sorted(K8S.glob("*.yaml"))
+    # The manifests that would hold it if anything did: a wrong folder would check nothing.
+    assert {"configmap.yaml", "worker-train.yaml", "api.yaml"} <= {p.name for p in manifests}, manifests
+    for path in manifests:
         text = path.read_text()
         for needle in ("ANIMEGAN_REDIS_URL:", "redis://", "address:"):
             assert needle not in text, f"{path.name} names the Redis address ({needle})"

@@ -1,7 +1,8 @@
 """The Celery app, configured from settings for long GPU tasks on a Redis broker (imports no task code).
 
 `app` (module attribute, built on first access from ANIMEGAN_* settings) is what `celery -A workers.celery_app`
-and workers.tasks use; the API calls `configure_app(its settings)` at start-up, then enqueues by task name.
+and the task modules (workers.tasks) use; the API calls `configure_app(its settings)` at start-up, then
+enqueues by task name (workers.enqueue).
 
 How a task survives a dead worker with the Redis transport (kombu 5.7, read from kombu/transport/redis.py):
 - kombu emulates acks: on delivery a message is copied into the `unacked` hash and `unacked_index` sorted set
@@ -37,7 +38,8 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
-from workers.contracts import TASK_QUEUES, Queues
+from workers.contracts.base import Queues
+from workers.contracts.registry import TASK_QUEUES
 from workers.settings import ServiceSettings, load_settings
 
 logger = logging.getLogger(__name__)
@@ -46,10 +48,11 @@ _lock = threading.Lock()
 _app: Celery | None = None
 
 
+# Any: Celery's options are values of mixed types (ints, strings, queues, nested dicts).
 def celery_config(settings: ServiceSettings) -> dict[str, Any]:
     """The Celery configuration for these settings (a plain dict, so tests can check it)."""
     visibility = settings.visibility_timeout_seconds
-    transport = {
+    transport: dict[str, int | str | None] = {
         "visibility_timeout": visibility,
         # Sweep for abandoned messages every few seconds (at most a tenth of the timeout), on every sweep.
         "unacked_restore_interval": max(1, min(10, visibility // 10)),
@@ -58,7 +61,7 @@ def celery_config(settings: ServiceSettings) -> dict[str, Any]:
         "socket_timeout": 30,
         "socket_connect_timeout": 10,
     }
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {}  # more Celery options (see above)
     if settings.redis_url.startswith("sentinel:"):
         # kombu's sentinel transport asks the Sentinels for this master (again after each failover).
         transport["master_name"] = settings.redis_sentinel_master
@@ -86,7 +89,7 @@ def celery_config(settings: ServiceSettings) -> dict[str, Any]:
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "task_queues": [Queue(queue.value, routing_key=queue.value) for queue in Queues],
         "task_default_queue": Queues.stylize.value,
-        "task_routes": {name.value: {"queue": queue.value} for name, queue in TASK_QUEUES.items()},
+        "task_routes": {name: {"queue": queue.value} for name, queue in TASK_QUEUES.items()},
         "task_create_missing_queues": False,
         "worker_send_task_events": False,
         "task_send_sent_event": False,
@@ -96,7 +99,8 @@ def celery_config(settings: ServiceSettings) -> dict[str, Any]:
 
 
 def create_celery_app(settings: ServiceSettings) -> Celery:
-    """A new app for these settings. `include` names the task module, imported only by worker processes."""
+    """A new app for these settings. `include` names the task package (every kind's tasks), imported only by
+    worker processes."""
     app = Celery("animegan", include=["workers.tasks"], set_as_current=False)
     app.conf.update(celery_config(settings))
     return app
@@ -122,7 +126,7 @@ def configure_app(settings: ServiceSettings) -> Celery:
         return _app
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> Celery:
     # `from workers.celery_app import app` and `celery -A workers.celery_app` both land here.
     if name == "app":
         return get_app()

@@ -8,6 +8,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from workers.settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     if settings.models_dir is not None:
-        _register_builtin_models(settings)
+        _register_builtin_models(settings, settings.models_dir)
     # Registers the tasks on the app; loads no torch (that happens in each pool child).
     import workers.tasks  # noqa: F401
     from workers import watchdog
@@ -187,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
     return dog.stopping or 0
 
 
-def _register_builtin_models(settings: object) -> None:
+def _register_builtin_models(settings: WorkerSettings, models_dir: Path) -> None:
     """Publish the exports in ANIMEGAN_MODELS_DIR as public models, so jobs can name them at once."""
 
     from workers.redis_connection import connect
@@ -196,7 +202,7 @@ def _register_builtin_models(settings: object) -> None:
 
     client = connect(settings)
     try:
-        registered = ModelRegistry(client).register_builtin_models(settings.models_dir, open_store(settings))
+        registered = ModelRegistry(client).register_builtin_models(models_dir, open_store(settings))
     finally:
         client.close()
     logger.info("built-in models registered: %s", ", ".join(info.name for info in registered) or "none")

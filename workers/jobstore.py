@@ -12,23 +12,26 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from workers import job_metrics, redis_keys
 from workers import jobstore_lua as lua
+from workers.contracts.registry import KINDS
 from workers.exceptions import IdempotencyConflict, InvalidCursor, InvalidName
+from workers.json_types import JSONObject, JSONValue
 from workers.keys import SEGMENT_RE
+
+if TYPE_CHECKING:
+    import redis
+    from redis.client import PubSub
+
+    from workers.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
 
 _LIST_SCAN = 200  # index entries read per round trip while filtering a listing
-
-
-class JobKind(StrEnum):
-    STYLIZE = "stylize"
-    BATCH = "batch"
-    VIDEO = "video"
-    TRAIN = "train"
+# The longest Idempotency-Key a create takes (the API's header limit and check are this one).
+MAX_IDEMPOTENCY_KEY = 200
 
 
 class JobStatus(StrEnum):
@@ -52,29 +55,29 @@ class JobRecord:
     (training: step, epoch, phase, losses, samples, checkpoints)."""
 
     id: str
-    kind: JobKind
+    kind: str  # a name of workers.contracts.registry.KINDS
     owner: str
     status: JobStatus
-    params: dict[str, Any]
-    progress: dict[str, Any]
+    params: JSONObject
+    progress: JSONObject
     created_at: float
     updated_at: float
     started_at: float | None
     finished_at: float | None
     attempts: int
     error: dict[str, str] | None
-    result: dict[str, Any] | None
+    result: JSONObject | None
     webhook_url: str | None
     cancel_requested: bool
-    last_event: dict[str, Any] | None
+    last_event: JSONObject | None
 
     @property
     def is_terminal(self) -> bool:
         return self.status.is_terminal
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         data = asdict(self)
-        data["kind"], data["status"] = self.kind.value, self.status.value
+        data["status"] = self.status.value
         return data
 
 
@@ -83,21 +86,27 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
+def check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise InvalidName(f"job kind {kind!r} is not one of {', '.join(KINDS)}")
+    return kind
+
+
 def check_owner(owner: str) -> str:
     if not isinstance(owner, str) or not SEGMENT_RE.match(owner):
         raise InvalidName(f"owner id {owner!r} must be 1-128 characters of letters, digits and ._-@+=")
     return owner
 
 
-def _text(value: Any) -> str:
+def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _loads(value: Any) -> Any:
+def _loads(value: bytes | str | None) -> JSONValue:
     return json.loads(_text(value)) if value not in (None, b"", "") else None
 
 
-def _float(value: Any) -> float | None:
+def _float(value: bytes | str | None) -> float | None:
     return float(_text(value)) if value not in (None, b"", "") else None
 
 
@@ -105,7 +114,10 @@ class JobStore:
     """Job records in one Redis database; safe to share between threads (redis-py pools connections)."""
 
     def __init__(
-        self, redis_client: Any, ttl_seconds: int = 7 * 24 * 3600, idempotency_ttl_seconds: int = 86400
+        self,
+        redis_client: redis.Redis,
+        ttl_seconds: int = 7 * 24 * 3600,
+        idempotency_ttl_seconds: int = 86400,
     ):
         self.redis = redis_client
         self.ttl_seconds = int(ttl_seconds)
@@ -115,11 +127,10 @@ class JobStore:
         self._cancel = redis_client.register_script(lua.CANCEL)
         self._mark_item = redis_client.register_script(lua.MARK_ITEM)
         self._set_progress = redis_client.register_script(lua.SET_PROGRESS)
-        self._publish = redis_client.register_script(lua.PUBLISH)
         self._add_attempt = redis_client.register_script(lua.ADD_ATTEMPT)
 
     @classmethod
-    def from_settings(cls, redis_client: Any, settings: Any) -> JobStore:
+    def from_settings(cls, redis_client: redis.Redis, settings: ServiceSettings) -> JobStore:
         return cls(redis_client, settings.job_ttl_seconds, settings.idempotency_ttl_seconds)
 
     # Redis key names: every key of a job starts with its hash key, so they are easy to find and expire.
@@ -151,9 +162,9 @@ class JobStore:
 
     def create(
         self,
-        kind: JobKind | str,
+        kind: str,
         owner: str,
-        params: dict[str, Any],
+        params: JSONObject,
         total: int,
         idempotency_key: str | None = None,
         request_hash: str | None = None,
@@ -161,16 +172,18 @@ class JobStore:
         job_id: str | None = None,
     ) -> tuple[JobRecord, bool]:
         """Store a queued job; with an idempotency key, a repeat returns (existing record, False)."""
-        kind = JobKind(kind)
+        check_kind(kind)
         check_owner(owner)
         job_id = job_id or new_job_id()
         if not SEGMENT_RE.match(job_id):
             raise InvalidName(f"job id {job_id!r} must be letters, digits and ._-@+= (see new_job_id)")
-        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
-            raise InvalidName(f"Idempotency-Key must be 1-255 characters, got {len(idempotency_key)}")
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+            raise InvalidName(
+                f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters, got {len(idempotency_key)}"
+            )
         now = time.time()
-        fields = {
-            "id": job_id, "kind": kind.value, "owner": owner, "status": JobStatus.QUEUED.value,
+        fields: dict[str, str | int] = {
+            "id": job_id, "kind": kind, "owner": owner, "status": JobStatus.QUEUED.value,
             "params": json.dumps(params), "progress": "{}", "done": 0, "failed": 0, "total": int(total),
             "created_at": repr(now), "updated_at": repr(now), "attempts": 0, "cancel": 0,
             "webhook_url": webhook_url or "",
@@ -181,7 +194,7 @@ class JobStore:
             keys=[self.job_key(job_id), self._owner_index(owner), idem, redis_keys.METRICS],
             args=[
                 1 if idempotency_key else 0, job_id, int(now * 1_000_000), self.idempotency_ttl_seconds,
-                request_hash or "", redis_keys.PREFIX, kind.value, *flat,
+                request_hash or "", redis_keys.PREFIX, kind, *flat,
             ],
         )  # fmt: skip
         existing_id, existing_hash = _text(existing_id), _text(existing_hash)
@@ -216,7 +229,7 @@ class JobStore:
         progress.update(_loads(h.get("progress")) or {})
         return JobRecord(
             id=h["id"],
-            kind=JobKind(h["kind"]),
+            kind=h["kind"],
             owner=h["owner"],
             status=JobStatus(h["status"]),
             params=_loads(h["params"]) or {},
@@ -250,7 +263,7 @@ class JobStore:
     def list(
         self,
         owner: str,
-        kind: JobKind | str | None = None,
+        kind: str | None = None,
         status: JobStatus | str | None = None,
         limit: int = 50,
         cursor: str | None = None,
@@ -260,7 +273,8 @@ class JobStore:
         Index entries whose record has expired are removed here (records expire on their own).
         """
         index = self._owner_index(check_owner(owner))
-        kind = JobKind(kind) if kind is not None else None
+        if kind is not None:
+            check_kind(kind)
         status = JobStatus(status) if status is not None else None
         if not 1 <= limit <= 1000:
             raise ValueError(f"limit {limit} must be between 1 and 1000")
@@ -277,13 +291,13 @@ class JobStore:
                 break
             offset += len(entries)
             # Equal scores come in reverse member order; skip those at or before the cursor's job.
-            entries = [(_text(m), int(s)) for m, s in entries]
-            entries = [(m, s) for m, s in entries if not (after_id and s == max_score and m >= after_id)]
+            scored = [(_text(m), int(s)) for m, s in cast(list[tuple[bytes | str, float]], entries)]
+            scored = [(m, s) for m, s in scored if not (after_id and s == max_score and m >= after_id)]
             pipe = self.redis.pipeline(transaction=False)
-            for member, _ in entries:
+            for member, _ in scored:
                 pipe.hgetall(self.job_key(member))
             expired = []
-            for (member, score), raw in zip(entries, pipe.execute(), strict=True):
+            for (member, score), raw in zip(scored, pipe.execute(), strict=True):
                 record = self._parse(raw)
                 if record is None:
                     expired.append(member)
@@ -305,10 +319,12 @@ class JobStore:
             raise InvalidCursor(f"cursor {cursor!r} is not one this service returned; drop it to start over")
         return int(score), job_id
 
-    def _event(self, job_id: str, event_type: str, **fields: Any) -> str:
+    def _event(self, job_id: str, event_type: str, **fields: JSONValue) -> str:
         return json.dumps({"event": event_type, "job_id": job_id, "ts": time.time(), **fields})
 
-    def transition(self, job_id: str, to: JobStatus | str, allowed_from: set, **payload: Any) -> bool:
+    def transition(
+        self, job_id: str, to: JobStatus | str, allowed_from: set[JobStatus], **payload: JSONObject
+    ) -> bool:
         """Move to `to` if the current status is in `allowed_from`; a terminal status never changes.
 
         `payload` may carry result= or error= (stored as JSON). Publishes a status event when it moves.
@@ -331,7 +347,7 @@ class JobStore:
         """queued -> running; also True when already running (a redelivered task, or another batch chunk)."""
         return self.transition(job_id, JobStatus.RUNNING, {JobStatus.QUEUED, JobStatus.RUNNING})
 
-    def succeed(self, job_id: str, result: dict[str, Any]) -> bool:
+    def succeed(self, job_id: str, result: JSONObject) -> bool:
         return self.transition(job_id, JobStatus.SUCCEEDED, {JobStatus.RUNNING}, result=result)
 
     def fail(self, job_id: str, code: str, message: str) -> bool:
@@ -354,7 +370,8 @@ class JobStore:
         return bool(int(result))
 
     def is_cancel_requested(self, job_id: str) -> bool:
-        return _text(self.redis.hget(self.job_key(job_id), "cancel")) == "1"
+        flag = self.redis.hget(self.job_key(job_id), "cancel")
+        return flag is not None and _text(flag) == "1"
 
     def mark_item_done(self, job_id: str, index: int) -> bool:
         """Count batch item `index` as done; True only the first time (a redelivered chunk does not recount)."""
@@ -369,7 +386,30 @@ class JobStore:
         raw = self.redis.hgetall(self._job_keys(job_id)[2])
         return {int(_text(k)): json.loads(_text(v)) for k, v in raw.items()}
 
-    def set_progress(self, job_id: str, **fields: Any) -> bool:
+    def mark_segment_written(self, job_id: str, segment: int) -> bool:
+        """Count video segment `segment` as written; True only the first time (a redelivery does not recount)."""
+        key = redis_keys.job_video_segments(job_id)
+        pipe = self.redis.pipeline()
+        pipe.sadd(key, int(segment))
+        pipe.expire(key, self.ttl_seconds)
+        added, _ = pipe.execute()
+        return bool(added)
+
+    def segments_written(self, job_id: str) -> set[int]:
+        """The video segments of a job whose output is written."""
+        return {int(_text(i)) for i in self.redis.smembers(redis_keys.job_video_segments(job_id))}
+
+    def record_segment_frames(self, job_id: str, segment: int, frames: int) -> int:
+        """Frames stylized so far in video segment `segment`; returns the job's sum over its segments."""
+        key = redis_keys.job_video_frames(job_id)
+        pipe = self.redis.pipeline()
+        pipe.hset(key, str(segment), int(frames))
+        pipe.expire(key, self.ttl_seconds)
+        pipe.hvals(key)
+        _, _, counts = pipe.execute()
+        return sum(int(_text(v)) for v in counts)
+
+    def set_progress(self, job_id: str, **fields: JSONValue) -> bool:
         """Merge fields into the progress (done/total are counters of their own) and publish a progress event.
         False if the job is missing or terminal."""
         counters = {
@@ -382,7 +422,7 @@ class JobStore:
         )  # fmt: skip
         return bool(int(result))
 
-    def append_progress(self, job_id: str, field: str, item: Any, keep_last: int | None = None) -> bool:
+    def append_progress(self, job_id: str, field: str, item: JSONValue, keep_last: int | None = None) -> bool:
         """Append to a list in the progress (training samples, checkpoints), keeping the newest `keep_last`."""
         result = self._set_progress(
             keys=[self.job_key(job_id)],
@@ -395,14 +435,7 @@ class JobStore:
         """Count one more delivery of the job's task; 0 if the job does not exist."""
         return int(self._add_attempt(keys=[self.job_key(job_id)], args=[repr(time.time())]))
 
-    def publish_event(self, job_id: str, event: dict[str, Any]) -> bool:
-        """Publish `event` on the job's channel and keep it as the record's latest event."""
-        payload = json.dumps({"job_id": job_id, "ts": time.time(), **event})
-        return bool(
-            int(self._publish(keys=[self.job_key(job_id)], args=[payload, self.events_channel(job_id)]))
-        )
-
-    def subscribe(self, job_id: str) -> Any:
+    def subscribe(self, job_id: str) -> PubSub:
         """A redis PubSub subscribed to the job's events; read with get_message(); close() when done."""
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(self.events_channel(job_id))

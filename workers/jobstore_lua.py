@@ -132,14 +132,6 @@ redis.call('PUBLISH', ARGV[5], event)
 return 1
 """
 
-# KEYS: job. ARGV: event JSON, channel.
-PUBLISH = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'last_event', ARGV[1])
-redis.call('PUBLISH', ARGV[2], ARGV[1])
-return 1
-"""
-
 # KEYS: job. ARGV: now. Returns the new delivery count, or 0 for a missing job.
 ADD_ATTEMPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end

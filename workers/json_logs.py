@@ -6,7 +6,8 @@ import contextvars
 import json
 import logging
 import time
-from typing import Any
+
+from workers.json_types import JSONObject
 
 # The job of the task running in this process (set around each task), or None.
 current_job_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("animegan_job_id", default=None)
@@ -16,7 +17,7 @@ class JsonFormatter(logging.Formatter):
     """time, level, logger, message, job_id (when a task runs), and the exception text if any."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
+        line: JSONObject = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
@@ -43,14 +44,14 @@ def install_celery_hooks() -> None:
 
     @after_setup_logger.connect(weak=False)
     @after_setup_task_logger.connect(weak=False)
-    def _format(logger: logging.Logger, **_: Any) -> None:
+    def _format(logger: logging.Logger, **_: object) -> None:
         use_json(logger)
 
     @task_prerun.connect(weak=False)
-    def _enter(args: Any = None, **_: Any) -> None:
+    def _enter(args: tuple[object, ...] | None = None, **_: object) -> None:
         payload = args[0] if args else None
         current_job_id.set(payload.get("job_id") if isinstance(payload, dict) else None)
 
     @task_postrun.connect(weak=False)
-    def _leave(**_: Any) -> None:
+    def _leave(**_: object) -> None:
         current_job_id.set(None)

@@ -5,9 +5,12 @@ lease (paused, partitioned, then resumed) is told so before it commits anything.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from workers import redis_keys
+
+if TYPE_CHECKING:
+    import redis
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +49,7 @@ class TrainingLease:
     stale holder's renew, release and check all fail once another worker has taken over.
     """
 
-    def __init__(self, redis_client: Any) -> None:
+    def __init__(self, redis_client: redis.Redis) -> None:
         self.redis = redis_client
         self._acquire = redis_client.register_script(_ACQUIRE)
         self._renew = redis_client.register_script(_RENEW)

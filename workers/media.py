@@ -37,6 +37,13 @@ class ImageFormat(StrEnum):
 
 
 INPUT_IMAGE_FORMATS = ("jpeg", "png", "webp", "bmp")  # what the API accepts as an input image
+# File name suffixes of input images (archive members, built-in files), from the table: .jpg and .jpeg both.
+IMAGE_SUFFIXES = frozenset({".jpeg"} | {f".{_BY_FORMAT[name].ext}" for name in INPUT_IMAGE_FORMATS})
+IMAGE_SUFFIX_LIST = ", ".join(sorted(IMAGE_SUFFIXES))  # for messages: ".bmp, .jpeg, .jpg, .png, .webp"
+
+# The stored clip's extension, by FFmpeg's container name (first of its aliases); others are stored as .video.
+CONTAINER_EXT = {"mov": "mp4", "matroska": "mkv", "avi": "avi", "mpegts": "ts", "flv": "flv", "ogg": "ogv"}
+UNKNOWN_CONTAINER_EXT = "video"
 
 
 def by_format(name: str) -> Media:

@@ -10,10 +10,16 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
-from workers import contracts, redis_keys
-from workers.jobstore import JobKind, JobStatus, JobStore
+from workers import enqueue, redis_keys
+from workers.contracts.base import Queues
+from workers.contracts.training import TRAIN, segment_message
+from workers.jobstore import JobRecord, JobStatus, JobStore
+
+if TYPE_CHECKING:
+    import redis
+    from celery import Celery
 
 logger = logging.getLogger(__name__)
 
@@ -28,22 +34,24 @@ class Requeued:
     segment: int
 
 
-def broker_mentions(client: Any, job_ids: set[str]) -> set[str]:
+def broker_mentions(client: redis.Redis, job_ids: set[str]) -> set[str]:
     """The ids among `job_ids` that some message in the train queue or the unacked hash names (task ids and
     argsrepr carry the job id in clear text); one LRANGE and one HVALS, run once per reconcile pass."""
     if not job_ids:
         return set()
-    messages = [*client.lrange(contracts.Queues.train.value, 0, -1), *client.hvals(redis_keys.KOMBU_UNACKED)]
+    messages = [*client.lrange(Queues.train.value, 0, -1), *client.hvals(redis_keys.KOMBU_UNACKED)]
     text = [m.decode(errors="replace") if isinstance(m, bytes) else str(m) for m in messages]
     return {job_id for job_id in job_ids if any(job_id in message for message in text)}
 
 
-def stuck_training_jobs(jobs: JobStore, client: Any, grace_seconds: float, now: float) -> list[Any]:
+def stuck_training_jobs(
+    jobs: JobStore, client: redis.Redis, grace_seconds: float, now: float
+) -> list[JobRecord]:
     """Running training jobs, quiet for grace_seconds, whose lease is gone and that no message names."""
     candidates = {
         record.id: record
         for record in jobs.iter_records()
-        if record.kind == JobKind.TRAIN
+        if record.kind == TRAIN.name
         and record.status == JobStatus.RUNNING
         and now - record.updated_at >= grace_seconds
         and not client.exists(redis_keys.lease(record.id))
@@ -53,13 +61,16 @@ def stuck_training_jobs(jobs: JobStore, client: Any, grace_seconds: float, now: 
 
 
 def reconcile_once(
-    jobs: JobStore, client: Any, app: Any = None, grace_seconds: float = DEFAULT_GRACE_SECONDS
+    jobs: JobStore,
+    client: redis.Redis,
+    app: Celery | None = None,
+    grace_seconds: float = DEFAULT_GRACE_SECONDS,
 ) -> list[Requeued]:
     """One pass: re-enqueue the next segment of each stuck training job; what was re-enqueued."""
     requeued = []
     for record in stuck_training_jobs(jobs, client, grace_seconds, time.time()):
         segment = int(record.progress.get("segments_done", 0))
-        contracts.enqueue_train_segment(record.id, segment, app=app)
+        enqueue.send(segment_message(record.id, segment), app=app)
         logger.warning(
             "reconciler: job %s was running with no lease and no task (lost in a failover?); "
             "segment %d enqueued again",

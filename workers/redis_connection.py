@@ -3,11 +3,14 @@ the Sentinels name now, looked up again on every reconnect, so a failover needs 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 import redis
 from redis.sentinel import Sentinel
+
+if TYPE_CHECKING:
+    from workers.settings import ServiceSettings
 
 
 def sentinel_nodes(url: str) -> tuple[list[tuple[str, int]], str | None, int]:
@@ -23,7 +26,8 @@ def sentinel_nodes(url: str) -> tuple[list[tuple[str, int]], str | None, int]:
     return nodes, password, db
 
 
-def connect(settings: Any, **kwargs: Any) -> redis.Redis:
+# Any: redis.Redis's own keyword options (timeouts, decode_responses), passed through.
+def connect(settings: ServiceSettings, **kwargs: Any) -> redis.Redis:
     """A client for settings.redis_url (kwargs: decode_responses, socket timeouts, ...)."""
     url = settings.redis_url
     if not url.startswith("sentinel:"):

@@ -65,7 +65,8 @@ def metrics_images_slot(slot: int) -> str:
 
 
 # Model registry (workers.registry): a record per model and an index per scope ("public" or "user:<owner>").
-def model(scope: str, name: str) -> str:
+# The name comes first, as in keys.model(name, owner).
+def model(name: str, scope: str) -> str:
     return f"{PREFIX}model:{scope}:{name}"
 
 

@@ -5,6 +5,7 @@ A tenant sees the public models and its own; its own shadow a public model of th
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import re
@@ -12,18 +13,24 @@ import struct
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from workers import keys, redis_keys
 from workers.exceptions import InvalidName, ModelExists
 from workers.jobstore import check_owner
+from workers.json_types import JSONObject
 
 if TYPE_CHECKING:
+    import redis
+
     from workers.storage import ObjectStore
 
 logger = logging.getLogger(__name__)
 
-NAME_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
+# The one model-name rule (the API checks names with it too): a name is a storage key segment and a URL path
+# segment, so it starts with a letter or digit (never '-', '_' or '.').
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+MODEL_NAME_RULE = "1-64 lowercase letters, digits, '-' or '_', starting with a letter or digit"
 Source = Literal["trained", "uploaded", "builtin"]
 SOURCES = ("trained", "uploaded", "builtin")
 
@@ -41,32 +48,34 @@ class ModelInfo:
     name: str
     owner: str | None  # None for a public model
     key: str  # storage key of the generator export
-    config: dict[str, Any]  # GeneratorConfig.to_dict()
+    config: JSONObject  # GeneratorConfig.to_dict()
     source: Source
     created_at: float
     size: int | None  # bytes of the export, when known
-    metadata: dict[str, Any]
+    metadata: JSONObject
 
     @property
     def public(self) -> bool:
         return self.owner is None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return {**asdict(self), "public": self.public}
 
 
+def valid_model_name(name: object) -> bool:
+    return isinstance(name, str) and NAME_RE.match(name) is not None
+
+
 def check_model_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise InvalidName(
-            f"model name {name!r} must be 1-64 characters of lowercase letters, digits, '-' and '_'"
-        )
+    if not valid_model_name(name):
+        raise InvalidName(f"model name {name!r} must be {MODEL_NAME_RULE}")
     return name
 
 
 class ModelRegistry:
     """register/get/list/delete model records; the caller writes and deletes the files themselves."""
 
-    def __init__(self, redis_client: Any) -> None:
+    def __init__(self, redis_client: redis.Redis) -> None:
         self.redis = redis_client
         self._register = redis_client.register_script(_REGISTER)
 
@@ -75,7 +84,7 @@ class ModelRegistry:
         return "public" if owner is None else f"user:{check_owner(owner)}"
 
     def _record_key(self, name: str, owner: str | None) -> str:
-        return redis_keys.model(self._scope(owner), name)
+        return redis_keys.model(name, self._scope(owner))
 
     def _index_key(self, owner: str | None) -> str:
         return redis_keys.models(self._scope(owner))
@@ -85,11 +94,11 @@ class ModelRegistry:
         name: str,
         owner: str | None,
         key: str,
-        config: dict[str, Any],
+        config: JSONObject,
         public: bool = False,
         source: Source = "trained",
         size: int | None = None,
-        metadata: dict[str, Any] | None = None,
+        metadata: JSONObject | None = None,
         replace: bool = False,
     ) -> ModelInfo:
         """Record a model; public=True (or owner None) puts it in the shared namespace.
@@ -127,7 +136,7 @@ class ModelRegistry:
 
     def get(self, name: str, owner: str | None) -> ModelInfo | None:
         """The model `owner` may use under `name`: its own first, then a public one."""
-        if not isinstance(name, str) or not NAME_RE.match(name):
+        if not valid_model_name(name):
             return None
         if owner is not None:
             own = self._load(name, owner)
@@ -163,7 +172,8 @@ class ModelRegistry:
             return None
         return ModelInfo(**json.loads(raw.decode() if isinstance(raw, bytes) else raw))
 
-    def register_builtin_models(self, models_dir: Path, store: ObjectStore) -> list[ModelInfo]:
+    # builtins.list: the method `list` above shadows the name inside this class.
+    def register_builtin_models(self, models_dir: Path, store: ObjectStore) -> builtins.list[ModelInfo]:
         """Upload each `<name>.safetensors` export in `models_dir` to storage and register it as public.
 
         Reads config and metadata from the safetensors header (plain JSON), so no torch is needed. Files whose
@@ -172,7 +182,7 @@ class ModelRegistry:
         registered = []
         for path in sorted(Path(models_dir).glob("*.safetensors")):
             name = path.stem
-            if not NAME_RE.match(name):
+            if not valid_model_name(name):
                 logger.warning("built-in model %s skipped: %r is not a valid model name", path, name)
                 continue
             config, metadata = read_export_header(path)
@@ -187,7 +197,7 @@ class ModelRegistry:
         return registered
 
 
-def read_export_header(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def read_export_header(path: Path) -> tuple[JSONObject, JSONObject]:
     """(config, metadata) from a generator export's safetensors header: 8-byte little-endian length + JSON."""
     with Path(path).open("rb") as handle:
         prefix = handle.read(8)

@@ -9,12 +9,13 @@ import logging
 import re
 import tempfile
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import unquote, urlparse
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from workers.contracts.base import Queues
 from workers.exceptions import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -22,11 +23,7 @@ logger = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STORAGE_URL = (PROJECT_ROOT / "data" / "storage").as_uri()
 ENV_PREFIX = "ANIMEGAN_"
-KNOWN_QUEUES = (
-    "stylize",
-    "train",
-    "webhooks",
-)  # workers.contracts.Queues; kept here so settings need no celery
+KNOWN_QUEUES = tuple(queue.value for queue in Queues)
 # S3 bucket naming rules (lowercase, digits, dots, hyphens; 3-63 chars), checked up front so a typo fails at start.
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -306,7 +303,8 @@ class WorkerSettings(ServiceSettings):
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 
 
-def load_settings(cls: type[SettingsT] = ServiceSettings, **overrides: object) -> SettingsT:  # type: ignore[assignment]
+# Any: overrides are values of any settings field, validated by pydantic like the environment's.
+def load_settings(cls: type[SettingsT] = ServiceSettings, **overrides: Any) -> SettingsT:  # type: ignore[assignment]
     """Read and validate settings once at process start; raise ConfigurationError naming each bad variable."""
     try:
         settings = cls(**overrides)

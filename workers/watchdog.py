@@ -12,11 +12,17 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import redis
 from celery.signals import task_received, worker_ready, worker_shutting_down
+
+if TYPE_CHECKING:
+    import redis
+
+    from workers.settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +39,13 @@ class WorkerWatchdog:
 
     def __init__(
         self,
-        redis_client: Any,
+        redis_client: redis.Redis,
         queues: list[str],
         heartbeat_file: Path,
         stall_seconds: float = 0,
         idle_exit_seconds: float = 0,
-        busy: Any = None,
-        clock: Any = time.monotonic,
+        busy: Callable[[], bool] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.redis, self.queues, self.heartbeat_file = redis_client, queues, heartbeat_file
         self.stall_seconds, self.idle_exit_seconds = stall_seconds, idle_exit_seconds
@@ -120,7 +126,7 @@ def _ask_celery_to_stop(status: int) -> None:
     state.should_stop = status
 
 
-def install(settings: Any, queues: list[str]) -> WorkerWatchdog:
+def install(settings: WorkerSettings, queues: list[str]) -> WorkerWatchdog:
     """Start the watchdog when the worker is ready (main process only; pool children are forked earlier)."""
     from workers.redis_connection import connect
 
@@ -134,15 +140,15 @@ def install(settings: Any, queues: list[str]) -> WorkerWatchdog:
     watchdog.check()  # the heartbeat exists before the first probe
 
     @worker_ready.connect(weak=False)
-    def _start(**_: Any) -> None:
+    def _start(**_: object) -> None:
         watchdog.start()
 
     @task_received.connect(weak=False)
-    def _received(**_: Any) -> None:
+    def _received(**_: object) -> None:
         watchdog.received()
 
     @worker_shutting_down.connect(weak=False)
-    def _stop(**_: Any) -> None:
+    def _stop(**_: object) -> None:
         # A warm shutdown waits for the running task; the heartbeat goes on meanwhile, the checks do not.
         if watchdog.stopping is None:
             watchdog.stopping = 0

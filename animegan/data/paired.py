@@ -25,7 +25,7 @@ from animegan.data.dataset import (
 )
 from animegan.data.edge_smooth import smooth_edges
 from animegan.errors import DatasetError
-from animegan.inference.stylizer import reference_size
+from animegan.sizes import reference_size
 
 logger = logging.getLogger(__name__)
 

@@ -10,11 +10,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from animegan.inference.imageio import DEFAULT_MAX_PIXELS, encode_image, load_image
+from animegan.sizes import reference_size
 
 if TYPE_CHECKING:
-    from animegan.inference.stylizer import InferenceOptions, Stylizer, default_batch_size, reference_size
+    from animegan.inference.stylizer import InferenceOptions, Stylizer, default_batch_size
 
-_STYLIZER_NAMES = frozenset({"InferenceOptions", "Stylizer", "default_batch_size", "reference_size"})
+_STYLIZER_NAMES = frozenset({"InferenceOptions", "Stylizer", "default_batch_size"})
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",

@@ -19,6 +19,7 @@ from animegan.hardware import cpu_has_fast_bf16
 from animegan.inference.faces import detect_faces, stylize_faces
 from animegan.inference.imageio import merge_alpha, split_alpha
 from animegan.inference.tiling import ALIGN, ReductionGroupNorm, TileModel, run_tiled, swap_norms, to_tensor
+from animegan.sizes import reference_size
 
 logger = logging.getLogger(__name__)
 
@@ -84,13 +85,6 @@ def default_batch_size(device: torch.device | str) -> int:
     """Same-size images per forward pass when none is set: batching fills a GPU but, on this CPU, cost more per
     image than it saved (0.29 s vs 0.17 s per 256 px image; bench/RESULTS.md, Service)."""
     return 8 if torch.device(device).type == "cuda" else 1
-
-
-def reference_size(height: int, width: int) -> tuple[int, int]:
-    """The reference inference size (AnimeGAN test.py): a side <= 256 becomes 256, else floors to /32."""
-    h = 256 if height <= 256 else height - height % 32
-    w = 256 if width < 256 else width - width % 32
-    return h, w
 
 
 def resolve_dtype(precision: str, device: torch.device, arch: str | None = None) -> torch.dtype | None:

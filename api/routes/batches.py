@@ -12,13 +12,25 @@ from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
 from api.deps import Services, ServicesDep, Tenant
 from api.errors import ApiError
 from api.images import ImageInfo, inspect_image, read_image_archive, safe_name
-from api.routes.jobs import job_public
-from api.routes.stylize import CREATE_RESPONSES, accepted, image_spec_fields, read_upload_file
-from api.routes.uploads import resolve_upload
 from api.schemas import BatchForm, JobPublic, UploadPurpose
-from api.submission import IdempotencyKey, check_idempotency_key, check_webhook_url, request_hash, submit_job
-from workers import contracts, keys
-from workers.jobstore import JobKind, JobRecord, new_job_id
+from api.submission import (
+    CREATE_RESPONSES,
+    IdempotencyKey,
+    NewJob,
+    accepted,
+    check_idempotency_key,
+    check_model,
+    check_webhook_url,
+    read_upload_file,
+    request_hash,
+    resolve_upload,
+    submit_job,
+)
+from workers import keys
+from workers.archives import is_zip
+from workers.contracts.batch import BATCH, BatchSpec, chunk_messages
+from workers.contracts.images import ImageSpec
+from workers.jobstore import new_job_id
 
 logger = logging.getLogger(__name__)
 
@@ -27,10 +39,6 @@ router = APIRouter(prefix="/v1", tags=["batches"])
 # display name, bytes, header facts, and the key of a direct upload that is this one image (read in place by
 # the job, not copied; None: the API stores the bytes under the job's inputs).
 Item = tuple[str, bytes, ImageInfo, str | None]
-
-
-def _is_zip(data: bytes) -> bool:
-    return data[:4] == b"PK\x03\x04"
 
 
 def _collect(
@@ -60,7 +68,7 @@ def _collect(
     for upload_id in upload_ids:
         key, _ = resolve_upload(services, tenant, upload_id, {UploadPurpose.image, UploadPurpose.archive})
         data = services.store.get_bytes(key)
-        if _is_zip(data):
+        if is_zip(data):
             add_archive(data, upload_id)
         else:
             items.append((upload_id, data, inspect_image(data, upload_id, s.max_image_pixels), key))
@@ -97,27 +105,31 @@ def create_batch(
 ) -> JobPublic:
     settings = services.settings
     idem = check_idempotency_key(idempotency_key)
-    fields = image_spec_fields(services, tenant, form)
+    check_model(services, tenant, form.model)
     webhook = check_webhook_url(form.webhook_url, settings.allow_private_webhooks)
     items = _collect(services, tenant, files or [], archive, form.upload_ids)
-    spec = contracts.BatchSpec(**fields, filenames=[name for name, _, _, _ in items])
-    digest = request_hash(
-        {"kind": "batch", **form.model_dump(mode="json")}, [data for _, data, _, _ in items]
+    spec = BatchSpec(
+        **form.model_dump(include=set(ImageSpec.model_fields)), filenames=[name for name, _, _, _ in items]
     )
     job_id = new_job_id()
     input_keys = [key or keys.input(job_id, i, info.ext) for i, (_, _, info, key) in enumerate(items)]
 
-    def write_inputs(_job_id: str) -> None:
+    def write_inputs() -> None:
         for (_, data, info, upload_key), key in zip(items, input_keys, strict=True):
             if upload_key is None:
                 services.store.put_bytes(key, data, content_type=info.content_type)
 
-    def enqueue(record: JobRecord) -> None:
-        contracts.enqueue_batch(record.id, input_keys, chunk_size=settings.batch_chunk_size)
-
-    record, created = submit_job(
-        services, tenant, JobKind.BATCH, spec, len(items), digest, idem, webhook, write_inputs, enqueue,
+    job = NewJob(
+        kind=BATCH,
+        spec=spec,
+        total=len(items),
+        digest=request_hash(
+            {"kind": "batch", **form.model_dump(mode="json")}, [data for _, data, _, _ in items]
+        ),
+        write_inputs=write_inputs,
+        messages=lambda job_id: chunk_messages(job_id, input_keys, settings.batch_chunk_size),
         job_id=job_id,
-    )  # fmt: skip
+    )
+    record, created = submit_job(services, tenant, job, idem, webhook)
     logger.info("batch job %s for %s: %d images", record.id, tenant, len(items))
-    return accepted(response, request, job_public(services, request, record), created)
+    return accepted(response, request, services, record, created)

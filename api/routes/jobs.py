@@ -1,5 +1,6 @@
 """Jobs of the caller: list, get, cancel, results (redirect to a presigned URL on S3, the bytes on the local
-backend), training files (samples, checkpoints) and the server-sent event stream of progress.
+backend), a job's files (a run's samples and checkpoints, a video's segments) and the server-sent event stream
+of progress, all through the job's kind (workers.contracts.registry).
 """
 
 from __future__ import annotations
@@ -11,59 +12,41 @@ import redis
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from kombu.exceptions import KombuError
+from pydantic import AfterValidator
 
 from api.deps import Services, ServicesDep, Tenant
 from api.errors import ApiError, not_found
 from api.events import job_event_stream
-from api.schemas import ErrorResponse, JobFile, JobFileList, JobLinks, JobList, JobPublic
-from workers import contracts, keys, media
+from api.schemas import ErrorResponse, JobFile, JobFileList, JobList, JobPublic
+from api.submission import Responses
+from api.views import api_url, job_public, kind_of
+from workers import enqueue, keys, media
+from workers.contracts.base import Download, JobKind
+from workers.contracts.registry import KINDS
+from workers.contracts.webhooks import webhook_message
 from workers.exceptions import InvalidCursor
-from workers.jobstore import JobKind, JobRecord, JobStatus
+from workers.jobstore import JobRecord, JobStatus
 from workers.storage import NotFound
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-FILE_KINDS = {
-    "samples": keys.samples_prefix,
-    "checkpoints": keys.checkpoints_prefix,
-    "segments": keys.video_segments_prefix,  # a video job's stylized segments, before the join
-}
-NOT_FOUND = {404: {"model": ErrorResponse, "description": "no such job for this API key"}}
+NOT_FOUND: Responses = {404: {"model": ErrorResponse, "description": "no such job for this API key"}}
 
 
-def api_url(services: Services, request: Request, path: str) -> str:
-    base = services.settings.public_base_url or str(request.base_url).rstrip("/")
-    return f"{base}{path}"
+def _known_kind(kind: str | None) -> str | None:
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}")
+    return kind
 
 
-def job_public(services: Services, request: Request, record: JobRecord) -> JobPublic:
-    path = f"/v1/jobs/{record.id}"
-    links = JobLinks(
-        self=api_url(services, request, path),
-        events=api_url(services, request, f"{path}/events"),
-        cancel=api_url(services, request, f"{path}/cancel"),
-        result=api_url(services, request, f"{path}/result") if record.kind != JobKind.TRAIN else None,
-        files=api_url(services, request, f"{path}/files")
-        if record.kind in (JobKind.TRAIN, JobKind.VIDEO)
-        else None,
-    )
-    return JobPublic(
-        id=record.id,
-        kind=record.kind.value,
-        status=record.status.value,
-        params=record.params,
-        progress=record.progress,
-        created_at=record.created_at,
-        started_at=record.started_at,
-        finished_at=record.finished_at,
-        attempts=record.attempts,
-        error=record.error,
-        result=record.result,
-        webhook_url=record.webhook_url,
-        links=links,
-    )
+# A kind name of the registry; checked here, not by an Enum, so a new kind is one registry line.
+KindFilter = Annotated[
+    str | None,
+    Query(description="only jobs of this kind", json_schema_extra={"enum": list(KINDS)}),
+    AfterValidator(_known_kind),
+]
 
 
 def owned_job(services: Services, tenant: str, job_id: str) -> JobRecord:
@@ -90,7 +73,7 @@ def list_jobs(
     request: Request,
     tenant: Tenant,
     services: ServicesDep,
-    kind: Annotated[JobKind | None, Query(description="only jobs of this kind")] = None,
+    kind: KindFilter = None,
     status: Annotated[JobStatus | None, Query(description="only jobs in this status")] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="page size")] = 50,
     cursor: Annotated[
@@ -124,14 +107,11 @@ def cancel_job(job_id: str, request: Request, tenant: Tenant, services: Services
         current = services.jobs.get(job_id) or record
         raise ApiError(409, "job_finished", f"job {job_id} already ended with status {current.status.value}")
     logger.info("cancel requested for job %s by %s", job_id, tenant)
-    if record.status == JobStatus.QUEUED and record.kind != JobKind.TRAIN:
-        chunks = -(-int(record.progress.get("total", 0)) // services.settings.batch_chunk_size)
+    kind = kind_of(record)
+    queued = kind.queued_task_ids(record, services.settings) if kind is not None else []
+    if record.status == JobStatus.QUEUED and queued:
         try:
-            contracts.revoke_queued(
-                job_id,
-                chunks if record.kind == JobKind.BATCH else 0,
-                video_segments=len(record.params.get("segments") or []),
-            )
+            enqueue.revoke(queued)
         except (KombuError, redis.RedisError, OSError) as exc:
             # Best effort: the cancel flag already stops any worker that picks the task up.
             logger.warning("could not revoke queued tasks of job %s: %s", job_id, exc)
@@ -139,14 +119,15 @@ def cancel_job(job_id: str, request: Request, tenant: Tenant, services: Services
     if current.status == JobStatus.CANCELED and current.webhook_url:
         # A queued job ends here, not in a worker: its terminal webhook is ours to send.
         try:
-            contracts.enqueue_webhook(job_id, JobStatus.CANCELED.value)
+            enqueue.send(webhook_message(job_id, JobStatus.CANCELED.value))
         except (KombuError, redis.RedisError, OSError) as exc:
             logger.error("job %s: could not enqueue its webhook: %s", job_id, exc)
     return job_public(services, request, current)
 
 
-def _deliver(services: Services, key: str, filename: str) -> Response:
+def _deliver(services: Services, file: Download) -> Response:
     """A 307 to a presigned URL (S3) or the object's bytes (local backend)."""
+    key, filename = file.key, file.filename
     expires = services.settings.presign_expiry_seconds
     url = services.store.presign_get(key, expires, filename=filename)
     if url is not None:
@@ -162,9 +143,15 @@ def _deliver(services: Services, key: str, filename: str) -> Response:
     )
 
 
-def image_ext(record: JobRecord) -> str:
-    """Extension of the images a stylize or batch job writes (keys.output(job, index, ext)), from its spec."""
-    return contracts.ImageSpec.model_validate(record.params).media.ext
+def _kind(record: JobRecord) -> JobKind:
+    kind = kind_of(record)
+    if kind is None:
+        raise ApiError(
+            409,
+            "unknown_kind",
+            f"job {record.id} is of kind {record.kind!r}, which this API replica does not serve",
+        )
+    return kind
 
 
 def _require_succeeded(record: JobRecord) -> None:
@@ -180,7 +167,7 @@ def _require_succeeded(record: JobRecord) -> None:
 
 
 # Routes that hand out a stored file: a 307 to a presigned URL (S3) or the bytes (local backend).
-FILE_RESPONSES = {
+FILE_RESPONSES: Responses = {
     **NOT_FOUND,
     307: {"description": "redirect to a presigned URL"},
     409: {"model": ErrorResponse},
@@ -195,21 +182,11 @@ FILE_RESPONSES = {
 )
 def get_result(job_id: str, tenant: Tenant, services: ServicesDep) -> Response:
     record = owned_job(services, tenant, job_id)
-    if record.kind == JobKind.TRAIN:
-        raise ApiError(
-            409,
-            "no_result_file",
-            f"job {job_id} is a training run: its result is the model named in its result",
-        )
+    kind = _kind(record)
+    if kind.result_file is None:
+        raise ApiError(409, "no_result_file", kind.no_result_file.format(id=job_id))
     _require_succeeded(record)
-    result = record.result or {}
-    if record.kind == JobKind.BATCH:
-        return _deliver(services, result.get("archive_key") or keys.output_archive(job_id), f"{job_id}.zip")
-    if record.kind == JobKind.VIDEO:
-        mp4 = media.by_format("mp4").ext
-        return _deliver(services, result.get("output_key") or keys.output(job_id, 0, mp4), f"{job_id}.{mp4}")
-    ext = image_ext(record)
-    return _deliver(services, result.get("output_key") or keys.output(job_id, 0, ext), f"{job_id}.{ext}")
+    return _deliver(services, kind.result_file(record))
 
 
 @router.get(
@@ -221,11 +198,11 @@ def get_result(job_id: str, tenant: Tenant, services: ServicesDep) -> Response:
 def get_item_result(job_id: str, index: int, tenant: Tenant, services: ServicesDep) -> Response:
     record = owned_job(services, tenant, job_id)
     total = int(record.progress.get("total", 0))
-    if record.kind == JobKind.TRAIN or not 0 <= index < max(total, 1):
+    kind = _kind(record)
+    if kind.item_file is None or not 0 <= index < max(total, 1):
         raise ApiError(404, "result_not_found", f"job {job_id} has no image {index} (images 0..{total - 1})")
-    ext = image_ext(record)
-    key = keys.output(job_id, index, ext)
-    if not services.store.exists(key):
+    file = kind.item_file(record, index)
+    if not services.store.exists(file.key):
         errors = services.jobs.item_errors(job_id)
         if index in errors:
             err = errors[index]
@@ -235,16 +212,16 @@ def get_item_result(job_id: str, index: int, tenant: Tenant, services: ServicesD
         raise ApiError(
             409, "result_not_ready", f"image {index} of job {job_id} is not done yet ({record.status})"
         )
-    return _deliver(services, key, f"{job_id}-{index:05d}.{ext}")
+    return _deliver(services, file)
 
 
 @router.get(
     "/{job_id}/files", response_model=JobFileList, responses=NOT_FOUND, summary="Samples and checkpoints"
 )
 def list_files(job_id: str, request: Request, tenant: Tenant, services: ServicesDep) -> JobFileList:
-    owned_job(services, tenant, job_id)
+    record = owned_job(services, tenant, job_id)
     items = []
-    for kind, prefix_of in FILE_KINDS.items():
+    for kind, prefix_of in _kind(record).files.items():
         prefix = prefix_of(job_id)
         for key in services.store.list(prefix):
             name = key[len(prefix) :]
@@ -260,13 +237,13 @@ def list_files(job_id: str, request: Request, tenant: Tenant, services: Services
     summary="One sample/checkpoint",
 )
 def get_file(job_id: str, kind: str, name: str, tenant: Tenant, services: ServicesDep) -> Response:
-    owned_job(services, tenant, job_id)
-    if kind not in FILE_KINDS or not keys.SEGMENT_RE.match(name):
+    folders = _kind(owned_job(services, tenant, job_id)).files
+    if kind not in folders or not keys.SEGMENT_RE.match(name):
         raise not_found("file", f"{kind}/{name}")
-    key = FILE_KINDS[kind](job_id) + name
+    key = folders[kind](job_id) + name
     if not services.store.exists(key):
         raise not_found("file", f"{kind}/{name}")
-    return _deliver(services, key, name)
+    return _deliver(services, Download(key, name))
 
 
 @router.get(

@@ -23,13 +23,19 @@ from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
 
 from api.deps import ServicesDep, Tenant
 from api.errors import ApiError, not_found
-from api.routes.stylize import read_upload_file
-from api.routes.trainings import check_model_name
-from api.routes.uploads import resolve_upload
 from api.schemas import ErrorResponse, ModelList, ModelPublic, UploadPurpose
-from api.submission import IdempotencyKey, check_idempotency_key, request_hash
+from api.submission import (
+    IdempotencyKey,
+    check_idempotency_key,
+    check_model_name,
+    read_upload_file,
+    request_hash,
+    resolve_upload,
+)
 from workers import keys, redis_keys
+from workers.archives import is_zip
 from workers.exceptions import ModelExists
+from workers.registry import ModelInfo
 
 logger = logging.getLogger(__name__)
 
@@ -44,15 +50,15 @@ BRYANDLEE_TENSORS = 77  # tensors in the port's generator state dict (spec: 77 t
 MAX_PICKLE_BYTES = 1024 * 1024
 
 
-def _public(info) -> ModelPublic:
+def _public(info: ModelInfo) -> ModelPublic:
     return ModelPublic(
         name=info.name,
-        public=bool(info.public),
-        source=str(info.source),
-        config=dict(info.config or {}),
-        created_at=getattr(info, "created_at", None),
-        size=getattr(info, "size", None),
-        description=(info.metadata or {}).get("description"),
+        public=info.public,
+        source=info.source,
+        config=dict(info.config),
+        created_at=info.created_at,
+        size=info.size,
+        description=info.metadata.get("description"),
     )
 
 
@@ -180,7 +186,7 @@ def create_model(
     if file is not None:
         data = read_upload_file(file, services.settings.max_model_bytes)
         label = file.filename or "file"
-    else:
+    elif upload_id is not None:
         key, _ = resolve_upload(services, tenant, upload_id, {UploadPurpose.model})
         data, label = services.store.get_bytes(key), upload_id
     idem = check_idempotency_key(idempotency_key)
@@ -199,7 +205,7 @@ def create_model(
             response.headers["Idempotent-Replayed"] = "true"
             return _public(info)
     check_model_name(services, tenant, name)
-    if data[:4] == b"PK\x03\x04":
+    if is_zip(data):
         config, ext = check_bryandlee(data, label), "pt"
     else:
         config, ext = check_safetensors(data, label), "safetensors"

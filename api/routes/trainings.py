@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import shutil
 import tempfile
 import uuid
@@ -19,21 +18,37 @@ from pydantic import ValidationError
 from api.deps import Services, ServicesDep, Tenant
 from api.errors import ApiError, validation_message
 from api.images import check_dataset_archive, check_paired_archives, safe_name
-from api.routes.jobs import job_public
-from api.routes.stylize import CREATE_RESPONSES, accepted
-from api.routes.uploads import resolve_upload
 from api.schemas import JobPublic, TrainingForm, UploadPurpose
-from api.submission import IdempotencyKey, check_idempotency_key, check_webhook_url, request_hash, submit_job
-from workers import contracts, keys
-from workers.contracts import TrainingHyperparameters, TrainingMode
-from workers.jobstore import JobKind, JobRecord
+from api.submission import (
+    CREATE_RESPONSES,
+    IdempotencyKey,
+    NewJob,
+    accepted,
+    check_idempotency_key,
+    check_model,
+    check_model_name,
+    check_webhook_url,
+    request_hash,
+    resolve_upload,
+    submit_job,
+)
+from workers import keys
+from workers.contracts.training import (
+    MODE_PARTS,
+    TRAIN,
+    DatasetArchive,
+    TrainingHyperparameters,
+    TrainingMode,
+    TrainingSpec,
+    segment_message,
+)
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["trainings"])
 
-MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-PARTS = contracts.MODE_PARTS  # the dataset zips each mode takes
+# A staged dataset part: its local file and the key of the direct upload it came from (None for a form part).
+Staged = dict[str, tuple[Path, str | None]]
 
 
 def parse_hyperparameters(text: str) -> TrainingHyperparameters:
@@ -42,19 +57,6 @@ def parse_hyperparameters(text: str) -> TrainingHyperparameters:
     except ValidationError as exc:
         errors = [{**e, "loc": ("hyperparameters", *e.get("loc", ()))} for e in exc.errors()]
         raise ApiError(422, "invalid_parameters", validation_message(errors)) from exc
-
-
-def check_model_name(services: Services, tenant: str, name: str) -> None:
-    if not MODEL_NAME_RE.match(name):
-        raise ApiError(
-            422,
-            "invalid_parameters",
-            f"name: {name!r} is not a valid model name; use 1-64 lowercase letters, digits, '-' or '_'",
-        )
-    if services.registry.get(name, tenant) is not None:
-        raise ApiError(
-            409, "model_exists", f"name: a model named {name!r} already exists; choose another name"
-        )
 
 
 def _file_digest(path: Path) -> bytes:
@@ -79,8 +81,8 @@ def _stage_part(
         with path.open("wb") as out:
             shutil.copyfileobj(upload.file, out, 1 << 20)
         label = safe_name(upload.filename or "", f"{part}.zip")
-        key = None
-    else:
+        key: str | None = None
+    elif upload_id is not None:
         key, size = resolve_upload(services, tenant, upload_id, {UploadPurpose.dataset})
         if size > limit:
             raise ApiError(413, "dataset_too_large", f"{part}: {size} bytes is above the {limit}-byte limit")
@@ -129,16 +131,55 @@ def create_training(
     check_model_name(services, tenant, form.name)
     for field in ("fine_tune_from", "teacher"):
         model = getattr(form, field)
-        if model is not None and services.registry.get(model, tenant) is None:
-            raise ApiError(404, "model_not_found", f"{field}: model {model!r} does not exist for this key")
-    mode = form.mode
+        if model is not None:
+            check_model(services, tenant, model, field)
     files = {"photos": photos, "styles": styles, "targets": targets}
     upload_ids = {p: getattr(form, f"{p}_upload_id") for p in files}
+    _check_parts_of_mode(form, files, upload_ids)
+    webhook = check_webhook_url(form.webhook_url, settings.allow_private_webhooks)
+    with tempfile.TemporaryDirectory(prefix="animegan-dataset-") as tmp:
+        staged = {
+            part: _stage_part(services, tenant, part, files[part], upload_ids[part], Path(tmp))
+            for part in MODE_PARTS[form.mode]
+        }
+        if form.mode == TrainingMode.paired:
+            check_paired_archives(staged["photos"][0], staged["targets"][0], settings.max_archive_bytes)
+        digests = {part: _file_digest(path) for part, (path, _) in staged.items()}
+        spec = _training_spec(form, hyper, staged, digests)
+        fields = {
+            "kind": "train",
+            **form.model_dump(mode="json"),
+            "hyperparameters": hyper.model_dump(mode="json", exclude_none=True),
+        }
+
+        def write_inputs() -> None:
+            for part, (path, upload_key) in staged.items():
+                if upload_key is None:
+                    services.store.put_file(spec.datasets[part].key, path)
+
+        job = NewJob(
+            kind=TRAIN,
+            spec=spec,
+            total=0,
+            digest=request_hash(fields, [digests[p] for p in MODE_PARTS[form.mode]]),
+            write_inputs=write_inputs,
+            messages=lambda job_id: [segment_message(job_id, 0)],
+        )
+        record, created = submit_job(services, tenant, job, idem, webhook)
+    logger.info("training job %s for %s: model %s, mode %s", record.id, tenant, form.name, form.mode.value)
+    return accepted(response, request, services, record, created)
+
+
+def _check_parts_of_mode(
+    form: TrainingForm, files: dict[str, UploadFile | None], upload_ids: dict[str, str | None]
+) -> None:
+    """422 unless the form sends exactly the dataset parts (and teacher) of its mode."""
+    mode = form.mode
     unused = [
-        p for p in files if p not in PARTS[mode] and (files[p] is not None or upload_ids[p] is not None)
+        p for p in files if p not in MODE_PARTS[mode] and (files[p] is not None or upload_ids[p] is not None)
     ]
     if unused or (form.teacher is not None) != (mode == TrainingMode.distill):
-        wanted = " and ".join(PARTS[mode]) + (" and teacher" if mode == TrainingMode.distill else "")
+        wanted = " and ".join(MODE_PARTS[mode]) + (" and teacher" if mode == TrainingMode.distill else "")
         given = ", ".join(unused + (["teacher"] if form.teacher and mode != TrainingMode.distill else []))
         raise ApiError(
             422,
@@ -146,48 +187,23 @@ def create_training(
             f"mode: the {mode.value} mode takes {wanted}"
             + (f"; {given} does not belong to it" if given else "; teacher is missing"),
         )
-    webhook = check_webhook_url(form.webhook_url, settings.allow_private_webhooks)
-    with tempfile.TemporaryDirectory(prefix="animegan-dataset-") as tmp:
-        work = Path(tmp)
-        staged = {
-            part: _stage_part(services, tenant, part, files[part], upload_ids[part], work)
-            for part in PARTS[mode]
-        }
-        if mode == TrainingMode.paired:
-            check_paired_archives(staged["photos"][0], staged["targets"][0], settings.max_archive_bytes)
-        digests = {part: _file_digest(path) for part, (path, _) in staged.items()}
-        # A form part is stored under a fresh dataset id; a direct upload is read where it lies.
-        dataset_id = uuid.uuid4().hex
-        spec = contracts.TrainingSpec(
-            name=form.name,
-            mode=mode,
-            hyperparameters=hyper,
-            datasets={
-                part: contracts.DatasetArchive(
-                    key=upload_key or keys.dataset_archive(dataset_id, part), sha256=digests[part].hex()
-                )
-                for part, (_, upload_key) in staged.items()
-            },
-            fine_tune_from=form.fine_tune_from,
-            teacher=form.teacher,
-        )
-        fields = {
-            "kind": "train",
-            **form.model_dump(mode="json"),
-            "hyperparameters": hyper.model_dump(mode="json", exclude_none=True),
-        }
-        digest = request_hash(fields, [digests[p] for p in PARTS[mode]])
 
-        def write_inputs(_job_id: str) -> None:
-            for part, (path, upload_key) in staged.items():
-                if upload_key is None:
-                    services.store.put_file(spec.datasets[part].key, path)
 
-        def enqueue(record: JobRecord) -> None:
-            contracts.enqueue_training(record.id)
-
-        record, created = submit_job(
-            services, tenant, JobKind.TRAIN, spec, 0, digest, idem, webhook, write_inputs, enqueue
-        )
-    logger.info("training job %s for %s: model %s, mode %s", record.id, tenant, form.name, mode.value)
-    return accepted(response, request, job_public(services, request, record), created)
+def _training_spec(
+    form: TrainingForm, hyper: TrainingHyperparameters, staged: Staged, digests: dict[str, bytes]
+) -> TrainingSpec:
+    """The job's spec: a form part is stored under a fresh dataset id, a direct upload is read where it lies."""
+    dataset_id = uuid.uuid4().hex
+    return TrainingSpec(
+        name=form.name,
+        mode=form.mode,
+        hyperparameters=hyper,
+        datasets={
+            part: DatasetArchive(
+                key=upload_key or keys.dataset_archive(dataset_id, part), sha256=digests[part].hex()
+            )
+            for part, (_, upload_key) in staged.items()
+        },
+        fine_tune_from=form.fine_tune_from,
+        teacher=form.teacher,
+    )

@@ -13,9 +13,9 @@ from fastapi import APIRouter, Request, status
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Services, ServicesDep, Tenant
-from api.errors import ApiError, not_found
+from api.errors import ApiError
 from api.schemas import ErrorResponse, UploadCreate, UploadPublic, UploadPurpose
-from api.submission import IdempotencyKey, check_idempotency_key, request_hash
+from api.submission import IdempotencyKey, check_idempotency_key, load_upload, request_hash
 from workers import keys, redis_keys
 
 logger = logging.getLogger(__name__)
@@ -32,57 +32,6 @@ def purpose_limit(services: Services, purpose: UploadPurpose) -> int:
         UploadPurpose.model: s.max_model_bytes,
         UploadPurpose.video: s.max_video_bytes,
     }[purpose]
-
-
-def _load(services: Services, tenant: str, upload_id: str) -> dict:
-    raw = services.redis.hgetall(redis_keys.upload(upload_id)) if keys.SEGMENT_RE.match(upload_id) else {}
-    if not raw or raw.get("owner") != tenant:
-        raise not_found("upload", upload_id)
-    return raw
-
-
-def resolve_upload(
-    services: Services, tenant: str, upload_id: str, purposes: set[UploadPurpose]
-) -> tuple[str, int]:
-    """The storage key and size of a finished upload of `tenant`; 404 for others' or unknown ids.
-
-    Jobs read the object at this key where it lies; it is never copied. Nothing in the service deletes an upload
-    once a job has it (only an object of the wrong size, here, before any job), and the upload record's expiry
-    (job_ttl_seconds) drops only the id, not the object, so a queued job still finds its input. An operator's
-    lifecycle rule on uploads/ must outlive the jobs (README, "Data lifetime"); a job whose object is gone
-    fails as input_missing / dataset_missing. An upload PUT again after a job took it: workers decode images
-    with the same limits again, and refuse a dataset zip whose sha256 differs from the one the API checked.
-    """
-    record = _load(services, tenant, upload_id)
-    if record["purpose"] not in purposes:
-        wanted = " or ".join(sorted(p.value for p in purposes))
-        raise ApiError(
-            422,
-            "wrong_upload_purpose",
-            f"upload {upload_id} was created for {record['purpose']!r}; this field needs an upload for {wanted}",
-        )
-    key = keys.upload(tenant, upload_id)
-    if not services.store.exists(key):
-        raise ApiError(
-            409,
-            "upload_incomplete",
-            f"upload {upload_id} has not received its bytes yet; PUT them to its url first",
-        )
-    size, declared = services.store.size(key), int(record["size"])
-    if size != declared:
-        # The presigned URL signs the declared length, but not every S3-compatible server checks it: the stored
-        # object is refused here and deleted, so bytes beyond what was declared never stay in storage.
-        services.store.delete(key)
-        logger.warning(
-            "upload %s of %s held %d bytes, %d declared; deleted", upload_id, tenant, size, declared
-        )
-        raise ApiError(
-            413 if size > declared else 422,
-            "upload_size_mismatch",
-            f"upload {upload_id} held {size} bytes but {declared} were declared; it was deleted, PUT exactly "
-            f"{declared} bytes again",
-        )
-    return key, size
 
 
 def _public(services: Services, request: Request, upload_id: str, record: dict) -> UploadPublic:
@@ -152,7 +101,7 @@ def create_upload(
                     f"Idempotency-Key {idem!r} was already used for upload {previous.get('id')} with a different "
                     "body; reuse a key only to retry the identical request",
                 )
-            return _public(services, request, previous["id"], _load(services, tenant, previous["id"]))
+            return _public(services, request, previous["id"], load_upload(services, tenant, previous["id"]))
     record = {
         "owner": tenant,
         "purpose": body.purpose.value,
@@ -161,14 +110,15 @@ def create_upload(
         "content_type": body.content_type or "",
         "created_at": f"{time.time():.3f}",
     }
-    services.redis.hset(redis_keys.upload(upload_id), mapping=record)
+    # redis-py types `mapping` with an invariant key union that a dict of str keys does not match.
+    services.redis.hset(redis_keys.upload(upload_id), mapping=record)  # type: ignore[arg-type]
     services.redis.expire(redis_keys.upload(upload_id), services.settings.job_ttl_seconds)
     return _public(services, request, upload_id, record)
 
 
 @router.get("/{upload_id}", response_model=UploadPublic, responses={404: {"model": ErrorResponse}})
 def get_upload(upload_id: str, request: Request, tenant: Tenant, services: ServicesDep) -> UploadPublic:
-    return _public(services, request, upload_id, _load(services, tenant, upload_id))
+    return _public(services, request, upload_id, load_upload(services, tenant, upload_id))
 
 
 @router.put(
@@ -185,7 +135,7 @@ def get_upload(upload_id: str, request: Request, tenant: Tenant, services: Servi
     summary="Receive the bytes of a direct upload (local storage backend only; S3 uses the presigned URL)",
 )
 async def put_upload(upload_id: str, request: Request, tenant: Tenant, services: ServicesDep) -> UploadPublic:
-    record = await run_in_threadpool(_load, services, tenant, upload_id)
+    record = await run_in_threadpool(load_upload, services, tenant, upload_id)
     declared = int(record["size"])
     chunks, received = [], 0
     async for chunk in request.stream():

@@ -1,5 +1,5 @@
 """POST /v1/videos: a clip (a multipart file or the id of a direct upload), probed and checked against the
-limits before it is accepted, then cut into keyframe-aligned segment tasks that any worker may run."""
+limits before it is accepted (api.videos), then cut into keyframe-aligned segment tasks that any worker may run."""
 
 from __future__ import annotations
 
@@ -8,27 +8,32 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
 
-from animegan.errors import VideoError
-from animegan.video import VideoInfo, plan_segments, probe_video
 from api.deps import ServicesDep, Tenant
-from api.errors import ApiError
-from api.routes.jobs import job_public
-from api.routes.stylize import CREATE_RESPONSES, accepted, check_model, file_or_upload
 from api.schemas import ErrorResponse, JobPublic, UploadPurpose, VideoForm
-from api.settings import ApiSettings
-from api.submission import IdempotencyKey, check_idempotency_key, check_webhook_url, request_hash, submit_job
-from workers import contracts, keys
-from workers.jobstore import JobKind, JobRecord, new_job_id
+from api.submission import (
+    CREATE_RESPONSES,
+    IdempotencyKey,
+    NewJob,
+    Responses,
+    accepted,
+    check_idempotency_key,
+    check_model,
+    check_webhook_url,
+    file_or_upload,
+    request_hash,
+    submit_job,
+)
+from api.videos import check_video
+from workers import keys
+from workers.contracts.video import VIDEO, VideoSpec, segment_messages
+from workers.jobstore import new_job_id
 from workers.media import OCTET_STREAM
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["videos"])
 
-# The stored clip's extension, by FFmpeg's container name (first of its aliases); others are stored as .video.
-CONTAINER_EXT = {"mov": "mp4", "matroska": "mkv", "avi": "avi", "mpegts": "ts", "flv": "flv", "ogg": "ogv"}
-
-VIDEO_RESPONSES = {
+VIDEO_RESPONSES: Responses = {
     **CREATE_RESPONSES,
     413: {"model": ErrorResponse, "description": "a clip larger than ANIMEGAN_MAX_VIDEO_BYTES"},
     415: {
@@ -41,43 +46,6 @@ VIDEO_RESPONSES = {
         "(per frame) or ANIMEGAN_MAX_VIDEO_FPS",
     },
 }
-
-
-def check_video(data: bytes, name: str, settings: ApiSettings) -> VideoInfo:
-    """Probe the clip; 415 for what is not a playable video, 422 for one above the limits."""
-    try:
-        info = probe_video(data)
-    except VideoError as exc:
-        raise ApiError(415, "not_a_video", f"{name}: {exc}") from exc
-    limits = [
-        (
-            "video_too_long",
-            info.duration,
-            settings.max_video_seconds,
-            "seconds",
-            "ANIMEGAN_MAX_VIDEO_SECONDS",
-        ),
-        (
-            "too_many_pixels",
-            info.width * info.height,
-            settings.max_video_pixels,
-            f"pixels per frame ({info.width}x{info.height})",
-            "ANIMEGAN_MAX_VIDEO_PIXELS",
-        ),
-        (
-            "frame_rate_too_high",
-            info.fps,
-            settings.max_video_fps,
-            "frames per second",
-            "ANIMEGAN_MAX_VIDEO_FPS",
-        ),
-    ]
-    for code, value, limit, unit, setting in limits:
-        if value > limit:
-            raise ApiError(
-                422, code, f"{name}: {value:.6g} {unit} is above the limit of {limit:g} ({setting})"
-            )
-    return info
 
 
 @router.post(
@@ -104,46 +72,45 @@ def create_video(
     source = file_or_upload(
         services, tenant, file, form.upload_id, UploadPurpose.video, settings.max_video_bytes, "video"
     )
-    info = check_video(source.data, source.name, settings)
+    video = check_video(source.data, source.name, settings)
     check_model(services, tenant, form.model)
-    segments = plan_segments(info, settings.video_segment_seconds)
-    ext = CONTAINER_EXT.get(info.format.split(",")[0], "video")
     webhook = check_webhook_url(form.webhook_url, settings.allow_private_webhooks)
-    digest = request_hash({"kind": "video", **form.model_dump(mode="json")}, [source.data])
-    frames = sum(s.frames for s in segments)
     job_id = new_job_id()
-
-    spec = contracts.VideoSpec(
+    info = video.info
+    spec = VideoSpec(
         model=form.model,
         size_mode=form.size_mode,
         max_side=form.max_side,
         crf=form.crf,
         preset=form.preset.value,
-        source_key=source.upload_key or keys.input(job_id, 0, ext),
+        source_key=source.upload_key or keys.input(job_id, 0, video.ext),
         filename=source.name,
-        time_base=f"{info.time_base.numerator}/{info.time_base.denominator}",
-        frames=frames,
+        time_base=video.time_base,
+        frames=video.frames,
         width=info.width,
         height=info.height,
         fps=info.fps,
         duration=info.duration,
         audio_codec=info.audio_codec,
-        segments=[contracts.VideoSegmentSpec(**s.to_dict()) for s in segments],
+        segments=video.segments,
     )
 
-    def write_inputs(_job_id: str) -> None:
+    def write_inputs() -> None:
         if source.upload_key is None:
             services.store.put_bytes(spec.source_key, source.data, content_type=OCTET_STREAM)
 
-    def enqueue(record: JobRecord) -> None:
-        contracts.enqueue_video(record.id, len(segments))
-
-    record, created = submit_job(
-        services, tenant, JobKind.VIDEO, spec, frames, digest, idem, webhook, write_inputs, enqueue,
+    job = NewJob(
+        kind=VIDEO,
+        spec=spec,
+        total=video.frames,
+        digest=request_hash({"kind": "video", **form.model_dump(mode="json")}, [source.data]),
+        write_inputs=write_inputs,
+        messages=lambda job_id: segment_messages(job_id, len(video.segments)),
         job_id=job_id,
-    )  # fmt: skip
+    )
+    record, created = submit_job(services, tenant, job, idem, webhook)
     logger.info(
         "video job %s for %s (%s, %dx%d, %d frames, %d segments)",
-        record.id, tenant, source.name, info.width, info.height, frames, len(segments),
+        record.id, tenant, source.name, info.width, info.height, video.frames, len(video.segments),
     )  # fmt: skip
-    return accepted(response, request, job_public(services, request, record), created)
+    return accepted(response, request, services, record, created)

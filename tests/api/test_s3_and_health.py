@@ -19,7 +19,8 @@ from tests.api.conftest import PUBLIC_MODEL, REDIS_URL, Api, ApiProcess, finish_
 from tests.api.test_validation import zip_of
 from tests.conftest import TEST_REDIS_DB, free_port
 from tests.faults import TcpProxy
-from workers import contracts, keys
+from workers import keys
+from workers.contracts.training import TrainingSpec
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +98,7 @@ def test_jobs_read_direct_uploads_in_place_without_copies(s3_api):
         assert set(s3_api.store.list("")) == before
         assert [k for k in before if s3_api.store.get_bytes(k) == image] == [keys.upload("alice", image_id)]
     record = s3_api.jobs.get(train["id"])
-    datasets = contracts.TrainingSpec.model_validate(record.params).datasets
+    datasets = TrainingSpec.model_validate(record.params).datasets
     assert {p: a.key for p, a in datasets.items()} == {
         "photos": keys.upload("alice", photos_id),
         "styles": keys.upload("alice", styles_id),

@@ -11,7 +11,8 @@ from types import SimpleNamespace
 
 from tests.api.conftest import PUBLIC_MODEL, png_bytes
 from tests.api.test_validation import training, zip_of
-from workers import contracts
+from workers.contracts.images import StylizeSpec
+from workers.contracts.training import TrainingHyperparameters, TrainingSpec
 from workers.jobs import job_spec
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -27,8 +28,8 @@ def test_a_stylize_spec_reaches_the_worker_as_the_same_type(alice, api):
     }
     response = alice.post("/v1/stylize", data=form, files={"file": ("cat.png", png_bytes((40, 30)))})
     assert response.status_code == 202, response.text
-    spec = job_spec(api.jobs.get(response.json()["id"]), contracts.StylizeSpec)
-    assert spec == contracts.StylizeSpec(
+    spec = job_spec(api.jobs.get(response.json()["id"]), StylizeSpec)
+    assert spec == StylizeSpec(
         model=PUBLIC_MODEL, format="jpeg", quality=80, size_mode="max_side", max_side=64,
         filename="cat.png", width=40, height=30,
     )  # fmt: skip
@@ -49,8 +50,8 @@ def test_a_training_spec_uses_trainconfigs_names_from_the_form_to_the_trainer(al
     photos, styles = zip_of({"p.png": png_bytes()}), zip_of({"s.png": png_bytes()})
     response = training(alice, photos, styles, hyperparameters=json.dumps(hyper))
     assert response.status_code == 202, response.text
-    spec = job_spec(api.jobs.get(response.json()["id"]), contracts.TrainingSpec)
-    assert spec.hyperparameters == contracts.TrainingHyperparameters.model_validate(hyper)
+    spec = job_spec(api.jobs.get(response.json()["id"]), TrainingSpec)
+    assert spec.hyperparameters == TrainingHyperparameters.model_validate(hyper)
     assert {part: api.store.get_bytes(a.key) for part, a in spec.datasets.items()} == {
         "photos": photos,
         "styles": styles,
@@ -75,7 +76,7 @@ def test_a_record_that_is_not_a_valid_spec_fails_naming_the_field(api):
 
     record, _ = api.jobs.create("stylize", "alice", {"model": PUBLIC_MODEL, "format": "gif"}, total=1)
     try:
-        job_spec(record, contracts.StylizeSpec)
+        job_spec(record, StylizeSpec)
     except JobInputError as exc:
         assert exc.code == "bad_params" and "params.format" in exc.message, exc.message
     else:

@@ -9,7 +9,8 @@ import pytest
 
 from tests.api.conftest import PUBLIC_MODEL, Api, error_of, start_api
 from tests.video_clips import write_audio_only, write_clip
-from workers import contracts, keys
+from workers import keys
+from workers.contracts.video import VideoSpec
 
 LIMITS = {
     "ANIMEGAN_MAX_VIDEO_SECONDS": "3",
@@ -45,7 +46,7 @@ def test_a_clip_is_probed_planned_and_queued(api, alice, tmp_path):
     assert job["progress"]["total"] == 30
     assert job["links"]["files"].endswith(f"/v1/jobs/{job['id']}/files")
     record = api.jobs.get(job["id"])
-    params = contracts.VideoSpec.model_validate(record.params)
+    params = VideoSpec.model_validate(record.params)
     assert (params.width, params.height, params.fps, params.frames, params.audio_codec) == (
         64,
         48,

@@ -1,7 +1,7 @@
 """End-to-end fixtures: real `animegan worker` processes on the test Redis and on local or S3 (moto) storage.
 
 Workers live for a whole module (starting one costs a few seconds); each module gets its own Redis database
-flush and storage, and jobs are created with the JobStore and enqueued with workers.contracts, as the API does.
+flush and storage, and jobs are created with the JobStore and enqueued with workers.enqueue (the messages of workers.contracts), as the API does.
 """
 
 from __future__ import annotations

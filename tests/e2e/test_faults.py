@@ -17,7 +17,9 @@ import redis
 from tests.e2e.conftest import OWNER, make_service, png_bytes, wait_until
 from tests.e2e.test_worker_recovery import write_counts
 from tests.faults import RedisServer, TcpProxy
-from workers import contracts, keys
+from workers import enqueue, keys
+from workers.contracts.batch import chunk_messages
+from workers.contracts.images import stylize_message
 
 pytestmark = pytest.mark.e2e
 
@@ -55,7 +57,7 @@ def submit_batch(service, total: int, chunk_size: int, side: int = 128) -> tuple
         key = keys.input(record.id, index, "png")
         service.store.put_bytes(key, png_bytes((side, side), seed=index))
         input_keys.append(key)
-    contracts.enqueue_batch(record.id, input_keys, chunk_size=chunk_size, app=service.app)
+    enqueue.send(chunk_messages(record.id, input_keys, chunk_size), app=service.app)
     return record.id, input_keys
 
 
@@ -159,7 +161,7 @@ def test_a_redis_restart_with_aof_loses_no_queued_job(request, tmp_path, sig):
             record, _ = svc.jobs.create("stylize", OWNER, {"model": "tiny", "size_mode": "original"}, total=1)
             key = keys.input(record.id, 0, "png")
             svc.store.put_bytes(key, png_bytes((64, 48), seed=seed))
-            contracts.enqueue_stylize(record.id, key, app=svc.app)
+            enqueue.send(stylize_message(record.id, key), app=svc.app)
             job_ids.append(record.id)
         server.stop(sig)  # accepted jobs and their queued tasks exist only in Redis now
         server.start()
@@ -175,7 +177,7 @@ def test_a_redis_restart_with_aof_loses_no_queued_job(request, tmp_path, sig):
         record, _ = svc.jobs.create("stylize", OWNER, {"model": "tiny", "size_mode": "original"}, total=1)
         key = keys.input(record.id, 0, "png")
         svc.store.put_bytes(key, png_bytes((64, 48), seed=9))
-        contracts.enqueue_stylize(record.id, key, app=svc.app)
+        enqueue.send(stylize_message(record.id, key), app=svc.app)
         assert svc.wait_status(record.id, {"succeeded", "failed"}, timeout=120).status == "succeeded"
     finally:
         svc.close()

@@ -11,7 +11,9 @@ import pytest
 from PIL import Image
 
 from tests.e2e.conftest import BUILTIN_MODEL, OWNER, make_service, png_bytes, wait_until
-from workers import contracts, keys
+from workers import enqueue, keys
+from workers.contracts.batch import chunk_messages
+from workers.contracts.images import stylize_message
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +40,7 @@ def submit_stylize(
     )
     key = keys.input(record.id, 0, "png")
     service.store.put_bytes(key, data)
-    contracts.enqueue_stylize(record.id, key, app=service.app)
+    enqueue.send(stylize_message(record.id, key), app=service.app)
     return record.id
 
 
@@ -51,7 +53,7 @@ def submit_batch(service, images: list[bytes], chunk_size: int, **params):
         key = keys.input(record.id, index, "png")
         service.store.put_bytes(key, data)
         input_keys.append(key)
-    contracts.enqueue_batch(record.id, input_keys, chunk_size=chunk_size, app=service.app)
+    enqueue.send(chunk_messages(record.id, input_keys, chunk_size), app=service.app)
     return record.id
 
 
@@ -102,7 +104,7 @@ def test_cancel_of_a_queued_and_of_a_running_job(service):
     key = keys.input(queued.id, 0, "png")
     service.store.put_bytes(key, png_bytes())
     # A task that was already on the queue when the user canceled: the worker must drop it.
-    contracts.enqueue_stylize(queued.id, key, app=service.app)
+    enqueue.send(stylize_message(queued.id, key), app=service.app)
 
     # Large enough that the chunk is still running when the cancel lands.
     running = submit_batch(service, [png_bytes((256, 256), seed=i) for i in range(60)], chunk_size=60)

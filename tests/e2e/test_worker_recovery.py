@@ -26,7 +26,10 @@ from tests.e2e.conftest import (
     s3_client,
     wait_until,
 )
-from workers import contracts, keys
+from workers import enqueue, keys
+from workers.contracts.batch import chunk_messages
+from workers.contracts.images import stylize_message
+from workers.contracts.training import segment_message
 
 pytestmark = pytest.mark.e2e
 
@@ -78,7 +81,7 @@ def test_sigkill_mid_batch_then_a_second_worker_writes_each_output_exactly_once(
         service.store.put_bytes(key, png_bytes((128, 128), seed=index))
         input_keys.append(key)
     first = service.start_worker("batch-a", queues="stylize")
-    contracts.enqueue_batch(record.id, input_keys, chunk_size=8, app=service.app)
+    enqueue.send(chunk_messages(record.id, input_keys, 8), app=service.app)
 
     wait_until(
         lambda: service.job(record.id).progress.get("done", 0) >= 3, 120, "the first images", interval=0.02
@@ -126,7 +129,7 @@ def test_sigkill_mid_training_resumes_from_the_last_checkpoint_and_registers_the
     )
     record, _ = service.jobs.create("train", OWNER, params, total=14)
     first = service.start_worker("train-a", queues="train")
-    contracts.enqueue_training(record.id, app=service.app)
+    enqueue.send(segment_message(record.id, 0), app=service.app)
 
     def mid_run() -> bool:
         progress = service.job(record.id).progress
@@ -153,7 +156,7 @@ def test_sigkill_mid_training_resumes_from_the_last_checkpoint_and_registers_the
     job, _ = service.jobs.create("stylize", OWNER, {"model": "e2e-style", "size_mode": "original"}, total=1)
     key = keys.input(job.id, 0, "png")
     service.store.put_bytes(key, png_bytes((64, 48)))
-    contracts.enqueue_stylize(job.id, key, app=service.app)
+    enqueue.send(stylize_message(job.id, key), app=service.app)
     styled = service.wait_status(job.id, {"succeeded", "failed"}, timeout=60)
     assert styled.status == "succeeded", styled.error
     assert Image.open(io.BytesIO(service.store.get_bytes(styled.result["output_key"]))).size == (64, 48)
@@ -175,7 +178,7 @@ def test_sigterm_checkpoints_the_running_segment_and_requeues_the_rest(service):
         ANIMEGAN_TRAIN_SEGMENT_SECONDS="300",
         ANIMEGAN_VISIBILITY_TIMEOUT_SECONDS="600",
     )
-    contracts.enqueue_training(record.id, app=service.app)
+    enqueue.send(segment_message(record.id, 0), app=service.app)
     wait_until(lambda: service.job(record.id).progress.get("step", 0) >= 2, 120, "training to take two steps")
 
     started = time.monotonic()
@@ -211,7 +214,7 @@ def test_a_job_whose_worker_child_keeps_dying_fails_instead_of_looping(service):
     worker = service.start_worker(
         "poison", queues="stylize", ANIMEGAN_MAX_REDELIVERIES="1", ANIMEGAN_VISIBILITY_TIMEOUT_SECONDS="600"
     )
-    contracts.enqueue_batch(record.id, input_keys, chunk_size=total, app=service.app)
+    enqueue.send(chunk_messages(record.id, input_keys, total), app=service.app)
 
     for attempt in range(
         2

@@ -11,7 +11,8 @@ from animegan.video import plan_segments, probe_video
 from tests.e2e.conftest import OWNER, make_service, wait_until
 from tests.e2e.test_worker_recovery import wait_for_redelivery_window, write_counts
 from tests.video_clips import audio_seconds, count_frames, write_clip
-from workers import contracts, keys
+from workers import enqueue, keys
+from workers.contracts.video import VideoSegmentSpec, VideoSpec, segment_messages
 from workers.jobstore import new_job_id
 
 pytestmark = pytest.mark.e2e
@@ -37,15 +38,15 @@ def create_video_job(service, clip_path, segment_seconds: float) -> tuple[str, i
     info = probe_video(clip_path)
     segments = plan_segments(info, segment_seconds)
     job_id = new_job_id()
-    params = contracts.VideoSpec(
+    params = VideoSpec(
         model="tiny", source_key=keys.input(job_id, 0, "mp4"), time_base=f"{info.time_base.numerator}/{info.time_base.denominator}",
         frames=info.frames, width=info.width, height=info.height, fps=info.fps, duration=info.duration,
         audio_codec=info.audio_codec, preset="ultrafast",
-        segments=[contracts.VideoSegmentSpec(**s.to_dict()) for s in segments],
+        segments=[VideoSegmentSpec(**s.to_dict()) for s in segments],
     ).model_dump(mode="json")  # fmt: skip
     record, _ = service.jobs.create("video", OWNER, params, total=info.frames, job_id=job_id)
     service.store.put_file(keys.input(record.id, 0, "mp4"), clip_path)
-    contracts.enqueue_video(record.id, len(segments), app=service.app)
+    enqueue.send(segment_messages(record.id, len(segments)), app=service.app)
     return record.id, info.frames, len(segments)
 
 

@@ -1,5 +1,6 @@
-"""Contracts and the Celery configuration: payload round trips, routing through a real Redis broker, a real
-(in-thread) worker consuming them, redelivery of a message whose consumer was SIGKILLed, and import weight.
+"""Contracts and the Celery configuration: payload round trips, the registry of kinds, routing through a real
+Redis broker, a real (in-thread) worker consuming them, redelivery of a message whose consumer was SIGKILLed, and
+import weight.
 """
 
 from __future__ import annotations
@@ -15,16 +16,15 @@ import pytest
 from celery import Celery
 from pydantic import ValidationError
 
-from workers import contracts
+from workers import enqueue
 from workers.celery_app import celery_config
-from workers.contracts import (
-    BatchChunkPayload,
-    Queues,
-    StylizePayload,
-    TaskNames,
-    TrainSegmentPayload,
-    WebhookPayload,
-)
+from workers.contracts.base import PAYLOAD_VERSION, Queues
+from workers.contracts.batch import BatchChunkPayload, chunk_messages
+from workers.contracts.images import STYLIZE_TASK, StylizePayload, stylize_message
+from workers.contracts.registry import KINDS, TASK_QUEUES
+from workers.contracts.training import TrainSegmentPayload, segment_message
+from workers.contracts.video import VideoSpec, join_message, segment_messages
+from workers.contracts.webhooks import WebhookPayload, webhook_message
 from workers.settings import ServiceSettings
 
 
@@ -60,7 +60,7 @@ def queued_messages(redis_client, queue: str) -> list[dict]:
 )
 def test_payload_round_trip_through_json(payload):
     wire = json.loads(json.dumps(payload.model_dump(mode="json")))
-    assert wire["version"] == contracts.PAYLOAD_VERSION
+    assert wire["version"] == PAYLOAD_VERSION
     assert type(payload).model_validate(wire) == payload
     assert (
         type(payload).model_validate({**wire, "added_later": 1}) == payload
@@ -90,20 +90,26 @@ def test_configuration():
     assert conf["result_backend_transport_options"]["visibility_timeout"] == 120
     assert conf["worker_send_task_events"] is False and conf["result_backend"] is None
     assert {route["queue"] for route in conf["task_routes"].values()} == {q.value for q in Queues}
-    assert set(conf["task_routes"]) == {name.value for name in TaskNames}
+    assert set(conf["task_routes"]) == set(TASK_QUEUES)
+    assert conf["task_routes"]["animegan.train_segment"] == {"queue": "train"}
+    assert conf["task_routes"]["animegan.deliver_webhook"] == {"queue": "webhooks"}
+    assert {kind.name for kind in KINDS.values()} == {"stylize", "batch", "video", "train"}
+    # every kind's tasks route to the kind's queue, and no two kinds claim a task name
+    names = [task for kind in KINDS.values() for task in kind.tasks]
+    assert len(names) == len(set(names)) and all(
+        conf["task_routes"][task] == {"queue": kind.queue.value}
+        for kind in KINDS.values()
+        for task in kind.tasks
+    )
 
 
 def test_enqueue_helpers_route_by_name(redis_url, redis_client):
     app = make_app(redis_url)
-    assert contracts.enqueue_stylize("j1", "inputs/j1/000000.png", app=app) == "j1-stylize"
+    assert enqueue.send(stylize_message("j1", "inputs/j1/000000.png"), app=app) == ["j1-stylize"]
     keys = [f"inputs/j2/{i:06d}.png" for i in range(5)]
-    assert contracts.enqueue_batch("j2", keys, chunk_size=2, app=app) == [
-        "j2-chunk-0",
-        "j2-chunk-1",
-        "j2-chunk-2",
-    ]
-    contracts.enqueue_training("j3", app=app)
-    contracts.enqueue_webhook("j1", "succeeded", app=app)
+    assert enqueue.send(chunk_messages("j2", keys, 2), app=app) == ["j2-chunk-0", "j2-chunk-1", "j2-chunk-2"]
+    enqueue.send(segment_message("j3", 0), app=app)
+    enqueue.send(webhook_message("j1", "succeeded"), app=app)
     stylize = queued_messages(redis_client, "stylize")
     assert [m["headers"]["task"] for m in stylize] == ["animegan.batch_chunk"] * 3 + ["animegan.stylize"]
     last_chunk = stylize[0]["decoded"][0][0]  # LPUSH: newest first
@@ -117,27 +123,28 @@ def test_enqueue_helpers_route_by_name(redis_url, redis_client):
 
 def test_video_segments_and_join_go_to_the_stylize_queue_with_deterministic_ids(redis_url, redis_client):
     app = make_app(redis_url)
-    assert contracts.enqueue_video("v1", 3, app=app) == [f"v1-video-segment-{n}" for n in range(3)]
-    assert contracts.enqueue_join_video("v1", app=app) == "v1-video-join"
+    assert enqueue.send(segment_messages("v1", 3), app=app) == [f"v1-video-segment-{n}" for n in range(3)]
+    assert enqueue.send(join_message("v1"), app=app) == ["v1-video-join"]
     stylize = queued_messages(redis_client, "stylize")  # LPUSH: newest first
     assert [m["headers"]["task"] for m in stylize] == ["animegan.join_video"] + ["animegan.video_segment"] * 3
     assert [m["decoded"][0][0]["segment"] for m in stylize[1:]] == [2, 1, 0]
     with pytest.raises(ValueError, match="at least one segment"):
-        contracts.enqueue_video("v1", 0, app=app)
+        segment_messages("v1", 0)
     params = {"model": "m", "source_key": "inputs/v1/000000.mp4", "time_base": "1/12288", "frames": 5, "width": 8, "height": 8,
               "fps": 12.0, "duration": 0.4, "segments": [{"index": 0, "start_pts": 0, "end_pts": None, "frames": 5}]}  # fmt: skip
-    assert contracts.VideoSpec.model_validate(params).segments[0].frames == 5
+    assert VideoSpec.model_validate(params).segments[0].frames == 5
     with pytest.raises(ValueError):
-        contracts.VideoSpec.model_validate({**params, "source_key": "../x"})
+        VideoSpec.model_validate({**params, "source_key": "../x"})
 
 
 def test_countdown_must_stay_inside_the_visibility_timeout(redis_url, redis_client):
     app = make_app(redis_url, visibility_timeout=60)
-    contracts.enqueue_train_segment("j4", 2, countdown=5, app=app)
+    enqueue.send(segment_message("j4", 2, countdown=5), app=app)
     (message,) = queued_messages(redis_client, "train")
     assert message["headers"]["eta"] is not None
     with pytest.raises(ValueError, match="shorter than the broker's visibility timeout"):
-        contracts.enqueue_webhook("j4", "failed", countdown=60, app=app)
+        enqueue.send(webhook_message("j4", "failed", countdown=60), app=app)
+    assert queued_messages(redis_client, "webhooks") == []  # a refused message is not sent
 
 
 def run_worker_until(app: Celery, received: list, count: int, timeout: float = 30) -> None:
@@ -153,11 +160,11 @@ def test_a_real_worker_consumes_what_the_helpers_send(redis_url):
     app = make_app(redis_url)
     received = []
 
-    @app.task(name=TaskNames.stylize.value, bind=True, shared=False)  # not added to later apps
+    @app.task(name=STYLIZE_TASK, bind=True, shared=False)  # not added to later apps
     def stylize(self, payload):
         received.append((StylizePayload.model_validate(payload), self.request.delivery_info["routing_key"]))
 
-    contracts.enqueue_stylize("j9", "inputs/j9/000000.png", app=app)
+    enqueue.send(stylize_message("j9", "inputs/j9/000000.png"), app=app)
     run_worker_until(app, received, 1)
     assert received == [(StylizePayload(job_id="j9", input_key="inputs/j9/000000.png"), "stylize")]
 
@@ -182,7 +189,7 @@ CONSUME_AND_DIE = textwrap.dedent(
 
 def test_message_of_a_sigkilled_consumer_is_redelivered_after_the_visibility_timeout(redis_url, redis_client):
     app = make_app(redis_url, visibility_timeout=2)
-    contracts.enqueue_stylize("lost", "inputs/lost/000000.png", app=app)
+    enqueue.send(stylize_message("lost", "inputs/lost/000000.png"), app=app)
     proc = subprocess.run(
         [sys.executable, "-c", CONSUME_AND_DIE, redis_url], capture_output=True, text=True, timeout=60
     )
@@ -190,7 +197,7 @@ def test_message_of_a_sigkilled_consumer_is_redelivered_after_the_visibility_tim
     assert redis_client.llen("stylize") == 0 and redis_client.hlen("unacked") == 1
     received = []
 
-    @app.task(name=TaskNames.stylize.value, bind=True, shared=False)  # not added to later apps
+    @app.task(name=STYLIZE_TASK, bind=True, shared=False)  # not added to later apps
     def stylize(self, payload):
         received.append((payload["job_id"], bool(self.request.delivery_info.get("redelivered"))))
 
@@ -204,7 +211,8 @@ def test_message_of_a_sigkilled_consumer_is_redelivered_after_the_visibility_tim
 def test_light_modules_load_no_torch():
     code = (
         "import sys, json\n"
-        "import workers.contracts, workers.celery_app, workers.jobstore, workers.storage, workers.registry\n"
+        "import workers.contracts.registry, workers.celery_app, workers.enqueue, workers.jobstore\n"
+        "import workers.storage, workers.registry\n"
         "import workers.lease, workers.keys, workers.settings\n"
         "from workers.celery_app import app\n"
         "app.conf.broker_url\n"
@@ -217,3 +225,39 @@ def test_light_modules_load_no_torch():
     # backends share with the library, is standard library only (and animegan/__init__ holds a version string).
     loaded = [m for m in json.loads(proc.stdout) if m not in ("animegan", "animegan.atomic")]
     assert loaded == []
+
+
+def _record(kind: str, params: dict, total: int):
+    from workers.jobstore import JobRecord, JobStatus
+
+    return JobRecord(
+        id="j7", kind=kind, owner="alice", status=JobStatus.QUEUED, params=params, progress={"total": total},
+        created_at=0.0, updated_at=0.0, started_at=None, finished_at=None, attempts=0, error=None, result=None,
+        webhook_url=None, cancel_requested=False, last_event=None,
+    )  # fmt: skip
+
+
+def test_a_cancel_revokes_exactly_the_tasks_the_create_sent():
+    settings = ServiceSettings(batch_chunk_size=16)
+    keys = [f"inputs/j7/{i:06d}.png" for i in range(40)]
+    sent = {
+        "stylize": [stylize_message("j7", keys[0]).task_id],
+        "batch": [m.task_id for m in chunk_messages("j7", keys, settings.batch_chunk_size)],
+        "video": [m.task_id for m in segment_messages("j7", 3)],
+        "train": [],  # a training run is never revoked: its segments check the cancel flag between steps
+    }
+    params = {"segments": [{"index": n} for n in range(3)]}
+    for name, kind in KINDS.items():
+        assert kind.queued_task_ids(_record(name, params, 40), settings) == sent[name], name
+    assert len(sent["batch"]) == 3
+
+
+def test_each_kind_names_typed_spec_and_result_models():
+    from pydantic import BaseModel
+
+    from workers.contracts.base import Result
+
+    for kind in KINDS.values():
+        assert issubclass(kind.spec, BaseModel) and issubclass(kind.result, Result), kind.name
+        assert kind.task_module == f"workers.tasks.{kind.task_module.rsplit('.', 1)[-1]}"
+        assert all(task.startswith("animegan.") for task in kind.tasks)

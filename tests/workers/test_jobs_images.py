@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from workers import keys
-from workers.jobs import JobContext, begin
+from workers.jobs import JobContext, begin, recorded_outcome
 from workers.jobs.batch import run_chunk
 from workers.jobs.stylize import run_stylize
 
@@ -102,7 +102,8 @@ def test_stylize_writes_output_then_succeeds(ctx):
 )
 def test_bad_input_fails_the_job_with_a_code(ctx, data, params, code):
     job_id, key = stylize_job(ctx, data, **params)
-    run_stylize(ctx, job_id, key)
+    with recorded_outcome(ctx, job_id):  # what the task wraps every job function in
+        run_stylize(ctx, job_id, key)
     record = ctx.jobs.get(job_id)
     assert record.status == "failed"
     assert record.error["code"] == code
@@ -231,7 +232,7 @@ def test_forward_batch_size_follows_the_device(ctx):
     """One image per forward pass on a CPU (batching costs more there than it saves), 8 on a GPU; a setting wins."""
     from dataclasses import replace
 
-    from workers.contracts import StylizeSpec
+    from workers.contracts.images import StylizeSpec
     from workers.jobs.stylize import inference_options
 
     spec = StylizeSpec(model="tiny")

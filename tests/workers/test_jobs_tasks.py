@@ -24,14 +24,19 @@ def _env(redis_url: str, tmp_path) -> dict[str, str]:
 
 
 def test_importing_tasks_and_the_cli_loads_no_torch(redis_url, tmp_path):
+    # Each kind's tasks are defined in its own task module (JobKind.task_module), which registers them all.
     code = (
         "import sys, workers.cli, workers.tasks; "
         "assert 'torch' not in sys.modules, 'torch imported'; "
         "assert 'animegan.inference' not in sys.modules; "
         "from workers.celery_app import get_app; "
-        "names = set(get_app().tasks); "
-        "assert {'animegan.stylize', 'animegan.batch_chunk', 'animegan.finalize_batch', "
-        "'animegan.train_segment', 'animegan.deliver_webhook'} <= names, names"
+        "from workers.contracts.registry import KINDS, TASK_QUEUES; "
+        "tasks = get_app().tasks; "
+        "assert set(TASK_QUEUES) <= set(tasks), set(tasks); "
+        "assert {'animegan.stylize', 'animegan.batch_chunk', 'animegan.finalize_batch', 'animegan.train_segment', "
+        "'animegan.video_segment', 'animegan.join_video', 'animegan.deliver_webhook'} == set(TASK_QUEUES); "
+        "wrong = [(t, k.name) for k in KINDS.values() for t in k.tasks if tasks[t].__module__ != k.task_module]; "
+        "assert not wrong, wrong"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], env=_env(redis_url, tmp_path), capture_output=True, text=True
@@ -73,7 +78,7 @@ class _Task:
 
 @pytest.fixture
 def ctx(redis_client, redis_url, tmp_path, monkeypatch) -> JobContext:
-    import workers.tasks as tasks
+    import workers.tasks.runtime as tasks
     from workers.jobstore import JobStore
     from workers.settings import WorkerSettings, load_settings
 
@@ -108,7 +113,7 @@ def _running_job(ctx) -> str:
     ],
 )
 def test_job_outcome_records_each_kind_of_failure(ctx, error, status, code):
-    from workers.tasks import job_outcome
+    from workers.tasks.runtime import job_outcome
 
     job_id = _running_job(ctx)
     with job_outcome(_Task(0), job_id):
@@ -119,7 +124,7 @@ def test_job_outcome_records_each_kind_of_failure(ctx, error, status, code):
 
 
 def test_transient_faults_retry_with_backoff_then_fail(ctx):
-    from workers.tasks import job_outcome
+    from workers.tasks.runtime import job_outcome
 
     job_id = _running_job(ctx)
     task = _Task(retries=2)
@@ -140,7 +145,7 @@ def test_transient_faults_retry_with_backoff_then_fail(ctx):
 
 
 def test_the_retry_budget_is_a_setting_and_a_give_up_hook_replaces_failing(ctx, monkeypatch):
-    from workers.tasks import job_outcome, transient_delay
+    from workers.tasks.runtime import job_outcome, transient_delay
 
     monkeypatch.setattr(ctx.settings, "transient_retry_seconds", 6)
     assert [transient_delay(i, ctx.settings) for i in range(3)] == [2.0, 4.0, 8.0]

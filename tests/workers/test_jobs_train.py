@@ -13,7 +13,7 @@ from PIL import Image
 
 from tests.conftest import training_params, wait_until
 from workers import keys
-from workers.jobs import JobContext
+from workers.jobs import JobContext, recorded_outcome
 from workers.jobs.train import SegmentOutcome, run_segment
 
 OWNER = "tenant-a"
@@ -158,7 +158,10 @@ def test_a_bad_dataset_fails_the_job_naming_the_archive(ctx):
     ctx.store.put_bytes(keys.dataset_archive(broken, "photos"), b"not a zip")
     ctx.store.put_bytes(keys.dataset_archive(broken, "styles"), zip_of_images(2, seed=3))
     record, _ = ctx.jobs.create("train", OWNER, training_params("x", broken, {"image_size": 64}), total=1)
-    assert run_segment(ctx, record.id, 0) == SegmentOutcome.finished
+    # Bad input raises out of the job function; the one translation records it (and the lease is released).
+    with recorded_outcome(ctx, record.id):
+        run_segment(ctx, record.id, 0)
+    assert ctx.leases.holder(record.id) is None
     failed = ctx.jobs.get(record.id)
     assert failed.status == "failed" and failed.error["code"] == "bad_dataset"
     assert "photos archive is not a readable zip" in failed.error["message"]
@@ -178,7 +181,10 @@ def test_a_dataset_error_names_the_users_entries_and_no_worker_paths(ctx, monkey
     ctx.store.put_bytes(keys.dataset_archive(dataset, "styles"), zip_of_images(2, seed=3))
     params = training_params("x", dataset, {"image_size": 32, "max_total_steps": 1})
     record, _ = ctx.jobs.create("train", OWNER, params, total=1)
-    assert run_segment(ctx, record.id, 0) == SegmentOutcome.finished
+    # Bad input raises out of the job function; the one translation records it (and the lease is released).
+    with recorded_outcome(ctx, record.id):
+        run_segment(ctx, record.id, 0)
+    assert ctx.leases.holder(record.id) is None
     error = ctx.jobs.get(record.id).error
     assert error["code"] == "bad_dataset" and "'trip/notes.jpg'" in error["message"], error
     for internal in (str(tmp_path), "dataset-cache", "000002", " at 0x"):
@@ -193,7 +199,10 @@ def test_a_dataset_that_changed_since_the_api_checked_it_fails_the_job(ctx, monk
     params = training_params("x", DATASET, {"image_size": 32, "max_total_steps": 1})
     params["datasets"]["photos"]["sha256"] = "0" * 64
     record, _ = ctx.jobs.create("train", OWNER, params, total=1)
-    assert run_segment(ctx, record.id, 0) == SegmentOutcome.finished
+    # Bad input raises out of the job function; the one translation records it (and the lease is released).
+    with recorded_outcome(ctx, record.id):
+        run_segment(ctx, record.id, 0)
+    assert ctx.leases.holder(record.id) is None
     error = ctx.jobs.get(record.id).error
     assert error["code"] == "dataset_changed", error
     assert keys.dataset_archive(DATASET, "photos") in error["message"]
@@ -210,7 +219,10 @@ def test_a_dataset_above_the_image_limit_fails_and_leaves_no_files(ctx, monkeypa
     ctx.store.put_bytes(keys.dataset_archive(dataset, "styles"), zip_of_images(2, seed=2))
     params = training_params("x", dataset, {"image_size": 32, "max_total_steps": 1})
     record, _ = ctx.jobs.create("train", OWNER, params, total=1)
-    assert run_segment(ctx, record.id, 0) == SegmentOutcome.finished
+    # Bad input raises out of the job function; the one translation records it (and the lease is released).
+    with recorded_outcome(ctx, record.id):
+        run_segment(ctx, record.id, 0)
+    assert ctx.leases.holder(record.id) is None
     error = ctx.jobs.get(record.id).error
     assert error["code"] == "bad_dataset" and "more than 3 images" in error["message"]
     assert [p for p in cache.rglob("*") if p.is_file()] == [], "the refused extraction stayed on disk"
@@ -238,7 +250,10 @@ def test_cancel_stops_training_between_steps(ctx, monkeypatch):
 def test_a_worker_without_vgg_weights_fails_training_with_what_to_set(ctx):
     ctx.settings = ctx.settings.model_copy(update={"vgg_weights": None})
     job_id = train_job(ctx, steps=2)
-    assert run_segment(ctx, job_id, 0) == SegmentOutcome.finished
+    # Bad input raises out of the job function; the one translation records it (and the lease is released).
+    with recorded_outcome(ctx, job_id):
+        run_segment(ctx, job_id, 0)
+    assert ctx.leases.holder(job_id) is None
     error = ctx.jobs.get(job_id).error
     assert error["code"] == "vgg_weights_missing" and "ANIMEGAN_VGG_WEIGHTS" in error["message"]
 

@@ -43,7 +43,8 @@ def test_own_model_shadows_public_and_names_are_unique_per_namespace(registry):
     assert registry.get("hayao", "alice").config == CONFIG and replaced.created_at >= own.created_at
 
 
-@pytest.mark.parametrize("name", ["", "UPPER", "a" * 65, "with space", "dots.no", "../x"])
+# "-x" and "_x": the one rule (the API's too) wants a letter or digit first, as a storage key segment does.
+@pytest.mark.parametrize("name", ["", "UPPER", "a" * 65, "with space", "dots.no", "../x", "-x", "_x"])
 def test_invalid_names_are_refused(registry, name):
     with pytest.raises(InvalidName):
         registry.register(name, "alice", "models/users/alice/x/generator.safetensors", CONFIG)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ANIMEGAN, wait_until
-from workers import contracts
+from workers import enqueue
+from workers.contracts.webhooks import webhook_message
 from workers.watchdog import EXIT_STALLED, WorkerWatchdog
 
 
@@ -101,7 +102,7 @@ def test_a_worker_whose_consumer_stopped_while_tasks_wait_exits_to_be_restarted(
             "webhooks", destination=[f"stalled@{os.uname().nodename}"], reply=True
         )
         assert replies, "the worker did not answer the control command"
-        contracts.enqueue_webhook("job-that-waits", "succeeded", app=app)
+        enqueue.send(webhook_message("job-that-waits", "succeeded"), app=app)
         started = time.monotonic()
         status = wait_exit(proc, 60)
     finally:

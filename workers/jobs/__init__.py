@@ -6,13 +6,17 @@ Nothing here knows about Celery; tasks.py builds a JobContext once per worker pr
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from animegan.errors import AnimeGANError
+
 if TYPE_CHECKING:
+    from workers.contracts.base import Result
     from workers.jobs.models import ModelCache
     from workers.jobstore import JobRecord, JobStore
     from workers.lease import TrainingLease
@@ -106,9 +110,10 @@ def check_cancel(ctx: JobContext, job_id: str) -> None:
         raise JobCanceled(job_id)
 
 
-def succeed(ctx: JobContext, job_id: str, result: dict[str, Any]) -> bool:
-    """Record success (results are already in storage); True if this call made the transition."""
-    done = ctx.jobs.succeed(job_id, result)
+def succeed(ctx: JobContext, job_id: str, result: Result) -> bool:
+    """Record success with the kind's typed result (its files are already in storage); True if this call made
+    the transition."""
+    done = ctx.jobs.succeed(job_id, result.model_dump(mode="json"))
     if done:
         logger.info("job %s succeeded", job_id)
         ctx.on_terminal(job_id)
@@ -131,3 +136,18 @@ def cancel(ctx: JobContext, job_id: str) -> bool:
         logger.info("job %s canceled", job_id)
         ctx.on_terminal(job_id)
     return done
+
+
+@contextmanager
+def recorded_outcome(ctx: JobContext, job_id: str) -> Iterator[None]:
+    """The one place a job's own exceptions become its recorded outcome: JobCanceled ends it as canceled,
+    JobInputError fails it with its code, the library's AnimeGANError fails it as bad_input. Anything else
+    propagates (workers.tasks.runtime.job_outcome retries transient faults and fails the rest)."""
+    try:
+        yield
+    except JobCanceled:
+        cancel(ctx, job_id)
+    except JobInputError as exc:
+        fail(ctx, job_id, exc.code, exc.message)
+    except AnimeGANError as exc:
+        fail(ctx, job_id, "bad_input", str(exc))

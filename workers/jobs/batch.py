@@ -13,16 +13,20 @@ import zipfile
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from animegan.errors import AnimeGANError
 from workers import keys
-from workers.contracts import BatchSpec
+from workers.contracts.batch import BatchResult, BatchSpec
 from workers.jobs import JobContext, JobInputError, begin, check_cancel, fail, job_spec, succeed
 from workers.jobs.stylize import inference_options, read_image, write_output
+from workers.json_types import JSONObject
 from workers.storage import NotFound
+
+if TYPE_CHECKING:
+    from animegan.inference import Stylizer
 
 logger = logging.getLogger(__name__)
 
@@ -34,14 +38,10 @@ def run_chunk(
     record = begin(ctx, job_id, redelivered)
     if record is None:
         return
-    try:
-        spec = job_spec(record, BatchSpec)
-        model = ctx.models.get(spec.model, record.owner)
-        options = inference_options(ctx, spec)
-    except JobInputError as exc:
-        # The whole batch shares the model and parameters: nothing in it can succeed.
-        fail(ctx, job_id, exc.code, exc.message)
-        return
+    # The whole batch shares the model and parameters: if these fail, nothing in it can, and the job fails.
+    spec = job_spec(record, BatchSpec)
+    model = ctx.models.get(spec.model, record.owner)
+    options = inference_options(ctx, spec)
     stylizer = ctx.models.stylizer(model, options)
     pending = [(index, key) for index, key in items if not _already_done(ctx, job_id, index, spec)]
     if len(pending) < len(items):
@@ -51,7 +51,7 @@ def run_chunk(
 
     # Windows of batch_size images bound memory (inputs can be tens of megapixels); within a window,
     # same-size images share one forward pass.
-    window = options.batch_size
+    window = options.batch_size or 1  # inference_options always sets it
     for start in range(0, len(pending), window):
         groups: dict[tuple[int, int], list[tuple[int, Image.Image]]] = defaultdict(list)
         for index, key in pending[start : start + window]:
@@ -69,7 +69,7 @@ def run_chunk(
 
 
 def _stylize_group(
-    ctx: JobContext, job_id: str, stylizer: Any, part: list[tuple[int, Image.Image]], spec: BatchSpec
+    ctx: JobContext, job_id: str, stylizer: Stylizer, part: list[tuple[int, Image.Image]], spec: BatchSpec
 ) -> None:
     try:
         results = stylizer.stylize_many([image for _, image in part])
@@ -121,8 +121,8 @@ def maybe_finalize(ctx: JobContext, job_id: str) -> None:
     spec = job_spec(record, BatchSpec)
     ext = spec.media.ext
     item_errors = ctx.jobs.item_errors(job_id)
-    outputs: list[dict[str, Any]] = []
-    errors: list[dict[str, Any]] = []
+    outputs: list[JSONObject] = []
+    errors: list[JSONObject] = []
     with tempfile.TemporaryDirectory(prefix="animegan-zip-") as tmp:
         archive = Path(tmp) / "results.zip"
         # PNG/JPEG/WebP are already compressed: store them, deflate only the small error list.
@@ -150,7 +150,7 @@ def maybe_finalize(ctx: JobContext, job_id: str) -> None:
             return
         archive_key = keys.output_archive(job_id)
         ctx.store.put_file(archive_key, archive)
-    succeed(ctx, job_id, {"archive_key": archive_key, "outputs": outputs, "errors": errors, "total": total})
+    succeed(ctx, job_id, BatchResult(archive_key=archive_key, outputs=outputs, errors=errors, total=total))
 
 
 def _entry_name(names: list[str], index: int, ext: str) -> str:

@@ -20,13 +20,15 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO
 
+from workers.archives import MemberKind, MemberRefused, member_kind, member_path
 from workers.jobs import JobInputError
+from workers.media import IMAGE_SUFFIX_LIST
 
 logger = logging.getLogger(__name__)
 
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 NAMES_FILE = "names.json"  # fresh file name -> the archive entry it came from
 DONE_MARKER = ".complete"  # written last: a folder without it is an interrupted extraction
 
@@ -73,61 +75,63 @@ def _extract(archive: Path, out_dir: Path, what: str, limits: DatasetLimits, kee
     total = 0
     with zf:
         for info in zf.infolist():
-            name = info.filename
-            path = PurePosixPath(name.replace("\\", "/"))
-            # Drive letters ("C:") count as absolute too: the archive may come from Windows.
-            if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
-                raise JobInputError(
-                    "bad_dataset", f"{what} archive member {name!r} has an unsafe path; refused"
-                )
-            if info.is_dir() or path.suffix.lower() not in IMAGE_SUFFIXES or _is_hidden(path):
-                continue
-            mode = info.external_attr >> 16
-            if mode and not (stat.S_ISREG(mode) or stat.S_IFMT(mode) == 0):
-                # A symbolic link (or device) named like an image holds a path, not pixels.
-                raise JobInputError(
-                    "bad_dataset", f"{what} archive member {name!r} is a link, not an image file; refused"
-                )
-            if info.file_size > limits.max_member_bytes:
-                raise JobInputError(
-                    "bad_dataset",
-                    f"{what} archive member {name!r} is {info.file_size} bytes uncompressed; "
-                    f"the limit is {limits.max_member_bytes}",
-                )
-            total += info.file_size
-            if len(names) + 1 > limits.max_images or total > limits.max_total_bytes:
-                raise JobInputError(
-                    "bad_dataset",
-                    f"{what} archive holds more than {limits.max_images} images or "
-                    f"{limits.max_total_bytes} uncompressed bytes; split or shrink the dataset",
-                )
+            try:
+                if member_kind(info) != MemberKind.image:
+                    continue
+            except MemberRefused as exc:
+                raise JobInputError("bad_dataset", f"{what} archive {exc}") from exc
+            total += _check_member_size(info, what, limits, len(names), total)
+            path = member_path(info)
             fresh = _safe_base_name(path) if keep_names else f"{len(names):06d}{path.suffix.lower()}"
             if fresh in names:
                 raise JobInputError(
                     "bad_dataset", f"{what} archive has two images named {path.name!r}; names must be unique"
                 )
-            target = out_dir / fresh
-            try:
-                with zf.open(info) as src, target.open("wb") as dst:
-                    # The header's file_size can lie; copy at most the limit plus one byte and check.
-                    shutil.copyfileobj(_Capped(src, limits.max_member_bytes + 1), dst)
-            except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-                # A bad CRC, a false size or damaged deflate data: the user's archive is broken, not the worker.
-                raise JobInputError(
-                    "bad_dataset", f"{what} archive member {name!r} is damaged ({exc}); zip it again"
-                ) from exc
-            if target.stat().st_size > limits.max_member_bytes:
-                raise JobInputError(
-                    "bad_dataset", f"{what} archive member {name!r} expands beyond its declared size"
-                )
-            names[target.name] = name
+            _copy_member(zf, info, out_dir / fresh, what, limits)
+            names[fresh] = info.filename
     if len(names) < limits.min_images:
         raise JobInputError(
-            "bad_dataset",
-            f"{what} archive holds no images (.jpg, .jpeg, .png, .webp, .bmp); nothing to train on",
+            "bad_dataset", f"{what} archive holds no images ({IMAGE_SUFFIX_LIST}); nothing to train on"
         )
     (out_dir / NAMES_FILE).write_text(json.dumps(names))
     return len(names)
+
+
+def _check_member_size(
+    info: zipfile.ZipInfo, what: str, limits: DatasetLimits, count: int, total: int
+) -> int:
+    """The member's declared size, after checking it and the archive's running totals against the limits."""
+    if info.file_size > limits.max_member_bytes:
+        raise JobInputError(
+            "bad_dataset",
+            f"{what} archive member {info.filename!r} is {info.file_size} bytes uncompressed; "
+            f"the limit is {limits.max_member_bytes}",
+        )
+    if count + 1 > limits.max_images or total + info.file_size > limits.max_total_bytes:
+        raise JobInputError(
+            "bad_dataset",
+            f"{what} archive holds more than {limits.max_images} images or "
+            f"{limits.max_total_bytes} uncompressed bytes; split or shrink the dataset",
+        )
+    return info.file_size
+
+
+def _copy_member(
+    zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, what: str, limits: DatasetLimits
+) -> None:
+    try:
+        with zf.open(info) as src, target.open("wb") as dst:
+            # The header's file_size can lie; copy at most the limit plus one byte and check.
+            shutil.copyfileobj(_Capped(src, limits.max_member_bytes + 1), dst)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        # A bad CRC, a false size or damaged deflate data: the user's archive is broken, not the worker.
+        raise JobInputError(
+            "bad_dataset", f"{what} archive member {info.filename!r} is damaged ({exc}); zip it again"
+        ) from exc
+    if target.stat().st_size > limits.max_member_bytes:
+        raise JobInputError(
+            "bad_dataset", f"{what} archive member {info.filename!r} expands beyond its declared size"
+        )
 
 
 def _safe_base_name(path: PurePosixPath) -> str:
@@ -136,15 +140,10 @@ def _safe_base_name(path: PurePosixPath) -> str:
     return f"{stem}{path.suffix.lower()}"
 
 
-def _is_hidden(path: PurePosixPath) -> bool:
-    """macOS resource forks (__MACOSX/, ._name) and dot files are archive noise, not images."""
-    return any(part.startswith(".") or part == "__MACOSX" for part in path.parts)
-
-
 class _Capped:
     """A read-only file wrapper that stops after `limit` bytes."""
 
-    def __init__(self, raw: object, limit: int) -> None:
+    def __init__(self, raw: IO[bytes], limit: int) -> None:
         self._raw = raw
         self._left = limit
 
@@ -152,7 +151,7 @@ class _Capped:
         if self._left <= 0:
             return b""
         size = self._left if size < 0 else min(size, self._left)
-        data = self._raw.read(size)  # type: ignore[attr-defined]
+        data = self._raw.read(size)
         self._left -= len(data)
         return data
 
@@ -281,11 +280,12 @@ def user_message(message: str, folders: dict[str, Path]) -> str:
     and object reprs removed, so a job error names only what the user sent."""
     for part, folder in folders.items():
         names_file = folder / NAMES_FILE
-        names = json.loads(names_file.read_text()) if names_file.is_file() else {}
+        names: dict[str, str] = json.loads(names_file.read_text()) if names_file.is_file() else {}
         pattern = re.compile(re.escape(str(folder)) + r"/([^\s:]+)")
-        message = pattern.sub(
-            lambda m, part=part, names=names: f"{part} archive entry {names.get(m.group(1), m.group(1))!r}",
-            message,
-        )
+
+        def entry(match: re.Match[str], part: str = part, names: dict[str, str] = names) -> str:
+            return f"{part} archive entry {names.get(match.group(1), match.group(1))!r}"
+
+        message = pattern.sub(entry, message)
         message = message.replace(str(folder), f"{part} archive")
     return _ADDRESS.sub("", message)

@@ -12,14 +12,18 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from animegan.errors import AnimeGANError
 from animegan.inference import InferenceOptions, Stylizer
-from animegan.weights import load_generator
+from animegan.weights import LoadedGenerator, load_generator
 from workers.jobs import JobInputError
+from workers.json_types import JSONObject
 from workers.registry import ModelRegistry
 from workers.storage import NotFound, ObjectStore
+
+if TYPE_CHECKING:
+    from torch import nn
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +36,8 @@ class CachedModel:
 
     name: str
     version: str
-    generator: Any  # torch.nn.Module in eval mode on the worker's device
-    config: dict[str, Any]
+    generator: nn.Module  # in eval mode on the worker's device
+    config: JSONObject
     stylizers: dict[InferenceOptions, Stylizer] = field(default_factory=dict)
 
 
@@ -121,9 +125,10 @@ class ModelCache:
         if source.path is not None:
             loaded = self._load_file(source.name, source.path)
         else:
+            assert source.key is not None  # a ModelSource has a path or a key
             with tempfile.TemporaryDirectory(prefix="animegan-model-") as tmp:
                 # Keep the suffix: load_generator tells a safetensors export from a .pt file by its name.
-                local = Path(tmp) / Path(source.key or "").name
+                local = Path(tmp) / Path(source.key).name
                 try:
                     self._store.get_file(source.key, local)
                 except NotFound as exc:
@@ -138,7 +143,7 @@ class ModelCache:
             name=source.name, version=source.version, generator=loaded.model, config=loaded.config.to_dict()
         )
 
-    def _load_file(self, name: str, path: Path) -> Any:
+    def _load_file(self, name: str, path: Path) -> LoadedGenerator:
         try:
             return load_generator(path, device=self._device)
         except AnimeGANError as exc:

@@ -7,29 +7,32 @@ object instead of leaving a second copy.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from PIL import Image
 
 from animegan.errors import AnimeGANError
 from animegan.inference import InferenceOptions, default_batch_size, encode_image, load_image
 from workers import keys
-from workers.contracts import ImageSpec, StylizeSpec, VideoSpec
-from workers.jobs import JobContext, JobInputError, begin, check_cancel, fail, job_spec, succeed
+from workers.contracts.images import ImageSpec, StylizeResult, StylizeSpec
+from workers.contracts.video import VideoSpec
+from workers.jobs import JobContext, JobInputError, begin, check_cancel, job_spec, succeed
 from workers.storage import NotFound
 
 logger = logging.getLogger(__name__)
 
 
-def inference_options(ctx: JobContext, spec: ImageSpec | VideoSpec, **extra: Any) -> InferenceOptions:
-    """The spec's sizing with this worker's precision and batch size."""
+def inference_options(
+    ctx: JobContext, spec: ImageSpec | VideoSpec, keep_alpha: bool = True, faces: bool = True
+) -> InferenceOptions:
+    """The spec's sizing with this worker's precision and batch size (keep_alpha, faces: InferenceOptions')."""
     try:
         return InferenceOptions(
             size_mode=spec.size_mode.value,
             max_side=spec.max_side,
             precision=ctx.settings.inference_precision,
             batch_size=ctx.settings.inference_batch_size or default_batch_size(ctx.device),
-            **extra,
+            keep_alpha=keep_alpha,
+            faces=faces,
         )
     except (AnimeGANError, ValueError) as exc:
         raise JobInputError("bad_params", f"inference options are invalid: {exc}") from exc
@@ -62,29 +65,22 @@ def run_stylize(ctx: JobContext, job_id: str, input_key: str, redelivered: bool 
     record = begin(ctx, job_id, redelivered)
     if record is None:
         return
+    spec = job_spec(record, StylizeSpec)
+    model = ctx.models.get(spec.model, record.owner)
+    options = inference_options(ctx, spec)
+    image = read_image(ctx, input_key)
+    check_cancel(ctx, job_id)
     try:
-        spec = job_spec(record, StylizeSpec)
-        model = ctx.models.get(spec.model, record.owner)
-        options = inference_options(ctx, spec)
-        image = read_image(ctx, input_key)
-        check_cancel(ctx, job_id)
-        try:
-            result = ctx.models.stylizer(model, options).stylize(image)
-        except AnimeGANError as exc:
-            raise JobInputError("bad_image", f"input {input_key!r} could not be stylized: {exc}") from exc
-        key = write_output(ctx, job_id, 0, result, spec)
-    except JobInputError as exc:
-        fail(ctx, job_id, exc.code, exc.message)
-        return
+        result = ctx.models.stylizer(model, options).stylize(image)
+    except AnimeGANError as exc:
+        raise JobInputError("bad_image", f"input {input_key!r} could not be stylized: {exc}") from exc
+    key = write_output(ctx, job_id, 0, result, spec)
     ctx.jobs.mark_item_done(job_id, 0)
     ctx.jobs.set_progress(job_id)  # publishes done 1/1 before the status event
     succeed(
         ctx,
         job_id,
-        {
-            "output_key": key,
-            "width": result.width,
-            "height": result.height,
-            "content_type": spec.media.content_type,
-        },
+        StylizeResult(
+            output_key=key, width=result.width, height=result.height, content_type=spec.media.content_type
+        ),
     )

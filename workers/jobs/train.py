@@ -15,23 +15,27 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import redis
 
 from animegan.errors import AnimeGANError, DatasetError
-from animegan.training import TrainConfig, Trainer, TrainProgress
+from animegan.training import TrainConfig, Trainer, TrainProgress, TrainResult
 from animegan.training.checkpoint import checkpoint_path
 from animegan.training.trainer import CONFIG_FILE, LOSSES_FILE
 from workers import keys
-from workers.contracts import DatasetArchive, TrainingMode, TrainingSpec
+from workers.contracts.training import DatasetArchive, TrainingMode, TrainingResult, TrainingSpec
 from workers.exceptions import ModelExists
 from workers.jobs import JobContext, JobInputError, begin, cancel, fail, job_spec, succeed
 from workers.jobs.datasets import DatasetCache, DatasetLimits, evict_files, user_message
 from workers.storage import NotFound
+
+if TYPE_CHECKING:
+    from workers.jobstore import JobRecord
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +45,8 @@ DATASET_CACHE = Path(tempfile.gettempdir()) / "animegan-datasets"
 SMOOTH_CACHE = Path(tempfile.gettempdir()) / "animegan-smooth-cache"
 # Newest sample grids listed in the job's progress (all stay in storage).
 SAMPLES_LISTED = 20
+# True once the worker is shutting down (SIGTERM): workers.tasks.runtime.shutdown_requested.
+StopCheck = Callable[[], bool]
 
 
 class SegmentOutcome(StrEnum):
@@ -61,7 +67,7 @@ class ShuttingDown(Exception):
     """SIGTERM arrived before training started (restore, download, unpack): hand the segment on at once."""
 
 
-def _stop_if_shutting_down(shutdown_requested: Any, job_id: str, phase: str) -> None:
+def _stop_if_shutting_down(shutdown_requested: StopCheck | None, job_id: str, phase: str) -> None:
     # Between the phases that come before the trainer's own per-step check: a preempted pod must not spend
     # its grace period downloading a dataset it will never train on.
     if shutdown_requested is not None and shutdown_requested():
@@ -116,7 +122,7 @@ class SegmentHooks:
     job_id: str
     token: int
     keep_checkpoints: int  # uploaded checkpoints kept in storage (older ones deleted)
-    shutdown_requested: Any = None  # callable() -> bool: the worker is shutting down (SIGTERM)
+    shutdown_requested: StopCheck | None = None
     keeper: LeaseKeeper | None = None
     fenced_off: bool = False
     run_dir: Path | None = None  # trainer's folder: config.json and losses.jsonl go up with checkpoints
@@ -273,14 +279,19 @@ def _model_file(ctx: JobContext, name: str | None, field: str, owner: str, work:
     source = ctx.models.resolve(name, owner)
     if source.path is not None:
         return source.path
-    local = work / field / Path(source.key or "generator.safetensors").name
+    assert source.key is not None  # a ModelSource has a path or a key
+    local = work / field / Path(source.key).name
     local.parent.mkdir(parents=True, exist_ok=True)
     ctx.store.get_file(source.key, local)
     return local
 
 
 def run_segment(
-    ctx: JobContext, job_id: str, segment: int, redelivered: bool = False, shutdown_requested: Any = None
+    ctx: JobContext,
+    job_id: str,
+    segment: int,
+    redelivered: bool = False,
+    shutdown_requested: StopCheck | None = None,
 ) -> SegmentOutcome:
     """Train one bounded segment of a job; see SegmentOutcome for what the caller does next."""
     record = begin(ctx, job_id, redelivered)
@@ -301,36 +312,23 @@ def run_segment(
         return SegmentOutcome.lost_lease
     except ShuttingDown:
         return SegmentOutcome.paused
-    except JobInputError as exc:
-        fail(ctx, job_id, exc.code, exc.message)
-        return SegmentOutcome.finished
     finally:
         ctx.leases.release(job_id, token)
 
 
 def _train_under_lease(
-    ctx: JobContext, record: Any, segment: int, keeper: LeaseKeeper, shutdown_requested: Any
+    ctx: JobContext,
+    record: JobRecord,
+    segment: int,
+    keeper: LeaseKeeper,
+    shutdown_requested: StopCheck | None,
 ) -> SegmentOutcome:
     job_id, token = record.id, keeper.token
     spec = job_spec(record, TrainingSpec)
     with tempfile.TemporaryDirectory(prefix=f"animegan-train-{job_id}-") as tmp:
         work = Path(tmp)
         run_dir = work / "run"
-        config = train_config(ctx, spec)
-        resumed_from = _restore_latest_checkpoint(ctx, job_id, run_dir)
-        _stop_if_shutting_down(shutdown_requested, job_id, "restoring the checkpoint")
-        if resumed_from == 0:
-            init = _model_file(ctx, spec.fine_tune_from, "fine_tune_from", record.owner, work)
-            if init is not None:
-                config = config.replace(init_generator=str(init), skip_init=spec.tuning.skip_init)
-        if config.mode == "distill":
-            teacher = _model_file(ctx, spec.teacher, "teacher", record.owner, work)
-            if teacher is None:
-                raise JobInputError(
-                    "bad_params", "a distill job needs params.teacher: the model to learn from"
-                )
-            config = config.replace(teacher=str(teacher))
-        _stop_if_shutting_down(shutdown_requested, job_id, "fetching the models")
+        config, resumed_from = _resume(ctx, record, spec, work, run_dir, shutdown_requested)
         data = _fetch_dataset(ctx, spec)
         _stop_if_shutting_down(shutdown_requested, job_id, "fetching the dataset")
         ctx.jobs.set_progress(job_id, segment=segment, resumed_from_step=resumed_from)
@@ -346,25 +344,7 @@ def _train_under_lease(
         hooks = SegmentHooks(
             ctx, job_id, token, config.keep_checkpoints, shutdown_requested, keeper, run_dir=run_dir
         )
-        try:
-            trainer = Trainer(
-                config,
-                photos=data["photos"],
-                styles=data.get("styles"),
-                targets=data.get("targets"),
-                run_dir=run_dir,
-                progress=hooks.progress,
-                should_stop=hooks.should_stop,
-                on_checkpoint=hooks.on_checkpoint,
-                on_sample=hooks.on_sample,
-            )
-            result = trainer.run(max_seconds=ctx.settings.train_segment_seconds)
-        except AnimeGANError as exc:
-            # The library names files by their path on this machine; the user knows their archive entries.
-            message = user_message(str(exc), data)
-            raise JobInputError(
-                "bad_dataset" if isinstance(exc, DatasetError) else "bad_params", message
-            ) from exc
+        trainer, result = _run_trainer(ctx, config, data, run_dir, hooks)
         if hooks.lost:
             raise LeaseLost(job_id)
         if result.status == "completed":
@@ -377,8 +357,59 @@ def _train_under_lease(
         return SegmentOutcome.paused
 
 
+def _resume(
+    ctx: JobContext,
+    record: JobRecord,
+    spec: TrainingSpec,
+    work: Path,
+    run_dir: Path,
+    shutdown_requested: StopCheck | None,
+) -> tuple[TrainConfig, int]:
+    """The segment's config and the step it resumes from: the latest checkpoint restored into run_dir, or (on
+    the first segment) the fine-tuning start; a distill run's teacher fetched either way."""
+    config = train_config(ctx, spec)
+    resumed_from = _restore_latest_checkpoint(ctx, record.id, run_dir)
+    _stop_if_shutting_down(shutdown_requested, record.id, "restoring the checkpoint")
+    if resumed_from == 0:
+        init = _model_file(ctx, spec.fine_tune_from, "fine_tune_from", record.owner, work)
+        if init is not None:
+            config = config.replace(init_generator=str(init), skip_init=spec.tuning.skip_init)
+    if config.mode == "distill":
+        teacher = _model_file(ctx, spec.teacher, "teacher", record.owner, work)
+        if teacher is None:
+            raise JobInputError("bad_params", "a distill job needs params.teacher: the model to learn from")
+        config = config.replace(teacher=str(teacher))
+    _stop_if_shutting_down(shutdown_requested, record.id, "fetching the models")
+    return config, resumed_from
+
+
+def _run_trainer(
+    ctx: JobContext, config: TrainConfig, data: dict[str, Path], run_dir: Path, hooks: SegmentHooks
+) -> tuple[Trainer, TrainResult]:
+    """Train until the segment's time budget, the run's end, a stop request or a lost lease."""
+    try:
+        trainer = Trainer(
+            config,
+            photos=data["photos"],
+            styles=data.get("styles"),
+            targets=data.get("targets"),
+            run_dir=run_dir,
+            progress=hooks.progress,
+            should_stop=hooks.should_stop,
+            on_checkpoint=hooks.on_checkpoint,
+            on_sample=hooks.on_sample,
+        )
+        return trainer, trainer.run(max_seconds=ctx.settings.train_segment_seconds)
+    except AnimeGANError as exc:
+        # The library names files by their path on this machine; the user knows their archive entries.
+        message = user_message(str(exc), data)
+        raise JobInputError(
+            "bad_dataset" if isinstance(exc, DatasetError) else "bad_params", message
+        ) from exc
+
+
 def _complete(
-    ctx: JobContext, record: Any, name: str, trainer: Trainer, work: Path, step: int
+    ctx: JobContext, record: JobRecord, name: str, trainer: Trainer, work: Path, step: int
 ) -> SegmentOutcome:
     """Export the generator, register it for the owner (usable at once), then mark the job succeeded."""
     export = work / "generator.safetensors"
@@ -401,5 +432,5 @@ def _complete(
                 f"a model named {name!r} appeared while training; retrain under another name",
             )
             return SegmentOutcome.finished
-    succeed(ctx, record.id, {"model": name, "model_key": key, "steps": step})
+    succeed(ctx, record.id, TrainingResult(model=name, model_key=key, steps=step))
     return SegmentOutcome.finished

@@ -14,18 +14,21 @@ import tempfile
 import time
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from animegan.errors import AnimeGANError, VideoError
 from animegan.video import EncodeOptions, Segment, StopVideo, join_segments, probe_video, stylize_video
-from workers import keys, media, redis_keys
-from workers.contracts import VideoSpec
+from workers import keys
+from workers.contracts.video import MP4, VideoResult, VideoSpec
 from workers.jobs import JobCanceled, JobContext, JobInputError, begin, check_cancel, job_spec, succeed
 from workers.jobs.stylize import inference_options
 from workers.storage import NotFound
 
+if TYPE_CHECKING:
+    from animegan.inference import Stylizer
+
 logger = logging.getLogger(__name__)
 
-MP4 = media.by_format("mp4")
 PROGRESS_EVERY_SECONDS = 1.0  # at most one progress event per segment and second
 
 
@@ -46,17 +49,9 @@ def _download_source(ctx: JobContext, spec: VideoSpec, folder: Path) -> Path:
     return path
 
 
-def _segments_done(ctx: JobContext, job_id: str) -> set[int]:
-    return {int(i) for i in ctx.jobs.redis.smembers(redis_keys.job_video_segments(job_id))}
-
-
-def _record_frames(ctx: JobContext, job_id: str, segment: int, frames: int, **fields: object) -> None:
+def _record_frames(ctx: JobContext, job_id: str, segment: int, frames: int, **fields: int) -> None:
     """Frames stylized so far in `segment`; the job's done count is the sum over its segments."""
-    key = redis_keys.job_video_frames(job_id)
-    redis = ctx.jobs.redis
-    redis.hset(key, str(segment), frames)
-    redis.expire(key, ctx.settings.job_ttl_seconds)
-    done = sum(int(v) for v in redis.hvals(key))
+    done = ctx.jobs.record_segment_frames(job_id, segment, frames)
     ctx.jobs.set_progress(job_id, done=done, **fields)
 
 
@@ -71,16 +66,38 @@ def run_video_segment(ctx: JobContext, job_id: str, segment: int, redelivered: b
         raise JobInputError(
             "bad_params", f"segment {segment} of a video with {len(params.segments)} segments"
         )
-    if segment in _segments_done(ctx, job_id):
+    if segment in ctx.jobs.segments_written(job_id):
         logger.info("job %s: segment %d already written", job_id, segment)
-        return len(_segments_done(ctx, job_id)) == len(params.segments)
-    spec = Segment.from_dict(params.segments[segment].model_dump())
+        return len(ctx.jobs.segments_written(job_id)) == len(params.segments)
     options = inference_options(ctx, params, keep_alpha=False, faces=False)  # no per-frame face pass
     try:
         encode = EncodeOptions(crf=params.crf, preset=params.preset)
     except (AnimeGANError, ValueError) as exc:
         raise JobInputError("bad_params", f"video options are invalid: {exc}") from exc
     stylizer = ctx.models.stylizer(ctx.models.get(params.model, record.owner), options)
+    started = time.time()
+    frames = _encode_segment(ctx, job_id, params, segment, stylizer, encode)
+    if ctx.jobs.mark_segment_written(job_id, segment):
+        ctx.jobs.append_progress(
+            job_id,
+            "segments",
+            {
+                "segment": segment,
+                "frames": frames,
+                "worker": worker_name(),
+                "seconds": round(time.time() - started, 3),
+            },
+        )
+    written = ctx.jobs.segments_written(job_id)
+    _record_frames(ctx, job_id, segment, frames, segments_done=len(written))
+    logger.info("job %s: segment %d written (%d frames)", job_id, segment, frames)
+    return len(written) == len(params.segments)
+
+
+def _encode_segment(
+    ctx: JobContext, job_id: str, params: VideoSpec, segment: int, stylizer: Stylizer, encode: EncodeOptions
+) -> int:
+    """Stylize segment `segment` of the source into keys.video_segment; the frames it holds."""
     last = [0.0]
 
     def progress(frames: int) -> None:
@@ -92,14 +109,13 @@ def run_video_segment(ctx: JobContext, job_id: str, segment: int, redelivered: b
     with tempfile.TemporaryDirectory(prefix="animegan-video-") as tmp:
         source = _download_source(ctx, params, Path(tmp))
         out = Path(tmp) / "segment.mp4"
-        started = time.time()
         try:
             result = stylize_video(
                 source,
                 out,
                 stylizer,
                 encode=encode,
-                segment=spec,
+                segment=Segment.from_dict(params.segments[segment].model_dump()),
                 audio=False,
                 progress=progress,
                 should_stop=lambda: ctx.jobs.is_cancel_requested(job_id),
@@ -110,23 +126,7 @@ def run_video_segment(ctx: JobContext, job_id: str, segment: int, redelivered: b
             raise JobInputError("bad_video", f"segment {segment}: {exc}") from exc
         # Written before it is counted (and before the task is acknowledged): a redelivery overwrites it.
         ctx.store.put_file(keys.video_segment(job_id, segment), out, content_type=MP4.content_type)
-    first = bool(ctx.jobs.redis.sadd(redis_keys.job_video_segments(job_id), segment))
-    ctx.jobs.redis.expire(redis_keys.job_video_segments(job_id), ctx.settings.job_ttl_seconds)
-    if first:
-        ctx.jobs.append_progress(
-            job_id,
-            "segments",
-            {
-                "segment": segment,
-                "frames": result.frames,
-                "worker": worker_name(),
-                "seconds": round(time.time() - started, 3),
-            },
-        )
-    written = _segments_done(ctx, job_id)
-    _record_frames(ctx, job_id, segment, result.frames, segments_done=len(written))
-    logger.info("job %s: segment %d written (%d frames)", job_id, segment, result.frames)
-    return len(written) == len(params.segments)
+    return result.frames
 
 
 def run_join(ctx: JobContext, job_id: str) -> None:
@@ -137,7 +137,7 @@ def run_join(ctx: JobContext, job_id: str) -> None:
         return
     params = job_spec(record, VideoSpec)
     count = len(params.segments)
-    written = _segments_done(ctx, job_id)
+    written = ctx.jobs.segments_written(job_id)
     if len(written) < count:
         logger.info("job %s: %d of %d segments written; the last one joins", job_id, len(written), count)
         return
@@ -166,15 +166,15 @@ def run_join(ctx: JobContext, job_id: str) -> None:
     succeed(
         ctx,
         job_id,
-        {
-            "output_key": key,
-            "content_type": MP4.content_type,
-            "width": info.width,
-            "height": info.height,
-            "frames": info.frames,
-            "fps": info.fps,
-            "duration": info.duration,
-            "audio": info.audio_codec is not None,
-            "segments": count,
-        },
+        VideoResult(
+            output_key=key,
+            content_type=MP4.content_type,
+            width=info.width,
+            height=info.height,
+            frames=info.frames,
+            fps=info.fps,
+            duration=info.duration,
+            audio=info.audio_codec is not None,
+            segments=count,
+        ),
     )

@@ -14,16 +14,20 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 import httpx
 
+from workers.json_types import JSONObject
 from workers.webhook_targets import (
     WebhookTarget,
     WebhookTargetRefused,
     WebhookTargetUnresolved,
     resolve_webhook_target,
 )
+
+if TYPE_CHECKING:
+    from workers.jobstore import JobRecord
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +72,7 @@ def verify(
     body: bytes,
     tolerance_seconds: int = DEFAULT_TOLERANCE_SECONDS,
     now: float | None = None,
-) -> dict[str, Any]:
+) -> JSONObject:
     """Check a received delivery and return its decoded JSON body.
 
     `headers` may be any case-insensitive mapping or a plain dict (keys are matched lower-cased). Raises
@@ -125,13 +129,13 @@ PUBLIC_FIELDS = ("id", "kind", "status", "params", "progress", "created_at", "st
                  "attempts", "error", "result", "webhook_url")  # fmt: skip
 
 
-def public_view(record: Any) -> dict[str, Any]:
+def public_view(record: JobRecord) -> JSONObject:
     """The part of a JobRecord that a webhook body carries."""
     data = record.to_dict()
     return {name: data.get(name) for name in PUBLIC_FIELDS}
 
 
-def build_message(job_public: dict[str, Any], status: str) -> WebhookMessage:
+def build_message(job_public: JSONObject, status: str) -> WebhookMessage:
     """The JSON body `{"type": "job.<status>", "timestamp", "data": <job public view>}` and its stable id."""
     payload = {
         "type": f"job.{status}",

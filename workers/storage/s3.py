@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,9 @@ from workers.storage.base import ObjectStore, content_disposition
 
 if TYPE_CHECKING:
     from workers.settings import ServiceSettings
+
+# Any: boto3 has no type hints (its client classes are generated at run time) and no stub package is pinned.
+S3Client = Any
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +55,7 @@ class S3Store(ObjectStore):
         self.prefix = prefix if not prefix or prefix.endswith("/") else f"{prefix}/"
         self.endpoint_url = endpoint_url
         self.public_endpoint_url = public_endpoint_url
-        self._client_kwargs: dict[str, Any] = {
+        self._client_kwargs: dict[str, Any] = {  # Any: boto3.client's options of mixed types
             "region_name": region,
             "aws_access_key_id": access_key_id,
             "aws_secret_access_key": secret_access_key,
@@ -69,7 +73,7 @@ class S3Store(ObjectStore):
             multipart_threshold=multipart_threshold, multipart_chunksize=multipart_chunksize
         )
         self._lock = threading.Lock()
-        self._clients: dict[str | None, Any] = {}
+        self._clients: dict[str | None, S3Client] = {}
         self._pid = os.getpid()
 
     @classmethod
@@ -93,7 +97,7 @@ class S3Store(ObjectStore):
     def __repr__(self) -> str:
         return f"S3Store(s3://{self.bucket}/{self.prefix}, endpoint={self.endpoint_url})"
 
-    def _client_for(self, endpoint: str | None) -> Any:
+    def _client_for(self, endpoint: str | None) -> S3Client:
         with self._lock:
             if self._pid != os.getpid():
                 self._clients.clear()
@@ -105,14 +109,14 @@ class S3Store(ObjectStore):
             return client
 
     @property
-    def client(self) -> Any:
+    def client(self) -> S3Client:
         return self._client_for(self.endpoint_url)
 
     def _full(self, key: str) -> str:
         return self.prefix + validate_key(key)
 
     @contextmanager
-    def _errors(self, action: str, key: str):
+    def _errors(self, action: str, key: str) -> Iterator[None]:
         """Translate boto errors: a missing object is NotFound, anything else (after retries) StorageError."""
         try:
             yield
@@ -169,7 +173,7 @@ class S3Store(ObjectStore):
 
     def list(self, prefix: str = "") -> list[str]:
         validate_prefix(prefix)
-        keys = []
+        keys: list[str] = []
         with self._errors("list", prefix):
             paginator = self.client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
@@ -202,7 +206,7 @@ class S3Store(ObjectStore):
     def presign_put(
         self, key: str, expires: int, content_type: str | None = None, content_length: int | None = None
     ) -> str | None:
-        params = {"Bucket": self.bucket, "Key": self._full(key)}
+        params: dict[str, str | int] = {"Bucket": self.bucket, "Key": self._full(key)}
         if content_type:
             # The signature then covers Content-Type: the client must send exactly this header.
             params["ContentType"] = content_type
@@ -214,7 +218,7 @@ class S3Store(ObjectStore):
                 "put_object", Params=params, ExpiresIn=int(expires)
             )
 
-    def _probe_client(self, timeout_seconds: float) -> Any:
+    def _probe_client(self, timeout_seconds: float) -> S3Client:
         """A client that tries once and waits at most `timeout_seconds` to connect and for each read."""
         key = f"probe:{timeout_seconds}"
         with self._lock:

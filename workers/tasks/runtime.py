@@ -1,0 +1,173 @@
+"""What every Celery task shares: the process's JobContext, the warm-shutdown flag, and job_outcome, which
+turns whatever a job function raises into a recorded outcome (retrying transient faults with backoff).
+
+Importing this module loads no torch: the job modules (and torch) are imported in the worker child, so
+CUDA is never initialised in the parent before fork.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import redis
+from celery import Task
+from celery.exceptions import Retry
+from celery.signals import worker_init, worker_process_init, worker_shutting_down
+from kombu.exceptions import OperationalError
+
+from workers import enqueue
+from workers.contracts.webhooks import webhook_message
+from workers.exceptions import StorageError
+from workers.settings import WorkerSettings, load_settings
+
+if TYPE_CHECKING:
+    from multiprocessing.synchronize import Event
+
+    from workers.jobs import JobContext
+
+logger = logging.getLogger(__name__)
+
+# Transient faults: storage or Redis hiccups. Retried with exponential backoff for
+# ANIMEGAN_TRANSIENT_RETRY_SECONDS, then the job fails (a batch keeps its finished images).
+TRANSIENT = (StorageError, redis.RedisError, ConnectionError, TimeoutError)
+RETRY_BASE_SECONDS = 2.0
+RETRY_CAP_SECONDS = 60.0
+
+_context: JobContext | None = None  # this process's, built on first use
+_shutdown: Event | None = None  # set by the parent on warm shutdown, inherited by children
+
+
+@worker_init.connect
+def _create_shutdown_flag(**_: object) -> None:
+    """Created in the parent before the pool forks so every child shares it."""
+    global _shutdown
+    _shutdown = multiprocessing.get_context("fork").Event()
+
+
+@worker_shutting_down.connect
+def _announce_shutdown(**_: object) -> None:
+    """Warm shutdown (SIGTERM): training segments stop at the next step, checkpoint and requeue."""
+    if _shutdown is not None:
+        _shutdown.set()
+
+
+def shutdown_requested() -> bool:
+    return _shutdown is not None and _shutdown.is_set()
+
+
+@worker_process_init.connect
+def _init_child(**_: object) -> None:
+    """Per child: torch threads and device, then the job context (Redis, storage, model cache)."""
+    context()
+
+
+def context() -> JobContext:
+    """The process's JobContext; built lazily so solo pools and tests get one too."""
+    global _context
+    if _context is None:
+        _context = build_context(load_settings(WorkerSettings))
+    return _context
+
+
+def build_context(settings: WorkerSettings) -> JobContext:
+    import torch
+
+    from workers.jobs import JobContext
+    from workers.jobs.models import ModelCache
+    from workers.jobstore import JobStore
+    from workers.lease import TrainingLease
+    from workers.registry import ModelRegistry
+    from workers.storage import open_store
+
+    if settings.torch_threads is not None:
+        torch.set_num_threads(settings.torch_threads)
+    device = settings.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    from workers.redis_connection import connect
+
+    client = connect(settings, decode_responses=True)
+    store = open_store(settings)
+    jobs = JobStore.from_settings(client, settings)
+    registry = ModelRegistry(client)
+    models = ModelCache(
+        store, registry, settings.models_dir, device=device, capacity=settings.model_cache_size
+    )
+    logger.info("worker process ready: device=%s torch threads=%d", device, torch.get_num_threads())
+    return JobContext(
+        settings=settings,
+        jobs=jobs,
+        store=store,
+        registry=registry,
+        models=models,
+        leases=TrainingLease(client),
+        device=device,
+        on_terminal=_notify_terminal,
+    )
+
+
+def _notify_terminal(job_id: str) -> None:
+    """Off the hot path: a terminal job with a webhook_url gets a delivery task on the webhooks queue."""
+    try:
+        record = context().jobs.get(job_id)
+        if record is not None and record.webhook_url:
+            enqueue.send(webhook_message(job_id, str(record.status)))
+    except (redis.RedisError, OperationalError) as exc:
+        # The job's outcome is recorded; only its notification is lost, which must not fail the task.
+        logger.error("job %s: could not enqueue its webhook: %s", job_id, exc)
+
+
+def redelivered(task: Task) -> bool:
+    """True when the broker handed this message out again (its worker died before acking it)."""
+    return bool((task.request.delivery_info or {}).get("redelivered"))
+
+
+def transient_delay(attempt: int, settings: WorkerSettings) -> float:
+    """Countdown before retry number `attempt` (0-based): 2, 4, 8, ... s, at most 60 s and half the broker's
+    visibility timeout (a countdown longer than that would get the task handed to a second worker)."""
+    cap = min(RETRY_CAP_SECONDS, settings.visibility_timeout_seconds / 2)
+    return min(cap, RETRY_BASE_SECONDS * 2**attempt)
+
+
+@contextmanager
+def job_outcome(task: Task, job_id: str, give_up: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Turn whatever a job function raises into a recorded outcome; nothing escapes to kill the worker.
+
+    `give_up(message)` replaces failing the job when transient faults outlast the retry budget (a batch chunk
+    fails only its unfinished images).
+    """
+    from workers.jobs import fail, recorded_outcome
+
+    ctx = context()
+    try:
+        with recorded_outcome(ctx, job_id):
+            yield
+    except Retry:
+        raise
+    except TRANSIENT as exc:
+        retries = task.request.retries
+        waited = sum(transient_delay(i, ctx.settings) for i in range(retries))
+        if waited >= ctx.settings.transient_retry_seconds:
+            logger.error("job %s: transient fault outlasted the retry budget: %s", job_id, exc)
+            # The details (endpoints, keys) are for the operators' logs; the job says what kind of fault.
+            message = (
+                f"object storage or Redis stayed unreachable for about {waited:.0f} s "
+                f"({type(exc).__name__}); gave up after {retries} retries"
+            )
+            if give_up is not None:
+                give_up(message)
+            else:
+                fail(ctx, job_id, "transient_error", message)
+            return
+        delay = transient_delay(retries, ctx.settings)
+        logger.warning("job %s: transient fault (%s); retry in %.0f s", job_id, exc, delay)
+        # The budget above decides when to stop; Celery's own cap (None would mean the task's default, 3)
+        # must never fire first.
+        raise task.retry(exc=exc, countdown=delay, max_retries=retries + 1) from exc
+    except Exception as exc:
+        logger.exception("job %s: unexpected error", job_id)
+        fail(ctx, job_id, "internal_error", f"{type(exc).__name__} (details in the operators' logs)")
