@@ -66,6 +66,10 @@ class StyleOptions(FormModel):
         validate_default=True,
         description="longer side in pixels: required with size_mode=max_side, refused with any other size_mode",
     )
+    faces: bool = Field(
+        True,
+        description="portrait path: each face found is stylized again, enlarged, and blended back (false: off)",
+    )
     webhook_url: str | None = Field(
         None, max_length=2048, description="POSTed the job when it ends (http/https)"
     )

@@ -217,6 +217,10 @@ class TrainConfig:
         positive_int("lr_warmup_steps", minimum=0)
         if not isinstance(self.lr_final_ratio, int | float) or not 0 <= self.lr_final_ratio <= 1:
             raise ConfigError(f"TrainConfig.lr_final_ratio={self.lr_final_ratio!r} must be in [0, 1]")
+        if self.mode == "distill" and self.paired_losses.d_smooth > 0:
+            raise ConfigError(
+                "paired_losses.d_smooth needs fixed targets to smooth; the distill mode makes its targets on the fly"
+            )
         try:
             parse_policy(self.d_augment)
         except ValueError as exc:

@@ -204,13 +204,6 @@ class PairedMode(TrainingMode):
 class DistillMode(PairedMode):
     """PairedMode whose targets are a teacher generator's outputs for the photos, made on the fly."""
 
-    def __init__(self, config: TrainConfig, device: torch.device, memory_format: torch.memory_format) -> None:
-        super().__init__(config, device, memory_format)
-        if config.paired_losses.d_smooth > 0:
-            raise ConfigError(
-                "paired_losses.d_smooth needs fixed targets to smooth; the distill mode makes its targets on the fly"
-            )
-
     def check_inputs(self, styles: ImageSource | None, targets: ImageSource | None) -> None:
         if not self.config.teacher:
             raise ConfigError("the distill mode needs TrainConfig.teacher: a generator file to learn from")

@@ -25,14 +25,21 @@ def test_a_stylize_spec_reaches_the_worker_as_the_same_type(alice, api):
         "quality": "80",
         "size_mode": "max_side",
         "max_side": "64",
+        "faces": "false",
     }
     response = alice.post("/v1/stylize", data=form, files={"file": ("cat.png", png_bytes((40, 30)))})
     assert response.status_code == 202, response.text
     spec = job_spec(api.jobs.get(response.json()["id"]), StylizeSpec)
     assert spec == StylizeSpec(
-        model=PUBLIC_MODEL, format="jpeg", quality=80, size_mode="max_side", max_side=64,
+        model=PUBLIC_MODEL, format="jpeg", quality=80, size_mode="max_side", max_side=64, faces=False,
         filename="cat.png", width=40, height=30,
     )  # fmt: skip
+    ctx = SimpleNamespace(settings=SimpleNamespace(inference_precision="fp32", inference_batch_size=1))
+    from workers.jobs.stylize import inference_options
+
+    assert inference_options(ctx, spec).faces is False  # the worker's Stylizer skips the portrait path
+    default = alice.post("/v1/stylize", data={"model": PUBLIC_MODEL}, files={"file": ("a.png", png_bytes())})
+    assert inference_options(ctx, job_spec(api.jobs.get(default.json()["id"]), StylizeSpec)).faces is True
     assert (spec.media.ext, spec.media.content_type) == ("jpg", "image/jpeg")
     assert response.json()["params"] == spec.model_dump(
         mode="json"
@@ -46,6 +53,7 @@ def test_a_training_spec_uses_trainconfigs_names_from_the_form_to_the_trainer(al
         "preset": "v2-paprika", "image_size": 64, "epochs": 3, "init_epochs": 1, "init_lr": 1e-4, "g_lr": 3e-5,
         "d_lr": 5e-5, "max_total_steps": 7, "base_channels": 8, "seed": 3,
         "losses": {"g_adv": 200, "d_adv": 250, "con": 2.0, "sty": 1.0, "color": 12, "tv": 0.5},
+        "paired_losses": {"adv": 0.7, "d_smooth": 0.5, "feature_matching": 2, "color_stats": 1, "outline": 3},
     }  # fmt: skip
     photos, styles = zip_of({"p.png": png_bytes()}), zip_of({"s.png": png_bytes()})
     response = training(alice, photos, styles, hyperparameters=json.dumps(hyper))
@@ -69,6 +77,10 @@ def test_a_training_spec_uses_trainconfigs_names_from_the_form_to_the_trainer(al
         200, 250, 2.0, 1.0, 12, 0.5,
     )  # fmt: skip
     assert losses.d_smooth == 0.005  # not overridden: the v2-paprika preset's own value
+    paired = config.paired_losses
+    assert (paired.adv, paired.d_smooth, paired.feature_matching, paired.color_stats, paired.outline) == (
+        0.7, 0.5, 2, 1, 3,
+    )  # fmt: skip
 
 
 def test_a_record_that_is_not_a_valid_spec_fails_naming_the_field(api):

@@ -31,6 +31,7 @@ class ImageSpec(BaseModel):
     quality: int = Field(95, ge=1, le=100)  # JPEG/WebP quality
     size_mode: SizeMode = SizeMode.reference
     max_side: int | None = Field(None, ge=32, le=8192)
+    faces: bool = True  # the portrait path (animegan.inference.faces); records written before it: on
 
     @property
     def media(self) -> Media:

@@ -68,8 +68,14 @@ class PairedLossWeightOverrides(BaseModel):
     color: float | None = Field(None, ge=0, le=1000, description="YUV colour loss")
     tv: float | None = Field(None, ge=0, le=1000, description="total variation")
     perceptual: float | None = Field(None, ge=0, le=1000, description="VGG19 feature L1 (needs VGG weights)")
+    color_stats: float | None = Field(None, ge=0, le=1000, description="L1 of per-image chroma mean and sd")
+    outline: float | None = Field(None, ge=0, le=1000, description="L1 of the dark-line (black-hat) maps")
     adv: float | None = Field(None, ge=0, le=1000, description="LSGAN term of G; 0 trains no discriminator")
+    feature_matching: float | None = Field(None, ge=0, le=1000, description="L1 of D's features (pix2pixHD)")
     d_adv: float | None = Field(None, ge=0, le=1000, description="weight of the discriminator's loss")
+    d_smooth: float | None = Field(
+        None, ge=0, le=1000, description="D term: edge-smoothed targets as fakes (paired mode only)"
+    )
 
 
 class TrainingHyperparameters(BaseModel):

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 
 def inference_options(
-    ctx: JobContext, spec: ImageSpec | VideoSpec, keep_alpha: bool = True, faces: bool = True
+    ctx: JobContext, spec: ImageSpec | VideoSpec, keep_alpha: bool = True, faces: bool | None = None
 ) -> InferenceOptions:
     """The spec's sizing with this worker's precision and batch size (keep_alpha, faces: InferenceOptions')."""
     try:
@@ -32,7 +32,7 @@ def inference_options(
             precision=ctx.settings.inference_precision,
             batch_size=ctx.settings.inference_batch_size or default_batch_size(ctx.device),
             keep_alpha=keep_alpha,
-            faces=faces,
+            faces=(spec.faces if isinstance(spec, ImageSpec) else False) if faces is None else faces,
         )
     except (AnimeGANError, ValueError) as exc:
         raise JobInputError("bad_params", f"inference options are invalid: {exc}") from exc
