@@ -247,7 +247,10 @@ class WorkerSettings(ServiceSettings):
     worker_idle_exit_seconds: int = Field(default=0, ge=0)
     # Touched every few seconds by the worker's watchdog thread; `animegan worker-alive` checks its age
     # (a liveness probe that needs no Redis).
-    heartbeat_file: Path = Path(tempfile.gettempdir()) / "animegan-worker.heartbeat"
+    heartbeat_file: Path = Field(
+        # A factory, not a value: the API imports this class on a read-only root, where gettempdir() raises.
+        default_factory=lambda: Path(tempfile.gettempdir()) / "animegan-worker.heartbeat"
+    )
 
     @field_validator("queues", mode="before")
     @classmethod
