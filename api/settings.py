@@ -40,6 +40,10 @@ class ApiSettings(ServiceSettings):
     rate_limit_window_seconds: int = Field(default=60, ge=1, le=3600)
     # Seconds between keep-alive comments on an idle server-sent event stream (proxies drop silent ones).
     sse_keepalive_seconds: float = Field(default=15.0, gt=0, le=300)
+    # Server-sent event streams one API process keeps open at once (each holds one Redis connection, no thread);
+    # a stream beyond it gets an `error` event with a retry hint and ends, so the replica's Redis connections
+    # stay bounded (keep replicas x this well under Redis's maxclients).
+    max_event_streams: int = Field(default=500, ge=1, le=10000)
     # Largest page of GET /v1/jobs.
     max_page_size: int = Field(default=200, ge=1, le=1000)
     # Seconds /readyz waits for Redis and for object storage; a slower one is reported not ready (a paused

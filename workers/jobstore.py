@@ -221,7 +221,8 @@ class JobStore:
     def get(self, job_id: str) -> JobRecord | None:
         return self._parse(self.redis.hgetall(self.job_key(job_id)))
 
-    def _parse(self, raw: dict) -> JobRecord | None:
+    @staticmethod
+    def _parse(raw: dict) -> JobRecord | None:
         if not raw:
             return None
         h = {_text(k): _text(v) for k, v in raw.items()}
@@ -439,4 +440,24 @@ class JobStore:
         """A redis PubSub subscribed to the job's events; read with get_message(); close() when done."""
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(self.events_channel(job_id))
+        return pubsub
+
+
+class AsyncJobEvents:
+    """A job's record and its event channel on a redis.asyncio client: the API's event streams wait on the event
+    loop and hold no thread each (a thread per stream starved the pool that sync routes and probes run on)."""
+
+    def __init__(self, redis_client: Any, max_streams: int) -> None:
+        self.redis = redis_client
+        self.max_streams = max_streams
+        self.open_streams = 0  # changed on the event loop only
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        return JobStore._parse(await self.redis.hgetall(redis_keys.job(job_id)))
+
+    async def subscribe(self, job_id: str) -> Any:
+        """A redis.asyncio PubSub subscribed to the job's events; `await get_message(timeout=...)`, then
+        `await aclose()`."""
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(redis_keys.job_events(job_id))
         return pubsub
