@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import zipfile
 from collections import defaultdict
 from collections.abc import Sequence
@@ -123,33 +122,36 @@ def maybe_finalize(ctx: JobContext, job_id: str) -> None:
     item_errors = ctx.jobs.item_errors(job_id)
     outputs: list[JSONObject] = []
     errors: list[JSONObject] = []
-    with tempfile.TemporaryDirectory(prefix="animegan-zip-") as tmp:
-        archive = Path(tmp) / "results.zip"
-        # PNG/JPEG/WebP are already compressed: store them, deflate only the small error list.
-        with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as zf:
-            for index in range(total):
-                key = keys.output(job_id, index, ext)
-                try:
-                    zf.writestr(_entry_name(spec.filenames, index, ext), ctx.store.get_bytes(key))
-                    outputs.append({"index": index, "key": key})
-                except NotFound:
-                    error = item_errors.get(index) or {
-                        "code": "missing_output",
-                        "message": f"no output was written for image {index}",
-                    }
-                    errors.append({"index": index, **error})
-            if errors:
-                zf.writestr("errors.json", json.dumps(errors, indent=2), compress_type=zipfile.ZIP_DEFLATED)
-        if not outputs:
-            fail(
-                ctx,
-                job_id,
-                "all_images_failed",
-                f"all {total} images failed; first error: {errors[0]['message']}",
-            )
-            return
-        archive_key = keys.output_archive(job_id)
-        ctx.store.put_file(archive_key, archive)
+    archive_key = keys.output_archive(job_id)
+    # Streamed into storage as it is built (S3: multipart parts from memory): a batch of 10,000 images needs no
+    # local disk, where a zip built in /tmp outgrew the pod's ephemeral storage and got it evicted.
+    # PNG/JPEG/WebP are already compressed: store them, deflate only the small error list.
+    with (
+        ctx.store.open_write(archive_key, content_type="application/zip") as out,
+        zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as zf,
+    ):
+        for index in range(total):
+            key = keys.output(job_id, index, ext)
+            try:
+                zf.writestr(_entry_name(spec.filenames, index, ext), ctx.store.get_bytes(key))
+                outputs.append({"index": index, "key": key})
+            except NotFound:
+                error = item_errors.get(index) or {
+                    "code": "missing_output",
+                    "message": f"no output was written for image {index}",
+                }
+                errors.append({"index": index, **error})
+        if errors:
+            zf.writestr("errors.json", json.dumps(errors, indent=2), compress_type=zipfile.ZIP_DEFLATED)
+    if not outputs:
+        ctx.store.delete(archive_key)  # an archive of errors only is no result
+        fail(
+            ctx,
+            job_id,
+            "all_images_failed",
+            f"all {total} images failed; first error: {errors[0]['message']}",
+        )
+        return
     succeed(ctx, job_id, BatchResult(archive_key=archive_key, outputs=outputs, errors=errors, total=total))
 
 
