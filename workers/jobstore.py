@@ -23,6 +23,8 @@ from workers.keys import SEGMENT_RE
 
 if TYPE_CHECKING:
     import redis
+    import redis.asyncio
+    from redis.asyncio.client import PubSub as AsyncPubSub
     from redis.client import PubSub
 
     from workers.settings import ServiceSettings
@@ -419,22 +421,38 @@ class JobStore:
         result = self._set_progress(
             keys=[self.job_key(job_id)],
             args=[json.dumps(fields), counters["done"], counters["total"], repr(time.time()),
-                  self.events_channel(job_id), job_id, "", 0],
+                  self.events_channel(job_id), job_id, "", 0, "", ""],
         )  # fmt: skip
         return bool(int(result))
 
-    def append_progress(self, job_id: str, field: str, item: JSONValue, keep_last: int | None = None) -> bool:
-        """Append to a list in the progress (training samples, checkpoints), keeping the newest `keep_last`."""
+    def append_progress(
+        self,
+        job_id: str,
+        field: str,
+        item: JSONValue,
+        keep_last: int | None = None,
+        unique_by: str | None = None,
+    ) -> bool:
+        """Append to a list in the progress (training samples, checkpoints), keeping the newest `keep_last`;
+        with `unique_by`, an earlier item with the same value of that key is replaced (a redelivered segment)."""
         result = self._set_progress(
             keys=[self.job_key(job_id)],
             args=["{}", "", "", repr(time.time()), self.events_channel(job_id), job_id,
-                  field, keep_last or 0, json.dumps(item)],
+                  field, keep_last or 0, json.dumps(item), unique_by or ""],
         )  # fmt: skip
         return bool(int(result))
 
-    def add_attempt(self, job_id: str) -> int:
-        """Count one more delivery of the job's task; 0 if the job does not exist."""
-        return int(self._add_attempt(keys=[self.job_key(job_id)], args=[repr(time.time())]))
+    def add_attempt(self, job_id: str, unit: str = "job") -> int:
+        """Count one more lost delivery of the task running `unit` of the job (a batch chunk, a training
+        segment: see workers.jobs.begin); the unit's count since its last progress, 0 if the job does not exist."""
+        return int(
+            self._add_attempt(keys=[self.job_key(job_id)], args=[repr(time.time()), f"attempts:{unit}"])
+        )
+
+    def reset_attempts(self, job_id: str, unit: str = "job") -> None:
+        """The unit made progress (an image written, a checkpoint uploaded): the deliveries lost before it
+        no longer count toward the redelivery cap, so failovers spread over a long job never fail it."""
+        self.redis.hdel(self.job_key(job_id), f"attempts:{unit}")
 
     def subscribe(self, job_id: str) -> PubSub:
         """A redis PubSub subscribed to the job's events; read with get_message(); close() when done."""
@@ -447,7 +465,7 @@ class AsyncJobEvents:
     """A job's record and its event channel on a redis.asyncio client: the API's event streams wait on the event
     loop and hold no thread each (a thread per stream starved the pool that sync routes and probes run on)."""
 
-    def __init__(self, redis_client: Any, max_streams: int) -> None:
+    def __init__(self, redis_client: redis.asyncio.Redis, max_streams: int) -> None:
         self.redis = redis_client
         self.max_streams = max_streams
         self.open_streams = 0  # changed on the event loop only
@@ -455,7 +473,7 @@ class AsyncJobEvents:
     async def get(self, job_id: str) -> JobRecord | None:
         return JobStore._parse(await self.redis.hgetall(redis_keys.job(job_id)))
 
-    async def subscribe(self, job_id: str) -> Any:
+    async def subscribe(self, job_id: str) -> AsyncPubSub:
         """A redis.asyncio PubSub subscribed to the job's events; `await get_message(timeout=...)`, then
         `await aclose()`."""
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)

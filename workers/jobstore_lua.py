@@ -102,7 +102,8 @@ return 1
 """
 
 # KEYS: job. ARGV: fields JSON, done or '', total or '', now, channel, job_id, list field or '', keep_last,
-# list item JSON. Merges fields into the progress JSON (or appends to a list in it) and publishes the result.
+# list item JSON, unique-by field or ''. Merges fields into the progress JSON (or appends to a list in it,
+# first dropping any item with the same value of the unique-by field) and publishes the result.
 SET_PROGRESS = """
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur or cur == 'succeeded' or cur == 'failed' or cur == 'canceled' then return 0 end
@@ -111,7 +112,15 @@ for k, v in pairs(cjson.decode(ARGV[1])) do progress[k] = v end
 if ARGV[7] ~= '' then
   local list = progress[ARGV[7]]
   if type(list) ~= 'table' then list = {} end
-  list[#list + 1] = cjson.decode(ARGV[9])
+  local item = cjson.decode(ARGV[9])
+  if ARGV[10] ~= '' then
+    local kept = {}
+    for _, old in ipairs(list) do
+      if type(old) ~= 'table' or old[ARGV[10]] ~= item[ARGV[10]] then kept[#kept + 1] = old end
+    end
+    list = kept
+  end
+  list[#list + 1] = item
   local keep = tonumber(ARGV[8])
   if keep > 0 and #list > keep then
     local trimmed = {}
@@ -132,9 +141,12 @@ redis.call('PUBLISH', ARGV[5], event)
 return 1
 """
 
-# KEYS: job. ARGV: now. Returns the new delivery count, or 0 for a missing job.
+# KEYS: job. ARGV: now, unit field ('attempts:<unit>'). Counts one more lost delivery in the job's total
+# (`attempts`, shown to users) and in the unit's own counter, which decides; returns the unit's count, or 0 for a
+# missing job.
 ADD_ATTEMPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[1])
-return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+return redis.call('HINCRBY', KEYS[1], ARGV[2], 1)
 """

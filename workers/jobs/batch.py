@@ -34,7 +34,8 @@ def run_chunk(
     ctx: JobContext, job_id: str, items: Sequence[tuple[int, str]], redelivered: bool = False
 ) -> None:
     """Stylize the (index, input_key) items of one chunk not yet done, then finalize if the batch is complete."""
-    record = begin(ctx, job_id, redelivered)
+    unit = f"chunk:{items[0][0]}" if items else "chunk"
+    record = begin(ctx, job_id, redelivered, unit)
     if record is None:
         return
     # The whole batch shares the model and parameters: if these fail, nothing in it can, and the job fails.
@@ -63,24 +64,27 @@ def run_chunk(
             groups[image.size].append((index, image))
         for same_size in groups.values():
             check_cancel(ctx, job_id)
-            _stylize_group(ctx, job_id, stylizer, same_size, spec)
+            if _stylize_group(ctx, job_id, stylizer, same_size, spec):
+                ctx.jobs.reset_attempts(job_id, unit)
     maybe_finalize(ctx, job_id)
 
 
 def _stylize_group(
     ctx: JobContext, job_id: str, stylizer: Stylizer, part: list[tuple[int, Image.Image]], spec: BatchSpec
-) -> None:
+) -> bool:
+    """Stylize and store one same-size group; True when images were written (progress of the chunk)."""
     try:
         results = stylizer.stylize_many([image for _, image in part])
     except AnimeGANError as exc:
         for index, _ in part:
             _record_item_error(ctx, job_id, index, "bad_image", f"image {index} could not be stylized: {exc}")
-        return
+        return False
     for (index, _), result in zip(part, results, strict=True):
         write_output(ctx, job_id, index, result, spec)
         ctx.jobs.mark_item_done(job_id, index)
     # One progress event per forward pass (done/failed/total) for the API's event stream.
     ctx.jobs.set_progress(job_id)
+    return True
 
 
 def _already_done(ctx: JobContext, job_id: str, index: int, spec: BatchSpec) -> bool:
