@@ -162,14 +162,22 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
 
+    from workers.device_health import EXIT_DEVICE, DeviceHealth, check_at_start
+
+    # Before anything else: a GPU worker whose device cannot compute would fail every job it took.
+    if not check_at_start(settings):
+        return EXIT_DEVICE
     if settings.models_dir is not None:
         _register_builtin_models(settings, settings.models_dir)
     # Registers the tasks on the app; loads no torch (that happens in each pool child).
-    import workers.tasks  # noqa: F401
+    import workers.tasks
     from workers import watchdog
     from workers.celery_app import get_app
 
-    dog = watchdog.install(settings, queues)
+    # Created before the pool forks, so every child counts into the same device health.
+    health = DeviceHealth(settings.max_device_errors)
+    workers.tasks.runtime.use_device_health(health)
+    dog = watchdog.install(settings, queues, device_failed=health.failed)
     if settings.log_format == "json":
         from workers.json_logs import install_celery_hooks
 

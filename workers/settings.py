@@ -216,6 +216,10 @@ class WorkerSettings(ServiceSettings):
     # A task delivered more than this many times (worker killed mid-task each time) fails the job instead of
     # looping forever on a poison input (an image that OOMs the GPU, say).
     max_redeliveries: int = Field(default=3, ge=0)
+    # A worker whose device (GPU) failed this many tasks in a row (CUDA errors; out-of-memory does not count) stops
+    # taking jobs and exits with status 4 so its supervisor replaces it; the failed tasks are retried elsewhere.
+    # A worker configured for cuda also exits 4 at start when a probe cannot compute on the device. 0: never.
+    max_device_errors: int = Field(default=3, ge=0)
     # Disk for unpacked training datasets on this machine; least recently used ones are removed beyond it.
     dataset_cache_bytes: int = Field(default=20 * 1024**3, ge=0)
     # Disk for decoded and edge-smoothed training images (reused by later segments of a run, keyed by content);

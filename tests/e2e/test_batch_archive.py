@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from tests.e2e.conftest import OWNER, make_service
-from workers import contracts, keys
+from workers import enqueue, keys
+from workers.contracts.batch import chunk_messages
 
 pytestmark = pytest.mark.e2e
 
@@ -52,7 +53,7 @@ def test_a_batch_archive_larger_than_the_workers_file_limit_streams_to_s3_in_par
         wrapper=("prlimit", f"--fsize={FILE_LIMIT_BYTES}", "--"),
         ANIMEGAN_S3_MULTIPART_CHUNKSIZE_BYTES=str(PART_BYTES),
     )
-    contracts.enqueue_batch(record.id, input_keys, chunk_size=7, app=service.app)
+    enqueue.send(chunk_messages(record.id, input_keys, 7), app=service.app)
     finished = service.wait_status(record.id, {"succeeded", "failed"}, timeout=300)
     assert finished.status == "succeeded", finished.error
 
