@@ -46,8 +46,8 @@ class ApiSettings(ServiceSettings):
     max_event_streams: int = Field(default=500, ge=1, le=10000)
     # Largest page of GET /v1/jobs.
     max_page_size: int = Field(default=200, ge=1, le=1000)
-    # Seconds /readyz waits for Redis and for object storage; a slower one is reported not ready (a paused
-    # storage node must not hold the probe until the orchestrator's own timeout).
+    # Seconds /readyz waits for Redis and for object storage: a slower Redis is not ready (503), slower storage is
+    # reported "degraded" (200); a paused storage node must not hold the probe until the orchestrator's timeout.
     readiness_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     # Port of the internal listener that serves GET /metrics (Prometheus) apart from the public API, which never
     # serves it: the figures are job counts of every tenant. None: no metrics. Keep it off the public Service.
