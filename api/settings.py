@@ -30,6 +30,10 @@ class ApiSettings(ServiceSettings):
     max_archive_bytes: int = Field(default=2 * 1024 * 1024 * 1024, ge=1)
     # Largest dataset zip (photos or styles) for a training job, uploaded directly or directly in the form.
     max_dataset_bytes: int = Field(default=4 * 1024 * 1024 * 1024, ge=1)
+    # A training whose step would keep more than this on its device (workers.training_memory's estimate from
+    # mode, image_size, batch_size and base_channels) is refused with 422 naming the estimate; set it to the
+    # memory of the training GPUs (the default suits 80 GB ones).
+    max_training_memory_bytes: int = Field(default=80 * 1024**3, ge=1024**3)
     # Largest generator file for POST /v1/models (v2 is ~8.6 MB, v1 ~16 MB).
     max_model_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
     # Jobs an API key may have queued or running at once; more get 429.
