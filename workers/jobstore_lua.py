@@ -26,6 +26,7 @@ for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 redis.call('HINCRBY', KEYS[4], 'active:' .. ARGV[7] .. ':queued', 1)
+redis.call('ZADD', KEYS[4] .. ':queued:' .. ARGV[7], tonumber(ARGV[3]) / 1000000, ARGV[2])
 if ARGV[1] == '1' then
   redis.call('SET', KEYS[3], ARGV[2] .. ':' .. ARGV[5], 'EX', ARGV[4])
 end
@@ -54,7 +55,8 @@ if ARGV[4] == '1' then
   for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
 end
 if cur ~= ARGV[1] then
-  local kind, started, done = unpack(redis.call('HMGET', KEYS[1], 'kind', 'started_at', 'done'))
+  local kind, started, done, id = unpack(redis.call('HMGET', KEYS[1], 'kind', 'started_at', 'done', 'id'))
+  if cur == 'queued' then leave_queue(KEYS[4], kind, id) end
   if ARGV[4] == '1' then
     count_end(KEYS[4], KEYS[5], kind, cur, ARGV[1], started, ARGV[2], done)
   else
@@ -78,7 +80,8 @@ redis.call('HSET', KEYS[1], 'cancel', '1', 'updated_at', ARGV[1])
 if cur == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'canceled', 'finished_at', ARGV[1], 'last_event', ARGV[3])
   for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
-  local kind, done = unpack(redis.call('HMGET', KEYS[1], 'kind', 'done'))
+  local kind, done, id = unpack(redis.call('HMGET', KEYS[1], 'kind', 'done', 'id'))
+  leave_queue(KEYS[4], kind, id)
   count_end(KEYS[4], KEYS[5], kind, cur, 'canceled', false, ARGV[1], done)
   redis.call('PUBLISH', ARGV[4], ARGV[3])
 end

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +19,8 @@ from typing import TYPE_CHECKING
 
 import redis
 from celery.signals import task_received, worker_ready, worker_shutting_down
+
+from workers import redis_keys
 
 if TYPE_CHECKING:
     from multiprocessing.synchronize import Event
@@ -60,6 +63,19 @@ class WorkerWatchdog:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="animegan-watchdog", daemon=True)
 
+    def _announce(self) -> None:
+        """This worker in the live set of each of its queues (animegan_workers); best effort, Redis may be down."""
+        now, member = time.time(), _member()
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for queue in self.queues:
+                key = redis_keys.workers_alive(queue)
+                pipe.zadd(key, {member: now})
+                pipe.zremrangebyscore(key, "-inf", now - 3600)  # workers gone for an hour
+            pipe.execute()
+        except redis.RedisError as exc:
+            logger.debug("watchdog: could not record the heartbeat in Redis (%s)", exc)
+
     def received(self) -> None:
         self.last_received = self._clock()
 
@@ -99,6 +115,7 @@ class WorkerWatchdog:
         now = self._clock()
         self.heartbeat_file.parent.mkdir(parents=True, exist_ok=True)
         self.heartbeat_file.touch()
+        self._announce()
         if self.device_failed is not None and self.device_failed.is_set():
             logger.error("watchdog: the device failed tasks in a row (ANIMEGAN_MAX_DEVICE_ERRORS); stopping")
             return EXIT_DEVICE
@@ -124,6 +141,10 @@ class WorkerWatchdog:
             logger.info("watchdog: idle for %.0f s; exiting (ANIMEGAN_WORKER_IDLE_EXIT_SECONDS)", quiet)
             return 0
         return None
+
+
+def _member() -> str:
+    return f"{socket.gethostname()}/{os.getpid()}"
 
 
 def _celery_busy() -> bool:

@@ -223,7 +223,8 @@ def test_a_scrape_costs_the_same_however_many_jobs_exist(api):
             api.jobs.succeed(record.id, {})
     many = scrape_commands(api)
     assert many == few, f"{len(few)} commands with few jobs, {len(many)} with 1500 more"
-    assert "SCAN" not in many and len(many) <= 20, many
+    # A fixed number: 4 LLEN per queue, one ZRANGE per kind (oldest queued), one ZCOUNT per queue (workers), ...
+    assert "SCAN" not in many and len(many) <= 30, many
     assert metric(scrape(api), "animegan_jobs_finished_total", kind="stylize", status="succeeded") >= 500
 
 
@@ -307,3 +308,29 @@ def test_auth_disabled_is_an_explicit_local_demo_mode(tmp_path):
         assert "ANIMEGAN_AUTH_DISABLED is set" in process.log()
     finally:
         process.stop()
+
+
+def test_metrics_show_the_oldest_queued_job_the_live_workers_and_unacked_tasks(api, alice):
+    """The gauges the alerts read (deploy/k8s/alerts.yaml): queue age, worker heartbeats, unacked tasks."""
+    import time as clock
+
+    from workers import redis_keys
+
+    api.redis.delete(redis_keys.metrics_queued("stylize"))
+    first = alice.post(
+        "/v1/stylize", data={"model": PUBLIC_MODEL}, files={"file": ("a.png", png_bytes())}
+    ).json()
+    clock.sleep(1.2)
+    alice.post("/v1/stylize", data={"model": PUBLIC_MODEL}, files={"file": ("b.png", png_bytes())})
+    text = scrape(api)
+    assert metric(text, "animegan_oldest_queued_job_age_seconds", kind="stylize") >= 1.0
+    api.jobs.start(first["id"])  # the oldest leaves the queue: the next one is younger
+    assert metric(scrape(api), "animegan_oldest_queued_job_age_seconds", kind="stylize") < 1.0
+    api.redis.zadd(
+        redis_keys.workers_alive("train"), {"gpu-node/1": clock.time(), "gone/2": clock.time() - 600}
+    )
+    api.redis.hset(redis_keys.KOMBU_UNACKED, "tag-1", "{}")
+    text = scrape(api)
+    assert metric(text, "animegan_workers", queue="train") == 1
+    assert metric(text, "animegan_unacked_tasks") >= 1
+    api.redis.hdel(redis_keys.KOMBU_UNACKED, "tag-1")

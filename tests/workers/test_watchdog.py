@@ -159,3 +159,12 @@ def test_device_errors_in_a_row_stop_the_worker_even_while_busy(redis_client, tm
     )
     assert not is_device_error(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 34.00 GiB"))
     assert not is_device_error(ValueError("CUDA error in a file name"))
+
+
+def test_each_tick_records_the_worker_as_alive_on_its_queues(redis_client, tmp_path):
+    from workers import redis_keys
+
+    dog, _ = watchdog(redis_client, tmp_path)
+    dog.check()
+    [(member, beat)] = redis_client.zrange(redis_keys.workers_alive("stylize"), 0, -1, withscores=True)
+    assert member.endswith(f"/{os.getpid()}") and abs(beat - time.time()) < 30
