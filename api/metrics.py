@@ -48,9 +48,9 @@ LATENCY = Histogram(
     registry=HTTP_REGISTRY,
 )
 
-# Celery's Redis transport keeps priority levels as extra lists named queue + "\x06\x16" + level.
 # A worker counts as alive in animegan_workers while its watchdog ticked (every 5 s) within this long.
 WORKER_ALIVE_SECONDS = 60
+# Celery's Redis transport keeps priority levels as extra lists named queue + "\x06\x16" + level.
 PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 
 

@@ -96,6 +96,9 @@ def run_alive(args: argparse.Namespace) -> int:
 def run_reconcile(args: argparse.Namespace) -> int:
     import time
 
+    import redis
+    from kombu.exceptions import OperationalError
+
     from workers.celery_app import get_app
     from workers.jobstore import JobStore
     from workers.reconciler import DEFAULT_GRACE_SECONDS, reconcile_once
@@ -108,8 +111,14 @@ def run_reconcile(args: argparse.Namespace) -> int:
     jobs = JobStore.from_settings(client, settings)
     grace = DEFAULT_GRACE_SECONDS if args.grace is None else args.grace
     while True:
-        requeued = reconcile_once(jobs, client, get_app(), grace)
-        logger.info("reconciler: %d job(s) re-enqueued", len(requeued))
+        try:
+            requeued = reconcile_once(jobs, client, get_app(), grace)
+            logger.info("reconciler: %d job(s) re-enqueued or ended", len(requeued))
+        except (redis.RedisError, OperationalError) as exc:
+            # A looping reconciler outlives a Redis outage: the next pass tries again.
+            if not args.every:
+                raise
+            logger.warning("reconciler: pass failed (%s); next in %.0f s", exc, args.every)
         if not args.every:
             return 0
         time.sleep(args.every)
