@@ -176,6 +176,11 @@ def run(args: argparse.Namespace) -> int:
     # Before anything else: a GPU worker whose device cannot compute would fail every job it took.
     if not check_at_start(settings):
         return EXIT_DEVICE
+    from workers.scratch import remove_stale_task_folders
+
+    # No live task is quiet that long: the pool kills one at twice the visibility timeout (task_time_limit); at
+    # least an hour, for workers that share a temp folder with others on different settings.
+    remove_stale_task_folders(max(2 * settings.visibility_timeout_seconds, 3600))
     if settings.models_dir is not None:
         _register_builtin_models(settings, settings.models_dir)
     # Registers the tasks on the app; loads no torch (that happens in each pool child).
