@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -24,12 +25,12 @@ from tests.conftest import PROJECT_ROOT, free_port, wait_until
 API_MANIFEST = PROJECT_ROOT / "deploy" / "k8s" / "api.yaml"
 
 
-def api_container_mounts() -> tuple[dict, list[tuple[str, str]]]:
-    """The API container of the manifest, and (mount path, tmpfs size) of each emptyDir it mounts."""
-    docs = [d for d in yaml.safe_load_all(API_MANIFEST.read_text()) if d]
-    deployment = next(d for d in docs if d["kind"] == "Deployment")
+def manifest_container(manifest: Path) -> tuple[dict, list[tuple[str, str]]]:
+    """The first container of the manifest's Deployment, and (mount path, tmpfs size) of each writable emptyDir
+    it mounts: the only paths that are writable in the pod."""
+    deployment = next(d for d in yaml.safe_load_all(manifest.read_text()) if d and d["kind"] == "Deployment")
     pod = deployment["spec"]["template"]["spec"]
-    container = next(c for c in pod["containers"] if c["name"] == "api")
+    container = pod["containers"][0]
     volumes = {v["name"]: v for v in pod.get("volumes", [])}
     mounts = []
     for mount in container.get("volumeMounts", []):
@@ -69,7 +70,7 @@ def dataset_zip(count: int, side: int, seed: int) -> bytes:
 
 @pytest.fixture
 def read_only_api(tmp_path, s3_endpoint, s3_bucket):
-    container, mounts = api_container_mounts()
+    container, mounts = manifest_container(API_MANIFEST)
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     if not can_make_mount_namespaces():
         pytest.skip("cannot create a mount namespace here (needs root or user namespaces)")

@@ -8,9 +8,8 @@ import io
 import zipfile
 
 import pytest
-import yaml
 
-from tests.api.test_read_only_root import can_make_mount_namespaces
+from tests.api.test_read_only_root import can_make_mount_namespaces, manifest_container
 from tests.conftest import PROJECT_ROOT
 from tests.e2e.conftest import OWNER, make_service, png_bytes
 from workers import contracts, keys
@@ -23,21 +22,6 @@ MANIFEST = PROJECT_ROOT / "deploy" / "k8s" / "worker-stylize.yaml"
 FILES_AT = "/srv"
 
 
-def worker_mounts() -> tuple[dict, list[tuple[str, str]], dict[str, str]]:
-    deployment = next(d for d in yaml.safe_load_all(MANIFEST.read_text()) if d and d["kind"] == "Deployment")
-    pod = deployment["spec"]["template"]["spec"]
-    container = pod["containers"][0]
-    volumes = {v["name"]: v for v in pod.get("volumes", [])}
-    mounts = []
-    for mount in container.get("volumeMounts", []):
-        empty_dir = volumes[mount["name"]].get("emptyDir")
-        if empty_dir is not None and not mount.get("readOnly"):
-            size = str(empty_dir.get("sizeLimit", "1Gi")).replace("Gi", "g").replace("Mi", "m")
-            mounts.append((mount["mountPath"], size))
-    env = {e["name"]: e["value"] for e in container.get("env", []) if not e["name"].startswith("ANIMEGAN_")}
-    return container, mounts, env
-
-
 @pytest.fixture(scope="module")
 def service(request, tmp_path_factory):
     svc = make_service(tmp_path_factory.mktemp("e2e-read-only"), "s3", request)
@@ -48,7 +32,8 @@ def service(request, tmp_path_factory):
 
 
 def test_a_stylize_worker_runs_on_its_manifests_read_only_root(service):
-    container, mounts, env = worker_mounts()
+    container, mounts = manifest_container(MANIFEST)
+    env = {e["name"]: e["value"] for e in container.get("env", []) if not e["name"].startswith("ANIMEGAN_")}
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     if not can_make_mount_namespaces():
         pytest.skip("cannot create a mount namespace here (needs root or user namespaces)")
