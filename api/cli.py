@@ -144,7 +144,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     # JSON from uvicorn's first line on; in text mode uvicorn keeps its own format.
     log_config = uvicorn_json_config() if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG
-    extra: dict[str, Any] = {}
+    extra: dict[str, object] = {}
     if args.forwarded_allow_ips is not None:
         extra.update(proxy_headers=True, forwarded_allow_ips=args.forwarded_allow_ips)
     if args.graceful_timeout is not None:

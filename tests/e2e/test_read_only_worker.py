@@ -12,7 +12,8 @@ import pytest
 from tests.api.test_read_only_root import can_make_mount_namespaces, manifest_container
 from tests.conftest import PROJECT_ROOT
 from tests.e2e.conftest import OWNER, make_service, png_bytes
-from workers import contracts, keys
+from workers import enqueue, keys
+from workers.contracts.batch import chunk_messages
 
 pytestmark = pytest.mark.e2e
 
@@ -61,7 +62,7 @@ def test_a_stylize_worker_runs_on_its_manifests_read_only_root(service):
         **env,
         **moved,
     )
-    contracts.enqueue_batch(record.id, input_keys, chunk_size=2, app=service.app)
+    enqueue.send(chunk_messages(record.id, input_keys, 2), app=service.app)
     finished = service.wait_status(record.id, {"succeeded", "failed"}, timeout=120)
     assert finished.status == "succeeded", f"{finished.error}\n{worker.log()[-3000:]}"
     with zipfile.ZipFile(io.BytesIO(service.store.get_bytes(keys.output_archive(record.id)))) as zf:

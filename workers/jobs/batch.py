@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 from animegan.errors import AnimeGANError
-from workers import keys
+from workers import keys, media
 from workers.contracts.batch import BatchResult, BatchSpec
 from workers.jobs import JobContext, JobInputError, begin, check_cancel, fail, job_spec, succeed
 from workers.jobs.stylize import inference_options, read_image, write_output
@@ -131,7 +131,7 @@ def maybe_finalize(ctx: JobContext, job_id: str) -> None:
     # local disk, where a zip built in /tmp outgrew the pod's ephemeral storage and got it evicted.
     # PNG/JPEG/WebP are already compressed: store them, deflate only the small error list.
     with (
-        ctx.store.open_write(archive_key, content_type="application/zip") as out,
+        ctx.store.open_write(archive_key, content_type=media.by_format("zip").content_type) as out,
         zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as zf,
     ):
         for index in range(total):
