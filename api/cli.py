@@ -144,14 +144,10 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     # JSON from uvicorn's first line on; in text mode uvicorn keeps its own format.
     log_config = uvicorn_json_config() if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG
-    extra: dict[str, object] = {}
-    if args.forwarded_allow_ips is not None:
-        extra.update(proxy_headers=True, forwarded_allow_ips=args.forwarded_allow_ips)
-    if args.graceful_timeout is not None:
-        extra["timeout_graceful_shutdown"] = args.graceful_timeout
     uvicorn.run(
         "api.main:app", host=args.host, port=args.port, workers=args.workers, log_level="info",
-        log_config=log_config, **extra,
+        log_config=log_config, forwarded_allow_ips=args.forwarded_allow_ips,
+        timeout_graceful_shutdown=args.graceful_timeout,
     )  # fmt: skip
     return 0
 

@@ -184,13 +184,14 @@ def run(args: argparse.Namespace) -> int:
     if settings.models_dir is not None:
         _register_builtin_models(settings, settings.models_dir)
     # Registers the tasks on the app; loads no torch (that happens in each pool child).
-    import workers.tasks
+    import workers.tasks  # noqa: F401
     from workers import watchdog
     from workers.celery_app import get_app
+    from workers.tasks.runtime import use_device_health
 
     # Created before the pool forks, so every child counts into the same device health.
     health = DeviceHealth(settings.max_device_errors)
-    workers.tasks.runtime.use_device_health(health)
+    use_device_health(health)
     dog = watchdog.install(settings, queues, device_failed=health.failed)
     if settings.log_format == "json":
         from workers.json_logs import install_celery_hooks
