@@ -31,6 +31,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 for all)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        default=None,
+        help="proxies whose X-Forwarded-For/-Proto to trust, comma-separated or '*' (behind an ingress: its "
+        "pods' network); default: uvicorn's (127.0.0.1)",
+    )
+    serve.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=None,
+        help="seconds to let open requests finish after SIGTERM before closing them (SSE streams never end on "
+        "their own); keep it below the pod's grace period",
+    )
     serve.set_defaults(func=run)
 
     keys = subparsers.add_parser("keys", help="manage API keys (talks to Redis directly)")
@@ -133,7 +146,8 @@ def _serve(args: argparse.Namespace) -> int:
     log_config = uvicorn_json_config() if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG
     uvicorn.run(
         "api.main:app", host=args.host, port=args.port, workers=args.workers, log_level="info",
-        log_config=log_config,
+        log_config=log_config, forwarded_allow_ips=args.forwarded_allow_ips,
+        timeout_graceful_shutdown=args.graceful_timeout,
     )  # fmt: skip
     return 0
 

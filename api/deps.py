@@ -17,8 +17,8 @@ from api.errors import ApiError
 from api.limits import ActiveJobSlots, RateLimiter
 from api.settings import ApiSettings
 from workers.celery_app import configure_app
-from workers.jobstore import JobStore
-from workers.redis_connection import connect
+from workers.jobstore import AsyncJobEvents, JobStore
+from workers.redis_connection import connect, connect_async
 from workers.registry import ModelRegistry
 from workers.storage import ObjectStore, open_store
 
@@ -40,6 +40,7 @@ class Services:
     rate: RateLimiter
     slots: ActiveJobSlots
     probe_redis: Redis  # short timeouts, for /readyz only
+    job_events: AsyncJobEvents  # redis.asyncio: event streams wait on the event loop, not in threads
     metrics_registry: CollectorRegistry | None = (
         None  # api.metrics.registry_for builds it on the first scrape
     )
@@ -63,11 +64,23 @@ class Services:
                 socket_timeout=settings.readiness_timeout_seconds,
                 socket_connect_timeout=settings.readiness_timeout_seconds,
             ),
+            # No socket_timeout: a subscribed connection is silent until an event comes.
+            job_events=AsyncJobEvents(
+                connect_async(
+                    settings,
+                    decode_responses=True,
+                    socket_connect_timeout=5,
+                    # A connection per open stream, plus the record reads between their events.
+                    max_connections=settings.max_event_streams + 50,
+                ),
+                settings.max_event_streams,
+            ),
         )
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self.redis.close()
         self.probe_redis.close()
+        await self.job_events.redis.aclose()
 
 
 def _is_active(jobs: JobStore, job_id: str) -> bool:

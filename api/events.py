@@ -12,15 +12,15 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
-import anyio
 from fastapi import Request
 
-from workers.jobstore import JobRecord, JobStatus, JobStore
+from workers.jobstore import AsyncJobEvents, JobRecord, JobStatus
 from workers.json_types import JSONObject
 
 logger = logging.getLogger(__name__)
 
-# How long one wait for a pub/sub message blocks a worker thread; bounds how late a disconnect is noticed.
+# How long one wait for a pub/sub message lasts (on the event loop, no thread); bounds how late a disconnect
+# is noticed.
 POLL_SECONDS = 1.0
 
 
@@ -34,17 +34,40 @@ def _is_terminal_event(message: JSONObject) -> bool:
 
 
 async def job_event_stream(
-    jobs: JobStore,
+    events: AsyncJobEvents,
     job_id: str,
     request: Request,
     render: Callable[[JobRecord], JSONObject],
     keepalive_seconds: float,
 ) -> AsyncIterator[bytes]:
-    """Yield SSE frames for `job_id` (whose ownership the caller checked) until it ends or the client leaves."""
-    # Subscribe before reading the record, so no event between the read and the subscription is lost.
-    pubsub = await anyio.to_thread.run_sync(jobs.subscribe, job_id)
+    """Yield SSE frames for `job_id` (whose ownership the caller checked) until it ends or the client leaves.
+
+    Every wait is an await on redis.asyncio: an open stream costs a Redis connection and no thread, so
+    hundreds of streams leave the thread pool (sync routes, /readyz) free."""
+    if events.open_streams >= events.max_streams:
+        logger.warning("event stream of job %s refused: %d streams open", job_id, events.open_streams)
+        message = f"this API replica has {events.open_streams} event streams open; retry in a few seconds"
+        yield b"retry: 5000\n" + sse("error", {"code": "too_many_streams", "message": message})
+        return
+    events.open_streams += 1
     try:
-        record = await anyio.to_thread.run_sync(jobs.get, job_id)
+        async for frame in _stream(events, job_id, request, render, keepalive_seconds):
+            yield frame
+    finally:
+        events.open_streams -= 1
+
+
+async def _stream(
+    events: AsyncJobEvents,
+    job_id: str,
+    request: Request,
+    render: Callable[[JobRecord], JSONObject],
+    keepalive_seconds: float,
+) -> AsyncIterator[bytes]:
+    # Subscribe before reading the record, so no event between the read and the subscription is lost.
+    pubsub = await events.subscribe(job_id)
+    try:
+        record = await events.get(job_id)
         if record is None:
             return
         yield sse("state", render(record))
@@ -52,7 +75,7 @@ async def job_event_stream(
             return
         last_sent = time.monotonic()
         while not await request.is_disconnected():
-            message = await anyio.to_thread.run_sync(lambda: pubsub.get_message(timeout=POLL_SECONDS))
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=POLL_SECONDS)
             if message is not None and message.get("type") == "message":
                 data = json.loads(message["data"])
                 yield sse(str(data.get("event", "progress")), data)
@@ -61,13 +84,13 @@ async def job_event_stream(
                     break
             elif time.monotonic() - last_sent >= keepalive_seconds:
                 # Also a safety net: a record that turned terminal without an event we saw ends the stream.
-                record = await anyio.to_thread.run_sync(jobs.get, job_id)
+                record = await events.get(job_id)
                 if record is None or record.is_terminal:
                     break
                 yield b": keepalive\n\n"
                 last_sent = time.monotonic()
-        final = await anyio.to_thread.run_sync(jobs.get, job_id)
+        final = await events.get(job_id)
         if final is not None:
             yield sse("state", render(final))
     finally:
-        await anyio.to_thread.run_sync(pubsub.close)
+        await pubsub.aclose()

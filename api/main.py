@@ -101,7 +101,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         yield
         if metrics_server is not None:
             metrics_server.stop()
-        services.close()
+        await services.close()
 
     app = FastAPI(
         title="AnimeGAN job service",

@@ -48,6 +48,8 @@ LATENCY = Histogram(
     registry=HTTP_REGISTRY,
 )
 
+# A worker counts as alive in animegan_workers while its watchdog ticked (every 5 s) within this long.
+WORKER_ALIVE_SECONDS = 60
 # Celery's Redis transport keeps priority levels as extra lists named queue + "\x06\x16" + level.
 PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 
@@ -92,9 +94,20 @@ class ServiceCollector(Collector):
         for queue in Queues:
             for suffix in PRIORITY_SUFFIXES:
                 pipe.llen(queue.value + suffix)
+        kinds = list(KINDS)
+        for kind in kinds:
+            pipe.zrange(redis_keys.metrics_queued(kind), 0, 0, withscores=True)
+        for queue in Queues:
+            pipe.zcount(redis_keys.workers_alive(queue.value), now - WORKER_ALIVE_SECONDS, "+inf")
+        pipe.hlen(redis_keys.KOMBU_UNACKED)
         pipe.hgetall(redis_keys.METRICS)
         pipe.mget([redis_keys.metrics_images_slot(slot) for slot in slots])
-        *lengths, raw, recent = pipe.execute()
+        *lengths, unacked, raw, recent = pipe.execute()
+        lengths, oldest, alive = (
+            lengths[: -len(kinds) - len(Queues)],
+            lengths[-len(kinds) - len(Queues) : -len(Queues)],
+            lengths[-len(Queues) :],
+        )
         figures = {_text(k): float(_text(v)) for k, v in raw.items()}
 
         depth = GaugeMetricFamily(
@@ -104,8 +117,31 @@ class ServiceCollector(Collector):
         for i, queue in enumerate(Queues):
             depth.add_metric([queue.value], sum(lengths[i * per_queue : (i + 1) * per_queue]))
         yield depth
+        age = GaugeMetricFamily(
+            "animegan_oldest_queued_job_age_seconds",
+            "Seconds the oldest job still queued (not started) has waited; 0 with none",
+            labels=["kind"],
+        )
+        for kind, first in zip(kinds, oldest, strict=True):
+            age.add_metric([kind], max(0.0, now - float(first[0][1])) if first else 0.0)
+        yield age
+        workers = GaugeMetricFamily(
+            "animegan_workers",
+            f"Workers consuming each queue whose watchdog ticked within {WORKER_ALIVE_SECONDS} s",
+            labels=["queue"],
+        )
+        for queue, count in zip(Queues, alive, strict=True):
+            workers.add_metric([queue.value], count)
+        yield workers
+        yield GaugeMetricFamily(
+            "animegan_unacked_tasks", "Tasks delivered to a worker and not yet acknowledged", value=unacked
+        )
+        yield CounterMetricFamily(
+            "animegan_device_errors",
+            "Tasks that failed on a broken device (CUDA errors), all workers",
+            value=figures.get(jm.DEVICE_ERRORS_FIELD, 0),
+        )
 
-        kinds = list(KINDS)
         jobs = GaugeMetricFamily("animegan_jobs", "Jobs queued or running now", labels=["kind", "status"])
         finished = CounterMetricFamily(
             "animegan_jobs_finished", "Jobs that ended, by kind and final status", labels=["kind", "status"]

@@ -30,6 +30,10 @@ class ApiSettings(ServiceSettings):
     max_archive_bytes: int = Field(default=2 * 1024 * 1024 * 1024, ge=1)
     # Largest dataset zip (photos or styles) for a training job, uploaded directly or directly in the form.
     max_dataset_bytes: int = Field(default=4 * 1024 * 1024 * 1024, ge=1)
+    # A training whose step would keep more than this on its device (workers.training_memory's estimate from
+    # mode, image_size, batch_size and base_channels) is refused with 422 naming the estimate; set it to the
+    # memory of the training GPUs (the default suits 80 GB ones).
+    max_training_memory_bytes: int = Field(default=80 * 1024**3, ge=1024**3)
     # Largest generator file for POST /v1/models (v2 is ~8.6 MB, v1 ~16 MB).
     max_model_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
     # Jobs an API key may have queued or running at once; more get 429.
@@ -40,10 +44,14 @@ class ApiSettings(ServiceSettings):
     rate_limit_window_seconds: int = Field(default=60, ge=1, le=3600)
     # Seconds between keep-alive comments on an idle server-sent event stream (proxies drop silent ones).
     sse_keepalive_seconds: float = Field(default=15.0, gt=0, le=300)
+    # Server-sent event streams one API process keeps open at once (each holds one Redis connection, no thread);
+    # a stream beyond it gets an `error` event with a retry hint and ends, so the replica's Redis connections
+    # stay bounded (keep replicas x this well under Redis's maxclients).
+    max_event_streams: int = Field(default=500, ge=1, le=10000)
     # Largest page of GET /v1/jobs.
     max_page_size: int = Field(default=200, ge=1, le=1000)
-    # Seconds /readyz waits for Redis and for object storage; a slower one is reported not ready (a paused
-    # storage node must not hold the probe until the orchestrator's own timeout).
+    # Seconds /readyz waits for Redis and for object storage: a slower Redis is not ready (503), slower storage is
+    # reported "degraded" (200); a paused storage node must not hold the probe until the orchestrator's timeout.
     readiness_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     # Port of the internal listener that serves GET /metrics (Prometheus) apart from the public API, which never
     # serves it: the figures are job counts of every tenant. None: no metrics. Keep it off the public Service.

@@ -333,7 +333,10 @@ def test_k8s_objects_are_complete_and_consistent():
     for doc in objects:
         assert doc.get("apiVersion") and doc.get("kind") and doc["metadata"].get("name"), doc
         by_kind.setdefault(doc["kind"], {})[doc["metadata"]["name"]] = doc
-    assert {"Deployment", "Service", "ConfigMap", "ScaledObject", "ScaledJob", "CronJob"} <= set(by_kind)
+    assert {"Deployment", "Service", "ConfigMap", "ScaledObject", "ScaledJob", "PrometheusRule"} <= set(
+        by_kind
+    )
+    assert "NetworkPolicy" in by_kind and "CronJob" not in by_kind, "a reconciler CronJob made 720 pods a day"
     assert "Secret" not in by_kind, "`kubectl apply -k` would overwrite the real secret with placeholders"
     keys_of_secret = secret_keys()
     specs = pod_specs(objects)
@@ -350,7 +353,17 @@ def test_k8s_objects_are_complete_and_consistent():
                 else:
                     assert ref["secretRef"]["name"] == "animegan-secrets"
             assert container["securityContext"]["allowPrivilegeEscalation"] is False, name
+            # Read-only roots everywhere (issue 20, B1/B11); what a process writes goes to a mounted emptyDir.
+            assert container["securityContext"].get("readOnlyRootFilesystem") is True, (
+                f"{name}: writable root"
+            )
         assert spec["securityContext"]["runAsNonRoot"] is True, name
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        main = spec["containers"][0]
+        if name != "animegan-reconciler":  # the reconciler writes nothing
+            mounts = {m["mountPath"]: m["name"] for m in main.get("volumeMounts", [])}
+            volumes = {v["name"]: v for v in spec.get("volumes", [])}
+            assert "emptyDir" in volumes[mounts["/tmp"]], f"{name}: no emptyDir at /tmp on a read-only root"
         if name in gpu_workloads:
             assert spec["priorityClassName"] in by_kind["PriorityClass"], name
             assert any(t["key"] == "nvidia.com/gpu" for t in spec["tolerations"]), name
@@ -377,6 +390,18 @@ def test_k8s_objects_are_complete_and_consistent():
     # Training runs as Jobs that KEDA never scales down: a running segment is never interrupted by scaling.
     assert "animegan-worker-train" not in by_kind["Deployment"]
     train_job = by_kind["ScaledJob"]["animegan-worker-train"]
+    # A ScaledJob update must not delete running training Jobs, nor node consolidation evict them (B8).
+    assert train_job["spec"]["rollout"]["strategy"] == "gradual"
+    train_annotations = train_job["spec"]["jobTargetRef"]["template"]["metadata"]["annotations"]
+    assert train_annotations["karpenter.sh/do-not-disrupt"] == "true"
+    assert train_annotations["cluster-autoscaler.kubernetes.io/safe-to-evict"] == "false"
+    for name in gpu_workloads:  # the CUDA 13 wheels need a driver >= 580 (B4)
+        terms = specs[name]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert {"key": "nvidia.com/cuda.driver.major", "operator": "Gt", "values": ["579"]} in [
+            e for term in terms["nodeSelectorTerms"] for e in term["matchExpressions"]
+        ], name
+    for priority in by_kind["PriorityClass"].values():
+        assert priority["preemptionPolicy"] == "Never", "GPU pods must not evict a shared cluster's pods"
     queue_names = {queue.value for queue in Queues}
     for scaler in [*by_kind["ScaledObject"].values(), train_job]:
         for trigger in scaler["spec"]["triggers"]:
@@ -413,7 +438,10 @@ def test_kustomization_lists_every_manifest():
     proc = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     rendered = [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
-    assert len(rendered) == len(k8s_objects())
+    generated = yaml.safe_load((K8S / "kustomization.yaml").read_text()).get("configMapGenerator", [])
+    assert len(rendered) == len(k8s_objects()) + len(generated)
+    dashboard = next(d for d in rendered if d["metadata"]["name"] == "animegan-dashboard")
+    assert json.loads(dashboard["data"]["animegan.json"])["panels"]
     cluster_scoped = {"Namespace", "PriorityClass"}
     assert all(
         doc["metadata"].get("namespace") == "animegan"
@@ -488,3 +516,47 @@ def test_the_gpu_stack_is_pinned_with_hashes_and_installed_with_them():
     assert "deploy/docker/requirements-gpu.txt" in " ".join(
         dockerfile_instructions("worker.Dockerfile")["COPY"]
     )
+
+
+def exported_metric_names() -> set[str]:
+    """Names GET /metrics can show: every metric family api/metrics.py defines, with Prometheus's suffixes."""
+    source = (PROJECT_ROOT / "api" / "metrics.py").read_text()
+    names = set()
+    for kind, name in re.findall(
+        r'(Gauge|Counter|Histogram|PromCounter)(?:MetricFamily)?\(\s*"(animegan_\w+)"', source
+    ):
+        if kind in ("Counter", "PromCounter"):
+            names |= {f"{name}_total"}
+        elif kind == "Histogram":
+            names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+        else:
+            names.add(name)
+    return names
+
+
+def test_alerts_and_the_dashboard_read_metrics_the_service_exports():
+    """A misspelt metric in a rule never fires and a dashboard panel stays empty: every animegan_* name they use
+    is one that api/metrics.py exports, and every alert says what to do (runbook)."""
+    exported = exported_metric_names()
+    assert {
+        "animegan_oldest_queued_job_age_seconds",
+        "animegan_workers",
+        "animegan_device_errors_total",
+    } <= exported
+    rules = yaml.safe_load((K8S / "alerts.yaml").read_text())["spec"]["groups"]
+    alerts = [rule for group in rules for rule in group["rules"]]
+    assert {"AnimeganTasksWaitWithNoWorker", "AnimeganJobFailureRate", "AnimeganGpuDeviceErrors"} <= {
+        a["alert"] for a in alerts
+    }
+    runbook = (PROJECT_ROOT / "docs" / "runbook.md").read_text()
+    for alert in alerts:
+        used = set(re.findall(r"\banimegan_\w+", alert["expr"]))
+        assert used <= exported, f"{alert['alert']} reads unknown metrics {used - exported}"
+        assert "sum(animegan_" not in alert["expr"].replace(" ", ""), f"{alert['alert']}: replicas summed"
+        section = re.search(r"Runbook: ([^.]+)\.", alert["annotations"]["description"])
+        assert section and f"## {section.group(1)}" in runbook, f"{alert['alert']}: no runbook section"
+    panels = json.loads((K8S / "dashboards" / "animegan.json").read_text())["panels"]
+    for panel in panels:
+        for target in panel["targets"]:
+            used = set(re.findall(r"\banimegan_\w+", target["expr"]))
+            assert used <= exported, f"panel {panel['title']!r} reads unknown metrics {used - exported}"

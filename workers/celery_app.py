@@ -60,6 +60,9 @@ def celery_config(settings: ServiceSettings) -> dict[str, Any]:
         # A broker that vanishes without closing TCP (failover, NAT) must not hang a publish forever.
         "socket_timeout": 30,
         "socket_connect_timeout": 10,
+        # PING idle connections this often so a dead one is replaced before a command needs it (kombu's
+        # default, set here so it cannot drift: it must stay below any proxy's idle timeout).
+        "health_check_interval": 25,
     }
     extra: dict[str, Any] = {}  # more Celery options (see above)
     if settings.redis_url.startswith("sentinel:"):
@@ -84,9 +87,16 @@ def celery_config(settings: ServiceSettings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        # With late acks a broker connection loss redelivers running tasks; stop them rather than let them
-        # run twice in parallel (Celery 6's default).
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Keep running tasks through a broker blip. True would SIGTERM every running child on any reconnect, with
+        # no checkpoint: a training segment lost its work and a redelivery each time (issue 20, B3). With the
+        # Redis transport nothing is redelivered at a disconnect anyway: the message stays in `unacked` until
+        # the visibility timeout, and a task that outlives it is harmless (lease fencing for training, outputs
+        # at fixed keys counted once for images).
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        # A task still running at twice the visibility timeout is hung (a CUDA call or a socket that never
+        # returns: the lease thread would renew forever); it was handed to another worker at 1x. The pool kills
+        # its child, which requeues the task like any lost worker.
+        "task_time_limit": 2 * visibility,
         "task_queues": [Queue(queue.value, routing_key=queue.value) for queue in Queues],
         "task_default_queue": Queues.stylize.value,
         "task_routes": {name: {"queue": queue.value} for name, queue in TASK_QUEUES.items()},

@@ -96,6 +96,9 @@ def run_alive(args: argparse.Namespace) -> int:
 def run_reconcile(args: argparse.Namespace) -> int:
     import time
 
+    import redis
+    from kombu.exceptions import OperationalError
+
     from workers.celery_app import get_app
     from workers.jobstore import JobStore
     from workers.reconciler import DEFAULT_GRACE_SECONDS, reconcile_once
@@ -108,8 +111,14 @@ def run_reconcile(args: argparse.Namespace) -> int:
     jobs = JobStore.from_settings(client, settings)
     grace = DEFAULT_GRACE_SECONDS if args.grace is None else args.grace
     while True:
-        requeued = reconcile_once(jobs, client, get_app(), grace)
-        logger.info("reconciler: %d job(s) re-enqueued", len(requeued))
+        try:
+            requeued = reconcile_once(jobs, client, get_app(), grace)
+            logger.info("reconciler: %d job(s) re-enqueued or ended", len(requeued))
+        except (redis.RedisError, OperationalError) as exc:
+            # A looping reconciler outlives a Redis outage: the next pass tries again.
+            if not args.every:
+                raise
+            logger.warning("reconciler: pass failed (%s); next in %.0f s", exc, args.every)
         if not args.every:
             return 0
         time.sleep(args.every)
@@ -162,14 +171,28 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
 
+    from workers.device_health import EXIT_DEVICE, DeviceHealth, check_at_start
+
+    # Before anything else: a GPU worker whose device cannot compute would fail every job it took.
+    if not check_at_start(settings):
+        return EXIT_DEVICE
+    from workers.scratch import remove_stale_task_folders
+
+    # No live task is quiet that long: the pool kills one at twice the visibility timeout (task_time_limit); at
+    # least an hour, for workers that share a temp folder with others on different settings.
+    remove_stale_task_folders(max(2 * settings.visibility_timeout_seconds, 3600))
     if settings.models_dir is not None:
         _register_builtin_models(settings, settings.models_dir)
     # Registers the tasks on the app; loads no torch (that happens in each pool child).
     import workers.tasks  # noqa: F401
     from workers import watchdog
     from workers.celery_app import get_app
+    from workers.tasks.runtime import use_device_health
 
-    dog = watchdog.install(settings, queues)
+    # Created before the pool forks, so every child counts into the same device health.
+    health = DeviceHealth(settings.max_device_errors)
+    use_device_health(health)
+    dog = watchdog.install(settings, queues, device_failed=health.failed)
     if settings.log_format == "json":
         from workers.json_logs import install_celery_hooks
 

@@ -7,6 +7,8 @@ Fields of the hash (redis_keys.METRICS):
   duration_bucket:<kind>:<le>   finished jobs that ran at most `le` seconds (cumulative, as Prometheus wants)
   duration_count:<kind>, duration_sum:<kind>   finished jobs that had started, and their run time in seconds
   images                        images (video frames) stylized by finished jobs, ever
+  device_errors                 tasks that failed on a broken device (CUDA errors), ever
+Queued jobs also sit in a sorted set per kind (redis_keys.metrics_queued) for the age of the oldest one.
 Images also go into a key per IMAGE_SLOT_SECONDS slot, so a reader can sum the last RATE_WINDOW_SECONDS.
 """
 
@@ -49,6 +51,7 @@ def duration_sum_field(kind: str) -> str:
 
 
 IMAGES_FIELD = "images"
+DEVICE_ERRORS_FIELD = "device_errors"
 
 
 def image_slot(now: float) -> int:
@@ -69,6 +72,10 @@ COUNT_END_LUA = (
     + "}\n"
     + f"local IMAGE_SLOT_TTL = {RATE_WINDOW_SECONDS + 2 * IMAGE_SLOT_SECONDS}\n"
     + """
+local function leave_queue(metrics, kind, job_id)
+  redis.call('ZREM', metrics .. ':queued:' .. kind, job_id)
+end
+
 local function count_end(metrics, slot_key, kind, from, to, started, now, done)
   redis.call('HINCRBY', metrics, 'active:' .. kind .. ':' .. from, -1)
   redis.call('HINCRBY', metrics, 'finished:' .. kind .. ':' .. to, 1)

@@ -23,6 +23,8 @@ from workers.keys import SEGMENT_RE
 
 if TYPE_CHECKING:
     import redis
+    import redis.asyncio
+    from redis.asyncio.client import PubSub as AsyncPubSub
     from redis.client import PubSub
 
     from workers.settings import ServiceSettings
@@ -221,7 +223,8 @@ class JobStore:
     def get(self, job_id: str) -> JobRecord | None:
         return self._parse(self.redis.hgetall(self.job_key(job_id)))
 
-    def _parse(self, raw: dict) -> JobRecord | None:
+    @staticmethod
+    def _parse(raw: dict) -> JobRecord | None:
         if not raw:
             return None
         h = {_text(k): _text(v) for k, v in raw.items()}
@@ -418,25 +421,61 @@ class JobStore:
         result = self._set_progress(
             keys=[self.job_key(job_id)],
             args=[json.dumps(fields), counters["done"], counters["total"], repr(time.time()),
-                  self.events_channel(job_id), job_id, "", 0],
+                  self.events_channel(job_id), job_id, "", 0, "", ""],
         )  # fmt: skip
         return bool(int(result))
 
-    def append_progress(self, job_id: str, field: str, item: JSONValue, keep_last: int | None = None) -> bool:
-        """Append to a list in the progress (training samples, checkpoints), keeping the newest `keep_last`."""
+    def append_progress(
+        self,
+        job_id: str,
+        field: str,
+        item: JSONValue,
+        keep_last: int | None = None,
+        unique_by: str | None = None,
+    ) -> bool:
+        """Append to a list in the progress (training samples, checkpoints), keeping the newest `keep_last`;
+        with `unique_by`, an earlier item with the same value of that key is replaced (a redelivered segment)."""
         result = self._set_progress(
             keys=[self.job_key(job_id)],
             args=["{}", "", "", repr(time.time()), self.events_channel(job_id), job_id,
-                  field, keep_last or 0, json.dumps(item)],
+                  field, keep_last or 0, json.dumps(item), unique_by or ""],
         )  # fmt: skip
         return bool(int(result))
 
-    def add_attempt(self, job_id: str) -> int:
-        """Count one more delivery of the job's task; 0 if the job does not exist."""
-        return int(self._add_attempt(keys=[self.job_key(job_id)], args=[repr(time.time())]))
+    def add_attempt(self, job_id: str, unit: str = "job") -> int:
+        """Count one more lost delivery of the task running `unit` of the job (a batch chunk, a training
+        segment: see workers.jobs.begin); the unit's count since its last progress, 0 if the job does not exist."""
+        return int(
+            self._add_attempt(keys=[self.job_key(job_id)], args=[repr(time.time()), f"attempts:{unit}"])
+        )
+
+    def reset_attempts(self, job_id: str, unit: str = "job") -> None:
+        """The unit made progress (an image written, a checkpoint uploaded): the deliveries lost before it
+        no longer count toward the redelivery cap, so failovers spread over a long job never fail it."""
+        self.redis.hdel(self.job_key(job_id), f"attempts:{unit}")
 
     def subscribe(self, job_id: str) -> PubSub:
         """A redis PubSub subscribed to the job's events; read with get_message(); close() when done."""
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(self.events_channel(job_id))
+        return pubsub
+
+
+class AsyncJobEvents:
+    """A job's record and its event channel on a redis.asyncio client: the API's event streams wait on the event
+    loop and hold no thread each (a thread per stream starved the pool that sync routes and probes run on)."""
+
+    def __init__(self, redis_client: redis.asyncio.Redis, max_streams: int) -> None:
+        self.redis = redis_client
+        self.max_streams = max_streams
+        self.open_streams = 0  # changed on the event loop only
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        return JobStore._parse(await self.redis.hgetall(redis_keys.job(job_id)))
+
+    async def subscribe(self, job_id: str) -> AsyncPubSub:
+        """A redis.asyncio PubSub subscribed to the job's events; `await get_message(timeout=...)`, then
+        `await aclose()`."""
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(redis_keys.job_events(job_id))
         return pubsub

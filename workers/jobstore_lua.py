@@ -26,6 +26,7 @@ for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 redis.call('HINCRBY', KEYS[4], 'active:' .. ARGV[7] .. ':queued', 1)
+redis.call('ZADD', KEYS[4] .. ':queued:' .. ARGV[7], tonumber(ARGV[3]) / 1000000, ARGV[2])
 if ARGV[1] == '1' then
   redis.call('SET', KEYS[3], ARGV[2] .. ':' .. ARGV[5], 'EX', ARGV[4])
 end
@@ -54,7 +55,8 @@ if ARGV[4] == '1' then
   for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
 end
 if cur ~= ARGV[1] then
-  local kind, started, done = unpack(redis.call('HMGET', KEYS[1], 'kind', 'started_at', 'done'))
+  local kind, started, done, id = unpack(redis.call('HMGET', KEYS[1], 'kind', 'started_at', 'done', 'id'))
+  if cur == 'queued' then leave_queue(KEYS[4], kind, id) end
   if ARGV[4] == '1' then
     count_end(KEYS[4], KEYS[5], kind, cur, ARGV[1], started, ARGV[2], done)
   else
@@ -78,7 +80,8 @@ redis.call('HSET', KEYS[1], 'cancel', '1', 'updated_at', ARGV[1])
 if cur == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'canceled', 'finished_at', ARGV[1], 'last_event', ARGV[3])
   for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
-  local kind, done = unpack(redis.call('HMGET', KEYS[1], 'kind', 'done'))
+  local kind, done, id = unpack(redis.call('HMGET', KEYS[1], 'kind', 'done', 'id'))
+  leave_queue(KEYS[4], kind, id)
   count_end(KEYS[4], KEYS[5], kind, cur, 'canceled', false, ARGV[1], done)
   redis.call('PUBLISH', ARGV[4], ARGV[3])
 end
@@ -102,7 +105,8 @@ return 1
 """
 
 # KEYS: job. ARGV: fields JSON, done or '', total or '', now, channel, job_id, list field or '', keep_last,
-# list item JSON. Merges fields into the progress JSON (or appends to a list in it) and publishes the result.
+# list item JSON, unique-by field or ''. Merges fields into the progress JSON (or appends to a list in it,
+# first dropping any item with the same value of the unique-by field) and publishes the result.
 SET_PROGRESS = """
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur or cur == 'succeeded' or cur == 'failed' or cur == 'canceled' then return 0 end
@@ -111,7 +115,15 @@ for k, v in pairs(cjson.decode(ARGV[1])) do progress[k] = v end
 if ARGV[7] ~= '' then
   local list = progress[ARGV[7]]
   if type(list) ~= 'table' then list = {} end
-  list[#list + 1] = cjson.decode(ARGV[9])
+  local item = cjson.decode(ARGV[9])
+  if ARGV[10] ~= '' then
+    local kept = {}
+    for _, old in ipairs(list) do
+      if type(old) ~= 'table' or old[ARGV[10]] ~= item[ARGV[10]] then kept[#kept + 1] = old end
+    end
+    list = kept
+  end
+  list[#list + 1] = item
   local keep = tonumber(ARGV[8])
   if keep > 0 and #list > keep then
     local trimmed = {}
@@ -132,9 +144,12 @@ redis.call('PUBLISH', ARGV[5], event)
 return 1
 """
 
-# KEYS: job. ARGV: now. Returns the new delivery count, or 0 for a missing job.
+# KEYS: job. ARGV: now, unit field ('attempts:<unit>'). Counts one more lost delivery in the job's total
+# (`attempts`, shown to users) and in the unit's own counter, which decides; returns the unit's count, or 0 for a
+# missing job.
 ADD_ATTEMPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[1])
-return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+return redis.call('HINCRBY', KEYS[1], ARGV[2], 1)
 """

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 import redis
+import redis.asyncio
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.sentinel import Sentinel
 
 if TYPE_CHECKING:
@@ -36,6 +38,19 @@ def connect(settings: ServiceSettings, **kwargs: Any) -> redis.Redis:
     timeouts = {k: v for k, v in kwargs.items() if k in ("socket_timeout", "socket_connect_timeout")}
     # The Sentinels and the master share the password (the usual setup; kombu assumes the same).
     sentinel = Sentinel(
+        nodes, sentinel_kwargs={"password": password, **timeouts}, password=password, **timeouts
+    )
+    return sentinel.master_for(settings.redis_sentinel_master, db=db, **kwargs)
+
+
+def connect_async(settings: Any, **kwargs: Any) -> redis.asyncio.Redis:
+    """A redis.asyncio client for settings.redis_url, with the same URL forms as connect()."""
+    url = settings.redis_url
+    if not url.startswith("sentinel:"):
+        return redis.asyncio.Redis.from_url(url, **kwargs)
+    nodes, password, db = sentinel_nodes(url)
+    timeouts = {k: v for k, v in kwargs.items() if k in ("socket_timeout", "socket_connect_timeout")}
+    sentinel = AsyncSentinel(
         nodes, sentinel_kwargs={"password": password, **timeouts}, password=password, **timeouts
     )
     return sentinel.master_for(settings.redis_sentinel_master, db=db, **kwargs)

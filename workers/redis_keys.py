@@ -64,6 +64,17 @@ def metrics_images_slot(slot: int) -> str:
     return f"{PREFIX}metrics:images:{slot}"
 
 
+def metrics_queued(kind: str) -> str:
+    """Sorted set of a kind's queued jobs (score: creation time), kept by the same Lua scripts as METRICS; its
+    first member is the oldest waiting job. The scripts derive it from METRICS, so the two must stay in step."""
+    return f"{METRICS}:queued:{kind}"
+
+
+def workers_alive(queue: str) -> str:
+    """Sorted set of the workers consuming `queue` (score: their watchdog's last tick), for metrics."""
+    return f"{PREFIX}workers:{queue}"
+
+
 # Model registry (workers.registry): a record per model and an index per scope ("public" or "user:<owner>").
 # The name comes first, as in keys.model(name, owner).
 def model(name: str, scope: str) -> str:

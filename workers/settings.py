@@ -216,6 +216,10 @@ class WorkerSettings(ServiceSettings):
     # A task delivered more than this many times (worker killed mid-task each time) fails the job instead of
     # looping forever on a poison input (an image that OOMs the GPU, say).
     max_redeliveries: int = Field(default=3, ge=0)
+    # A worker whose device (GPU) failed this many tasks in a row (CUDA errors; out-of-memory does not count) stops
+    # taking jobs and exits with status 4 so its supervisor replaces it; the failed tasks are retried elsewhere.
+    # A worker configured for cuda also exits 4 at start when a probe cannot compute on the device. 0: never.
+    max_device_errors: int = Field(default=3, ge=0)
     # Disk for unpacked training datasets on this machine; least recently used ones are removed beyond it.
     dataset_cache_bytes: int = Field(default=20 * 1024**3, ge=0)
     # Disk for decoded and edge-smoothed training images (reused by later segments of a run, keyed by content);
@@ -247,7 +251,10 @@ class WorkerSettings(ServiceSettings):
     worker_idle_exit_seconds: int = Field(default=0, ge=0)
     # Touched every few seconds by the worker's watchdog thread; `animegan worker-alive` checks its age
     # (a liveness probe that needs no Redis).
-    heartbeat_file: Path = Path(tempfile.gettempdir()) / "animegan-worker.heartbeat"
+    heartbeat_file: Path = Field(
+        # A factory, not a value: the API imports this class on a read-only root, where gettempdir() raises.
+        default_factory=lambda: Path(tempfile.gettempdir()) / "animegan-worker.heartbeat"
+    )
 
     @field_validator("queues", mode="before")
     @classmethod

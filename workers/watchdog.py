@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -19,8 +20,10 @@ from typing import TYPE_CHECKING
 import redis
 from celery.signals import task_received, worker_ready, worker_shutting_down
 
+from workers import redis_keys
+
 if TYPE_CHECKING:
-    import redis
+    from multiprocessing.synchronize import Event
 
     from workers.settings import WorkerSettings
 
@@ -32,6 +35,7 @@ HEARTBEAT_MAX_AGE_SECONDS = 60.0
 # After asking Celery to stop, how long before the watchdog stops the process itself.
 FORCE_EXIT_AFTER_SECONDS = 60.0
 EXIT_STALLED = 3  # exit status of a worker the watchdog stopped because it stalled
+EXIT_DEVICE = 4  # ... because its device failed (workers.device_health.EXIT_DEVICE)
 
 
 class WorkerWatchdog:
@@ -46,8 +50,11 @@ class WorkerWatchdog:
         idle_exit_seconds: float = 0,
         busy: Callable[[], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        device_failed: Event | None = None,
     ) -> None:
         self.redis, self.queues, self.heartbeat_file = redis_client, queues, heartbeat_file
+        # A multiprocessing.Event the pool children set after too many device errors in a row (device_health).
+        self.device_failed = device_failed
         self.stall_seconds, self.idle_exit_seconds = stall_seconds, idle_exit_seconds
         self._busy = busy or _celery_busy
         self._clock = clock
@@ -55,6 +62,19 @@ class WorkerWatchdog:
         self.stopping: int | None = None  # exit status once the watchdog asked the worker to stop
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="animegan-watchdog", daemon=True)
+
+    def _announce(self) -> None:
+        """This worker in the live set of each of its queues (animegan_workers); best effort, Redis may be down."""
+        now, member = time.time(), _member()
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for queue in self.queues:
+                key = redis_keys.workers_alive(queue)
+                pipe.zadd(key, {member: now})
+                pipe.zremrangebyscore(key, "-inf", now - 3600)  # workers gone for an hour
+            pipe.execute()
+        except redis.RedisError as exc:
+            logger.debug("watchdog: could not record the heartbeat in Redis (%s)", exc)
 
     def received(self) -> None:
         self.last_received = self._clock()
@@ -65,9 +85,17 @@ class WorkerWatchdog:
     def close(self) -> None:
         self._stop.set()
 
+    def _wait(self) -> bool:
+        """Sleep one tick, or less when the children report a failed device; False once closed."""
+        if self.device_failed is not None and self.stopping is None:
+            self.device_failed.wait(TICK_SECONDS)
+        else:
+            self._stop.wait(TICK_SECONDS)
+        return not self._stop.is_set()
+
     def _run(self) -> None:
         asked_at = None
-        while not self._stop.wait(TICK_SECONDS):
+        while self._wait():
             if self.stopping is None:
                 self.stopping = self.check()
                 if self.stopping is not None:
@@ -87,6 +115,10 @@ class WorkerWatchdog:
         now = self._clock()
         self.heartbeat_file.parent.mkdir(parents=True, exist_ok=True)
         self.heartbeat_file.touch()
+        self._announce()
+        if self.device_failed is not None and self.device_failed.is_set():
+            logger.error("watchdog: the device failed tasks in a row (ANIMEGAN_MAX_DEVICE_ERRORS); stopping")
+            return EXIT_DEVICE
         if self._busy():
             self.last_busy = now
             return None
@@ -111,6 +143,10 @@ class WorkerWatchdog:
         return None
 
 
+def _member() -> str:
+    return f"{socket.gethostname()}/{os.getpid()}"
+
+
 def _celery_busy() -> bool:
     """True while this worker holds a task (reserved or running); read in the main process."""
     from celery.worker import state
@@ -126,7 +162,9 @@ def _ask_celery_to_stop(status: int) -> None:
     state.should_stop = status
 
 
-def install(settings: WorkerSettings, queues: list[str]) -> WorkerWatchdog:
+def install(
+    settings: WorkerSettings, queues: list[str], device_failed: Event | None = None
+) -> WorkerWatchdog:
     """Start the watchdog when the worker is ready (main process only; pool children are forked earlier)."""
     from workers.redis_connection import connect
 
@@ -136,6 +174,7 @@ def install(settings: WorkerSettings, queues: list[str]) -> WorkerWatchdog:
         settings.heartbeat_file,
         settings.watchdog_stall_seconds,
         settings.worker_idle_exit_seconds,
+        device_failed=device_failed,
     )
     watchdog.check()  # the heartbeat exists before the first probe
 

@@ -17,16 +17,20 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", summary="Liveness: the process answers")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
+    # async: answered on the event loop, never queued behind the thread pool that sync routes share.
     return {"status": "ok"}
 
 
 @router.get(
     "/readyz",
-    summary="Readiness: Redis and object storage are reachable",
-    responses={503: {"description": "a dependency is down; the body says which"}},
+    summary="Readiness: Redis is reachable (object storage is reported, not required)",
+    responses={503: {"description": "Redis is down; the body says why"}},
 )
 def readyz(services: ServicesDep) -> JSONResponse:
+    """503 only when Redis is down: without it this replica can answer nothing. A storage outage is the same for
+    every replica, so failing readiness on it would take the whole API out of the Service, status reads and
+    cancels included; it is reported as "degraded" instead (creates and results answer 503 on their own)."""
     timeout = services.settings.readiness_timeout_seconds
     checks: dict[str, str] = {}
     try:
@@ -39,16 +43,16 @@ def readyz(services: ServicesDep) -> JSONResponse:
         checks["storage"] = "ok"
     except Exception as exc:  # any backend failure means "not ready"; the message says which and why
         checks["storage"] = f"unreachable within {timeout:g} s: {type(exc).__name__}: {exc}"
-    ready = all(v == "ok" for v in checks.values())
-    if not ready:
+    problems = "; ".join(f"{k} {v}" for k, v in checks.items() if v != "ok")
+    if checks["redis"] != "ok":
         logger.warning("not ready: %s", checks)
         body = {
             "status": "unavailable",
             "checks": checks,
-            "error": {
-                "code": "not_ready",
-                "message": "; ".join(f"{k} {v}" for k, v in checks.items() if v != "ok"),
-            },
+            "error": {"code": "not_ready", "message": problems},
         }
         return JSONResponse(body, status_code=503)
+    if problems:
+        logger.warning("ready but degraded: %s", checks)
+        return JSONResponse({"status": "degraded", "checks": checks})
     return JSONResponse({"status": "ready", "checks": checks})

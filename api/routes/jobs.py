@@ -255,7 +255,7 @@ def get_file(job_id: str, kind: str, name: str, tenant: Tenant, services: Servic
 def job_events(job_id: str, request: Request, tenant: Tenant, services: ServicesDep) -> StreamingResponse:
     owned_job(services, tenant, job_id)
     stream = job_event_stream(
-        services.jobs,
+        services.job_events,
         job_id,
         request,
         lambda record: job_public(services, request, record).model_dump(mode="json"),

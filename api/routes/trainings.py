@@ -42,6 +42,7 @@ from workers.contracts.training import (
     TrainingSpec,
     segment_message,
 )
+from workers.training_memory import estimate_step_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,19 @@ def parse_hyperparameters(text: str) -> TrainingHyperparameters:
     except ValidationError as exc:
         errors = [{**e, "loc": ("hyperparameters", *e.get("loc", ()))} for e in exc.errors()]
         raise ApiError(422, "invalid_parameters", validation_message(errors)) from exc
+
+
+def check_training_memory(limit: int, mode: TrainingMode, hyper: TrainingHyperparameters) -> None:
+    """422 for a combination of hyperparameters whose training step could not fit the training GPUs."""
+    estimate = estimate_step_bytes(mode, hyper)
+    if estimate > limit:
+        raise ApiError(
+            422,
+            "training_too_large",
+            f"hyperparameters: this {mode.value} training would keep about {estimate / 1024**3:,.0f} GiB per step "
+            f"(image_size, batch_size and base_channels together), above the {limit / 1024**3:,.0f} GiB its GPUs "
+            "have; lower batch_size first, then image_size or base_channels",
+        )
 
 
 def _file_digest(path: Path) -> bytes:
@@ -128,6 +142,7 @@ def create_training(
     settings = services.settings
     idem = check_idempotency_key(idempotency_key)
     hyper = parse_hyperparameters(form.hyperparameters)
+    check_training_memory(settings.max_training_memory_bytes, form.mode, hyper)
     check_model_name(services, tenant, form.name)
     for field in ("fine_tune_from", "teacher"):
         model = getattr(form, field)

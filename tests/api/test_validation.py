@@ -290,6 +290,26 @@ def test_training_datasets_must_be_zips_of_images(alice):
     assert error["code"] == "too_many_images" and "9 images" in error["message"] and "8" in error["message"]
 
 
+def test_a_training_no_gpu_could_hold_is_refused_with_its_memory_estimate(alice, api):
+    """image_size 1024, batch_size 64 and base_channels 128 each pass their own bound; together (paired) they
+    were accepted and the worker's first allocation asked for 34 GB (issue 20). Refused before any job exists."""
+    photos = zip_of({"p.png": png_bytes()})
+    hyper = json.dumps({"image_size": 1024, "batch_size": 64, "base_channels": 128})
+    files = {"photos": ("p.zip", photos, "application/zip"), "targets": ("t.zip", photos, "application/zip")}
+    before = api.redis.llen("train")
+    response = alice.post(
+        "/v1/trainings", data={"name": "huge", "mode": "paired", "hyperparameters": hyper}, files=files
+    )
+    assert response.status_code == 422, response.text
+    error = error_of(response)
+    assert error["code"] == "training_too_large" and "GiB per step" in error["message"], error
+    assert "lower batch_size" in error["message"] and api.redis.llen("train") == before
+    # The same run at the preset's batch and width fits.
+    modest = json.dumps({"image_size": 256, "max_total_steps": 2})
+    ok = training(alice, photos, photos, hyperparameters=modest, name="modest")
+    assert ok.status_code == 202, ok.text
+
+
 def test_direct_upload_local_backend(alice, api):
     image = png_bytes((40, 40))
     created = alice.post("/v1/uploads", json={"purpose": "image", "size": len(image), "filename": "p.png"})

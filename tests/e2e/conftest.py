@@ -42,12 +42,14 @@ def png_bytes(size: tuple[int, int] = (48, 40), seed: int = 0) -> bytes:
 class WorkerProcess:
     """One `animegan worker` in its own process group, so SIGKILL takes the parent and its pool children."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, name: str, queues: str) -> None:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, name: str, queues: str, wrapper: tuple[str, ...] = ()
+    ) -> None:
         self.log_path = log_path
         self.name = name
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen(
-            [ANIMEGAN, "worker", "--queues", queues, "--concurrency", "1", "--loglevel", "info",
+            [*wrapper, ANIMEGAN, "worker", "--queues", queues, "--concurrency", "1", "--loglevel", "info",
              "--hostname", f"{name}@%h"],
             env=env,
             stdout=self._log,
@@ -108,13 +110,21 @@ class Service:
     app: Any  # a Celery app on the test broker; enqueue helpers take it as app= (as the API configures its own)
     workers: list[WorkerProcess] = field(default_factory=list)
 
-    def start_worker(self, name: str, queues: str = "stylize,train,webhooks", **env: str) -> WorkerProcess:
+    def start_worker(
+        self,
+        name: str,
+        queues: str = "stylize,train,webhooks",
+        wrapper: tuple[str, ...] = (),
+        wait: bool = True,
+        **env: str,
+    ) -> WorkerProcess:
+        """A worker on `queues` with `env` added; `wrapper` is a command that execs it (prlimit, unshare)."""
         worker_env = {**self.env, **env}
         worker = WorkerProcess(
-            worker_env, self.root / f"{name}.log", f"{name}-{uuid.uuid4().hex[:6]}", queues
+            worker_env, self.root / f"{name}.log", f"{name}-{uuid.uuid4().hex[:6]}", queues, wrapper
         )
         self.workers.append(worker)
-        return worker.wait_ready()
+        return worker.wait_ready() if wait else worker
 
     def job(self, job_id: str) -> Any:
         return self.jobs.get(job_id)

@@ -101,6 +101,9 @@ def test_configuration():
         for kind in KINDS.values()
         for task in kind.tasks
     )
+    # A broker blip must not SIGTERM running segments (issue 20, B3); a task past 2x the timeout is hung (B7).
+    assert conf["worker_cancel_long_running_tasks_on_connection_loss"] is False
+    assert conf["task_time_limit"] == 240 and conf["broker_transport_options"]["health_check_interval"] == 25
 
 
 def test_enqueue_helpers_route_by_name(redis_url, redis_client):

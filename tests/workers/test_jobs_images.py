@@ -125,7 +125,29 @@ def test_redelivery_cap_fails_a_poison_job(ctx):
     assert begin(ctx, job_id, redelivered=True) is None
     record = ctx.jobs.get(job_id)
     assert record.status == "failed"
-    assert record.error == {"code": "worker_lost", "message": "worker lost 3 times while running this job"}
+    assert record.error == {
+        "code": "worker_lost",
+        "message": "worker lost 3 times while running this job, with no progress in between",
+    }
+
+
+def test_lost_deliveries_count_per_unit_and_progress_forgets_them(ctx):
+    """One loss in each of many segments, or losses with progress in between, never reach the cap (2 here)."""
+    job_id, _ = stylize_job(ctx, png())
+    for segment in range(6):
+        assert begin(ctx, job_id, redelivered=True, unit=f"segment:{segment}") is not None
+    for _ in range(3):
+        for _ in range(2):
+            assert begin(ctx, job_id, redelivered=True, unit="segment:6") is not None
+        ctx.jobs.reset_attempts(job_id, "segment:6")  # a checkpoint went up
+    assert ctx.jobs.get(job_id).attempts == 12 and ctx.jobs.get(job_id).status == "running"
+    for _ in range(2):
+        assert begin(ctx, job_id, redelivered=True, unit="segment:6") is not None
+    assert begin(ctx, job_id, redelivered=True, unit="segment:6") is None
+    assert ctx.jobs.get(job_id).error == {
+        "code": "worker_lost",
+        "message": "worker lost 3 times while running segment 6 of this job, with no progress in between",
+    }
 
 
 def test_model_cache_reuses_loaded_models(ctx):

@@ -8,6 +8,7 @@ import sys
 from types import SimpleNamespace
 
 import pytest
+import torch
 from celery.exceptions import Retry
 
 from animegan.errors import ImageError
@@ -110,6 +111,13 @@ def _running_job(ctx) -> str:
         (ImageError("photo.png: 9000x9000 is above the pixel limit"), "failed", "bad_input"),
         (JobCanceled("x"), "canceled", None),
         (RuntimeError("boom"), "failed", "internal_error"),
+        # Out of memory is the job's size, not a lost worker: failed at once with its own code, never retried.
+        (
+            torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 34.00 GiB"),
+            "failed",
+            "out_of_memory",
+        ),
+        (MemoryError(), "failed", "out_of_memory"),
     ],
 )
 def test_job_outcome_records_each_kind_of_failure(ctx, error, status, code):

@@ -267,3 +267,18 @@ def test_iter_records_sees_every_job_once(jobstore):
     jobstore.mark_item_done(next(iter(ids)), 0)  # creates a companion ':items' key, which must be skipped
     assert sorted(r.id for r in jobstore.iter_records()) == sorted(ids)
     assert len(list(jobstore.iter_records(max_records=2))) == 2
+
+
+def test_a_redelivered_segment_replaces_its_entry_in_the_progress_list(jobstore):
+    """progress.segments lists each segment once: the second start of segment 1 (a redelivery) replaces the
+    first, and entries without the key, or of other segments, stay."""
+    record, _ = jobstore.create("train", "alice", {}, total=100)
+    jobstore.start(record.id)
+    for segment, step in ((0, 0), (1, 40), (1, 60), (2, 80)):
+        entry = {"segment": segment, "resumed_from_step": step}
+        assert jobstore.append_progress(record.id, "segments", entry, keep_last=20, unique_by="segment")
+    assert jobstore.get(record.id).progress["segments"] == [
+        {"segment": 0, "resumed_from_step": 0},
+        {"segment": 1, "resumed_from_step": 60},
+        {"segment": 2, "resumed_from_step": 80},
+    ]

@@ -93,6 +93,37 @@ def test_s3_multipart_upload_really_uses_parts(s3_store, tmp_path):
     assert head["ETag"].strip('"').endswith("-3")  # S3's multipart ETag: '<md5 of md5s>-<part count>'
 
 
+def test_open_write_streams_an_object_and_an_error_leaves_none(store):
+    """What results.zip is written with: many writes of any size make one object; an exception mid-stream
+    leaves no object (and on S3 no visible one: the multipart upload is aborted)."""
+    if hasattr(store, "transfer_config"):
+        store.transfer_config.multipart_chunksize = 5 * 1024 * 1024
+    blocks = [os.urandom(size) for size in (1, 3 * 1024 * 1024, 4 * 1024 * 1024 + 7, 5 * 1024 * 1024, 999)]
+    key = keys.output_archive("streamed")
+    with store.open_write(key, content_type="application/zip") as out:
+        for block in blocks:
+            out.write(block)
+    assert store.get_bytes(key) == b"".join(blocks)
+    with pytest.raises(RuntimeError), store.open_write(keys.output_archive("broken")) as out:
+        out.write(os.urandom(6 * 1024 * 1024))
+        raise RuntimeError("the builder failed halfway")
+    assert not store.exists(keys.output_archive("broken"))
+    with store.open_write(keys.output_archive("small")) as out:
+        out.write(b"tiny")
+    assert store.get_bytes(keys.output_archive("small")) == b"tiny"
+
+
+def test_s3_open_write_uploads_parts_of_the_configured_size(s3_store):
+    s3_store.transfer_config.multipart_chunksize = 5 * 1024 * 1024
+    with s3_store.open_write("outputs/j/results.zip") as out:
+        for _ in range(11):
+            out.write(os.urandom(1024 * 1024))
+    head = s3_store.client.head_object(Bucket=s3_store.bucket, Key="svc/outputs/j/results.zip")
+    assert head["ETag"].strip('"').endswith("-3") and head["ContentLength"] == 11 * 1024 * 1024
+    uploads = s3_store.client.list_multipart_uploads(Bucket=s3_store.bucket).get("Uploads", [])
+    assert uploads == [], "a finished or aborted stream left an incomplete multipart upload"
+
+
 @pytest.mark.parametrize(
     "bad",
     ["../etc/passwd", "/abs/key", "a/../b", "a//b", "a/./b", "", ".hidden", "a/b/", "a\\b", "a b", "C:/x"],

@@ -131,3 +131,40 @@ def test_an_idle_worker_exits_zero_and_its_heartbeat_is_the_liveness_probe(redis
         [ANIMEGAN, "worker-alive"], env=probe_env, capture_output=True, text=True, timeout=60
     )
     assert dead.returncode == 1 and "old" in dead.stdout
+
+
+def test_device_errors_in_a_row_stop_the_worker_even_while_busy(redis_client, tmp_path):
+    """DeviceHealth, shared with forked children: N errors in a row set its event, a success in between resets
+    the count; the watchdog then stops the worker with status 4 at once."""
+    from workers.device_health import EXIT_DEVICE, DeviceHealth, is_device_error
+
+    health = DeviceHealth(max_errors=2)
+    dog, _ = watchdog(redis_client, tmp_path, busy=True, device_failed=health.failed)
+    health.record_error()
+    health.record_success()
+    health.record_error()
+    assert dog.check() is None and not health.failed.is_set()
+    child = os.fork()
+    if child == 0:  # a pool child counting its own failure into the parent's health
+        health.record_error()
+        os._exit(0)
+    os.waitpid(child, 0)
+    assert health.failed.wait(5) and dog.check() == EXIT_DEVICE
+
+    import torch
+
+    assert is_device_error(torch.AcceleratorError("CUDA error: an illegal memory access was encountered"))
+    assert is_device_error(
+        RuntimeError("CUDA error: no kernel image is available for execution on the device")
+    )
+    assert not is_device_error(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 34.00 GiB"))
+    assert not is_device_error(ValueError("CUDA error in a file name"))
+
+
+def test_each_tick_records_the_worker_as_alive_on_its_queues(redis_client, tmp_path):
+    from workers import redis_keys
+
+    dog, _ = watchdog(redis_client, tmp_path)
+    dog.check()
+    [(member, beat)] = redis_client.zrange(redis_keys.workers_alive("stylize"), 0, -1, withscores=True)
+    assert member.endswith(f"/{os.getpid()}") and abs(beat - time.time()) < 30

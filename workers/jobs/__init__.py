@@ -75,11 +75,15 @@ def job_spec(record: JobRecord, spec_type: type[Spec]) -> Spec:
         ) from exc
 
 
-def begin(ctx: JobContext, job_id: str, redelivered: bool) -> JobRecord | None:
-    """Start (or resume) work on a job; None when there is nothing to do.
+def begin(ctx: JobContext, job_id: str, redelivered: bool, unit: str = "job") -> JobRecord | None:
+    """Start (or resume) work on `unit` of a job (its one task, "chunk:<first index>", "segment:<n>", ...);
+    None when there is nothing to do.
 
-    Nothing to do: the record is gone (expired), already terminal, canceled before it started, or the
-    redelivery cap is exceeded (then the job fails here, so a poison job stops looping through workers).
+    Nothing to do: the record is gone (expired), already terminal, canceled before it started, or the unit's
+    redelivery cap is exceeded (then the job fails here, so a poison task stops looping through workers). Lost
+    deliveries count per unit and are forgotten when the unit makes progress (JobStore.reset_attempts): four
+    failovers over a week of training or a 625-chunk batch cost nothing, a task that dies before any progress
+    fails after ANIMEGAN_MAX_REDELIVERIES.
     """
     record = ctx.jobs.get(job_id)
     if record is None:
@@ -89,11 +93,13 @@ def begin(ctx: JobContext, job_id: str, redelivered: bool) -> JobRecord | None:
         logger.info("job %s is already %s; nothing to do", job_id, record.status)
         return None
     if redelivered:
-        lost = ctx.jobs.add_attempt(job_id)
+        lost = ctx.jobs.add_attempt(job_id, unit)
+        where = "this job" if unit == "job" else f"{unit.replace(':', ' ')} of this job"
         if lost > ctx.settings.max_redeliveries:
-            fail(ctx, job_id, "worker_lost", f"worker lost {lost} times while running this job")
+            message = f"worker lost {lost} times while running {where}, with no progress in between"
+            fail(ctx, job_id, "worker_lost", message)
             return None
-        logger.warning("job %s redelivered after a lost worker (%d so far)", job_id, lost)
+        logger.warning("job %s redelivered after a lost worker (%s: %d without progress)", job_id, unit, lost)
     if ctx.jobs.is_cancel_requested(job_id):
         cancel(ctx, job_id)
         return None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import zipfile
 from collections import defaultdict
 from collections.abc import Sequence
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 from animegan.errors import AnimeGANError
-from workers import keys
+from workers import keys, media
 from workers.contracts.batch import BatchResult, BatchSpec
 from workers.jobs import JobContext, JobInputError, begin, check_cancel, fail, job_spec, succeed
 from workers.jobs.stylize import inference_options, read_image, write_output
@@ -35,7 +34,8 @@ def run_chunk(
     ctx: JobContext, job_id: str, items: Sequence[tuple[int, str]], redelivered: bool = False
 ) -> None:
     """Stylize the (index, input_key) items of one chunk not yet done, then finalize if the batch is complete."""
-    record = begin(ctx, job_id, redelivered)
+    unit = f"chunk:{items[0][0]}" if items else "chunk"
+    record = begin(ctx, job_id, redelivered, unit)
     if record is None:
         return
     # The whole batch shares the model and parameters: if these fail, nothing in it can, and the job fails.
@@ -64,24 +64,27 @@ def run_chunk(
             groups[image.size].append((index, image))
         for same_size in groups.values():
             check_cancel(ctx, job_id)
-            _stylize_group(ctx, job_id, stylizer, same_size, spec)
+            if _stylize_group(ctx, job_id, stylizer, same_size, spec):
+                ctx.jobs.reset_attempts(job_id, unit)
     maybe_finalize(ctx, job_id)
 
 
 def _stylize_group(
     ctx: JobContext, job_id: str, stylizer: Stylizer, part: list[tuple[int, Image.Image]], spec: BatchSpec
-) -> None:
+) -> bool:
+    """Stylize and store one same-size group; True when images were written (progress of the chunk)."""
     try:
         results = stylizer.stylize_many([image for _, image in part])
     except AnimeGANError as exc:
         for index, _ in part:
             _record_item_error(ctx, job_id, index, "bad_image", f"image {index} could not be stylized: {exc}")
-        return
+        return False
     for (index, _), result in zip(part, results, strict=True):
         write_output(ctx, job_id, index, result, spec)
         ctx.jobs.mark_item_done(job_id, index)
     # One progress event per forward pass (done/failed/total) for the API's event stream.
     ctx.jobs.set_progress(job_id)
+    return True
 
 
 def _already_done(ctx: JobContext, job_id: str, index: int, spec: BatchSpec) -> bool:
@@ -123,33 +126,36 @@ def maybe_finalize(ctx: JobContext, job_id: str) -> None:
     item_errors = ctx.jobs.item_errors(job_id)
     outputs: list[JSONObject] = []
     errors: list[JSONObject] = []
-    with tempfile.TemporaryDirectory(prefix="animegan-zip-") as tmp:
-        archive = Path(tmp) / "results.zip"
-        # PNG/JPEG/WebP are already compressed: store them, deflate only the small error list.
-        with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as zf:
-            for index in range(total):
-                key = keys.output(job_id, index, ext)
-                try:
-                    zf.writestr(_entry_name(spec.filenames, index, ext), ctx.store.get_bytes(key))
-                    outputs.append({"index": index, "key": key})
-                except NotFound:
-                    error = item_errors.get(index) or {
-                        "code": "missing_output",
-                        "message": f"no output was written for image {index}",
-                    }
-                    errors.append({"index": index, **error})
-            if errors:
-                zf.writestr("errors.json", json.dumps(errors, indent=2), compress_type=zipfile.ZIP_DEFLATED)
-        if not outputs:
-            fail(
-                ctx,
-                job_id,
-                "all_images_failed",
-                f"all {total} images failed; first error: {errors[0]['message']}",
-            )
-            return
-        archive_key = keys.output_archive(job_id)
-        ctx.store.put_file(archive_key, archive)
+    archive_key = keys.output_archive(job_id)
+    # Streamed into storage as it is built (S3: multipart parts from memory): a batch of 10,000 images needs no
+    # local disk, where a zip built in /tmp outgrew the pod's ephemeral storage and got it evicted.
+    # PNG/JPEG/WebP are already compressed: store them, deflate only the small error list.
+    with (
+        ctx.store.open_write(archive_key, content_type=media.by_format("zip").content_type) as out,
+        zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as zf,
+    ):
+        for index in range(total):
+            key = keys.output(job_id, index, ext)
+            try:
+                zf.writestr(_entry_name(spec.filenames, index, ext), ctx.store.get_bytes(key))
+                outputs.append({"index": index, "key": key})
+            except NotFound:
+                error = item_errors.get(index) or {
+                    "code": "missing_output",
+                    "message": f"no output was written for image {index}",
+                }
+                errors.append({"index": index, **error})
+        if errors:
+            zf.writestr("errors.json", json.dumps(errors, indent=2), compress_type=zipfile.ZIP_DEFLATED)
+    if not outputs:
+        ctx.store.delete(archive_key)  # an archive of errors only is no result
+        fail(
+            ctx,
+            job_id,
+            "all_images_failed",
+            f"all {total} images failed; first error: {errors[0]['message']}",
+        )
+        return
     succeed(ctx, job_id, BatchResult(archive_key=archive_key, outputs=outputs, errors=errors, total=total))
 
 

@@ -122,6 +122,7 @@ class SegmentHooks:
     job_id: str
     token: int
     keep_checkpoints: int  # uploaded checkpoints kept in storage (older ones deleted)
+    segment: int = 0  # the segment this run is (a checkpoint resets its redelivery count)
     shutdown_requested: StopCheck | None = None
     keeper: LeaseKeeper | None = None
     fenced_off: bool = False
@@ -154,6 +155,7 @@ class SegmentHooks:
         key = keys.checkpoint(self.job_id, step)
         self.ctx.store.put_file(key, path)
         self.ctx.jobs.set_progress(self.job_id, checkpoint_step=step)
+        self.ctx.jobs.reset_attempts(self.job_id, f"segment:{self.segment}")
         self.ctx.jobs.append_progress(
             self.job_id, "checkpoints", {"step": step, "key": key}, keep_last=self.keep_checkpoints
         )
@@ -294,7 +296,10 @@ def run_segment(
     shutdown_requested: StopCheck | None = None,
 ) -> SegmentOutcome:
     """Train one bounded segment of a job; see SegmentOutcome for what the caller does next."""
-    record = begin(ctx, job_id, redelivered)
+    # The segment's budget runs from here, so checkpoint restore, model and dataset downloads count in it and
+    # the task as a whole stays inside the broker's visibility timeout (WorkerSettings checks 1.5x).
+    started = time.monotonic()
+    record = begin(ctx, job_id, redelivered, f"segment:{segment}")
     if record is None:
         return SegmentOutcome.finished
     if int(record.progress.get("segments_done", 0)) > segment:
@@ -306,7 +311,7 @@ def run_segment(
         return SegmentOutcome.busy
     try:
         with LeaseKeeper(ctx, job_id, token) as keeper:
-            return _train_under_lease(ctx, record, segment, keeper, shutdown_requested)
+            return _train_under_lease(ctx, record, segment, keeper, shutdown_requested, started)
     except LeaseLost:
         logger.warning("job %s: fenced off during segment %d", job_id, segment)
         return SegmentOutcome.lost_lease
@@ -322,6 +327,7 @@ def _train_under_lease(
     segment: int,
     keeper: LeaseKeeper,
     shutdown_requested: StopCheck | None,
+    started: float,
 ) -> SegmentOutcome:
     job_id, token = record.id, keeper.token
     spec = job_spec(record, TrainingSpec)
@@ -339,12 +345,16 @@ def _train_under_lease(
             "started_at": time.time(),
             "token": token,
         }
-        ctx.jobs.append_progress(job_id, "segments", entry, keep_last=20)
+        # One entry per segment: a redelivered segment replaces its earlier entry (its last start is the one that
+        # counts), so the list never shows a segment twice.
+        ctx.jobs.append_progress(job_id, "segments", entry, keep_last=20, unique_by="segment")
         logger.info("job %s: segment %d starts at step %d", job_id, segment, resumed_from)
         hooks = SegmentHooks(
-            ctx, job_id, token, config.keep_checkpoints, shutdown_requested, keeper, run_dir=run_dir
+            ctx, job_id, token, config.keep_checkpoints, segment, shutdown_requested, keeper, run_dir=run_dir
         )
-        trainer, result = _run_trainer(ctx, config, data, run_dir, hooks)
+        # At least a second of training, so a slow download cannot stall the run in empty segments.
+        budget = max(1.0, ctx.settings.train_segment_seconds - (time.monotonic() - started))
+        trainer, result = _run_trainer(ctx, config, data, run_dir, hooks, budget)
         if hooks.lost:
             raise LeaseLost(job_id)
         if result.status == "completed":
@@ -384,7 +394,12 @@ def _resume(
 
 
 def _run_trainer(
-    ctx: JobContext, config: TrainConfig, data: dict[str, Path], run_dir: Path, hooks: SegmentHooks
+    ctx: JobContext,
+    config: TrainConfig,
+    data: dict[str, Path],
+    run_dir: Path,
+    hooks: SegmentHooks,
+    budget_seconds: float,
 ) -> tuple[Trainer, TrainResult]:
     """Train until the segment's time budget, the run's end, a stop request or a lost lease."""
     try:
@@ -399,7 +414,7 @@ def _run_trainer(
             on_checkpoint=hooks.on_checkpoint,
             on_sample=hooks.on_sample,
         )
-        return trainer, trainer.run(max_seconds=ctx.settings.train_segment_seconds)
+        return trainer, trainer.run(max_seconds=budget_seconds)
     except AnimeGANError as exc:
         # The library names files by their path on this machine; the user knows their archive entries.
         message = user_message(str(exc), data)

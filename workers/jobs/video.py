@@ -58,7 +58,7 @@ def _record_frames(ctx: JobContext, job_id: str, segment: int, frames: int, **fi
 def run_video_segment(ctx: JobContext, job_id: str, segment: int, redelivered: bool = False) -> bool:
     """Stylize one segment into keys.video_segment; True when every segment of the job is written (the caller
     then enqueues the join). A segment already counted is not redone."""
-    record = begin(ctx, job_id, redelivered)
+    record = begin(ctx, job_id, redelivered, f"segment:{segment}")
     if record is None:
         return False
     params = job_spec(record, VideoSpec)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import quote
 
 from workers.exceptions import InvalidKey
@@ -26,6 +28,12 @@ class ObjectStore(ABC):
     @abstractmethod
     def put_file(self, key: str, path: str | Path, content_type: str | None = None) -> None:
         """Upload a local file (multipart above the backend's threshold)."""
+
+    @abstractmethod
+    def open_write(self, key: str, content_type: str | None = None) -> AbstractContextManager[BinaryIO]:
+        """A writable stream (not seekable) whose bytes become the object at `key` when the block exits
+        normally; an exception leaves no object. Local disk use stays bounded whatever the object's size (S3:
+        multipart parts of the configured size, held in memory one at a time)."""
 
     @abstractmethod
     def get_file(self, key: str, path: str | Path) -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from animegan.atomic import atomic_write
 from workers.exceptions import InvalidKey, NotFound, StorageError
@@ -54,6 +57,12 @@ class LocalStore(ObjectStore):
             raise FileNotFoundError(f"put_file({key!r}): local file {source} does not exist")
         with source.open("rb") as src, atomic_write(self._path(key), fsync=True) as handle:
             shutil.copyfileobj(src, handle, 1024 * 1024)
+
+    @contextmanager
+    def open_write(self, key: str, content_type: str | None = None) -> Iterator[BinaryIO]:
+        # The temporary file sits beside the object, in the store's own folder: no scratch disk elsewhere.
+        with atomic_write(self._path(key), fsync=True) as handle:
+            yield handle
 
     def get_file(self, key: str, path: str | Path) -> None:
         source = self._path(key)

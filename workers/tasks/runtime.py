@@ -19,8 +19,9 @@ from celery.exceptions import Retry
 from celery.signals import worker_init, worker_process_init, worker_shutting_down
 from kombu.exceptions import OperationalError
 
-from workers import enqueue
+from workers import enqueue, job_metrics, redis_keys
 from workers.contracts.webhooks import webhook_message
+from workers.device_health import DeviceHealth, is_device_error
 from workers.exceptions import StorageError
 from workers.settings import WorkerSettings, load_settings
 
@@ -39,6 +40,13 @@ RETRY_CAP_SECONDS = 60.0
 
 _context: JobContext | None = None  # this process's, built on first use
 _shutdown: Event | None = None  # set by the parent on warm shutdown, inherited by children
+_device_health: DeviceHealth | None = None  # shared with the parent (animegan worker), inherited by children
+
+
+def use_device_health(health: DeviceHealth) -> None:
+    """Count device errors into `health` (created by the worker command before the pool forks)."""
+    global _device_health
+    _device_health = health
 
 
 @worker_init.connect
@@ -146,6 +154,8 @@ def job_outcome(task: Task, job_id: str, give_up: Callable[[str], None] | None =
     try:
         with recorded_outcome(ctx, job_id):
             yield
+        if _device_health is not None:
+            _device_health.record_success()
     except Retry:
         raise
     except TRANSIENT as exc:
@@ -169,5 +179,44 @@ def job_outcome(task: Task, job_id: str, give_up: Callable[[str], None] | None =
         # must never fire first.
         raise task.retry(exc=exc, countdown=delay, max_retries=retries + 1) from exc
     except Exception as exc:
+        if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+            # The job's size, not a fault of this worker: retrying it would only repeat it. The memory is freed
+            # as the exception unwinds; the worker goes on.
+            logger.error("job %s: out of memory: %s", job_id, exc)
+            gpu = "GPU " if "CUDA" in str(exc) else ""
+            message = (
+                f"ran out of {gpu}memory ({str(exc)[:200] or type(exc).__name__}); lower image_size, "
+                "batch_size or base_channels (training), or send smaller images"
+            )
+            fail(ctx, job_id, "out_of_memory", message)
+            return
+        if is_device_error(exc) and _device_health is not None:
+            _device_failed(task, ctx, job_id, exc)  # raises Retry, or failed the job
+            return
         logger.exception("job %s: unexpected error", job_id)
         fail(ctx, job_id, "internal_error", f"{type(exc).__name__} (details in the operators' logs)")
+
+
+def _device_failed(task: Task, ctx: JobContext, job_id: str, exc: Exception) -> None:
+    """The GPU failed, not the job: count it toward this worker's device errors (which stop the worker) and retry
+    the task, on another worker once this one stops; a job that fails on every device it meets fails itself."""
+    from workers.jobs import fail
+
+    assert _device_health is not None
+    in_a_row = _device_health.record_error()
+    try:
+        ctx.jobs.redis.hincrby(redis_keys.METRICS, job_metrics.DEVICE_ERRORS_FIELD, 1)
+    except redis.RedisError as error:
+        logger.warning("could not count the device error: %s", error)
+    retries = task.request.retries
+    logger.error("job %s: device error (%d in a row on this worker): %s", job_id, in_a_row, exc)
+    if retries >= ctx.settings.max_redeliveries:
+        message = (
+            f"the GPU failed on each of {retries + 1} tries ({type(exc).__name__}: {str(exc)[:200]}); "
+            "if it repeats, this input may trigger it"
+        )
+        fail(ctx, job_id, "device_error", message)
+        return
+    raise task.retry(
+        exc=exc, countdown=transient_delay(retries, ctx.settings), max_retries=retries + 1
+    ) from exc
