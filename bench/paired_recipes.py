@@ -143,11 +143,34 @@ def main() -> int:
         columns.append((name, crops_of(model)))
         print(f"\n== {name} ({results[name]['seconds_per_step']:.2f} s/step)", flush=True)
         print(score_table(_score_from(results[name])), flush=True)
+    print("\n" + markdown_table(results, ["start", *args.recipes]))
     columns.append(("target", target_crops()))
     grid = np.concatenate([np.concatenate(c, axis=0) for _, c in columns], axis=1)
     Image.fromarray(grid).save(args.out / "recipes.jpg", quality=90)
     print(f"\ncolumns of {args.out / 'recipes.jpg'}: " + " | ".join(n for n, _ in columns))
     return 0
+
+
+def markdown_table(results: dict, names: list[str]) -> str:
+    """The comparison as a markdown table: the photo and target rows first, then each recipe."""
+    head = "| | s/step | PSNR | SSIM | GMSD | outline energy | colourfulness | outline corr | tone-aligned PSNR |"
+    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
+    first = _score_from(results["start"])
+    p, t = first.photo, first.target
+    lines.append(
+        f"| the photo | - | {first.baseline_psnr:.2f} | {first.baseline_ssim:.3f} | {p.gmsd:.3f} | "
+        f"{p.outline_energy:.2f} | {p.colourfulness:.1f} | {p.outline_corr:.3f} | {p.tone_psnr:.2f} |"
+    )
+    for name in names:
+        s = _score_from(results[name])
+        o = s.output
+        per_step = results[name].get("seconds_per_step")
+        lines.append(
+            f"| {name} | {'-' if per_step is None else f'{per_step:.2f}'} | {s.psnr:.2f} | {s.ssim:.3f} | "
+            f"{o.gmsd:.3f} | {o.outline_energy:.2f} | {o.colourfulness:.1f} | {o.outline_corr:.3f} | {o.tone_psnr:.2f} |"
+        )
+    lines.append(f"| the target | - | - | - | - | {t.outline_energy:.2f} | {t.colourfulness:.1f} | - | - |")
+    return "\n".join(lines)
 
 
 def _score_from(data: dict):

@@ -116,7 +116,28 @@ class Trainer:
         total = config.epochs * self.iterations_per_epoch
         self.total_steps = min(total, config.max_total_steps) if config.max_total_steps else total
         self.init_steps = 0 if config.skip_init else config.init_epochs * self.iterations_per_epoch
+        self._build_networks(init_state)
+        self.step = 0
+        # (N, 3, S, S): the photos of every sample grid and, paired and distill, their targets (a third row)
+        self.samples, self.sample_targets = self.mode.sample_inputs(val_photos)
+        if state is not None:
+            self._resume(state, resume_from)
+        else:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            config.save(self.run_dir / CONFIG_FILE)  # before step one: the run describes itself
+            logger.info(
+                "new run %s: %d steps (%d init), %d per epoch, device %s, %s",
+                self.run_dir,
+                self.total_steps,
+                self.init_steps,
+                self.iterations_per_epoch,
+                self.device,
+                config.precision,
+            )
 
+    def _build_networks(self, init_state: dict[str, torch.Tensor] | None) -> None:
+        """G, D, the optional VGG19, the mode's loss and the three optimisers (warm-up, G, D)."""
+        config = self.config
         torch.manual_seed(config.seed)  # weight init of G and D
         self.generator = build_generator(config.generator).to(self.device)
         self.discriminator = build_discriminator(config.discriminator).to(self.device)
@@ -131,30 +152,13 @@ class Trainer:
         self.opt_init = torch.optim.Adam(self.generator.parameters(), lr=config.init_lr, betas=betas)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.g_lr, betas=betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.d_lr, betas=betas)
-        self.step = 0
-        # (N, 3, S, S): the photos of every sample grid and, paired and distill, their targets (a third row)
-        self.samples, self.sample_targets = self.mode.sample_inputs(val_photos)
 
-        if state is not None:
-            self._load_state(state)
-            self._truncate_loss_log()
-            if not (self.run_dir / CONFIG_FILE).is_file():  # a checkpoint fetched into a fresh folder
-                config.save(self.run_dir / CONFIG_FILE)
-            logger.info(
-                "resuming %s from %s (step %d of %d)", self.run_dir, resume_from, self.step, self.total_steps
-            )
-        else:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            config.save(self.run_dir / CONFIG_FILE)  # before step one: the run describes itself
-            logger.info(
-                "new run %s: %d steps (%d init), %d per epoch, device %s, %s",
-                self.run_dir,
-                self.total_steps,
-                self.init_steps,
-                self.iterations_per_epoch,
-                self.device,
-                config.precision,
-            )
+    def _resume(self, state: dict[str, Any], path: Path | None) -> None:
+        self._load_state(state)
+        self._truncate_loss_log()
+        if not (self.run_dir / CONFIG_FILE).is_file():  # a checkpoint fetched into a fresh folder
+            self.config.save(self.run_dir / CONFIG_FILE)
+        logger.info("resuming %s from %s (step %d of %d)", self.run_dir, path, self.step, self.total_steps)
 
     @staticmethod
     def _reconcile(given: TrainConfig, saved: TrainConfig, path: Path) -> TrainConfig:
