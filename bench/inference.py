@@ -241,6 +241,9 @@ def main() -> int:
     sizes, repeat, rss_side = ([64, 128], 3, 512) if args.quick else (args.sizes, args.repeat, args.rss_side)
     if args.quick:
         args.rss_tile = 256
+        # The smoke run of the tests: one thread, so a loaded machine slows it in proportion (two threads'
+        # barriers waiting on a preempted sibling slowed it several-fold on a busy 2-core machine).
+        torch.set_num_threads(1)
     # Only what this machine runs natively is measured: where bf16 is emulated (an AVX2-only CPU) one bf16
     # forward of v2 at 256 px takes minutes, so its rows would measure the emulation, and the fast path is fp32.
     native_bf16 = bf16_is_native(torch.device(args.device)) and not args.no_bf16

@@ -18,6 +18,7 @@ from animegan.inference.faces import (
     face_mask,
     face_stats,
     hue_difference,
+    portrait_finish,
     stylize_faces,
 )
 from animegan.inference.stylizer import reference_size
@@ -75,9 +76,27 @@ def test_each_face_is_run_enlarged_and_blended_back(portrait):
     region = box.scaled(REGION_SCALE, 512, 512)
     scale = FACE_SIDE / box.w
     assert seen == [(round(region.h * scale), round(region.w * scale), 3)]
-    centre = (box.y + box.h // 2, box.x + box.w // 2)
-    assert np.abs(out[centre].astype(int) - portrait[centre]).max() <= 3  # the face pass, up and down again
+    # The photo's own face came back (up and down again), its skin tone as it was, its lines inked darker.
+    stats = face_stats(portrait, out, box)
+    assert stats.hue_shift < 2 and 0.9 < stats.colourfulness_ratio < 1.1 and stats.outline_ratio > 1.2
     assert out[: region.y].max() == 0 and out[region.y + region.h :].max() == 0  # outside: untouched
+
+
+def test_the_portrait_finish_keeps_skin_chroma_and_inks_only_real_lines():
+    import cv2
+
+    photo = np.full((40, 40, 3), (200, 150, 130), np.uint8)  # skin
+    face = np.full((40, 40, 3), (190, 180, 110), np.uint8)  # the same, yellow-green as the palette makes it
+    face[:, 10] -= 40  # a line 40 levels deep
+    face[:, 30] -= 5  # texture, under the threshold
+    skin = Box(5, 5, 30, 30)
+    done = portrait_finish(face, photo, skin)
+    ab = lambda im: cv2.cvtColor(im, cv2.COLOR_RGB2LAB)[..., 1:].reshape(-1, 2).astype(float).mean(axis=0)  # noqa: E731
+    assert np.abs(ab(done[5:35, 5:35]) - ab(photo)).max() < 1.5  # the photo's mean chroma
+    lightness = cv2.cvtColor(done, cv2.COLOR_RGB2LAB)[..., 0].astype(int)
+    before = cv2.cvtColor(face, cv2.COLOR_RGB2LAB)[..., 0].astype(int)
+    assert lightness[20, 10] < before[20, 10] - 20  # the line is darker
+    assert abs(lightness[20, 30] - before[20, 30]) <= 1 and abs(lightness[20, 20] - before[20, 20]) <= 1
 
 
 def test_the_stylizer_changes_only_the_face_region(portrait):
