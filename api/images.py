@@ -1,33 +1,38 @@
 """Checks of uploaded images and archives with Pillow and zipfile only, so bad input gets its 4xx at once.
 
 Format and pixel count come from the header; an image within the pixel limit is then decoded whole (a truncated
-file only shows when its data runs out); archives are read with limits on entry count, size and ratio.
+file only shows when its data runs out); archives are checked by the one zip checker (workers.archives), the same one the worker runs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import posixpath
 import zipfile
-import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
 from animegan.sizes import reference_size
 from api.errors import ApiError
 from workers import media
-from workers.archives import MemberKind, MemberRefused, member_kind
-from workers.media import IMAGE_SUFFIX_LIST
+from workers.archives import (
+    ArchiveLimits,
+    ArchiveRefused,
+    ZipSource,
+    copy_member,
+    image_members,
+    open_archive,
+)
 
 logger = logging.getLogger(__name__)
 
 # Pillow format names of accepted inputs (the upper case of the media table's names); others get a 415.
 ACCEPTED_FORMATS = frozenset(name.upper() for name in media.INPUT_IMAGE_FORMATS)
-# An archive entry that inflates more than this is treated as a zip bomb.
-MAX_COMPRESSION_RATIO = 200
 
 
 @dataclass(frozen=True)
@@ -109,109 +114,80 @@ def safe_name(name: str, fallback: str) -> str:
     return base[:200] if base and base not in (".", "..") else fallback
 
 
-def _zip(source: bytes | Path, name: str) -> zipfile.ZipFile:
+def archive_error(exc: ArchiveRefused) -> ApiError:
+    """The API's answer to an archive the one checker (workers.archives) refused."""
+    return ApiError(exc.status, exc.code, exc.message)
+
+
+@contextmanager
+def open_checked_archive(
+    source: ZipSource, name: str, limits: ArchiveLimits
+) -> Iterator[tuple[zipfile.ZipFile, list[zipfile.ZipInfo]]]:
+    """The open zip and its image members, every directory-level rule checked; ApiError naming the problem."""
     try:
-        return zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source)
-    except zipfile.BadZipFile as exc:
-        raise ApiError(415, "not_a_zip", f"{name}: not a zip archive ({exc})") from exc
-
-
-def _check_ratio(info: zipfile.ZipInfo, archive: str) -> None:
-    if info.compress_size and info.file_size / info.compress_size > MAX_COMPRESSION_RATIO:
-        raise ApiError(
-            422,
-            "decompression_bomb",
-            f"{archive}: entry {info.filename!r} inflates {info.file_size // max(info.compress_size, 1)}x; refused",
-        )
-
-
-def _image_entries(
-    zf: zipfile.ZipFile, archive: str, max_total_bytes: int, refuse_others: bool = False
-) -> list[zipfile.ZipInfo]:
-    """The image entries (workers.archives decides, as for the worker's extraction); other files are skipped,
-    or with `refuse_others` answered with 422 naming them."""
-    entries, others, total = [], [], 0
-    for info in zf.infolist():
+        zf = open_archive(source, name, limits)
+    except ArchiveRefused as exc:
+        raise archive_error(exc) from exc
+    with zf:
         try:
-            kind = member_kind(info)
-        except MemberRefused as exc:
-            raise ApiError(422, "unsafe_archive", f"{archive}: {exc}") from exc
-        if kind == MemberKind.noise:
-            continue
-        _check_ratio(info, archive)
-        if kind == MemberKind.other:
-            others.append(info.filename)
-            continue
-        total += info.file_size
-        if total > max_total_bytes:
-            raise ApiError(
-                413,
-                "archive_too_large",
-                f"{archive}: inflates to more than {max_total_bytes} bytes; split it",
+            members = image_members(zf, name, limits)
+        except ArchiveRefused as exc:
+            raise archive_error(exc) from exc
+        yield zf, members
+
+
+def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> bytes:
+    """One member's bytes, its CRC-32 and size checked (the member is at most the limit image_members set)."""
+    out = io.BytesIO()
+    try:
+        copy_member(zf, info, name, out)
+    except ArchiveRefused as exc:
+        raise archive_error(exc) from exc
+    return out.getvalue()
+
+
+@dataclass(frozen=True)
+class ArchiveImage:
+    """An image of a batch archive, checked and let go: the job's input is read from the archive again."""
+
+    name: str  # display name (the entry's base name)
+    info: ImageInfo
+    member: zipfile.ZipInfo
+    sha256: bytes  # of the bytes checked, compared when they are read again to be stored
+
+
+def scan_image_archive(
+    zf: zipfile.ZipFile, members: list[zipfile.ZipInfo], name: str, max_pixels: int
+) -> list[ArchiveImage]:
+    """Each image member of a batch archive checked like a single upload, in name order, holding one at a
+    time in memory. Any other file was refused rather than skipped (ArchiveLimits.refuse_others): a batch that
+    silently drops entries answers fewer results than the client sent, with nothing saying which."""
+    out: list[ArchiveImage] = []
+    for info in sorted(members, key=lambda i: i.filename):
+        label = f"{name}:{info.filename}"
+        body = read_member(zf, info, name)
+        image = inspect_image(body, label, max_pixels)
+        out.append(
+            ArchiveImage(
+                safe_name(info.filename, f"image-{len(out)}"), image, info, hashlib.sha256(body).digest()
             )
-        entries.append(info)
-    if refuse_others and others:
-        listed = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
-        raise ApiError(
-            422,
-            "non_image_entries",
-            f"{archive}: {listed} {'is not an image' if len(others) == 1 else 'are not images'} "
-            f"({IMAGE_SUFFIX_LIST}); remove them from the zip",
         )
-    if not entries:
-        raise ApiError(422, "empty_archive", f"{archive}: holds no images ({IMAGE_SUFFIX_LIST} entries)")
-    return entries
+    return out
 
 
-def read_image_archive(
-    data: bytes, name: str, max_images: int, max_total_bytes: int, max_pixels: int
-) -> list[tuple[str, bytes, ImageInfo]]:
-    """The images of a zip archive, in name order, each checked like a single upload.
+def check_dataset_archive(source: ZipSource, name: str, limits: ArchiveLimits) -> int:
+    """Check a training dataset archive (zip of images) as the worker will unpack it; return its image count.
 
-    Any other file is refused rather than skipped: a batch that silently drops entries answers fewer results
-    than the client sent, with nothing saying which (a loose image of another format, a misnamed file).
+    The directory rules and every member's data (CRC-32, true size) are checked, each member inflated in blocks
+    and dropped, so a dataset the worker would refuse costs neither a queued job nor a worker's extraction.
     """
-    with _zip(data, name) as zf:
-        entries = sorted(
-            _image_entries(zf, name, max_total_bytes, refuse_others=True), key=lambda i: i.filename
-        )
-        if len(entries) > max_images:
-            raise ApiError(
-                422,
-                "too_many_images",
-                f"{name}: {len(entries)} images is above the batch limit of {max_images}; split the batch",
-            )
-        out: list[tuple[str, bytes, ImageInfo]] = []
-        for info in entries:
-            label = f"{name}:{info.filename}"
+    with open_checked_archive(source, name, limits) as (zf, members):
+        for info in members:
             try:
-                body = zf.read(info)
-            except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-                # A bad CRC or damaged deflate data is the client's archive, not a server error.
-                raise ApiError(
-                    422, "corrupt_archive", f"{label}: the entry is damaged ({exc}); zip it again"
-                ) from exc
-            out.append(
-                (safe_name(info.filename, f"image-{len(out)}"), body, inspect_image(body, label, max_pixels))
-            )
-        return out
-
-
-def check_dataset_archive(source: bytes | Path, name: str, max_total_bytes: int, max_images: int) -> int:
-    """Check a training dataset archive (zip of images) from its directory only; return its image count.
-
-    The count is the worker's limit too (ANIMEGAN_MAX_DATASET_IMAGES): refused here, a dataset it would refuse
-    costs neither a queued job nor an extraction on a worker's disk.
-    """
-    with _zip(source, name) as zf:
-        count = len(_image_entries(zf, name, max_total_bytes))
-    if count > max_images:
-        raise ApiError(
-            422,
-            "too_many_images",
-            f"{name}: {count} images is above the limit of {max_images} per dataset archive; use fewer",
-        )
-    return count
+                copy_member(zf, info, name)
+            except ArchiveRefused as exc:
+                raise archive_error(exc) from exc
+        return len(members)
 
 
 # EXIF orientations that turn the stored image a quarter turn: its displayed width and height swap.
@@ -240,14 +216,15 @@ def _displayed_sizes(zf: zipfile.ZipFile, entries: list[zipfile.ZipInfo], archiv
     return out
 
 
-def check_paired_archives(photos: Path, targets: Path, max_total_bytes: int) -> int:
+def check_paired_archives(photos: ZipSource, targets: ZipSource, limits: ArchiveLimits) -> int:
     """Photos and targets must pair up by file name, each target the photo's size or its reference size.
 
     Every problem is named in one 422, so a user fixes the whole dataset in one go; returns the pair count.
     """
-    with _zip(photos, "photos") as pz, _zip(targets, "targets") as tz:
-        photo_sizes = _displayed_sizes(pz, _image_entries(pz, "photos", max_total_bytes), "photos")
-        target_sizes = _displayed_sizes(tz, _image_entries(tz, "targets", max_total_bytes), "targets")
+    with open_checked_archive(photos, "photos", limits) as (pz, photo_members):
+        photo_sizes = _displayed_sizes(pz, photo_members, "photos")
+    with open_checked_archive(targets, "targets", limits) as (tz, target_members):
+        target_sizes = _displayed_sizes(tz, target_members, "targets")
     problems = [
         f"photo {photo_sizes[s][0]} has no target" for s in sorted(photo_sizes.keys() - target_sizes.keys())
     ]

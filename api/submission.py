@@ -44,11 +44,14 @@ IdempotencyKey = Annotated[
 ]
 
 
-def request_hash(fields: dict, blobs: Iterable[bytes] = ()) -> str:
-    """sha256 of the canonical JSON of the request's fields plus the sha256 of each uploaded blob, in order."""
+def request_hash(fields: dict, blobs: Iterable[bytes] = (), *, digests: Iterable[bytes] = ()) -> str:
+    """sha256 of the canonical JSON of the request's fields plus the sha256 of each uploaded blob, in order
+    (`digests`: those sha256 already computed, for blobs the request does not hold whole)."""
     h = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode())
     for blob in blobs:
         h.update(hashlib.sha256(blob).digest())
+    for digest in digests:
+        h.update(digest)
     return h.hexdigest()
 
 

@@ -4,14 +4,25 @@ that the contracts fan out into chunk tasks of `batch_chunk_size` images each.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import zipfile
+from contextlib import ExitStack, closing
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
 
 from api.deps import Services, ServicesDep, Tenant
 from api.errors import ApiError
-from api.images import ImageInfo, inspect_image, read_image_archive, safe_name
+from api.images import (
+    ImageInfo,
+    inspect_image,
+    open_checked_archive,
+    read_member,
+    safe_name,
+    scan_image_archive,
+)
 from api.schemas import BatchForm, JobPublic, UploadPurpose
 from api.submission import (
     CREATE_RESPONSES,
@@ -27,18 +38,58 @@ from api.submission import (
     submit_job,
 )
 from workers import keys
-from workers.archives import is_zip
+from workers.archives import ZIP_MAGIC, ArchiveLimits, ZipSource, is_zip
 from workers.contracts.batch import BATCH, BatchSpec, chunk_messages
 from workers.contracts.images import ImageSpec
 from workers.jobstore import new_job_id
+from workers.storage.ranged import RangedObject
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["batches"])
 
-# display name, bytes, header facts, and the key of a direct upload that is this one image (read in place by
-# the job, not copied; None: the API stores the bytes under the job's inputs).
-Item = tuple[str, bytes, ImageInfo, str | None]
+
+@dataclass(frozen=True)
+class ArchiveEntry:
+    """Where an archive's image lies: the archive stays open while the route runs and the entry is read again
+    when it is stored, so the request never holds more than one archive image in memory."""
+
+    zf: zipfile.ZipFile
+    member: zipfile.ZipInfo
+    archive: str  # the archive's name, for errors
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image of the request, checked. Exactly one of upload_key, data and entry says where its bytes are."""
+
+    name: str  # display name
+    info: ImageInfo  # header facts
+    sha256: bytes  # of the bytes checked (the request hash; an archive entry is compared when read again)
+    upload_key: str | None = None  # a direct upload that is this one image: the job reads it in place
+    data: bytes | None = None  # a file part's bytes, stored under the job's inputs
+    entry: ArchiveEntry | None = None  # an archive's image, stored under the job's inputs
+
+    def stored_bytes(self) -> bytes:
+        """The bytes to store under the job's inputs (not for a direct upload, read where it lies)."""
+        if self.data is not None:
+            return self.data
+        assert self.entry is not None  # the only other case that stores anything
+        data = read_member(self.entry.zf, self.entry.member, self.entry.archive)
+        if hashlib.sha256(data).digest() != self.sha256:
+            raise ApiError(
+                409,
+                "upload_changed",
+                f"{self.entry.archive}: entry {self.entry.member.filename!r} changed while the batch was "
+                "created (an upload sent again?); submit the batch again",
+            )
+        return data
+
+
+def _single(name: str, data: bytes, max_pixels: int, upload_key: str | None = None) -> Item:
+    info = inspect_image(data, name, max_pixels)
+    held = None if upload_key else data
+    return Item(name, info, hashlib.sha256(data).digest(), upload_key=upload_key, data=held)
 
 
 def _collect(
@@ -47,31 +98,48 @@ def _collect(
     files: list[UploadFile],
     archive: UploadFile | None,
     upload_ids: list[str],
+    stack: ExitStack,
 ) -> list[Item]:
-    """Every image of the request, in order: files, then the archive's images, then the uploads'."""
+    """Every image of the request, in order: files, then the archive's images, then the uploads'. A zip is
+    checked by the one zip checker (workers.archives); a direct upload's zip is read by ranged GETs, never
+    downloaded whole."""
     s = services.settings
     items: list[Item] = []
 
-    def add_archive(data: bytes, name: str) -> None:
-        room = s.max_batch_items - len(items)
-        images = read_image_archive(data, name, max(room, 0), s.max_archive_bytes, s.max_image_pixels)
-        items.extend((entry, body, info, None) for entry, body, info in images)
+    def add_archive(source: ZipSource, name: str) -> None:
+        room = max(s.max_batch_items - len(items), 0)
+        limits = ArchiveLimits(
+            max_images=room, max_member_bytes=s.max_upload_bytes, max_total_bytes=s.max_archive_bytes,
+            refuse_others=True,
+        )  # fmt: skip
+        zf, members = stack.enter_context(open_checked_archive(source, name, limits))
+        for image in scan_image_archive(zf, members, name, s.max_image_pixels):
+            items.append(
+                Item(image.name, image.info, image.sha256, entry=ArchiveEntry(zf, image.member, name))
+            )
 
     for i, upload in enumerate(files):
         name = safe_name(upload.filename or "", f"image-{i}")
-        data = read_upload_file(upload, s.max_upload_bytes)
-        items.append((name, data, inspect_image(data, name, s.max_image_pixels), None))
+        items.append(_single(name, read_upload_file(upload, s.max_upload_bytes), s.max_image_pixels))
     if archive is not None:
-        add_archive(
-            read_upload_file(archive, s.max_request_bytes), safe_name(archive.filename or "", "archive")
-        )
+        archive.file.seek(0)
+        add_archive(archive.file, safe_name(archive.filename or "", "archive"))
     for upload_id in upload_ids:
-        key, _ = resolve_upload(services, tenant, upload_id, {UploadPurpose.image, UploadPurpose.archive})
-        data = services.store.get_bytes(key)
-        if is_zip(data):
-            add_archive(data, upload_id)
+        key, size = resolve_upload(services, tenant, upload_id, {UploadPurpose.image, UploadPurpose.archive})
+        with closing(services.store.open_range(key, 0, min(size, len(ZIP_MAGIC)))) as head:
+            magic = head.read()
+        if is_zip(magic):
+            add_archive(stack.enter_context(closing(RangedObject(services.store, key, size))), upload_id)
+        elif size > s.max_upload_bytes:
+            raise ApiError(
+                413,
+                "upload_too_large",
+                f"{upload_id}: {size} bytes is above the {s.max_upload_bytes}-byte limit per image",
+            )
         else:
-            items.append((upload_id, data, inspect_image(data, upload_id, s.max_image_pixels), key))
+            items.append(
+                _single(upload_id, services.store.get_bytes(key), s.max_image_pixels, upload_key=key)
+            )
     if not items:
         raise ApiError(422, "invalid_parameters", "files, archive, upload_ids: send at least one image")
     if len(items) > s.max_batch_items:
@@ -107,29 +175,30 @@ def create_batch(
     idem = check_idempotency_key(idempotency_key)
     check_model(services, tenant, form.model)
     webhook = check_webhook_url(form.webhook_url, settings.allow_private_webhooks)
-    items = _collect(services, tenant, files or [], archive, form.upload_ids)
-    spec = BatchSpec(
-        **form.model_dump(include=set(ImageSpec.model_fields)), filenames=[name for name, _, _, _ in items]
-    )
-    job_id = new_job_id()
-    input_keys = [key or keys.input(job_id, i, info.ext) for i, (_, _, info, key) in enumerate(items)]
+    with ExitStack() as stack:
+        items = _collect(services, tenant, files or [], archive, form.upload_ids, stack)
+        spec = BatchSpec(
+            **form.model_dump(include=set(ImageSpec.model_fields)), filenames=[item.name for item in items]
+        )
+        job_id = new_job_id()
+        input_keys = [item.upload_key or keys.input(job_id, i, item.info.ext) for i, item in enumerate(items)]
 
-    def write_inputs() -> None:
-        for (_, data, info, upload_key), key in zip(items, input_keys, strict=True):
-            if upload_key is None:
-                services.store.put_bytes(key, data, content_type=info.content_type)
+        def write_inputs() -> None:
+            for item, key in zip(items, input_keys, strict=True):
+                if item.upload_key is None:
+                    services.store.put_bytes(key, item.stored_bytes(), content_type=item.info.content_type)
 
-    job = NewJob(
-        kind=BATCH,
-        spec=spec,
-        total=len(items),
-        digest=request_hash(
-            {"kind": "batch", **form.model_dump(mode="json")}, [data for _, data, _, _ in items]
-        ),
-        write_inputs=write_inputs,
-        messages=lambda job_id: chunk_messages(job_id, input_keys, settings.batch_chunk_size),
-        job_id=job_id,
-    )
-    record, created = submit_job(services, tenant, job, idem, webhook)
+        job = NewJob(
+            kind=BATCH,
+            spec=spec,
+            total=len(items),
+            digest=request_hash(
+                {"kind": "batch", **form.model_dump(mode="json")}, digests=[item.sha256 for item in items]
+            ),
+            write_inputs=write_inputs,
+            messages=lambda job_id: chunk_messages(job_id, input_keys, settings.batch_chunk_size),
+            job_id=job_id,
+        )
+        record, created = submit_job(services, tenant, job, idem, webhook)
     logger.info("batch job %s for %s: %d images", record.id, tenant, len(items))
     return accepted(response, request, services, record, created)

@@ -9,6 +9,8 @@ import logging
 import shutil
 import tempfile
 import uuid
+from contextlib import ExitStack, closing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -33,6 +35,7 @@ from api.submission import (
     submit_job,
 )
 from workers import keys
+from workers.archives import ArchiveLimits
 from workers.contracts.training import (
     MODE_PARTS,
     TRAIN,
@@ -42,14 +45,12 @@ from workers.contracts.training import (
     TrainingSpec,
     segment_message,
 )
+from workers.storage.ranged import RangedObject
 from workers.training_memory import estimate_step_bytes
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["trainings"])
-
-# A staged dataset part: its local file and the key of the direct upload it came from (None for a form part).
-Staged = dict[str, tuple[Path, str | None]]
 
 
 def parse_hyperparameters(text: str) -> TrainingHyperparameters:
@@ -81,35 +82,54 @@ def _file_digest(path: Path) -> bytes:
     return h.digest()
 
 
+@dataclass(frozen=True)
+class StagedPart:
+    """A checked dataset part: where the API reads it, its sha256, and the direct upload it is (None: a form
+    part, stored by the API under a fresh dataset key)."""
+
+    source: Path | RangedObject  # a form part spooled here, or the upload read where it lies (ranged GETs)
+    sha256: bytes
+    upload_key: str | None
+
+
+def _dataset_limits(services: Services) -> ArchiveLimits:
+    s = services.settings
+    return ArchiveLimits(max_images=s.max_dataset_images, max_total_bytes=s.max_archive_bytes)
+
+
 def _stage_part(
-    services: Services, tenant: str, part: str, upload: UploadFile | None, upload_id: str | None, work: Path
-) -> tuple[Path, str | None]:
-    """The dataset zip of `part` as a local file, checked (zip of images, size limits), and the key of the direct
-    upload it came from (None for a form part)."""
+    services: Services,
+    tenant: str,
+    part: str,
+    upload: UploadFile | None,
+    upload_id: str | None,
+    work: Path,
+    stack: ExitStack,
+) -> StagedPart:
+    """The dataset zip of `part`, checked by the one zip checker (workers.archives) as the worker will unpack
+    it. A direct upload is never downloaded whole: its directory and members are read by ranged GETs."""
     if (upload is None) == (upload_id is None):
         raise ApiError(422, "invalid_parameters", f"{part}, {part}_upload_id: send exactly one of them")
-    path = work / f"{part}.zip"
     limit = services.settings.max_dataset_bytes
+    source: Path | RangedObject
     if upload is not None:
+        source = work / f"{part}.zip"
         upload.file.seek(0)
-        with path.open("wb") as out:
+        with source.open("wb") as out:
             shutil.copyfileobj(upload.file, out, 1 << 20)
         label = safe_name(upload.filename or "", f"{part}.zip")
-        key: str | None = None
-    elif upload_id is not None:
+        size, key = source.stat().st_size, None
+    else:
+        assert upload_id is not None  # exactly one of the two, checked above
         key, size = resolve_upload(services, tenant, upload_id, {UploadPurpose.dataset})
-        if size > limit:
-            raise ApiError(413, "dataset_too_large", f"{part}: {size} bytes is above the {limit}-byte limit")
-        services.store.get_file(key, path)
+        source = stack.enter_context(closing(RangedObject(services.store, key, size)))
         label = upload_id
-    if path.stat().st_size > limit:
+    if size > limit:
         raise ApiError(413, "dataset_too_large", f"{part}: {label} is larger than the {limit}-byte limit")
-    settings = services.settings
-    count = check_dataset_archive(
-        path, f"{part} ({label})", settings.max_archive_bytes, settings.max_dataset_images
-    )
+    count = check_dataset_archive(source, f"{part} ({label})", _dataset_limits(services))
+    digest = _file_digest(source) if isinstance(source, Path) else source.sha256()
     logger.debug("dataset part %s: %d images", part, count)
-    return path, key
+    return StagedPart(source, digest, key)
 
 
 @router.post(
@@ -152,15 +172,16 @@ def create_training(
     upload_ids = {p: getattr(form, f"{p}_upload_id") for p in files}
     _check_parts_of_mode(form, files, upload_ids)
     webhook = check_webhook_url(form.webhook_url, settings.allow_private_webhooks)
-    with tempfile.TemporaryDirectory(prefix="animegan-dataset-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="animegan-dataset-") as tmp, ExitStack() as stack:
         staged = {
-            part: _stage_part(services, tenant, part, files[part], upload_ids[part], Path(tmp))
+            part: _stage_part(services, tenant, part, files[part], upload_ids[part], Path(tmp), stack)
             for part in MODE_PARTS[form.mode]
         }
         if form.mode == TrainingMode.paired:
-            check_paired_archives(staged["photos"][0], staged["targets"][0], settings.max_archive_bytes)
-        digests = {part: _file_digest(path) for part, (path, _) in staged.items()}
-        spec = _training_spec(form, hyper, staged, digests)
+            check_paired_archives(
+                staged["photos"].source, staged["targets"].source, _dataset_limits(services)
+            )
+        spec = _training_spec(form, hyper, staged)
         fields = {
             "kind": "train",
             **form.model_dump(mode="json"),
@@ -168,15 +189,15 @@ def create_training(
         }
 
         def write_inputs() -> None:
-            for part, (path, upload_key) in staged.items():
-                if upload_key is None:
-                    services.store.put_file(spec.datasets[part].key, path)
+            for part, staged_part in staged.items():
+                if isinstance(staged_part.source, Path):
+                    services.store.put_file(spec.datasets[part].key, staged_part.source)
 
         job = NewJob(
             kind=TRAIN,
             spec=spec,
             total=0,
-            digest=request_hash(fields, [digests[p] for p in MODE_PARTS[form.mode]]),
+            digest=request_hash(fields, [staged[p].sha256 for p in MODE_PARTS[form.mode]]),
             write_inputs=write_inputs,
             messages=lambda job_id: [segment_message(job_id, 0)],
         )
@@ -205,7 +226,7 @@ def _check_parts_of_mode(
 
 
 def _training_spec(
-    form: TrainingForm, hyper: TrainingHyperparameters, staged: Staged, digests: dict[str, bytes]
+    form: TrainingForm, hyper: TrainingHyperparameters, staged: dict[str, StagedPart]
 ) -> TrainingSpec:
     """The job's spec: a form part is stored under a fresh dataset id, a direct upload is read where it lies."""
     dataset_id = uuid.uuid4().hex
@@ -215,9 +236,10 @@ def _training_spec(
         hyperparameters=hyper,
         datasets={
             part: DatasetArchive(
-                key=upload_key or keys.dataset_archive(dataset_id, part), sha256=digests[part].hex()
+                key=staged_part.upload_key or keys.dataset_archive(dataset_id, part),
+                sha256=staged_part.sha256.hex(),
             )
-            for part, (_, upload_key) in staged.items()
+            for part, staged_part in staged.items()
         },
         fine_tune_from=form.fine_tune_from,
         teacher=form.teacher,

@@ -21,6 +21,7 @@ from tests.api.conftest import PUBLIC_MODEL, REDIS_URL, Api, ApiProcess, finish_
 from tests.api.test_validation import zip_of
 from tests.conftest import TEST_REDIS_DB, free_port
 from tests.faults import TcpProxy
+from tests.workers.test_archives import _patched_directory
 from workers import keys
 from workers.contracts.training import TrainingSpec
 
@@ -106,6 +107,35 @@ def test_jobs_read_direct_uploads_in_place_without_copies(s3_api):
         "styles": keys.upload("alice", styles_id),
     }
     assert stylize["params"]["filename"] == image_id and batch["progress"]["total"] == 2
+
+
+def test_direct_upload_zips_are_checked_where_they_lie_and_refused_at_submit(s3_api):
+    """A dataset or batch zip sent as a direct upload is checked by ranged GETs (workers.storage.ranged), data
+    included: a member whose CRC-32 lies is a 422 at submit naming it, not a training that fails on a worker;
+    a good batch zip's images become the job's inputs, read from the archive where it lies."""
+    good = zip_of({"p.png": png_bytes((40, 40)), "q.png": png_bytes((36, 36))})
+    lying = _patched_directory(good, "q.png", 16, 0x12345678)
+    with ApiClient(s3_api.url, s3_api.keys["alice"]) as client:
+        photos_id = client.upload(good, purpose="dataset")
+        lying_id = client.upload(lying, purpose="dataset")
+        refused = client.http.post(
+            "/v1/trainings",
+            data={"name": "lying-crc", "photos_upload_id": photos_id, "styles_upload_id": lying_id},
+        )
+        assert refused.status_code == 422, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "corrupt_archive" and "'q.png' is damaged" in error["message"]
+
+        archive_id = client.upload(good, purpose="archive")
+        batch = client.batch(upload_ids=[archive_id], model=PUBLIC_MODEL)
+        assert batch["progress"]["total"] == 2 and batch["params"]["filenames"] == ["p.png", "q.png"]
+        stored = [s3_api.store.get_bytes(k) for k in s3_api.store.list(keys.inputs_prefix(batch["id"]))]
+        assert sorted(stored) == sorted([png_bytes((40, 40)), png_bytes((36, 36))])
+        lying_archive = client.upload(lying, purpose="archive")
+        refused = client.http.post("/v1/batches", data={"model": PUBLIC_MODEL, "upload_ids": [lying_archive]})
+        assert refused.status_code == 422 and refused.json()["error"]["code"] == "corrupt_archive", (
+            refused.text
+        )
 
 
 def test_s3_upload_of_another_size_than_declared_is_refused_and_deleted(s3_api):

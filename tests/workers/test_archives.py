@@ -12,7 +12,7 @@ from PIL import Image
 
 from api.errors import ApiError
 from api.images import check_dataset_archive
-from workers.archives import MemberKind, MemberRefused, member_kind
+from workers.archives import ArchiveLimits, MemberKind, MemberRefused, member_kind
 from workers.jobs import JobInputError
 from workers.jobs.datasets import unpack_images
 
@@ -65,7 +65,7 @@ def test_the_api_and_the_worker_count_the_same_images(tmp_path):
     with zipfile.ZipFile(archive, "w") as zf:
         for name in ("a.png", "sub/b.png", ".hidden/c.png", "__MACOSX/._a.png", "readme.txt"):
             zf.writestr(name, _png() if name.endswith(".png") else b"text")
-    api_count = check_dataset_archive(archive, "photos", 10**8, 100)
+    api_count = check_dataset_archive(archive, "photos", ArchiveLimits(max_images=100, max_total_bytes=10**8))
     assert api_count == unpack_images(archive, tmp_path / "out", "photos") == 2
 
 
@@ -75,9 +75,89 @@ def test_the_api_and_the_worker_refuse_the_same_link(tmp_path):
         zf.writestr("a.png", _png())
         zf.writestr(_info("passwd.png", stat.S_IFLNK | 0o777), "/etc/passwd")
     with pytest.raises(ApiError) as api_refusal:
-        check_dataset_archive(archive, "photos", 10**8, 100)
+        check_dataset_archive(archive, "photos", ArchiveLimits(max_images=100, max_total_bytes=10**8))
     assert (
         api_refusal.value.code == "unsafe_archive" and "'passwd.png' is a link" in api_refusal.value.message
     )
     with pytest.raises(JobInputError, match="'passwd.png' is a link"):
         unpack_images(archive, tmp_path / "out", "photos")
+
+
+def _patched_directory(data: bytes, name: str, field_offset: int, value: int) -> bytes:
+    """`data` with one 4-byte field of `name`'s central directory header set to `value` (16: CRC-32, 24: the
+    uncompressed size); the local header keeps the truth, as in an archive built to lie to a directory check."""
+    out = bytearray(data)
+    header = out.rfind(b"PK\x01\x02" + bytes(out[out.find(b"PK\x01\x02") + 4 : out.find(b"PK\x01\x02") + 6]))
+    while header >= 0:
+        length = int.from_bytes(out[header + 28 : header + 30], "little")
+        if out[header + 46 : header + 46 + length].decode() == name:
+            out[header + field_offset : header + field_offset + 4] = value.to_bytes(4, "little")
+            return bytes(out)
+        header = out.rfind(b"PK\x01\x02", 0, header)
+    raise AssertionError(f"no directory entry {name}")
+
+
+def _zip_bytes(entries: dict[str, bytes], method: int = zipfile.ZIP_STORED) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", method) as zf:
+        for name, body in entries.items():
+            zf.writestr(name, body)
+    return out.getvalue()
+
+
+def _hostile(kind: str) -> bytes:
+    good = {"a.png": _png(), "b.png": _png()}
+    if kind == "lying_crc":
+        return _patched_directory(_zip_bytes(good), "b.png", 16, 0x12345678)
+    if kind == "lying_size_small":
+        return _patched_directory(_zip_bytes(good), "b.png", 24, len(_png()) - 10)
+    if kind == "lying_size_large":
+        return _patched_directory(_zip_bytes(good, zipfile.ZIP_DEFLATED), "b.png", 24, len(_png()) + 999)
+    if kind == "symlink":
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w") as zf:
+            zf.writestr("a.png", _png())
+            zf.writestr(_info("b.png", stat.S_IFLNK | 0o777), "/etc/passwd")
+        return out.getvalue()
+    if kind == "traversal":
+        return _zip_bytes({"a.png": _png(), "../../b.png": _png()})
+    if kind == "too_many_entries":
+        return _zip_bytes({"a.png": _png(), **{f"empty/{i}/": b"" for i in range(12)}})
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    ("kind", "code", "phrase"),
+    [
+        ("lying_crc", "corrupt_archive", "'b.png' is damaged"),
+        ("lying_size_small", "corrupt_archive", "'b.png' is damaged"),
+        ("lying_size_large", "corrupt_archive", "'b.png' is damaged"),
+        ("symlink", "unsafe_archive", "'b.png' is a link"),
+        ("traversal", "unsafe_archive", "unsafe path"),
+        ("too_many_entries", "too_many_entries", "above the limit of 10 entries"),
+    ],
+)
+def test_the_api_and_the_worker_refuse_each_hostile_archive_alike(tmp_path, kind, code, phrase):
+    """One checker: the API's submit check refuses what the worker's extraction refuses, with the same words
+    (the API's directory-only check used to let a lying CRC or size through to the worker)."""
+    archive = tmp_path / "photos.zip"
+    archive.write_bytes(_hostile(kind))
+    limits = ArchiveLimits(max_images=100, max_entries=10)
+    with pytest.raises(ApiError) as api_refusal:
+        check_dataset_archive(archive, "photos", limits)
+    assert api_refusal.value.code == code and phrase in api_refusal.value.message, api_refusal.value.message
+    with pytest.raises(JobInputError, match=phrase) as worker_refusal:
+        unpack_images(archive, tmp_path / "out", "photos", limits)
+    assert worker_refusal.value.code == "bad_dataset" and not (tmp_path / "out").exists()
+
+
+def test_an_end_record_claiming_too_many_entries_is_refused_before_the_directory_is_read(tmp_path):
+    data = bytearray(_zip_bytes({"a.png": _png()}))
+    end = data.rfind(b"PK\x05\x06")
+    data[end + 10 : end + 12] = (0xFFFE).to_bytes(2, "little")  # entries in total: 65,534
+    data[end + 12 : end + 16] = (200 << 20).to_bytes(4, "little")  # a 200 MiB directory
+    archive = tmp_path / "photos.zip"
+    archive.write_bytes(bytes(data))
+    with pytest.raises(ApiError) as refusal:
+        check_dataset_archive(archive, "photos", ArchiveLimits())
+    assert refusal.value.code == "too_many_entries" and "65534 entries" in refusal.value.message

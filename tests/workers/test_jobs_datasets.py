@@ -11,8 +11,9 @@ import zipfile
 import pytest
 from PIL import Image
 
+from workers.archives import ArchiveLimits
 from workers.jobs import JobInputError
-from workers.jobs.datasets import DatasetCache, DatasetLimits, evict_files, unpack_images, user_message
+from workers.jobs.datasets import DatasetCache, evict_files, unpack_images, user_message
 
 
 def _png(color: tuple[int, int, int] = (200, 10, 10)) -> bytes:
@@ -59,10 +60,10 @@ def test_path_traversal_refused(tmp_path, name):
 
 def test_limits_and_empty_archives(tmp_path):
     archive = _zip(tmp_path / "a.zip", {f"{i}.png": _png() for i in range(3)})
-    with pytest.raises(JobInputError, match="more than 2 images"):
-        unpack_images(archive, tmp_path / "o1", "photos", DatasetLimits(max_images=2))
+    with pytest.raises(JobInputError, match="3 images is more than 2"):
+        unpack_images(archive, tmp_path / "o1", "photos", ArchiveLimits(max_images=2))
     with pytest.raises(JobInputError, match="bytes uncompressed"):
-        unpack_images(archive, tmp_path / "o2", "photos", DatasetLimits(max_member_bytes=10))
+        unpack_images(archive, tmp_path / "o2", "photos", ArchiveLimits(max_member_bytes=10))
     empty = _zip(tmp_path / "e.zip", {"notes.txt": b"no images"})
     with pytest.raises(JobInputError, match="holds no images"):
         unpack_images(empty, tmp_path / "o3", "photos")
@@ -112,8 +113,8 @@ def test_refused_archives_leave_nothing_in_the_cache(tmp_path):
     def fetch(path):
         path.write_bytes(source.read_bytes())
 
-    with pytest.raises(JobInputError, match="more than 2 images"):
-        cache.part("ds1", "photos", fetch, DatasetLimits(max_images=2))
+    with pytest.raises(JobInputError, match="3 images is more than 2"):
+        cache.part("ds1", "photos", fetch, ArchiveLimits(max_images=2))
     assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
     folder = cache.part("ds1", "photos", fetch)
     assert sorted(p.name for p in folder.iterdir()) == [".complete", "000000.png", "000001.png", "000002.png",

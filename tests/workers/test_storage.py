@@ -246,3 +246,53 @@ def test_unreachable_s3_is_a_storage_error_not_a_crash():
             call()
     with pytest.raises(StorageError, match="not reachable"):
         dead.ping()
+
+
+def test_open_range_streams_a_slice(store):
+    key = keys.upload("alice", "r" * 32)
+    store.put_bytes(key, bytes(range(256)) * 4)
+    with store.open_range(key, 250, 260) as part:
+        assert part.read() == bytes(range(250, 256)) + bytes(range(4))
+    with pytest.raises(NotFound):
+        store.open_range(keys.upload("alice", "m" * 32), 0, 1)
+
+
+def _stored_zip(count: int, size: int) -> bytes:
+    """A zip of `count` stored members of `size` random bytes each (nothing to inflate: the bytes read are the
+    archive's own)."""
+    import io
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
+        for i in range(count):
+            zf.writestr(f"photos/{i:03d}.png", os.urandom(size))
+    return out.getvalue()
+
+
+def test_a_stored_zip_is_checked_by_ranged_reads_with_bounded_transfer(store):
+    """What the API does with a direct upload (workers.storage.ranged): the directory costs the archive's tail,
+    a full check reads each byte about once in a few GETs, and the sha256 is the object's."""
+    import hashlib
+
+    from api.images import check_dataset_archive, open_checked_archive
+    from workers.archives import ArchiveLimits
+    from workers.storage.ranged import RangedObject
+
+    data = _stored_zip(12, 2 << 20)  # 24 MiB
+    key = keys.upload("alice", "z" * 32)
+    store.put_bytes(key, data)
+    limits = ArchiveLimits(max_images=100)
+
+    directory_only = RangedObject(store, key, len(data))
+    with open_checked_archive(directory_only, "photos", limits) as (_, members):
+        assert len(members) == 12
+    assert directory_only.bytes_read < 200_000 and directory_only.gets <= 3
+
+    reader = RangedObject(store, key, len(data))
+    assert check_dataset_archive(reader, "photos", limits) == 12
+    assert len(data) <= reader.bytes_read < len(data) + 300_000
+    assert reader.gets <= 16, f"{reader.gets} GETs for one pass over 24 MiB"
+    before = reader.bytes_read
+    assert reader.sha256() == hashlib.sha256(data).digest()
+    assert reader.bytes_read - before < 100_000, "the digest read the archive a second time"

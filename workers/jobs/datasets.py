@@ -15,16 +15,18 @@ import re
 import shutil
 import stat
 import uuid
-import zipfile
-import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO
 
-from workers.archives import MemberKind, MemberRefused, member_kind, member_path
+from workers.archives import (
+    ArchiveLimits,
+    ArchiveRefused,
+    copy_member,
+    image_members,
+    member_path,
+    open_archive,
+)
 from workers.jobs import JobInputError
-from workers.media import IMAGE_SUFFIX_LIST
 
 logger = logging.getLogger(__name__)
 
@@ -33,18 +35,8 @@ NAMES_FILE = "names.json"  # fresh file name -> the archive entry it came from
 DONE_MARKER = ".complete"  # written last: a folder without it is an interrupted extraction
 
 
-@dataclass(frozen=True)
-class DatasetLimits:
-    """Caps for one archive; defaults fit AnimeGAN datasets (a few thousand 256 px images)."""
-
-    max_images: int = 20_000  # members that are images (ANIMEGAN_MAX_DATASET_IMAGES on a worker)
-    max_member_bytes: int = 50 * 1024 * 1024  # one uncompressed image
-    max_total_bytes: int = 4 * 1024 * 1024 * 1024  # all uncompressed images together (zip bombs)
-    min_images: int = 1
-
-
 def unpack_images(
-    archive: Path, out_dir: Path, what: str, limits: DatasetLimits | None = None, keep_names: bool = False
+    archive: Path, out_dir: Path, what: str, limits: ArchiveLimits | None = None, keep_names: bool = False
 ) -> int:
     """Extract the images of `archive` into `out_dir` as 000000.<ext>, ...; return how many.
 
@@ -54,7 +46,7 @@ def unpack_images(
     keep_names (paired data, matched by name): each image is written under its own base name instead, made
     safe (letters, digits, '.', '-', '_'); two members with one base name are refused.
     """
-    limits = limits or DatasetLimits()
+    limits = limits or ArchiveLimits()
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         count = _extract(archive, out_dir, what, limits, keep_names)
@@ -66,94 +58,33 @@ def unpack_images(
     return count
 
 
-def _extract(archive: Path, out_dir: Path, what: str, limits: DatasetLimits, keep_names: bool) -> int:
-    try:
-        zf = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise JobInputError("bad_dataset", f"{what} archive is not a readable zip file: {exc}") from exc
+def _extract(archive: Path, out_dir: Path, what: str, limits: ArchiveLimits, keep_names: bool) -> int:
+    """The API's checker (workers.archives) again, on the downloaded file: the directory rules first, then
+    each member's data as it is written (CRC-32 and true size)."""
+    label = f"{what} archive"
     names: dict[str, str] = {}
-    total = 0
-    with zf:
-        for info in zf.infolist():
-            try:
-                if member_kind(info) != MemberKind.image:
-                    continue
-            except MemberRefused as exc:
-                raise JobInputError("bad_dataset", f"{what} archive {exc}") from exc
-            total += _check_member_size(info, what, limits, len(names), total)
-            path = member_path(info)
-            fresh = _safe_base_name(path) if keep_names else f"{len(names):06d}{path.suffix.lower()}"
-            if fresh in names:
-                raise JobInputError(
-                    "bad_dataset", f"{what} archive has two images named {path.name!r}; names must be unique"
-                )
-            _copy_member(zf, info, out_dir / fresh, what, limits)
-            names[fresh] = info.filename
-    if len(names) < limits.min_images:
-        raise JobInputError(
-            "bad_dataset", f"{what} archive holds no images ({IMAGE_SUFFIX_LIST}); nothing to train on"
-        )
+    try:
+        with open_archive(archive, label, limits) as zf:
+            for info in image_members(zf, label, limits):
+                path = member_path(info)
+                fresh = _safe_base_name(path) if keep_names else f"{len(names):06d}{path.suffix.lower()}"
+                if fresh in names:
+                    raise JobInputError(
+                        "bad_dataset", f"{label} has two images named {path.name!r}; names must be unique"
+                    )
+                with (out_dir / fresh).open("wb") as out:
+                    copy_member(zf, info, label, out)
+                names[fresh] = info.filename
+    except ArchiveRefused as exc:
+        raise JobInputError("bad_dataset", exc.message) from exc
     (out_dir / NAMES_FILE).write_text(json.dumps(names))
     return len(names)
-
-
-def _check_member_size(
-    info: zipfile.ZipInfo, what: str, limits: DatasetLimits, count: int, total: int
-) -> int:
-    """The member's declared size, after checking it and the archive's running totals against the limits."""
-    if info.file_size > limits.max_member_bytes:
-        raise JobInputError(
-            "bad_dataset",
-            f"{what} archive member {info.filename!r} is {info.file_size} bytes uncompressed; "
-            f"the limit is {limits.max_member_bytes}",
-        )
-    if count + 1 > limits.max_images or total + info.file_size > limits.max_total_bytes:
-        raise JobInputError(
-            "bad_dataset",
-            f"{what} archive holds more than {limits.max_images} images or "
-            f"{limits.max_total_bytes} uncompressed bytes; split or shrink the dataset",
-        )
-    return info.file_size
-
-
-def _copy_member(
-    zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, what: str, limits: DatasetLimits
-) -> None:
-    try:
-        with zf.open(info) as src, target.open("wb") as dst:
-            # The header's file_size can lie; copy at most the limit plus one byte and check.
-            shutil.copyfileobj(_Capped(src, limits.max_member_bytes + 1), dst)
-    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-        # A bad CRC, a false size or damaged deflate data: the user's archive is broken, not the worker.
-        raise JobInputError(
-            "bad_dataset", f"{what} archive member {info.filename!r} is damaged ({exc}); zip it again"
-        ) from exc
-    if target.stat().st_size > limits.max_member_bytes:
-        raise JobInputError(
-            "bad_dataset", f"{what} archive member {info.filename!r} expands beyond its declared size"
-        )
 
 
 def _safe_base_name(path: PurePosixPath) -> str:
     """The member's own file name with anything but [A-Za-z0-9._-] replaced: never a path, never hidden."""
     stem = _UNSAFE_CHARS.sub("_", path.stem) or "image"
     return f"{stem}{path.suffix.lower()}"
-
-
-class _Capped:
-    """A read-only file wrapper that stops after `limit` bytes."""
-
-    def __init__(self, raw: IO[bytes], limit: int) -> None:
-        self._raw = raw
-        self._left = limit
-
-    def read(self, size: int = -1) -> bytes:
-        if self._left <= 0:
-            return b""
-        size = self._left if size < 0 else min(size, self._left)
-        data = self._raw.read(size)
-        self._left -= len(data)
-        return data
 
 
 class DatasetCache:
@@ -172,7 +103,7 @@ class DatasetCache:
         dataset_id: str,
         part: str,
         fetch: Callable[[Path], None],
-        limits: DatasetLimits | None = None,
+        limits: ArchiveLimits | None = None,
         keep_names: bool = False,
     ) -> Path:
         """The unpacked folder of one part, unpacking the archive that `fetch(path)` downloads if needed
@@ -188,7 +119,7 @@ class DatasetCache:
         folder: Path,
         part: str,
         fetch: Callable[[Path], None],
-        limits: DatasetLimits | None,
+        limits: ArchiveLimits | None,
         keep_names: bool,
     ) -> None:
         folder.parent.mkdir(parents=True, exist_ok=True)

@@ -28,10 +28,11 @@ from animegan.training import TrainConfig, Trainer, TrainProgress, TrainResult
 from animegan.training.checkpoint import checkpoint_path
 from animegan.training.trainer import CONFIG_FILE, LOSSES_FILE
 from workers import keys
+from workers.archives import ArchiveLimits
 from workers.contracts.training import DatasetArchive, TrainingMode, TrainingResult, TrainingSpec
 from workers.exceptions import ModelExists
 from workers.jobs import JobContext, JobInputError, begin, cancel, fail, job_spec, succeed
-from workers.jobs.datasets import DatasetCache, DatasetLimits, evict_files, user_message
+from workers.jobs.datasets import DatasetCache, evict_files, user_message
 from workers.storage import NotFound
 
 if TYPE_CHECKING:
@@ -244,7 +245,7 @@ def _fetch_dataset(ctx: JobContext, spec: TrainingSpec) -> dict[str, Path]:
     machine. Paired parts keep their file names: pairs are matched by them."""
     dataset_id = spec.dataset_id
     cache = DatasetCache(DATASET_CACHE, ctx.settings.dataset_cache_bytes)
-    limits = DatasetLimits(max_images=ctx.settings.max_dataset_images)
+    limits = ArchiveLimits(max_images=ctx.settings.max_dataset_images)
     folders = {}
     for part, archive in spec.datasets.items():
 

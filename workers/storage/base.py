@@ -26,6 +26,11 @@ class ObjectStore(ABC):
         """Read a whole object; NotFound if absent."""
 
     @abstractmethod
+    def open_range(self, key: str, start: int, end: int) -> BinaryIO:
+        """A stream of bytes [start, end) of the object (S3: one GET with a Range header, read as it arrives);
+        close it when done. NotFound if absent. workers.storage.ranged builds a seekable file on it."""
+
+    @abstractmethod
     def put_file(self, key: str, path: str | Path, content_type: str | None = None) -> None:
         """Upload a local file (multipart above the backend's threshold)."""
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from animegan.atomic import atomic_write
 from workers.exceptions import InvalidKey, NotFound, StorageError
@@ -50,6 +51,14 @@ class LocalStore(ObjectStore):
             return path.read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFound(f"no object at key {key!r} in {self.root}") from None
+
+    def open_range(self, key: str, start: int, end: int) -> BinaryIO:
+        try:
+            handle = self._path(key).open("rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotFound(f"no object at key {key!r} in {self.root}") from None
+        handle.seek(start)
+        return cast(BinaryIO, _Limited(handle, end - start))  # a RawIOBase, which typeshed keeps apart
 
     def put_file(self, key: str, path: str | Path, content_type: str | None = None) -> None:
         source = Path(path)
@@ -130,3 +139,24 @@ class LocalStore(ObjectStore):
             raise StorageError(f"cannot create storage folder {self.root}: {exc}") from exc
         if not os.access(self.root, os.W_OK):
             raise StorageError(f"storage folder {self.root} is not writable by this process")
+
+
+class _Limited(io.RawIOBase):
+    """The next `left` bytes of an open file, then end of file; closing it closes the file."""
+
+    def __init__(self, handle: BinaryIO, left: int) -> None:
+        super().__init__()
+        self._handle, self._left = handle, max(0, left)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        size = self._left if size < 0 else min(size, self._left)
+        data = self._handle.read(size)
+        self._left -= len(data)
+        return data
+
+    def close(self) -> None:
+        self._handle.close()
+        super().close()

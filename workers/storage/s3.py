@@ -9,7 +9,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -141,6 +141,15 @@ class S3Store(ObjectStore):
             response = self.client.get_object(Bucket=self.bucket, Key=self._full(key))
             return response["Body"].read()
 
+    def open_range(self, key: str, start: int, end: int) -> BinaryIO:
+        with self._errors("ranged get", key):
+            response = self.client.get_object(
+                Bucket=self.bucket, Key=self._full(key), Range=f"bytes={start}-{end - 1}"
+            )
+        return cast(
+            BinaryIO, _StorageErrors(self, key, response["Body"])
+        )  # a RawIOBase (typeshed: no BinaryIO)
+
     def put_file(self, key: str, path: str | Path, content_type: str | None = None) -> None:
         if not Path(path).is_file():
             raise FileNotFoundError(f"put_file({key!r}): local file {path} does not exist")
@@ -259,6 +268,25 @@ class S3Store(ObjectStore):
                 f"S3 bucket {self.bucket!r} at {self.endpoint_url or 'AWS'} is not reachable: {exc}; "
                 "check ANIMEGAN_STORAGE_URL, ANIMEGAN_S3_ENDPOINT_URL and the credentials"
             ) from exc
+
+
+class _StorageErrors(io.RawIOBase):
+    """A GET's body whose read errors (a connection cut mid-body) are StorageError like the GET's own."""
+
+    def __init__(self, store: S3Store, key: str, body: Any) -> None:
+        super().__init__()
+        self._store, self._key, self._body = store, key, body
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        with self._store._errors("ranged read", self._key):
+            return self._body.read(None if size < 0 else size)
+
+    def close(self) -> None:
+        self._body.close()
+        super().close()
 
 
 class MultipartWriter(io.RawIOBase):
