@@ -229,6 +229,7 @@ class NewJob:
     write_inputs: Callable[[], None]  # stores what the API holds (file parts) before any task is sent
     messages: Callable[[str], Iterable[Message]]  # job id -> the tasks that start the job
     job_id: str | None = None  # the id a new job gets, for a spec that names keys under it
+    model_name: str | None = None  # a training's model, reserved for the tenant while the job may register it
 
 
 def submit_job(
@@ -245,6 +246,44 @@ def submit_job(
         existing = _replayed(services, tenant, idempotency_key, job.digest)
         if existing is not None:
             return existing, False
+    release_name = _reserve_model_name(services, tenant, job)
+    try:
+        record, created = _create(services, tenant, job, idempotency_key, webhook_url)
+    except BaseException:
+        release_name()
+        raise
+    if not created:
+        release_name()  # the job that answers holds its own reservation
+    return record, created
+
+
+def _reserve_model_name(services: Services, tenant: str, job: NewJob) -> Callable[[], None]:
+    """409 while another queued or running training of this tenant will register the same model name; else
+    reserve it for the new job and return how to release it (a create that makes no job)."""
+    name, job_id = job.model_name, job.job_id
+    if name is None:
+        return lambda: None
+    if job_id is None:
+        raise TypeError("a job that reserves a model name needs its job_id chosen before submit")
+
+    def active(holder: str) -> bool:
+        record = services.jobs.get(holder)
+        return record is not None and not record.is_terminal
+
+    holder = services.registry.reserve_name(name, tenant, job_id, active)
+    if holder is not None:
+        raise ApiError(
+            409,
+            "model_exists",
+            f"name: training job {holder} is already creating a model named {name!r}; choose another name, or "
+            "wait until that job has ended",
+        )
+    return lambda: services.registry.release_name(name, tenant, job_id)
+
+
+def _create(
+    services: Services, tenant: str, job: NewJob, idempotency_key: str | None, webhook_url: str | None
+) -> tuple[JobRecord, bool]:
     token = services.slots.reserve(tenant)
     try:
         record, created = services.jobs.create(

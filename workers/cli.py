@@ -1,5 +1,5 @@
 """`animegan worker`: start a Celery worker (prefork pool) on the service's queues; and the operators' commands
-beside it: `worker-alive` (liveness probe), `reconcile` (re-enqueue stuck training jobs), `fetch-object`.
+beside it: `worker-alive` (liveness probe), `reconcile` (re-enqueue stuck training jobs), `fetch-object`, `register-builtin-models`.
 
 Imports nothing heavy at module import: the Celery app and the tasks load only when the command runs.
 """
@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from workers.settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+EXIT_SERVICES = 5  # exit status of a worker that found Redis or storage unreachable for startup_wait_seconds
+
+
+class ServicesUnreachable(RuntimeError):
+    """Redis or object storage did not answer a starting worker within its wait; the message says which."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -67,6 +73,20 @@ def _register_operations(subparsers: argparse._SubParsersAction) -> None:
         "--grace", type=float, default=None, help="leave jobs updated within SECONDS alone (default 180)"
     )
     reconcile.set_defaults(func=run_reconcile)
+
+    builtins = subparsers.add_parser(
+        "register-builtin-models",
+        help="publish the built-in exports as public models (what worker start does; --replace to update them)",
+    )
+    builtins.add_argument(
+        "--models-dir", type=Path, default=None, help="folder of *.safetensors (default: ANIMEGAN_MODELS_DIR)"
+    )
+    builtins.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace public models whose registered export differs (after a rollout, no older worker left)",
+    )
+    builtins.set_defaults(func=run_register_builtins)
 
     fetch = subparsers.add_parser(
         "fetch-object",
@@ -181,8 +201,13 @@ def run(args: argparse.Namespace) -> int:
     # No live task is quiet that long: the pool kills one at twice the visibility timeout (task_time_limit); at
     # least an hour, for workers that share a temp folder with others on different settings.
     remove_stale_task_folders(max(2 * settings.visibility_timeout_seconds, 3600))
-    if settings.models_dir is not None:
-        _register_builtin_models(settings, settings.models_dir)
+    models_dir = settings.models_dir
+    if models_dir is not None:
+        try:
+            _when_services_answer(settings, lambda: _register_builtin_models(settings, models_dir))
+        except ServicesUnreachable as exc:
+            logger.error("%s", exc)
+            return EXIT_SERVICES
     # Registers the tasks on the app; loads no torch (that happens in each pool child).
     import workers.tasks  # noqa: F401
     from workers import watchdog
@@ -216,16 +241,64 @@ def run(args: argparse.Namespace) -> int:
     return dog.stopping or 0
 
 
-def _register_builtin_models(settings: WorkerSettings, models_dir: Path) -> None:
-    """Publish the exports in ANIMEGAN_MODELS_DIR as public models, so jobs can name them at once."""
+def _when_services_answer(settings: WorkerSettings, action: Callable[[], None]) -> None:
+    """Run `action` (which talks to Redis and storage), retrying with backoff while either is unreachable, for at
+    most settings.startup_wait_seconds; then ServicesUnreachable naming the one that failed last."""
+    import redis
+
+    from workers.exceptions import StorageError
+
+    deadline = time.monotonic() + settings.startup_wait_seconds
+    delay = 1.0
+    while True:
+        try:
+            action()
+            return
+        except (redis.RedisError, StorageError) as exc:
+            which = "Redis" if isinstance(exc, redis.RedisError) else "object storage"
+            if time.monotonic() + delay > deadline:
+                raise ServicesUnreachable(
+                    f"worker start: {which} did not answer within ANIMEGAN_STARTUP_WAIT_SECONDS="
+                    f"{settings.startup_wait_seconds} ({type(exc).__name__}: {exc}); check "
+                    f"{'ANIMEGAN_REDIS_URL' if which == 'Redis' else 'ANIMEGAN_STORAGE_URL and its endpoint'}"
+                ) from exc
+            logger.warning("worker start: %s unreachable (%s); retrying in %.0f s", which, exc, delay)
+            time.sleep(delay)
+            delay = min(2 * delay, 30.0)
+
+
+def _register_builtin_models(settings: WorkerSettings, models_dir: Path, replace: bool = False) -> None:
+    """Publish the exports in ANIMEGAN_MODELS_DIR as public models, so jobs can name them at once (an
+    unchanged one costs nothing; another export under a registered name only with `replace`)."""
 
     from workers.redis_connection import connect
     from workers.registry import ModelRegistry
     from workers.storage import open_store
 
-    client = connect(settings)
+    client = connect(settings, socket_timeout=10, socket_connect_timeout=5)
     try:
-        registered = ModelRegistry(client).register_builtin_models(models_dir, open_store(settings))
+        registered = ModelRegistry(client).register_builtin_models(models_dir, open_store(settings), replace)
     finally:
         client.close()
     logger.info("built-in models registered: %s", ", ".join(info.name for info in registered) or "none")
+
+
+def run_register_builtins(args: argparse.Namespace) -> int:
+    from workers.exceptions import ConfigurationError
+    from workers.settings import WorkerSettings, load_settings
+
+    try:
+        settings = load_settings(WorkerSettings)
+    except ConfigurationError as exc:
+        logger.error("%s", exc)
+        return 2
+    models_dir = args.models_dir or settings.models_dir
+    if models_dir is None:
+        logger.error("no models folder: pass --models-dir or set ANIMEGAN_MODELS_DIR")
+        return 2
+    try:
+        _when_services_answer(settings, lambda: _register_builtin_models(settings, models_dir, args.replace))
+    except ServicesUnreachable as exc:
+        logger.error("%s", exc)
+        return EXIT_SERVICES
+    return 0

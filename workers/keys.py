@@ -136,6 +136,12 @@ def model(name: str, owner: str | None = None) -> str:
     return f"{model_prefix(name, owner)}generator.safetensors"
 
 
+def builtin_model(name: str, sha256: str) -> str:
+    """A built-in export, under its content (hex sha256): a worker of another version publishing the same name
+    never overwrites the file a registered record points to."""
+    return f"{model_prefix(name)}{_segment(sha256[:16], 'digest')}/generator.safetensors"
+
+
 # Training datasets: one uploaded archive per part.
 def dataset_prefix(dataset_id: str) -> str:
     return f"datasets/{_segment(dataset_id, 'dataset id')}/"

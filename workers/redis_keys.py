@@ -85,6 +85,11 @@ def models(scope: str) -> str:
     return f"{PREFIX}models:{scope}"
 
 
+# The training job (its id) that will register model `name` in `scope`, from submit until it ends.
+def model_reservation(name: str, scope: str) -> str:
+    return f"{PREFIX}model-reserved:{scope}:{name}"
+
+
 # Training leases (workers.lease): the holder and the fencing counter of a run.
 def lease(job_id: str) -> str:
     return f"{PREFIX}lease:{job_id}"

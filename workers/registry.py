@@ -6,11 +6,13 @@ A tenant sees the public models and its own; its own shadow a public model of th
 from __future__ import annotations
 
 import builtins
+import hashlib
 import json
 import logging
 import re
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -40,6 +42,21 @@ if ARGV[3] == '0' and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[1])
 return 1
+"""
+
+# KEYS: reservation. ARGV: job id, a holder known to have ended ('' for none). Returns the holder after the call.
+_RESERVE = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[2] then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return ARGV[1]
+end
+return holder
+"""
+# KEYS: reservation. ARGV: job id. Drops the reservation only if that job still holds it.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 
@@ -78,6 +95,8 @@ class ModelRegistry:
     def __init__(self, redis_client: redis.Redis) -> None:
         self.redis = redis_client
         self._register = redis_client.register_script(_REGISTER)
+        self._reserve = redis_client.register_script(_RESERVE)
+        self._release = redis_client.register_script(_RELEASE)
 
     @staticmethod
     def _scope(owner: str | None) -> str:
@@ -127,6 +146,29 @@ class ModelRegistry:
         logger.info("registered model %s (%s, %s) at %s", name, scope_owner or "public", source, key)
         return info
 
+    def reserve_name(
+        self, name: str, owner: str, job_id: str, holder_active: Callable[[str], bool]
+    ) -> str | None:
+        """Reserve `name` among `owner`'s models for the training `job_id`, so a second training of the same
+        name is refused at submit, not after training to the end. None when reserved; otherwise the id of the
+        job that holds it while `holder_active(id)` (queued or running). A holder that ended (failed, canceled,
+        expired, or succeeded: its model then exists or was deleted) is replaced atomically."""
+        key = redis_keys.model_reservation(check_model_name(name), self._scope(owner))
+        ended = ""
+        for _ in range(3):  # each pass replaces one ended holder; a race with another submit repeats it
+            raw = self._reserve(keys=[key], args=[job_id, ended])
+            holder = raw.decode() if isinstance(raw, bytes) else str(raw)
+            if holder == job_id:
+                return None
+            if holder_active(holder):
+                return holder
+            ended = holder
+        return ended
+
+    def release_name(self, name: str, owner: str, job_id: str) -> None:
+        """Drop `job_id`'s reservation of `name` (its model is registered, or it will never be)."""
+        self._release(keys=[redis_keys.model_reservation(name, self._scope(owner))], args=[job_id])
+
     def _load(self, name: str, owner: str | None) -> ModelInfo | None:
         raw = self.redis.get(self._record_key(name, owner))
         if raw is None:
@@ -173,11 +215,17 @@ class ModelRegistry:
         return ModelInfo(**json.loads(raw.decode() if isinstance(raw, bytes) else raw))
 
     # builtins.list: the method `list` above shadows the name inside this class.
-    def register_builtin_models(self, models_dir: Path, store: ObjectStore) -> builtins.list[ModelInfo]:
-        """Upload each `<name>.safetensors` export in `models_dir` to storage and register it as public.
+    def register_builtin_models(
+        self, models_dir: Path, store: ObjectStore, replace: bool = False
+    ) -> builtins.list[ModelInfo]:
+        """Publish each `<name>.safetensors` export in `models_dir` as a public model; the public records now.
 
-        Reads config and metadata from the safetensors header (plain JSON), so no torch is needed. Files whose
-        stem is not a valid model name are skipped with a warning.
+        Every worker start calls this, so it writes nothing that is already there: a record whose sha256 is the
+        export's is left as it is (no upload). A record of another export is left too, unless `replace` (the
+        operator's `animegan register-builtin-models --replace`): during a rollout old and new workers start
+        side by side, and neither may flip a public model, or its file, under the other's jobs. Config and
+        metadata come from the safetensors header (plain JSON), so no torch is needed; files whose stem is not
+        a valid model name are skipped with a warning.
         """
         registered = []
         for path in sorted(Path(models_dir).glob("*.safetensors")):
@@ -185,16 +233,42 @@ class ModelRegistry:
             if not valid_model_name(name):
                 logger.warning("built-in model %s skipped: %r is not a valid model name", path, name)
                 continue
+            digest = file_sha256(path)
+            existing = self._load(name, None)
+            if existing is not None and (existing.metadata.get("sha256") == digest or not replace):
+                if existing.metadata.get("sha256") != digest:
+                    logger.warning(
+                        "built-in model %s: this image's export (sha256 %s) differs from the registered one "
+                        "(%s); left as registered. Publish it with `animegan register-builtin-models --replace` "
+                        "once no older worker is running",
+                        name, digest[:12], str(existing.metadata.get("sha256", "unknown"))[:12],
+                    )  # fmt: skip
+                registered.append(existing)
+                continue
             config, metadata = read_export_header(path)
-            key = keys.model(name)
+            key = keys.builtin_model(name, digest)
             store.put_file(key, path, content_type="application/octet-stream")
-            registered.append(
-                self.register(
-                    name, None, key, config, public=True, source="builtin",
-                    size=path.stat().st_size, metadata=metadata, replace=True,
-                )
-            )  # fmt: skip
+            try:
+                info = self.register(
+                    name, None, key, config, public=True, source="builtin", size=path.stat().st_size,
+                    metadata={**metadata, "sha256": digest}, replace=replace,
+                )  # fmt: skip
+            except ModelExists:
+                # Another worker published it between our look and our write: theirs stands.
+                theirs = self._load(name, None)
+                if theirs is None:
+                    raise
+                info = theirs
+            registered.append(info)
         return registered
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_export_header(path: Path) -> tuple[JSONObject, JSONObject]:

@@ -211,6 +211,9 @@ class WorkerSettings(ServiceSettings):
     vgg_weights_optional: bool = False
     # Folder of built-in generator exports (*.safetensors) registered as public models at worker start.
     models_dir: Path | None = None
+    # How long a starting worker waits for Redis and storage (backoff 1, 2, 4 ... s, at most 30 s apart) before it
+    # exits with status 5 saying which is unreachable: a brief outage or a rollout's ordering is no crash loop.
+    startup_wait_seconds: int = Field(default=120, ge=0)
     # Loaded generators kept in memory per worker process (LRU).
     model_cache_size: int = Field(default=4, ge=1, le=64)
     # A task delivered more than this many times (worker killed mid-task each time) fails the job instead of

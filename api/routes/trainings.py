@@ -45,6 +45,7 @@ from workers.contracts.training import (
     TrainingSpec,
     segment_message,
 )
+from workers.jobstore import new_job_id
 from workers.storage.ranged import RangedObject
 from workers.training_memory import estimate_step_bytes
 
@@ -200,6 +201,8 @@ def create_training(
             digest=request_hash(fields, [staged[p].sha256 for p in MODE_PARTS[form.mode]]),
             write_inputs=write_inputs,
             messages=lambda job_id: [segment_message(job_id, 0)],
+            job_id=new_job_id(),
+            model_name=form.name,
         )
         record, created = submit_job(services, tenant, job, idem, webhook)
     logger.info("training job %s for %s: model %s, mode %s", record.id, tenant, form.name, form.mode.value)

@@ -355,3 +355,26 @@ def test_job_listing_parameters(alice):
     assert missing.status_code == 404 and error_of(missing)["code"] == "job_not_found"
     route = alice.get("/v1/nothing-here")
     assert route.status_code == 404 and error_of(route)["code"] == "not_found"
+
+
+def test_a_training_name_is_reserved_at_submit_until_its_job_ends(api, alice, bob):
+    """Two trainings of one name: the second gets 409 at once (it used to train to the end and then fail
+    model_exists). The reservation is the tenant's, and a job that failed, was canceled or expired gives it up."""
+    photos = zip_of({"p.png": png_bytes()})
+    styles = zip_of({"s.png": png_bytes()})
+    first = training(alice, photos, styles, name="reserved-style")
+    assert first.status_code == 202, first.text
+    second = training(alice, photos, styles, name="reserved-style")
+    assert second.status_code == 409, second.text
+    error = error_of(second)
+    assert error["code"] == "model_exists" and first.json()["id"] in error["message"]
+    assert training(bob, photos, styles, name="reserved-style").status_code == 202  # another tenant's name
+
+    api.jobs.fail(first.json()["id"], "internal_error", "injected")
+    after_failure = training(alice, photos, styles, name="reserved-style")
+    assert after_failure.status_code == 202, after_failure.text
+    assert alice.post(f"/v1/jobs/{after_failure.json()['id']}/cancel").status_code in (200, 202)
+    after_cancel = training(alice, photos, styles, name="reserved-style")
+    assert after_cancel.status_code == 202, after_cancel.text
+    api.redis.delete(api.jobs.job_key(after_cancel.json()["id"]))  # as when its record expires
+    assert training(alice, photos, styles, name="reserved-style").status_code == 202

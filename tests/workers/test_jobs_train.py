@@ -164,7 +164,7 @@ def test_a_bad_dataset_fails_the_job_naming_the_archive(ctx):
     assert ctx.leases.holder(record.id) is None
     failed = ctx.jobs.get(record.id)
     assert failed.status == "failed" and failed.error["code"] == "bad_dataset"
-    assert "photos archive is not a readable zip" in failed.error["message"]
+    assert "photos archive: not a readable zip" in failed.error["message"]
 
 
 def test_a_dataset_error_names_the_users_entries_and_no_worker_paths(ctx, monkeypatch, tmp_path):
@@ -224,7 +224,7 @@ def test_a_dataset_above_the_image_limit_fails_and_leaves_no_files(ctx, monkeypa
         run_segment(ctx, record.id, 0)
     assert ctx.leases.holder(record.id) is None
     error = ctx.jobs.get(record.id).error
-    assert error["code"] == "bad_dataset" and "more than 3 images" in error["message"]
+    assert error["code"] == "bad_dataset" and "4 images is more than 3" in error["message"]
     assert [p for p in cache.rglob("*") if p.is_file()] == [], "the refused extraction stayed on disk"
 
 

@@ -89,3 +89,30 @@ def test_header_without_config_is_refused(tmp_path):
     save_file({"w": np.zeros(1, dtype=np.float32)}, str(path))
     with pytest.raises(ValueError, match="no generator config"):
         read_export_header(path)
+
+
+def _export(path, value: float) -> None:
+    header = {"config": json.dumps(CONFIG), "metadata": json.dumps({"arch": "v2"})}
+    save_file({"w": np.full(4, value, dtype=np.float32)}, str(path), metadata=header)
+
+
+def test_worker_starts_neither_upload_again_nor_flip_a_public_model(registry, local_store, tmp_path):
+    """Every worker start registers the built-in exports: an unchanged one costs no upload and no write, and
+    an image with another export of the same name (a mixed-version rollout) leaves the public model as it is,
+    until an operator replaces it."""
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    _export(models_dir / "tiny.safetensors", 1.0)
+    first = registry.register_builtin_models(models_dir, local_store)[0]
+    local_store.delete(first.key)  # a second upload would put it back
+    again = registry.register_builtin_models(models_dir, local_store)[0]
+    assert again == first and not local_store.exists(first.key)
+    local_store.put_bytes(first.key, (models_dir / "tiny.safetensors").read_bytes())
+
+    _export(models_dir / "tiny.safetensors", 2.0)  # the next version's image
+    assert registry.register_builtin_models(models_dir, local_store)[0] == first
+    assert registry.get("tiny", None) == first
+    replaced = registry.register_builtin_models(models_dir, local_store, replace=True)[0]
+    assert replaced.metadata["sha256"] != first.metadata["sha256"] and replaced.key != first.key
+    assert local_store.get_bytes(replaced.key) == (models_dir / "tiny.safetensors").read_bytes()
+    assert local_store.exists(first.key), "the file older workers' jobs read was overwritten or removed"

@@ -447,6 +447,10 @@ def _complete(
                 "model_exists",
                 f"a model named {name!r} appeared while training; retrain under another name",
             )
+            ctx.registry.release_name(name, record.owner, record.id)
             return SegmentOutcome.finished
     succeed(ctx, record.id, TrainingResult(model=name, model_key=key, steps=step))
+    # The API reserved the name at submit; the model holds it now. (A job that fails or is canceled leaves its
+    # reservation to be replaced by the next submit of the name: the registry sees the job has ended.)
+    ctx.registry.release_name(name, record.owner, record.id)
     return SegmentOutcome.finished
