@@ -1,6 +1,11 @@
 # The API image: FastAPI and the light service layer only; no torch and no CUDA (DESIGN.md, Boundaries).
 # Build from the repository root: docker build -f deploy/api.Dockerfile -t animegan-api .
-FROM python:3.11-slim-bookworm
+# Release builds pin the base by digest: --build-arg PYTHON_BASE=python:3.11-slim-bookworm@sha256:<digest>, the
+# digest from `docker buildx imagetools inspect python:3.11-slim-bookworm` on the day, reviewed like a lock file.
+# None is written here: this repository is built and tested where Docker Hub cannot be reached, so no digest could
+# be read, and one from memory would be a guess that fails every build or names an image nobody checked.
+ARG PYTHON_BASE=python:3.11-slim-bookworm
+FROM ${PYTHON_BASE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -145,10 +145,40 @@ def test_compose_persistence_bucket_and_gpus():
         gpu_ids += [interpolate(i, env) for d in devices for i in d["device_ids"]]
     assert len(set(gpu_ids)) == len(GPU_WORKERS), f"the GPU workers share a GPU: {gpu_ids}"
     assert "deploy" not in services["api"], "the API needs no GPU"
-    queues = {name: services[name]["environment"]["ANIMEGAN_QUEUES"] for name in GPU_WORKERS}
-    assert queues == {"worker-stylize": "stylize,webhooks", "worker-train": "train"}
+    queues = {name: services[name]["environment"]["ANIMEGAN_QUEUES"] for name in [*GPU_WORKERS, "worker-webhooks"]}
+    assert queues == {"worker-stylize": "stylize", "worker-train": "train", "worker-webhooks": "webhooks"}
+    # Webhooks on the API image (no torch, no GPU), like deploy/k8s/worker-webhooks.yaml.
+    assert services["worker-webhooks"]["build"]["dockerfile"] == "deploy/api.Dockerfile"
+    assert "deploy" not in services["worker-webhooks"]
     # A missing vgg19.npy must not restart-loop the training worker.
     assert service_env("worker-train")["ANIMEGAN_VGG_WEIGHTS_OPTIONAL"] == "true"
+
+
+def test_compose_minio_is_local_and_the_services_use_a_scoped_user():
+    """MinIO's ports are published on loopback unless MINIO_BIND says otherwise; the root keys reach only MinIO
+    and minio-init, which gives the services a user of their own whose policy names the bucket alone."""
+    services = compose()["services"]
+    env = env_example()
+    for port in services["minio"]["ports"]:
+        host = interpolate(port, {k: v for k, v in env.items() if k != "MINIO_BIND"})
+        assert host.startswith("127.0.0.1:"), f"MinIO published beyond this host by default: {port}"
+    roots = {"MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"}
+    for name, svc in services.items():
+        text = json.dumps(svc.get("environment", {}))
+        if name not in ("minio", "minio-init"):
+            assert not any(root in text for root in roots), f"{name!r} gets MinIO's root keys"
+    for name in ("api", "worker-webhooks", *GPU_WORKERS):
+        values = service_env(name)
+        assert values["ANIMEGAN_S3_ACCESS_KEY_ID"] == env["S3_ACCESS_KEY"] != env["MINIO_ROOT_USER"], name
+        assert values["ANIMEGAN_S3_SECRET_ACCESS_KEY"] == env["S3_SECRET_KEY"], name
+    init = " ".join(services["minio-init"]["command"])
+    assert 'mc admin user add local "$$SERVICE_USER"' in init
+    assert "mc admin policy attach local animegan-service" in init
+    policy = json.loads(re.search(r"printf '(\{.*?\})'", init).group(1).replace("%s", "animegan"))
+    resources = {r for statement in policy["Statement"] for r in statement["Resource"]}
+    assert resources == {"arn:aws:s3:::animegan", "arn:aws:s3:::animegan/*"}, resources
+    actions = {a for statement in policy["Statement"] for a in statement["Action"]}
+    assert not any(a == "s3:*" or a.startswith("admin:") for a in actions), actions
 
 
 def test_every_animegan_variable_in_deploy_is_a_setting():
@@ -173,6 +203,7 @@ def test_compose_environment_values_validate(monkeypatch, tmp_path):
         ("api", ApiSettings),
         ("worker-stylize", WorkerSettings),
         ("worker-train", WorkerSettings),
+        ("worker-webhooks", WorkerSettings),
     ]:
         env = service_env(service)
         env.update({key: value for key, value in stand_ins.items() if key in env})
@@ -190,7 +221,9 @@ def test_images_exec_their_process_and_check_health():
         assert ins.get("HEALTHCHECK"), f"{name} image has no HEALTHCHECK"
         assert ins.get("USER"), f"{name} image runs as root"
         # One Python everywhere (the tests and CI run 3.11); torch's wheel brings CUDA, no CUDA base image.
-        assert ins["FROM"] == ["python:3.11-slim-bookworm"], f"{name} image: FROM {ins['FROM']}"
+        assert ins["ARG"][0] == "PYTHON_BASE=python:3.11-slim-bookworm", f"{name} image: ARG {ins.get('ARG')}"
+        # The base comes from the build argument, so a release build pins it by digest (@sha256:...).
+        assert ins["FROM"] == ["${PYTHON_BASE}"], f"{name} image: FROM {ins['FROM']}"
     assert any('".[api]"' in line for line in api["RUN"])
     assert image_command("api.Dockerfile")[:2] == ["animegan", "serve"]
     assert image_command("worker.Dockerfile")[:2] == ["animegan", "worker"]
@@ -368,6 +401,12 @@ def test_k8s_objects_are_complete_and_consistent():
             assert spec["priorityClassName"] in by_kind["PriorityClass"], name
             assert any(t["key"] == "nvidia.com/gpu" for t in spec["tolerations"]), name
             assert spec["containers"][0]["resources"]["limits"].get("ephemeral-storage"), name
+    # Only the model workers pull the worker image (torch, CUDA: gigabytes); webhooks and the reconciler run on
+    # the API image, which holds the service layer (tests/e2e/test_webhook_worker.py delivers without torch).
+    images = {name: {c["image"] for c in containers(spec)} for name, spec in specs.items()}
+    for name, used in images.items():
+        expected = "animegan-worker" if name in gpu_workloads else "animegan-api"
+        assert used == {expected}, f"{name} runs {used}, not {expected}"
     # The VGG19 copy is optional and reads the documented storage key.
     init = specs["animegan-worker-train"]["initContainers"][0]["args"]
     assert init[:2] == ["fetch-object", keys.VGG19_WEIGHTS] and "--optional" in init

@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from animegan.errors import AnimeGANError
-from animegan.inference import InferenceOptions, Stylizer
-from animegan.weights import LoadedGenerator, load_generator
 from workers.jobs import JobInputError
 from workers.json_types import JSONObject
 from workers.registry import ModelRegistry
@@ -24,6 +22,9 @@ from workers.storage import NotFound, ObjectStore
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from animegan.inference import InferenceOptions, Stylizer
+    from animegan.weights import LoadedGenerator
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +117,10 @@ class ModelCache:
         with self._lock:
             stylizer = model.stylizers.get(options)
             if stylizer is None:
+                from animegan.inference import (
+                    Stylizer,  # torch: only where a model runs (not on the API image)
+                )
+
                 stylizer = Stylizer(model.generator, device=self._device, options=options)
                 model.stylizers[options] = stylizer
             return stylizer
@@ -144,6 +149,8 @@ class ModelCache:
         )
 
     def _load_file(self, name: str, path: Path) -> LoadedGenerator:
+        from animegan.weights import load_generator
+
         try:
             return load_generator(path, device=self._device)
         except AnimeGANError as exc:

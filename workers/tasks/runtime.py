@@ -82,8 +82,6 @@ def context() -> JobContext:
 
 
 def build_context(settings: WorkerSettings) -> JobContext:
-    import torch
-
     from workers.jobs import JobContext
     from workers.jobs.models import ModelCache
     from workers.jobstore import JobStore
@@ -91,11 +89,19 @@ def build_context(settings: WorkerSettings) -> JobContext:
     from workers.registry import ModelRegistry
     from workers.storage import open_store
 
-    if settings.torch_threads is not None:
-        torch.set_num_threads(settings.torch_threads)
     device = settings.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        import torch
+    except ModuleNotFoundError:
+        # The API image (no torch), which the webhook workers run on: this process never runs a model.
+        logger.info("worker process ready without torch (webhook deliveries only)")
+        device = "cpu" if device == "auto" else device
+    else:
+        if settings.torch_threads is not None:
+            torch.set_num_threads(settings.torch_threads)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        logger.info("worker process ready: device=%s torch threads=%d", device, torch.get_num_threads())
     from workers.redis_connection import connect
 
     client = connect(settings, decode_responses=True)
@@ -105,7 +111,6 @@ def build_context(settings: WorkerSettings) -> JobContext:
     models = ModelCache(
         store, registry, settings.models_dir, device=device, capacity=settings.model_cache_size
     )
-    logger.info("worker process ready: device=%s torch threads=%d", device, torch.get_num_threads())
     return JobContext(
         settings=settings,
         jobs=jobs,

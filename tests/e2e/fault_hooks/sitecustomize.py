@@ -5,6 +5,8 @@ worker's parent, before the pool forks (so every child has them too). Each fault
   kernel's OOM killer takes one on a poison image: every delivery of that task dies at the same place.
 - FAULT_DEVICE_ERROR=1: every forward pass raises torch.AcceleratorError, as CUDA does after an Xid error or on
   a driver too old for the wheel's CUDA.
+- FAULT_NO_TORCH=1: torch, OpenCV and safetensors cannot be imported, as in the API image (the [api] extra),
+  which the webhook workers run on.
 """
 
 from __future__ import annotations
@@ -14,6 +16,17 @@ import signal
 
 _KILL_ON = os.environ.get("FAULT_KILL_ON_INPUT")
 _DEVICE_ERROR = os.environ.get("FAULT_DEVICE_ERROR") == "1"
+
+if os.environ.get("FAULT_NO_TORCH") == "1":
+    import sys
+
+    class _NotInTheApiImage:
+        def find_spec(self, name, path=None, target=None):  # type: ignore[no-untyped-def]
+            if name.split(".")[0] in ("torch", "cv2", "safetensors"):
+                raise ModuleNotFoundError(f"No module named {name!r} (blocked: the API image)", name=name)
+            return None
+
+    sys.meta_path.insert(0, _NotInTheApiImage())
 
 if _KILL_ON:
     import workers.jobs.stylize as _stylize
