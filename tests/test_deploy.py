@@ -145,7 +145,9 @@ def test_compose_persistence_bucket_and_gpus():
         gpu_ids += [interpolate(i, env) for d in devices for i in d["device_ids"]]
     assert len(set(gpu_ids)) == len(GPU_WORKERS), f"the GPU workers share a GPU: {gpu_ids}"
     assert "deploy" not in services["api"], "the API needs no GPU"
-    queues = {name: services[name]["environment"]["ANIMEGAN_QUEUES"] for name in [*GPU_WORKERS, "worker-webhooks"]}
+    queues = {
+        name: services[name]["environment"]["ANIMEGAN_QUEUES"] for name in [*GPU_WORKERS, "worker-webhooks"]
+    }
     assert queues == {"worker-stylize": "stylize", "worker-train": "train", "worker-webhooks": "webhooks"}
     # Webhooks on the API image (no torch, no GPU), like deploy/k8s/worker-webhooks.yaml.
     assert services["worker-webhooks"]["build"]["dockerfile"] == "deploy/api.Dockerfile"
