@@ -378,3 +378,14 @@ def test_a_training_name_is_reserved_at_submit_until_its_job_ends(api, alice, bo
     assert after_cancel.status_code == 202, after_cancel.text
     api.redis.delete(api.jobs.job_key(after_cancel.json()["id"]))  # as when its record expires
     assert training(alice, photos, styles, name="reserved-style").status_code == 202
+
+
+def test_more_than_1000_file_parts_get_a_422_naming_the_limit(alice):
+    """The multipart parser's own limit (README, HTTP API: one request carries at most 1,000 `files` parts;
+    larger batches go as one archive or upload_ids), answered in the service's error shape."""
+    image = png_bytes((8, 8))
+    files = [("files", (f"{i}.png", image, "image/png")) for i in range(1001)]
+    response = alice.post("/v1/batches", data={"model": PUBLIC_MODEL}, files=files)
+    assert response.status_code == 422, response.text
+    error = error_of(response)
+    assert error["code"] == "invalid_parameters" and "Maximum number of files is 1000" in error["message"]
