@@ -389,3 +389,23 @@ def test_more_than_1000_file_parts_get_a_422_naming_the_limit(alice):
     assert response.status_code == 422, response.text
     error = error_of(response)
     assert error["code"] == "invalid_parameters" and "Maximum number of files is 1000" in error["message"]
+
+
+def test_hostile_dataset_zips_are_refused_at_submit_naming_the_problem(alice):
+    """POST /v1/trainings runs the one zip checker on each part (data included), as the batch route does: what
+    the worker would refuse after the job was queued is a 4xx at once."""
+    from tests.workers.test_archives import _hostile, _too_many_entries_zip
+
+    styles = zip_of({"s.png": png_bytes()})
+    cases = [
+        (_hostile("lying_crc"), "corrupt_archive", "'b.png' is damaged"),
+        (_hostile("lying_size_small"), "corrupt_archive", "'b.png' is damaged"),
+        (_hostile("symlink"), "unsafe_archive", "'b.png' is a link"),
+        (_hostile("traversal"), "unsafe_archive", "unsafe path"),
+        (_too_many_entries_zip(), "too_many_entries", "65534 entries"),
+    ]
+    for photos, code, phrase in cases:
+        response = training(alice, photos, styles, name="hostile")
+        assert response.status_code == 422, response.text
+        error = error_of(response)
+        assert error["code"] == code and phrase in error["message"] and "photos" in error["message"], error

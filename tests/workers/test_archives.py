@@ -151,13 +151,18 @@ def test_the_api_and_the_worker_refuse_each_hostile_archive_alike(tmp_path, kind
     assert worker_refusal.value.code == "bad_dataset" and not (tmp_path / "out").exists()
 
 
-def test_an_end_record_claiming_too_many_entries_is_refused_before_the_directory_is_read(tmp_path):
+def _too_many_entries_zip() -> bytes:
+    """A zip whose end record claims 65,534 entries in a 200 MiB directory (what a zip of that many would say)."""
     data = bytearray(_zip_bytes({"a.png": _png()}))
     end = data.rfind(b"PK\x05\x06")
-    data[end + 10 : end + 12] = (0xFFFE).to_bytes(2, "little")  # entries in total: 65,534
-    data[end + 12 : end + 16] = (200 << 20).to_bytes(4, "little")  # a 200 MiB directory
+    data[end + 10 : end + 12] = (0xFFFE).to_bytes(2, "little")  # entries in total
+    data[end + 12 : end + 16] = (200 << 20).to_bytes(4, "little")  # directory bytes
+    return bytes(data)
+
+
+def test_an_end_record_claiming_too_many_entries_is_refused_before_the_directory_is_read(tmp_path):
     archive = tmp_path / "photos.zip"
-    archive.write_bytes(bytes(data))
+    archive.write_bytes(_too_many_entries_zip())
     with pytest.raises(ApiError) as refusal:
         check_dataset_archive(archive, "photos", ArchiveLimits())
     assert refusal.value.code == "too_many_entries" and "65534 entries" in refusal.value.message
