@@ -65,9 +65,8 @@ MAX_ENTRIES = 50_000
 MAX_DIRECTORY_BYTES = 16 * 1024 * 1024
 # An entry that inflates more than this is treated as a zip bomb.
 MAX_COMPRESSION_RATIO = 200
-_END_RECORD = struct.Struct(
-    "<4s4H2LH"
-)  # end of central directory: ..., entries, size, offset, comment length
+# End of central directory: signature, disk numbers, entries (this disk, total), size, offset, comment length.
+_END_RECORD = struct.Struct("<4s4H2LH")
 _ZIP64_LOCATOR = struct.Struct("<4sLQL")  # just before the end record: where the zip64 end record lies
 _ZIP64_END_RECORD = struct.Struct("<4sQ2H2L4Q")  # ..., entries, directory size, directory offset
 _MAX_TAIL = _END_RECORD.size + 0xFFFF + _ZIP64_LOCATOR.size  # end record, longest comment, zip64 locator
