@@ -601,3 +601,70 @@ def test_alerts_and_the_dashboard_read_metrics_the_service_exports():
         for target in panel["targets"]:
             used = set(re.findall(r"\banimegan_\w+", target["expr"]))
             assert used <= exported, f"panel {panel['title']!r} reads unknown metrics {used - exported}"
+
+
+RUNBOOK = PROJECT_ROOT / "docs" / "runbook.md"
+
+
+def test_the_runbooks_job_helper_shows_and_cancels_a_job(redis_url):
+    """docs/runbook.md's JOBS_PY, run as written on the reconciler's image (no torch): it reads a job and cancels it
+    through JobStore.cancel, the atomic step POST /v1/jobs/ID/cancel takes (a raw HSET of the flag left a queued
+    job queued, its tenant slot held and the metrics unchanged)."""
+    import redis
+
+    from workers.jobstore import JobStore
+
+    helper = re.search(r"^JOBS_PY='(.*?)'$", RUNBOOK.read_text(), re.M | re.S)
+    assert helper, "docs/runbook.md lost its JOBS_PY helper"
+    jobs = JobStore(redis.Redis.from_url(redis_url, decode_responses=True))
+    record, _ = jobs.create("batch", "tenant-a", {"model": "tiny", "size_mode": "original"}, total=3)
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'cv2', 'safetensors'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r} (blocked: API image)', name=name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+    ) + helper.group(1)
+    env = {"PATH": "/usr/bin:/bin", "ANIMEGAN_REDIS_URL": redis_url}
+
+    def run(*args: str) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60, cwd=PROJECT_ROOT,
+            env=env,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout.strip()
+
+    shown = json.loads(run("show", record.id))
+    assert shown["status"] == "queued" and shown["progress"]["total"] == 3
+    assert run("cancel", record.id) == "True"
+    assert json.loads(run("show", record.id))["status"] == "canceled"
+    assert jobs.get(record.id).status.value == "canceled"
+    assert run("show", "no-such-job") == "null"
+
+
+def test_cluster_fault_drills_are_commands_that_work_on_these_manifests():
+    """Each fault the README says only a cluster shows has a drill in the runbook with its commands, and the commands
+    fit the manifests and images: a drain of nodes whose pods use emptyDirs needs --delete-emptydir-data (and
+    --ignore-daemonsets) or kubectl refuses it; the slim images have no procps, so no pgrep; Redis is external, so
+    no `exec` into a Redis pod."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    listed = readme.split("Faults only a cluster shows", 1)[1].split("\n## ", 1)[0]
+    bullets = [line for line in listed.splitlines() if line.startswith("- ")]
+    runbook = RUNBOOK.read_text()
+    drills = runbook.split("## Fault drills (cluster only)", 1)[1].split("\n## ", 1)[0]
+    paragraphs = re.findall(r"^\*\*(.+?)\*\*.*?```bash\n(.+?)```", drills, re.M | re.S)
+    assert len(bullets) >= 6 and len(paragraphs) == len(bullets), (len(bullets), [p[0] for p in paragraphs])
+    assert all("kubectl" in commands or "rcli" in commands for _, commands in paragraphs)
+    uses_empty_dirs = any(
+        "emptyDir" in volume
+        for spec in pod_specs(k8s_objects()).values()
+        for volume in spec.get("volumes", [])
+    )
+    for text in (readme, runbook):
+        for drain in re.findall(r"kubectl drain [^\n`]*", text):
+            if uses_empty_dirs:
+                assert "--delete-emptydir-data" in drain and "--ignore-daemonsets" in drain, drain
+        assert "pgrep -" not in text and "REDIS_POD" not in text
+    assert "procps" not in (DEPLOY / "worker.Dockerfile").read_text()
