@@ -125,6 +125,33 @@ def test_segments_resume_from_the_stored_checkpoint_and_register_the_model(ctx, 
     assert ctx.models.get("my-style", OWNER).config["base_channels"] == 8
 
 
+def test_the_segment_budget_counts_the_dataset_download(ctx, monkeypatch):
+    """Issue 20, B6: the segment clock starts with the task, so a slow restore or dataset download shortens the
+    training that follows and the task as a whole stays inside train_segment_seconds (+ its checkpoint upload),
+    well inside the visibility timeout; it used to start after the download."""
+    import time
+
+    import workers.jobs.train as train_module
+
+    job_id = train_job(ctx, steps=5)
+    real_fetch, real_trainer, budgets = train_module._fetch_dataset, train_module.Trainer, []
+
+    def slow_fetch(*args, **kwargs):
+        time.sleep(2.0)  # a download that takes 2 s of the 60 s segment
+        return real_fetch(*args, **kwargs)
+
+    class OneStep(real_trainer):
+        def run(self, max_steps=None, max_seconds=None):
+            budgets.append(max_seconds)
+            return super().run(max_steps=1)
+
+    monkeypatch.setattr(train_module, "_fetch_dataset", slow_fetch)
+    monkeypatch.setattr(train_module, "Trainer", OneStep)
+    assert run_segment(ctx, job_id, 0) == SegmentOutcome.paused
+    assert ctx.settings.train_segment_seconds == 60
+    assert budgets and budgets[0] <= 60 - 2.0, budgets
+
+
 def test_a_held_lease_keeps_a_second_worker_out(ctx):
     job_id = train_job(ctx, steps=2)
     token = ctx.leases.acquire(job_id, "other-worker", 30)
