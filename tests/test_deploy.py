@@ -668,3 +668,25 @@ def test_cluster_fault_drills_are_commands_that_work_on_these_manifests():
                 assert "--delete-emptydir-data" in drain and "--ignore-daemonsets" in drain, drain
         assert "pgrep -" not in text and "REDIS_POD" not in text
     assert "procps" not in (DEPLOY / "worker.Dockerfile").read_text()
+
+
+def test_ingress_takes_the_largest_request_and_the_api_drains_within_its_grace():
+    """Issue 20, low items: the ingress's body limit was 64m under the API's 512 MiB request limit (the controller
+    answered 413 first), and uvicorn ran without --forwarded-allow-ips (client addresses and https lost behind the
+    proxy) or a graceful timeout (open SSE streams kept a pod past its grace, then SIGKILL)."""
+    from api.settings import ApiSettings
+
+    by_kind = {(d["kind"], d["metadata"]["name"]): d for d in k8s_objects()}
+    annotations = by_kind[("Ingress", "animegan-api")]["metadata"]["annotations"]
+    size = annotations["nginx.ingress.kubernetes.io/proxy-body-size"]
+    number, unit = re.fullmatch(r"(\d+)([kmg])", size.lower()).groups()  # type: ignore[union-attr]
+    assert int(number) * 1024 ** "kmg".index(unit) * 1024 >= ApiSettings().max_request_bytes, size
+    assert annotations["nginx.ingress.kubernetes.io/proxy-request-buffering"] == "off"
+    spec = pod_specs(k8s_objects())["animegan-api"]
+    [api] = spec["containers"]
+    args = api["args"]
+    assert "--forwarded-allow-ips" in args
+    graceful = int(args[args.index("--graceful-timeout") + 1])
+    pre_stop = api["lifecycle"]["preStop"]["exec"]["command"]
+    delay = float(re.search(r"sleep\((\d+(?:\.\d+)?)\)", " ".join(pre_stop)).group(1))  # type: ignore[union-attr]
+    assert delay + graceful < spec["terminationGracePeriodSeconds"], (delay, graceful)
