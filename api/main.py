@@ -37,12 +37,26 @@ header: the same key with the same body returns the same job, with another body 
 """
 
 
-class BodyLimitMiddleware:
-    """413 for request bodies above `limit` bytes: at once from Content-Length, else while the body streams in."""
+# Starlette keeps a multipart part in memory up to this size and spools a larger one to the temporary folder.
+SPOOL_THRESHOLD_BYTES = 1024 * 1024
+# POST /v1/trainings copies each spooled form zip into its staging folder while it checks it: twice the body.
+_DISK_FACTOR = {"/v1/trainings": 2}
 
-    def __init__(self, app: ASGIApp, limit: int):
+
+class BodyLimitMiddleware:
+    """413 for request bodies above `limit` bytes: at once from Content-Length, else while the body streams in.
+
+    With `spool_budget`, also a bound on the temporary disk that bodies in flight take in this process (issue 20:
+    on a read-only root /tmp is an emptyDir with a sizeLimit, and a pod whose emptyDir outgrows it is evicted with
+    every request and event stream on it). A body that may reach the disk reserves its bytes (twice for a
+    training) before it is read, or while it streams when it has no Content-Length; one that does not fit gets
+    503 `server_busy` with Retry-After, and the reservation ends with the request."""
+
+    def __init__(self, app: ASGIApp, limit: int, spool_budget: int | None = None):
         self.app = app
         self.limit = limit
+        self.spool_budget = spool_budget
+        self.spooled = 0  # bytes reserved by the bodies in flight (one event loop: no lock needed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -52,19 +66,58 @@ class BodyLimitMiddleware:
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await self._refuse(send, int(declared))
             return
-        seen = 0
+        factor = _DISK_FACTOR.get(scope.get("path", ""), 1)
+        held = 0
 
-        async def limited_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise HTTPException(
-                    413, f"request body is larger than the {self.limit}-byte limit; use /v1/uploads"
-                )
-            return message
+        def reserve(size: int) -> bool:
+            nonlocal held
+            if self.spool_budget is None or size <= held:
+                return True
+            if self.spooled + size - held > self.spool_budget:
+                return False
+            self.spooled += size - held
+            held = size
+            return True
 
-        await self.app(scope, limited_receive, send)
+        try:
+            known = int(declared) if declared is not None and declared.isdigit() else None
+            if known is not None and known > SPOOL_THRESHOLD_BYTES and not reserve(known * factor):
+                await self._busy(send)
+                return
+            seen = 0
+
+            async def limited_receive() -> Message:
+                nonlocal seen
+                message = await receive()
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise HTTPException(
+                        413, f"request body is larger than the {self.limit}-byte limit; use /v1/uploads"
+                    )
+                if known is None and seen > SPOOL_THRESHOLD_BYTES and not reserve(seen * factor):
+                    raise HTTPException(503, self._busy_message(), headers={"Retry-After": "5"})
+                return message
+
+            await self.app(scope, limited_receive, send)
+        finally:
+            self.spooled -= held
+
+    def _busy_message(self) -> str:
+        return (
+            f"this API process holds {self.spooled} bytes of uploads on its temporary disk (budget "
+            f"{self.spool_budget}, ANIMEGAN_MAX_SPOOL_BYTES); retry shortly, or send large files through "
+            "POST /v1/uploads"
+        )
+
+    async def _busy(self, send: Send) -> None:
+        body = json.dumps(error_body("server_busy", self._busy_message())).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", b"5"),
+        ]
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     async def _refuse(self, send: Send, declared: int) -> None:
         message = (
@@ -127,7 +180,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     if settings.log_format == "json":
         use_json_logs()
         app.add_middleware(JobLogContextMiddleware)
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware, limit=settings.max_request_bytes, spool_budget=settings.max_spool_bytes
+    )
     return app
 
 

@@ -26,6 +26,12 @@ class ApiSettings(ServiceSettings):
     auth_disabled: bool = False
     # Largest request body (several files of a batch together); larger ones get 413 before being read.
     max_request_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
+    # Request bodies one API process may hold on its temporary disk at once (multipart parts above 1 MB spool
+    # there; a training's form zips count twice, spooled and staged). A request that does not fit gets 503
+    # server_busy with Retry-After before its body is read. Keep it below the size of the process's temporary
+    # folder (deploy/k8s/api.yaml: the /tmp emptyDir, whose overflow evicts the pod); at least twice
+    # max_request_bytes, so the largest training fits.
+    max_spool_bytes: int = Field(default=1024 * 1024 * 1024, ge=1)
     # A zip of images or a dataset may inflate to at most this many bytes (zip bombs).
     max_archive_bytes: int = Field(default=2 * 1024 * 1024 * 1024, ge=1)
     # Largest dataset zip (photos or styles) for a training job, uploaded directly or directly in the form.
@@ -75,6 +81,12 @@ class ApiSettings(ServiceSettings):
             raise ValueError(
                 f"ANIMEGAN_MAX_REQUEST_BYTES={self.max_request_bytes} is below ANIMEGAN_MAX_UPLOAD_BYTES="
                 f"{self.max_upload_bytes}: a single allowed upload could never arrive; raise it"
+            )
+        if self.max_spool_bytes < 2 * self.max_request_bytes:
+            raise ValueError(
+                f"ANIMEGAN_MAX_SPOOL_BYTES={self.max_spool_bytes} is below twice ANIMEGAN_MAX_REQUEST_BYTES="
+                f"{self.max_request_bytes}: the largest training (its zips spooled and staged) could never be "
+                "taken; raise it (and the temporary folder's size) or lower the request limit"
             )
         if self.auth_disabled:
             logger.warning(
