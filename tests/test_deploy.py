@@ -438,8 +438,11 @@ def test_k8s_objects_are_complete_and_consistent():
     assert train_annotations["cluster-autoscaler.kubernetes.io/safe-to-evict"] == "false"
     for name in gpu_workloads:  # the CUDA 13 wheels need a driver >= 580 (B4)
         terms = specs[name]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-        assert {"key": "nvidia.com/cuda.driver.major", "operator": "Gt", "values": ["579"]} in [
-            e for term in terms["nodeSelectorTerms"] for e in term["matchExpressions"]
+        # One term per GFD label (terms are ORed; expressions within one are ANDed): the current
+        # cuda.driver-version.major, and the deprecated cuda.driver.major, which a GFD may stop writing.
+        assert [term["matchExpressions"] for term in terms["nodeSelectorTerms"]] == [
+            [{"key": f"nvidia.com/cuda.{label}.major", "operator": "Gt", "values": ["579"]}]
+            for label in ("driver-version", "driver")
         ], name
     for priority in by_kind["PriorityClass"].values():
         assert priority["preemptionPolicy"] == "Never", "GPU pods must not evict a shared cluster's pods"
