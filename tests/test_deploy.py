@@ -693,3 +693,20 @@ def test_ingress_takes_the_largest_request_and_the_api_drains_within_its_grace()
     pre_stop = api["lifecycle"]["preStop"]["exec"]["command"]
     delay = float(re.search(r"sleep\((\d+(?:\.\d+)?)\)", " ".join(pre_stop)).group(1))  # type: ignore[union-attr]
     assert delay + graceful < spec["terminationGracePeriodSeconds"], (delay, graceful)
+
+
+def test_every_deploy_file_the_docs_cite_exists():
+    """Issue 20, low: the README cited a deploy/k8s/keda.yaml that did not exist. Every deploy/... file path in the
+    README, the runbook and INTERFACES.md names a file of the repository (kubectl's deploy/NAME objects, and the
+    files a reader creates, excepted)."""
+    created = {"deploy/.env", "deploy/models/builtin"}  # cp deploy/env.example deploy/.env; mkdir -p ...
+    cited: set[str] = set()
+    for doc in ("README.md", "docs/runbook.md", "docs/INTERFACES.md"):
+        text = (PROJECT_ROOT / doc).read_text()
+        cited |= set(re.findall(r"(?<![\w/.-])deploy/[A-Za-z0-9_./-]*[A-Za-z0-9_]", text))
+    files = {
+        path for path in cited if not path.startswith("deploy/animegan-") and path != "deploy/keda-operator"
+    }
+    assert "deploy/k8s/worker-train.yaml" in files
+    missing = sorted(path for path in files - created if not (PROJECT_ROOT / path).exists())
+    assert not missing, f"the docs cite files that do not exist: {missing}"
