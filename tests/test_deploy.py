@@ -710,3 +710,17 @@ def test_every_deploy_file_the_docs_cite_exists():
     assert "deploy/k8s/worker-train.yaml" in files
     missing = sorted(path for path in files - created if not (PROJECT_ROOT / path).exists())
     assert not missing, f"the docs cite files that do not exist: {missing}"
+
+
+def test_prometheus_objects_carry_the_release_label_and_gpu_pods_have_their_graces():
+    """Issue 20: B10, kube-prometheus-stack selects ServiceMonitors and PrometheusRules by its `release` label, so
+    without it nothing was scraped nor alerted on; B8, a stylize pod's 60 s grace was shorter than a big chunk or a
+    video join (SIGKILL mid-task, redelivered only after the visibility timeout)."""
+    objects = k8s_objects()
+    for doc in objects:
+        if doc["kind"] in ("ServiceMonitor", "PrometheusRule"):
+            assert doc["metadata"]["labels"].get("release"), doc["metadata"]["name"]
+    specs = pod_specs(objects)
+    assert specs["animegan-worker-stylize"]["terminationGracePeriodSeconds"] >= 300
+    # A training segment stops within a step on SIGTERM, then uploads its checkpoint.
+    assert specs["animegan-worker-train"]["terminationGracePeriodSeconds"] >= 120
