@@ -250,11 +250,26 @@ def _submit_images(client: ApiClient, args: argparse.Namespace, paths: list[Path
             bar.set_postfix_str(current["status"])
 
         job = client.wait(job["id"], timeout=args.timeout, on_progress=show)
-    if job["status"] != "succeeded":
-        error = job.get("error") or {}
-        print(f"job {job['id']} {job['status']}: {error.get('message', '')}", file=sys.stderr)
+    return _finish(client, job, paths, args)
+
+
+def _finish(client: ApiClient, job: JSONObject, paths: list[Path], args: argparse.Namespace) -> int:
+    """Download what the job produced; 0 only when every image succeeded, else 1 with how many failed and why."""
+    error = job.get("error") or {}
+    if job["status"] not in ("succeeded", "partial"):
+        print(
+            f"job {job['id']} {job['status']}: {error.get('code', '')}: {error.get('message', '')}".rstrip(
+                ": "
+            ),
+            file=sys.stderr,
+        )
         return 1
-    return _download(client, job, paths, args)
+    code = _download(client, job, paths, args)
+    if job["status"] == "partial":
+        # The failure summary by code (e.g. "2 of 5 images failed: bad_image x2 (e.g. ...)").
+        print(f"job {job['id']} partial: {error.get('message', '')}", file=sys.stderr)
+        return 1
+    return code
 
 
 def _download(client: ApiClient, job: JSONObject, paths: list[Path], args: argparse.Namespace) -> int:
@@ -277,5 +292,5 @@ def _download(client: ApiClient, job: JSONObject, paths: list[Path], args: argpa
         except ApiClientError as exc:
             failed += 1
             print(f"{paths[index]}: {exc.message}", file=sys.stderr)
-    print(f"{len(stems) - failed} result(s) in {args.out}", file=sys.stderr)
+    print(f"{len(stems) - failed} of {len(stems)} result(s) in {args.out}", file=sys.stderr)
     return 1 if failed else 0

@@ -22,7 +22,7 @@ from workers.json_types import JSONObject
 
 logger = logging.getLogger(__name__)
 
-TERMINAL = {"succeeded", "failed", "canceled"}
+TERMINAL = {"succeeded", "partial", "failed", "canceled", "expired"}  # workers.jobstore.TERMINAL_STATUSES
 FileInput = str | Path | bytes | tuple[str, bytes]
 
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 # the spec built from it share one vocabulary.
 from workers.contracts.base import SizeMode
 from workers.contracts.training import TrainingMode
+from workers.jobstore import JobStatus
 from workers.json_types import JSONObject
 from workers.media import ImageFormat
 
@@ -222,7 +223,11 @@ class JobPublic(BaseModel):
 
     id: str
     kind: str
-    status: str
+    status: JobStatus = Field(
+        description="queued, running, then one final status: succeeded (every item did), partial (a batch some "
+        "of whose images failed: `result` holds the others, `error` counts the failures by code), failed, "
+        "canceled, or expired (its deadline passed)"
+    )
     params: JSONObject = Field(default_factory=dict)
     progress: JSONObject = Field(default_factory=dict)
     created_at: float | None = None

@@ -37,18 +37,26 @@ MAX_IDEMPOTENCY_KEY = 200
 
 
 class JobStatus(StrEnum):
+    """A job's lifecycle (README, "Job states"): queued -> running -> one terminal status, which is final."""
+
     QUEUED = "queued"
     RUNNING = "running"
-    SUCCEEDED = "succeeded"
+    SUCCEEDED = "succeeded"  # every item of it succeeded
+    PARTIAL = "partial"  # a batch some of whose images failed (result: the ones done, error: a summary)
     FAILED = "failed"
     CANCELED = "canceled"
+    EXPIRED = "expired"  # its deadline passed before it ended (it did not run, or was stopped)
 
     @property
     def is_terminal(self) -> bool:
         return self in TERMINAL_STATUSES
 
 
-TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
+TERMINAL_STATUSES = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.PARTIAL, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.EXPIRED}
+)
+# The statuses that leave a result to download (a partial batch: the images that were done).
+RESULT_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.PARTIAL})
 
 
 @dataclass(frozen=True)
@@ -326,23 +334,31 @@ class JobStore:
         return json.dumps({"event": event_type, "job_id": job_id, "ts": time.time(), **fields})
 
     def transition(
-        self, job_id: str, to: JobStatus | str, allowed_from: set[JobStatus], **payload: JSONObject
+        self,
+        job_id: str,
+        to: JobStatus | str,
+        allowed_from: set[JobStatus],
+        result: JSONObject | None = None,
+        error: JSONObject | None = None,
     ) -> bool:
         """Move to `to` if the current status is in `allowed_from`; a terminal status never changes.
 
-        `payload` may carry result= or error= (stored as JSON). Publishes a status event when it moves.
+        `result` and `error` are stored as JSON (a partial batch has both). Publishes a status event when it moves.
         """
         to = JobStatus(to)
         allowed = [JobStatus(s).value for s in allowed_from]
-        field = next(iter(payload), "")
-        if len(payload) > 1 or field not in ("", "result", "error"):
-            raise ValueError(f"transition takes at most one of result=, error=; got {sorted(payload)}")
-        event = self._event(job_id, "status", status=to.value, **payload)
+        extra: JSONObject = {}
+        if result is not None:
+            extra["result"] = result
+        if error is not None:
+            extra["error"] = error
+        event = self._event(job_id, "status", status=to.value, **extra)
         now = time.time()
         moved = self._transition(
             keys=[*self._job_keys(job_id), *self._metrics_keys(now)],
-            args=[to.value, repr(now), self.ttl_seconds, int(to.is_terminal), field,
-                  json.dumps(payload[field]) if field else "", event, self.events_channel(job_id), *allowed],
+            args=[to.value, repr(now), self.ttl_seconds, int(to.is_terminal),
+                  json.dumps(result) if result is not None else "", json.dumps(error) if error is not None else "",
+                  event, self.events_channel(job_id), *allowed],
         )  # fmt: skip
         return bool(int(moved))
 
@@ -352,6 +368,11 @@ class JobStore:
 
     def succeed(self, job_id: str, result: JSONObject) -> bool:
         return self.transition(job_id, JobStatus.SUCCEEDED, {JobStatus.RUNNING}, result=result)
+
+    def partial(self, job_id: str, result: JSONObject, code: str, message: str) -> bool:
+        """running -> partial: some items succeeded (`result`), the others failed (`message` sums them up)."""
+        error = {"code": code, "message": message}
+        return self.transition(job_id, JobStatus.PARTIAL, {JobStatus.RUNNING}, result=result, error=error)
 
     def fail(self, job_id: str, code: str, message: str) -> bool:
         error = {"code": code, "message": message}

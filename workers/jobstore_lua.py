@@ -3,7 +3,7 @@ can never interleave halfway through a transition, a count or a progress merge. 
 a job also count it in the service-wide figures (workers.job_metrics) in the same atomic step.
 """
 
-from workers.job_metrics import COUNT_END_LUA
+from workers.job_metrics import COUNT_END_LUA, TERMINAL_LUA
 
 # KEYS: job, owner index, idempotency key, metrics. ARGV: has_idem, job_id, score_ms, idem_ttl, request_hash,
 # prefix, kind, then the record's field/value pairs. Returns {job_id, request_hash, created (0|1)}.
@@ -33,15 +33,14 @@ end
 return {ARGV[2], ARGV[5], 1}
 """
 
-# KEYS: job, items, item_errors, metrics, images slot. ARGV: to, now, ttl, terminal (0|1), payload field
-# ('' | result | error), payload JSON, event JSON, channel, allowed-from statuses... Returns 1 if the status
-# moved (or stayed running on a repeated start), 0 otherwise. A terminal status is final whatever the caller
-# allows.
+# KEYS: job, items, item_errors, metrics, images slot. ARGV: to, now, ttl, terminal (0|1), result JSON or '',
+# error JSON or '', event JSON, channel, allowed-from statuses... Returns 1 if the status moved (or stayed
+# running on a repeated start), 0 otherwise. A terminal status is final whatever the caller allows.
 TRANSITION = (
     COUNT_END_LUA
     + """
 local cur = redis.call('HGET', KEYS[1], 'status')
-if not cur or cur == 'succeeded' or cur == 'failed' or cur == 'canceled' then return 0 end
+if is_terminal(cur) then return 0 end
 local ok = false
 for i = 9, #ARGV do
   if ARGV[i] == cur then ok = true end
@@ -49,7 +48,8 @@ end
 if not ok then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'updated_at', ARGV[2])
 if ARGV[1] == 'running' then redis.call('HSETNX', KEYS[1], 'started_at', ARGV[2]) end
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], ARGV[5], ARGV[6]) end
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[5]) end
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[6]) end
 if ARGV[4] == '1' then
   redis.call('HSET', KEYS[1], 'finished_at', ARGV[2])
   for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
@@ -75,7 +75,7 @@ CANCEL = (
     COUNT_END_LUA
     + """
 local cur = redis.call('HGET', KEYS[1], 'status')
-if not cur or cur == 'succeeded' or cur == 'failed' or cur == 'canceled' then return 0 end
+if is_terminal(cur) then return 0 end
 redis.call('HSET', KEYS[1], 'cancel', '1', 'updated_at', ARGV[1])
 if cur == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'canceled', 'finished_at', ARGV[1], 'last_event', ARGV[3])
@@ -107,9 +107,11 @@ return 1
 # KEYS: job. ARGV: fields JSON, done or '', total or '', now, channel, job_id, list field or '', keep_last,
 # list item JSON, unique-by field or ''. Merges fields into the progress JSON (or appends to a list in it,
 # first dropping any item with the same value of the unique-by field) and publishes the result.
-SET_PROGRESS = """
+SET_PROGRESS = (
+    TERMINAL_LUA
+    + """
 local cur = redis.call('HGET', KEYS[1], 'status')
-if not cur or cur == 'succeeded' or cur == 'failed' or cur == 'canceled' then return 0 end
+if is_terminal(cur) then return 0 end
 local progress = cjson.decode(redis.call('HGET', KEYS[1], 'progress') or '{}')
 for k, v in pairs(cjson.decode(ARGV[1])) do progress[k] = v end
 if ARGV[7] ~= '' then
@@ -143,6 +145,7 @@ redis.call('HSET', KEYS[1], 'last_event', event)
 redis.call('PUBLISH', ARGV[5], event)
 return 1
 """
+)
 
 # KEYS: job. ARGV: now, unit field ('attempts:<unit>'). Counts one more lost delivery in the job's total
 # (`attempts`, shown to users) and in the unit's own counter, which decides; returns the unit's count, or 0 for a

@@ -25,7 +25,7 @@ from workers.contracts.base import Download, JobKind
 from workers.contracts.registry import KINDS
 from workers.contracts.webhooks import webhook_message
 from workers.exceptions import InvalidCursor
-from workers.jobstore import JobRecord, JobStatus
+from workers.jobstore import RESULT_STATUSES, JobRecord, JobStatus
 from workers.storage import NotFound
 
 logger = logging.getLogger(__name__)
@@ -155,14 +155,16 @@ def _kind(record: JobRecord) -> JobKind:
 
 
 def _require_succeeded(record: JobRecord) -> None:
-    if record.status == JobStatus.SUCCEEDED:
+    if record.status in RESULT_STATUSES:  # a partial batch's archive holds the images done and errors.json
         return
-    if record.status == JobStatus.FAILED and record.error:
-        detail = f"failed: {record.error.get('code')}: {record.error.get('message')}"
+    if record.error:
+        detail = f"{record.status.value}: {record.error.get('code')}: {record.error.get('message')}"
     else:
         detail = f"is {record.status.value}"
     raise ApiError(
-        409, "result_not_ready", f"job {record.id} {detail}; a result exists only once it succeeded"
+        409,
+        "result_not_ready",
+        f"job {record.id} {detail}; a result exists only once it succeeded (or a batch ended partial)",
     )
 
 

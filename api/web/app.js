@@ -61,11 +61,13 @@ async function stylize(files) {
     ui.bar.max = p.total || 1;
     ui.bar.value = (p.done || 0) + (p.failed || 0);
   });
-  if (final.status !== "succeeded") {
+  if (final.status !== "succeeded" && final.status !== "partial") {
     ui.status.textContent = `${final.status}: ${final.error ? final.error.message : ""}`;
     if (!single && final.status === "failed") showBatchItems(job.id, pairs);
     return;
   }
+  // partial: some images of the batch failed; the others are in the zip, the error sums up the failures.
+  if (final.status === "partial") ui.status.textContent = `partial: ${final.error.message}`;
   // The stored result's own extension (the service's media table chose it), e.g. "jpg" for format jpeg.
   const ext = single ? final.result.output_key.split(".").pop() : "zip";
   const resultUrl = await blobUrl(`/v1/jobs/${job.id}/result`);

@@ -177,10 +177,14 @@ def test_batch_chunks_count_once_and_finalize_with_per_image_errors(ctx):
     run_chunk(ctx, job_id, chunks[1])
     run_chunk(ctx, job_id, chunks[2])
     record = ctx.jobs.get(job_id)
-    assert record.status == "succeeded", record.error
+    # One image of seven failed: the batch is partial, never succeeded, with its failures summed up by code.
+    assert record.status == "partial", record.error
     assert (record.progress["done"], record.progress["failed"]) == (6, 1)
     assert [e["index"] for e in record.result["errors"]] == [5]
     assert record.result["errors"][0]["code"] == "bad_image"
+    assert record.result["failures"] == {"bad_image": 1}
+    assert record.error["code"] == "some_images_failed"
+    assert record.error["message"].startswith("1 of 7 images failed: bad_image x1 (e.g. ")
     with zipfile.ZipFile(io.BytesIO(ctx.store.get_bytes(keys.output_archive(job_id)))) as zf:
         names = zf.namelist()
     assert len([n for n in names if n.endswith(".png")]) == 6 and "errors.json" in names
@@ -194,6 +198,7 @@ def test_batch_of_only_bad_images_fails(ctx):
     record = ctx.jobs.get(job_id)
     assert record.status == "failed"
     assert record.error["code"] == "all_images_failed"
+    assert record.error["message"].startswith("all 2 images failed: bad_image x2 (e.g. ")
 
 
 def test_batch_stops_at_cancel_between_images(ctx, monkeypatch):

@@ -59,6 +59,37 @@ def test_lifecycle_and_terminal_is_final(jobstore, redis_client):
     assert 0 < redis_client.ttl(JobStore.job_key(record.id)) <= 600
 
 
+def test_partial_keeps_result_and_error_and_every_terminal_status_is_final(jobstore, redis_client):
+    from workers import job_metrics
+    from workers.jobstore import TERMINAL_STATUSES
+
+    # The Lua scripts' terminal table is built from job_metrics.FINISHED_STATUSES: it must be the same set.
+    assert set(job_metrics.FINISHED_STATUSES) == {s.value for s in TERMINAL_STATUSES}
+    record, _ = jobstore.create("batch", "alice", {}, total=2)
+    pubsub = jobstore.subscribe(record.id)
+    jobstore.start(record.id)
+    assert jobstore.partial(record.id, {"outputs": [0]}, "some_images_failed", "1 of 2 images failed")
+    done = jobstore.get(record.id)
+    assert done.status == JobStatus.PARTIAL and done.result == {"outputs": [0]}
+    assert done.error == {"code": "some_images_failed", "message": "1 of 2 images failed"}
+    assert done.finished_at is not None and redis_client.ttl(JobStore.job_key(record.id)) > 0
+    events = []
+    deadline = time.monotonic() + 5
+    while len(events) < 2 and time.monotonic() < deadline:  # running, then partial
+        message = pubsub.get_message(timeout=1)
+        if message is not None and message["type"] == "message":
+            events.append(json.loads(message["data"]))
+    pubsub.close()
+    assert events[-1]["status"] == "partial" and events[-1]["error"]["code"] == "some_images_failed"
+    for status in TERMINAL_STATUSES:
+        other, _ = jobstore.create("batch", "alice", {}, total=1)
+        jobstore.start(other.id)
+        assert jobstore.transition(other.id, status, {JobStatus.RUNNING})
+        assert not jobstore.transition(other.id, JobStatus.RUNNING, set(JobStatus)), status
+        assert not jobstore.cancel(other.id) and not jobstore.set_progress(other.id, done=1), status
+        assert jobstore.get(other.id).status == status
+
+
 def test_expiry_is_set_only_on_terminal_and_covers_item_sets(jobstore, redis_client):
     record, _ = jobstore.create("batch", "alice", {}, total=3)
     jobstore.start(record.id)

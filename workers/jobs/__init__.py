@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 Spec = TypeVar("Spec", bound=BaseModel)
 
 # JobStatus values (a str Enum compares equal to these); spelled out so this module imports without Redis code.
-TERMINAL = frozenset({"succeeded", "failed", "canceled"})
+TERMINAL = frozenset({"succeeded", "partial", "failed", "canceled", "expired"})
 
 
 class JobInputError(Exception):
@@ -122,6 +122,16 @@ def succeed(ctx: JobContext, job_id: str, result: Result) -> bool:
     done = ctx.jobs.succeed(job_id, result.model_dump(mode="json"))
     if done:
         logger.info("job %s succeeded", job_id)
+        ctx.on_terminal(job_id)
+    return done
+
+
+def partial(ctx: JobContext, job_id: str, result: Result, code: str, message: str) -> bool:
+    """Record a job some of whose items failed: its typed result holds the ones done, `message` sums up the
+    failures; True if this call made the transition."""
+    done = ctx.jobs.partial(job_id, result.model_dump(mode="json"), code, message)
+    if done:
+        logger.warning("job %s ended partial: %s", job_id, message)
         ctx.on_terminal(job_id)
     return done
 
