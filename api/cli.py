@@ -66,6 +66,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     submit.add_argument("--max-side", type=int, default=None)
     submit.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
     submit.add_argument("--no-wait", action="store_true", help="print the job and return at once")
+    submit.add_argument(
+        "--wait",
+        type=int,
+        default=60,
+        metavar="SECONDS",
+        help="a single image: ask the API to answer with the finished job if it ends within this many seconds "
+        "(Prefer: wait, at most 60; 0: poll instead); longer jobs are followed by polling",
+    )
+    submit.add_argument(
+        "--cancel-after", default=None, metavar="DURATION", help="the job expires after this (90s, 5m, 1h30m)"
+    )
     _add_connection(submit)
     submit.set_defaults(func=run)
 
@@ -230,9 +241,16 @@ def _submit(client: ApiClient, args: argparse.Namespace) -> int:
 def _submit_images(client: ApiClient, args: argparse.Namespace, paths: list[Path]) -> int:
     from tqdm import tqdm
 
-    options = dict(model=args.model, format=args.format, size_mode=args.size_mode, max_side=args.max_side)
+    options = dict(
+        model=args.model,
+        format=args.format,
+        size_mode=args.size_mode,
+        max_side=args.max_side,
+        cancel_after=args.cancel_after,
+    )
     if len(paths) == 1:
-        job = client.stylize(paths[0], **options)
+        wait = None if args.no_wait or args.wait <= 0 else min(args.wait, 60, args.timeout or 60)
+        job = client.stylize(paths[0], wait=wait, **options)
     elif sum(p.stat().st_size for p in paths) > DIRECT_UPLOAD_BYTES:
         ids = [client.upload(p, purpose="image") for p in tqdm(paths, desc="uploading", unit="img")]
         job = client.batch(upload_ids=ids, **options)
@@ -242,6 +260,10 @@ def _submit_images(client: ApiClient, args: argparse.Namespace, paths: list[Path
     if args.no_wait:
         print(json.dumps(job, indent=2))
         return 0
+    from api.client import TERMINAL
+
+    if job["status"] in TERMINAL:  # answered finished (Prefer: wait): nothing to follow
+        return _finish(client, job, paths, args)
     with tqdm(total=len(paths), desc="stylizing", unit="img") as bar:
 
         def show(current: JSONObject) -> None:

@@ -94,3 +94,36 @@ async def _stream(
             yield sse("state", render(final))
     finally:
         await pubsub.aclose()
+
+
+async def wait_for_end(events: AsyncJobEvents, job_id: str, seconds: float) -> JobRecord | None:
+    """The job's final record if it ends within `seconds`, else None (also None, at once, when this replica
+    already has its maximum of open streams and waits: a wait holds one Redis connection, no thread)."""
+    if events.open_streams >= events.max_streams:
+        logger.warning("wait for job %s refused: %d streams open", job_id, events.open_streams)
+        return None
+    events.open_streams += 1
+    try:
+        # Subscribe before reading the record, so an end between the read and the subscription is not missed.
+        pubsub = await events.subscribe(job_id)
+        try:
+            record = await events.get(job_id)
+            if record is None or record.is_terminal or seconds <= 0:
+                return record if record is not None and record.is_terminal else None
+            deadline = time.monotonic() + seconds
+            while (left := deadline - time.monotonic()) > 0:
+                message = await pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=min(left, POLL_SECONDS)
+                )
+                if (
+                    message is not None
+                    and message.get("type") == "message"
+                    and _is_terminal_event(json.loads(message["data"]))
+                ):
+                    break
+            record = await events.get(job_id)
+            return record if record is not None and record.is_terminal else None
+        finally:
+            await pubsub.aclose()
+    finally:
+        events.open_streams -= 1

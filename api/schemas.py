@@ -5,6 +5,7 @@ Every model refuses unknown fields so a typo is a 422 naming the field rather th
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 # the spec built from it share one vocabulary.
 from workers.contracts.base import SizeMode
 from workers.contracts.training import TrainingMode
+from workers.contracts.webhooks import WebhookEvent
 from workers.jobstore import JobStatus
 from workers.json_types import JSONObject
 from workers.media import ImageFormat
@@ -50,7 +52,45 @@ class FormModel(BaseModel):
         return data
 
 
-class StyleOptions(FormModel):
+class JobForm(FormModel):
+    """The fields every create of a job takes, whatever its kind (api.job_options reads them)."""
+
+    webhook_url: str | None = Field(
+        None, max_length=2048, description="POSTed the job when it ends (http/https)"
+    )
+    webhook_events_filter: list[WebhookEvent] = Field(
+        default_factory=list,
+        description="which events POST to webhook_url (repeat the field): start, progress, completed; "
+        "default: completed only",
+    )
+    deadline: datetime | None = Field(
+        None,
+        description="when the job expires (RFC 3339 with a zone, or epoch seconds); queued, it never runs, "
+        "running, it is stopped; or send the Cancel-After header instead",
+        examples=["2026-12-04T20:00:00Z"],
+    )
+
+    @field_validator("deadline")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("give the deadline's time zone, e.g. 2026-12-04T20:00:00Z")
+        return value
+
+    @model_validator(mode="after")
+    def _filter_needs_url(self) -> JobForm:
+        if self.webhook_events_filter and not self.webhook_url:
+            raise ValueError(
+                "webhook_events_filter picks the events sent to webhook_url; send a webhook_url too"
+            )
+        return self
+
+    @property
+    def deadline_epoch(self) -> float | None:
+        return self.deadline.timestamp() if self.deadline is not None else None
+
+
+class StyleOptions(JobForm):
     """Options shared by single-image and batch stylization."""
 
     model: str = Field(
@@ -70,9 +110,6 @@ class StyleOptions(FormModel):
     faces: bool = Field(
         True,
         description="portrait path: each face found is stylized again, enlarged, and blended back (false: off)",
-    )
-    webhook_url: str | None = Field(
-        None, max_length=2048, description="POSTed the job when it ends (http/https)"
     )
 
     # A field validator, not a model one: its error is located at max_side, so the 422 names that field
@@ -102,7 +139,7 @@ class X264Preset(StrEnum):
     veryslow = "veryslow"
 
 
-class VideoForm(FormModel):
+class VideoForm(JobForm):
     """POST /v1/videos form fields; the clip is the `file` part or `upload_id` of a direct upload."""
 
     file_parts: ClassVar[tuple[str, ...]] = ("file",)
@@ -114,7 +151,6 @@ class VideoForm(FormModel):
     )
     crf: int = Field(18, ge=0, le=51, description="H.264 quality (x264 CRF): lower is better and larger")
     preset: X264Preset = Field(X264Preset.medium, description="x264 preset: encode speed against file size")
-    webhook_url: str | None = Field(None, max_length=2048, description="POSTed the job when it ends")
     upload_id: str | None = Field(
         None, max_length=64, description="id from POST /v1/uploads instead of a file"
     )
@@ -143,7 +179,7 @@ class BatchForm(StyleOptions):
     upload_ids: list[str] = Field(default_factory=list, description="ids of direct uploads (images or zips)")
 
 
-class TrainingForm(FormModel):
+class TrainingForm(JobForm):
     """POST /v1/trainings form fields; datasets are `photos`/`styles`/`targets` zip parts or their upload ids."""
 
     file_parts: ClassVar[tuple[str, ...]] = ("photos", "styles", "targets")
@@ -164,7 +200,6 @@ class TrainingForm(FormModel):
     targets_upload_id: str | None = Field(None, max_length=64)
     teacher: str | None = Field(None, max_length=64, description="distill: the model whose outputs to learn")
     fine_tune_from: str | None = Field(None, max_length=64, description="start G from this model's weights")
-    webhook_url: str | None = Field(None, max_length=2048)
 
 
 class UploadCreate(BaseModel):
@@ -237,6 +272,10 @@ class JobPublic(BaseModel):
     error: ErrorDetail | None = None
     result: JSONObject | None = None
     webhook_url: str | None = None
+    webhook_events_filter: list[WebhookEvent] = Field(
+        default_factory=lambda: [WebhookEvent.completed], description="the events POSTed to webhook_url"
+    )
+    deadline: float | None = Field(None, description="when the job expires (epoch seconds); null: never")
     links: JobLinks
 
 

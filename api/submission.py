@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from api.deps import Services
 from api.errors import ApiError, not_found
 from api.images import safe_name
+from api.job_options import JobOptions
 from api.schemas import ErrorResponse, JobPublic, UploadPurpose
 from api.views import job_public
 from workers import enqueue, keys, redis_keys
@@ -82,6 +83,20 @@ def check_webhook_url(url: str | None, allow_private: bool) -> str | None:
 Responses = dict[int | str, dict[str, Any]]
 
 CREATE_RESPONSES: Responses = {
+    200: {
+        "model": JobPublic,
+        "description": "the finished job (Prefer: wait, and it ended within the wait), or an idempotent replay",
+        "headers": {
+            "Preference-Applied": {
+                "description": "wait=N when the answer waited for the job to end",
+                "schema": {"type": "string"},
+            },
+            "Idempotent-Replayed": {
+                "description": "true when an earlier create with this Idempotency-Key made the job",
+                "schema": {"type": "string"},
+            },
+        },
+    },
     404: {"model": ErrorResponse, "description": "unknown model or upload id"},
     409: {"model": ErrorResponse, "description": "Idempotency-Key reused with a different body"},
     413: {
@@ -229,10 +244,15 @@ class NewJob:
 
 
 def submit_job(
-    services: Services, tenant: str, job: NewJob, idempotency_key: str | None, webhook_url: str | None
+    services: Services,
+    tenant: str,
+    job: NewJob,
+    idempotency_key: str | None,
+    webhook_url: str | None,
+    options: JobOptions,
 ) -> tuple[JobRecord, bool]:
-    """Create (or replay) `job`; return (record, created). Inputs are written before the task is sent; a replay
-    answers with the existing job instead."""
+    """Create (or replay) `job` with the options every kind takes (deadline, webhook events); return (record,
+    created). Inputs are written before the task is sent; a replay answers with the existing job instead."""
     if not isinstance(job.spec, job.kind.spec):
         raise TypeError(
             f"a {job.kind.name} job takes a {job.kind.spec.__name__}, not {type(job.spec).__name__}"
@@ -253,6 +273,8 @@ def submit_job(
             request_hash=job.digest,
             webhook_url=webhook_url,
             job_id=job.job_id,
+            deadline=options.deadline,
+            webhook_events=tuple(e.value for e in options.webhook_events),
         )
     except IdempotencyConflict as exc:
         services.slots.release(tenant, token)

@@ -52,5 +52,7 @@ def job_public(services: Services, request: Request, record: JobRecord) -> JobPu
         error=record.error,
         result=record.result,
         webhook_url=record.webhook_url,
+        webhook_events_filter=list(record.webhook_events),
+        deadline=record.deadline,
         links=job_links(services, request, record),
     )

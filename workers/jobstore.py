@@ -80,6 +80,9 @@ class JobRecord:
     webhook_url: str | None
     cancel_requested: bool
     last_event: JSONObject | None
+    deadline: float | None = None  # epoch seconds after which it expires (api.job_options); None: never
+    # The webhook events its create asked for (workers.contracts.webhooks.WebhookEvent values).
+    webhook_events: tuple[str, ...] = ("completed",)
 
     @property
     def is_terminal(self) -> bool:
@@ -180,8 +183,11 @@ class JobStore:
         request_hash: str | None = None,
         webhook_url: str | None = None,
         job_id: str | None = None,
+        deadline: float | None = None,
+        webhook_events: tuple[str, ...] = (),
     ) -> tuple[JobRecord, bool]:
-        """Store a queued job; with an idempotency key, a repeat returns (existing record, False)."""
+        """Store a queued job; with an idempotency key, a repeat returns (existing record, False). A job with a
+        `deadline` (epoch seconds) joins the deadlines set that expire_due() sweeps."""
         check_kind(kind)
         check_owner(owner)
         job_id = job_id or new_job_id()
@@ -196,12 +202,13 @@ class JobStore:
             "id": job_id, "kind": kind, "owner": owner, "status": JobStatus.QUEUED.value,
             "params": json.dumps(params), "progress": "{}", "done": 0, "failed": 0, "total": int(total),
             "created_at": repr(now), "updated_at": repr(now), "attempts": 0, "cancel": 0,
-            "webhook_url": webhook_url or "",
+            "webhook_url": webhook_url or "", "deadline": repr(float(deadline)) if deadline is not None else "",
+            "webhook_events": ",".join(webhook_events),
         }  # fmt: skip
         idem = self._idempotency_key(owner, idempotency_key) if idempotency_key else redis_keys.NO_IDEMPOTENCY
         flat = [item for pair in fields.items() for item in pair]
         existing_id, existing_hash, created = self._create(
-            keys=[self.job_key(job_id), self._owner_index(owner), idem, redis_keys.METRICS],
+            keys=[self.job_key(job_id), self._owner_index(owner), idem, redis_keys.METRICS, redis_keys.DEADLINES],
             args=[
                 1 if idempotency_key else 0, job_id, int(now * 1_000_000), self.idempotency_ttl_seconds,
                 request_hash or "", redis_keys.PREFIX, kind, *flat,
@@ -255,6 +262,8 @@ class JobStore:
             webhook_url=h.get("webhook_url") or None,
             cancel_requested=h.get("cancel") == "1",
             last_event=_loads(h.get("last_event")),
+            deadline=_float(h.get("deadline")),
+            webhook_events=tuple((h.get("webhook_events") or "completed").split(",")),
         )
 
     def iter_records(self, max_records: int = 10_000) -> Iterator[JobRecord]:

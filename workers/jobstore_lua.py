@@ -5,7 +5,7 @@ a job also count it in the service-wide figures (workers.job_metrics) in the sam
 
 from workers.job_metrics import COUNT_END_LUA, TERMINAL_LUA
 
-# KEYS: job, owner index, idempotency key, metrics. ARGV: has_idem, job_id, score_ms, idem_ttl, request_hash,
+# KEYS: job, owner index, idempotency key, metrics, deadlines. ARGV: has_idem, job_id, score_ms, idem_ttl, request_hash,
 # prefix, kind, then the record's field/value pairs. Returns {job_id, request_hash, created (0|1)}.
 CREATE = """
 if ARGV[1] == '1' then
@@ -25,6 +25,8 @@ local fields = {}
 for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+local deadline = redis.call('HGET', KEYS[1], 'deadline')
+if deadline and deadline ~= '' then redis.call('ZADD', KEYS[5], deadline, ARGV[2]) end
 redis.call('HINCRBY', KEYS[4], 'active:' .. ARGV[7] .. ':queued', 1)
 redis.call('ZADD', KEYS[4] .. ':queued:' .. ARGV[7], tonumber(ARGV[3]) / 1000000, ARGV[2])
 if ARGV[1] == '1' then

@@ -52,7 +52,9 @@ def job_idempotency(owner: str, key_digest: str) -> str:
     return f"{PREFIX}idem:{owner}:{key_digest}"
 
 
-NO_IDEMPOTENCY = f"{PREFIX}idem:none"  # placeholder KEYS entry of a create without an Idempotency-Key
+NO_IDEMPOTENCY = f"{PREFIX}idem:none"
+# Sorted set of the ids of jobs with a deadline (score: the deadline, epoch seconds), swept by JobStore.expire_due.
+DEADLINES = f"{PREFIX}deadlines"  # placeholder KEYS entry of a create without an Idempotency-Key
 
 
 # Service-wide job figures (workers.job_metrics): one hash the job transitions count into, and the images of

@@ -12,6 +12,7 @@ from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
 from api.deps import Services, ServicesDep, Tenant
 from api.errors import ApiError
 from api.images import ImageInfo, inspect_image, read_image_archive, safe_name
+from api.job_options import JobOptionsDep, WaitingCreateRoute
 from api.schemas import BatchForm, JobPublic, UploadPurpose
 from api.submission import (
     CREATE_RESPONSES,
@@ -34,7 +35,7 @@ from workers.jobstore import new_job_id
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1", tags=["batches"])
+router = APIRouter(prefix="/v1", tags=["batches"], route_class=WaitingCreateRoute)
 
 # display name, bytes, header facts, and the key of a direct upload that is this one image (read in place by
 # the job, not copied; None: the API stores the bytes under the job's inputs).
@@ -99,6 +100,7 @@ def create_batch(
     form: Annotated[BatchForm, Form()],
     tenant: Tenant,
     services: ServicesDep,
+    options: JobOptionsDep,
     files: Annotated[list[UploadFile] | None, File(description="images (repeat the part)")] = None,
     archive: Annotated[UploadFile | None, File(description="a zip archive of images")] = None,
     idempotency_key: IdempotencyKey = None,
@@ -130,6 +132,6 @@ def create_batch(
         messages=lambda job_id: chunk_messages(job_id, input_keys, settings.batch_chunk_size),
         job_id=job_id,
     )
-    record, created = submit_job(services, tenant, job, idem, webhook)
+    record, created = submit_job(services, tenant, job, idem, webhook, options.with_form(form))
     logger.info("batch job %s for %s: %d images", record.id, tenant, len(items))
     return accepted(response, request, services, record, created)

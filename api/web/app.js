@@ -1,7 +1,7 @@
 // The page's wiring: the key, the model picker, the error banner, and the stylize jobs (one photo or a
 // batch): dropped files are sent, each job is followed live, and its before/after images are shown.
 
-import { apiJson, blobUrl, saveKey, savedKey, watchJob } from "./api.js";
+import { apiJson, blobUrl, isTerminal, saveKey, savedKey, watchJob } from "./api.js";
 import { initTraining } from "./training.js";
 import { $, clearError, element, loadModels, showError } from "./ui.js";
 
@@ -47,20 +47,24 @@ async function stylize(files) {
   ui.body.append(...pairs.map((p) => p.row));
   let job;
   try {
-    job = await apiJson(single ? "/v1/stylize" : "/v1/batches", { method: "POST", body: form });
+    // One image usually takes well under a minute: the answer is the finished job (Prefer: wait), no stream.
+    const headers = single ? { Prefer: "wait=60" } : {};
+    job = await apiJson(single ? "/v1/stylize" : "/v1/batches", { method: "POST", body: form, headers });
   } catch (exc) {
     ui.card.dataset.status = "refused";
     ui.status.textContent = `refused: ${exc.message}`;
     throw exc;
   }
   ui.card.dataset.jobId = job.id;
-  const final = await watchJob(job.id, (record) => {
+  const show = (record) => {
     ui.card.dataset.status = record.status;
     ui.status.textContent = progressText(record);
     const p = record.progress || {};
     ui.bar.max = p.total || 1;
     ui.bar.value = (p.done || 0) + (p.failed || 0);
-  });
+  };
+  show(job);
+  const final = isTerminal(job.status) ? job : await watchJob(job.id, show);
   if (final.status !== "succeeded" && final.status !== "partial") {
     ui.status.textContent = `${final.status}: ${final.error ? final.error.message : ""}`;
     if (!single && final.status === "failed") showBatchItems(job.id, pairs);

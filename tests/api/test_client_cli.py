@@ -99,6 +99,21 @@ def test_client_stylize_wait_download_and_events(stack, tmp_path):
             assert img.format == "PNG" and img.mode == "RGB"
 
 
+def test_client_and_cli_get_a_single_image_in_one_request_with_prefer_wait(stack, tmp_path):
+    api, env = stack
+    with ApiClient(api.url, api.keys["alice"]) as client:
+        job = client.stylize(png_bytes((60, 40)), model=MODEL, wait=30)
+        assert job["status"] == "succeeded", job  # the create's own answer: no polling
+    photo = tmp_path / "one.png"
+    photo.write_bytes(png_bytes((44, 36)))
+    out = tmp_path / "out"
+    done = cli(env, "submit", str(photo), "--model", MODEL, "--out", str(out), "--api", api.url,
+               "--key", api.keys["alice"], "--wait", "30")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(out / "one.png") and (out / "one.png").stat().st_size > 0
+    assert "stylizing" not in done.stderr  # answered finished: no progress bar to follow
+
+
 def test_cli_submit_folder_status_and_cancel(stack, tmp_path):
     api, env = stack
     photos = tmp_path / "photos"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from pydantic import Field
 
 from workers.contracts.base import Message, Payload, Queues, task_id
@@ -9,6 +11,20 @@ from workers.contracts.base import Message, Payload, Queues, task_id
 DELIVER_TASK = "animegan.deliver_webhook"
 QUEUE = Queues.webhooks
 TASK_MODULE = "workers.tasks.webhooks"
+
+
+class WebhookEvent(StrEnum):
+    """What a create's `webhook_events_filter` may pick (as Replicate's); without one, only `completed`."""
+
+    start = "start"  # the job started running (job.running)
+    progress = "progress"  # progress moved on (job.progress), at most one per PROGRESS_WEBHOOK_SECONDS
+    completed = "completed"  # the job ended, in whatever status (job.<status>)
+
+
+WEBHOOK_EVENTS = list(WebhookEvent)
+DEFAULT_WEBHOOK_EVENTS = (WebhookEvent.completed,)
+# At most one progress delivery per job in this many seconds (a batch of 10,000 images is not 10,000 POSTs).
+PROGRESS_WEBHOOK_SECONDS = 5.0
 
 
 class WebhookPayload(Payload):
