@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, cast
 
@@ -94,6 +95,11 @@ class JobRecord:
         return data
 
 
+def deadline_text(deadline: float) -> str:
+    """A deadline as users wrote it: RFC 3339 in UTC, to the second."""
+    return datetime.fromtimestamp(deadline, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def new_job_id() -> str:
     """Random, unguessable, and a valid storage key segment (the API may store inputs before create())."""
     return uuid.uuid4().hex
@@ -141,6 +147,7 @@ class JobStore:
         self._mark_item = redis_client.register_script(lua.MARK_ITEM)
         self._set_progress = redis_client.register_script(lua.SET_PROGRESS)
         self._add_attempt = redis_client.register_script(lua.ADD_ATTEMPT)
+        self._expire = redis_client.register_script(lua.EXPIRE)
 
     @classmethod
     def from_settings(cls, redis_client: redis.Redis, settings: ServiceSettings) -> JobStore:
@@ -403,8 +410,58 @@ class JobStore:
         return bool(int(result))
 
     def is_cancel_requested(self, job_id: str) -> bool:
-        flag = self.redis.hget(self.job_key(job_id), "cancel")
-        return flag is not None and _text(flag) == "1"
+        """True once the job should stop: its owner canceled it, or its deadline passed (stop_reason says which)."""
+        flag, deadline = self.redis.hmget(self.job_key(job_id), ["cancel", "deadline"])
+        if flag is not None and _text(flag) == "1":
+            return True
+        due = _float(deadline)
+        return due is not None and time.time() >= due
+
+    def stop_reason(self, job_id: str) -> str | None:
+        """Why a job is to stop: "user" (POST cancel), "deadline" (it passed), or None (it is not to stop)."""
+        flag, reason, deadline = self.redis.hmget(
+            self.job_key(job_id), ["cancel", "cancel_reason", "deadline"]
+        )
+        if flag is not None and _text(flag) == "1":
+            return _text(reason) if reason else "user"
+        due = _float(deadline)
+        return "deadline" if due is not None and time.time() >= due else None
+
+    def mark_expired(self, job_id: str, message: str) -> bool:
+        """A worker stopped the job (or never started it) because its deadline passed: -> expired."""
+        error = {"code": "deadline_exceeded", "message": message}
+        return self.transition(job_id, JobStatus.EXPIRED, {JobStatus.QUEUED, JobStatus.RUNNING}, error=error)
+
+    def expire(self, job_id: str, now: float | None = None) -> int:
+        """Enforce a passed deadline (Lua EXPIRE): 1 a queued job expired here, 2 a running one was told to stop,
+        0 the job had already ended, -1 not due."""
+        now = time.time() if now is None else now
+        record = self.get(job_id)
+        when = deadline_text(record.deadline) if record is not None and record.deadline else "its deadline"
+        message = f"the deadline ({when}) passed while the job was queued; it never ran"
+        error = {"code": "deadline_exceeded", "message": message}
+        event = self._event(job_id, "status", status=JobStatus.EXPIRED.value, error=error)
+        return int(
+            self._expire(
+                keys=[*self._job_keys(job_id), *self._metrics_keys(now), redis_keys.DEADLINES],
+                args=[
+                    repr(now),
+                    self.ttl_seconds,
+                    job_id,
+                    json.dumps(error),
+                    event,
+                    self.events_channel(job_id),
+                ],
+            )
+        )
+
+    def expire_due(self, now: float | None = None, limit: int = 200) -> dict[str, int]:
+        """Enforce every deadline that has passed (the API sweeps this each second): job id -> expire()'s answer."""
+        now = time.time() if now is None else now
+        due = cast(
+            list[bytes | str], self.redis.zrangebyscore(redis_keys.DEADLINES, "-inf", now, start=0, num=limit)
+        )
+        return {_text(job_id): self.expire(_text(job_id), now) for job_id in due}
 
     def mark_item_done(self, job_id: str, index: int) -> bool:
         """Count batch item `index` as done; True only the first time (a redelivered chunk does not recount)."""

@@ -78,7 +78,7 @@ CANCEL = (
     + """
 local cur = redis.call('HGET', KEYS[1], 'status')
 if is_terminal(cur) then return 0 end
-redis.call('HSET', KEYS[1], 'cancel', '1', 'updated_at', ARGV[1])
+redis.call('HSET', KEYS[1], 'cancel', '1', 'cancel_reason', 'user', 'updated_at', ARGV[1])
 if cur == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'canceled', 'finished_at', ARGV[1], 'last_event', ARGV[3])
   for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
@@ -87,6 +87,36 @@ if cur == 'queued' then
   count_end(KEYS[4], KEYS[5], kind, cur, 'canceled', false, ARGV[1], done)
   redis.call('PUBLISH', ARGV[4], ARGV[3])
 end
+return 1
+"""
+)
+
+# KEYS: job, items, item_errors, metrics, images slot, deadlines. ARGV: now, ttl, job_id, error JSON, event JSON,
+# channel. A job whose deadline has passed: queued, it ends expired here (it never runs); running, its stop flag is
+# set (reason "deadline") and its worker ends it expired at its next check. Returns 1 (expired), 2 (stop
+# requested), 0 (already terminal), -1 (not due: no deadline, or a later one).
+EXPIRE = (
+    COUNT_END_LUA
+    + """
+local cur = redis.call('HGET', KEYS[1], 'status')
+if is_terminal(cur) then
+  redis.call('ZREM', KEYS[6], ARGV[3])
+  return 0
+end
+local deadline = tonumber(redis.call('HGET', KEYS[1], 'deadline') or '')
+if not deadline or deadline > tonumber(ARGV[1]) then return -1 end
+redis.call('ZREM', KEYS[6], ARGV[3])
+if redis.call('HGET', KEYS[1], 'cancel') ~= '1' then
+  redis.call('HSET', KEYS[1], 'cancel', '1', 'cancel_reason', 'deadline')
+end
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[1])
+if cur ~= 'queued' then return 2 end
+redis.call('HSET', KEYS[1], 'status', 'expired', 'finished_at', ARGV[1], 'error', ARGV[4], 'last_event', ARGV[5])
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
+local kind, done = unpack(redis.call('HMGET', KEYS[1], 'kind', 'done'))
+leave_queue(KEYS[4], kind, ARGV[3])
+count_end(KEYS[4], KEYS[5], kind, cur, 'expired', false, ARGV[1], done)
+redis.call('PUBLISH', ARGV[6], ARGV[5])
 return 1
 """
 )

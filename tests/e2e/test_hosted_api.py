@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -22,6 +24,9 @@ from workers import redis_keys
 pytestmark = pytest.mark.e2e
 
 TRAIN_HYPER = {"image_size": 32, "batch_size": 2, "base_channels": 8, "max_total_steps": 4}
+FAULT_HOOKS = Path(__file__).with_name("fault_hooks")
+# Every image this module's worker reads takes this long: a model of known speed.
+IMAGE_SECONDS = 0.25
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +36,12 @@ def stack(tmp_path_factory, request):
     service.env["ANIMEGAN_MAX_ACTIVE_JOBS"] = "500"
     api = ApiProcess(service.env, root / "api.log").wait_ready()
     try:
-        service.start_worker("hosted", queues="stylize,webhooks")
+        service.start_worker(
+            "hosted",
+            queues="stylize,webhooks",
+            PYTHONPATH=os.pathsep.join(filter(None, [str(FAULT_HOOKS), os.environ.get("PYTHONPATH")])),
+            FAULT_SLOW_IMAGE_SECONDS=str(IMAGE_SECONDS),
+        )
         client = httpx.Client(
             base_url=api.url,
             headers={"Authorization": f"Bearer {create_api_key(service.redis, OWNER)}"},
@@ -58,6 +68,13 @@ def post_stylize(client, headers=None, **fields):
         data={"model": BUILTIN_MODEL, **fields},
         files={"file": ("p.png", png_bytes(seed=1), "image/png")},
         headers=headers or {},
+    )
+
+
+def post_batch(client, count: int, headers=None, **fields):
+    files = [("files", (f"p{i}.png", png_bytes((40, 40), seed=i), "image/png")) for i in range(count)]
+    return client.post(
+        "/v1/batches", data={"model": BUILTIN_MODEL, **fields}, files=files, headers=headers or {}
     )
 
 
@@ -153,3 +170,76 @@ def test_openapi_documents_prefer_and_preference_applied(stack):
         params = {p["name"] for p in schema["paths"][path]["post"]["parameters"]}
         assert {"Prefer", "Cancel-After", "Idempotency-Key"} <= params, (path, params)
         assert "Preference-Applied" in schema["paths"][path]["post"]["responses"]["200"]["headers"]
+
+
+# --- Deadlines ------------------------------------------------------------------------------------------------
+
+
+def test_a_queued_job_expires_at_its_deadline_without_running(stack):
+    service, client = stack
+    created = post_training(client, {"Cancel-After": "2s"})
+    assert created.status_code == 202, created.text
+    job = created.json()
+    assert job["deadline"] == pytest.approx(time.time() + 2, abs=1.5)
+    events = []
+    with client.stream("GET", job["links"]["events"], timeout=30) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                events.append(json.loads(line[5:]))
+    final = client.get(job["links"]["self"]).json()
+    assert final["status"] == "expired" and final["started_at"] is None
+    assert final["error"]["code"] == "deadline_exceeded"
+    assert "passed while the job was queued; it never ran" in final["error"]["message"]
+    assert events[-1]["status"] == "expired"  # the stream ends with it
+    assert final["finished_at"] - job["deadline"] < 3  # the sweep runs each second
+    assert final["deadline"] == job["deadline"]
+
+
+def test_prefer_wait_composes_with_cancel_after(stack):
+    _, client = stack
+    started = time.monotonic()
+    answer = post_training(client, {"Cancel-After": "1s", "Prefer": "wait=20"})
+    assert answer.status_code == 200 and answer.json()["status"] == "expired", answer.text
+    assert time.monotonic() - started < 6
+
+
+def test_a_running_batch_is_stopped_at_its_deadline_and_keeps_the_images_done(stack):
+    service, client = stack
+    deadline = time.time() + 2.5
+    iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(deadline)) + f".{int(deadline % 1 * 1000):03d}Z"
+    created = post_batch(client, 16, deadline=iso)  # 16 x 0.25 s: about 4 s of work
+    assert created.status_code == 202, created.text
+    job_id = created.json()["id"]
+    assert created.json()["deadline"] == pytest.approx(deadline, abs=0.01)
+    final = service.wait_status(job_id, {"expired", "succeeded", "partial", "failed"}, timeout=60)
+    assert final.status == "expired", final
+    done = final.progress["done"]
+    assert 1 <= done < 16, final.progress
+    assert final.started_at is not None and final.error["code"] == "deadline_exceeded"
+    assert f"stopped with {done} of 16 done" in final.error["message"]
+    assert client.get(f"/v1/jobs/{job_id}/results/0").status_code == 200  # a finished image stays
+    assert client.get(f"/v1/jobs/{job_id}/results/15").status_code == 409
+
+
+@pytest.mark.parametrize(
+    ("headers", "fields", "message"),
+    [
+        ({"Cancel-After": "soon"}, {}, "is not a duration such as 90s, 5m or 1h30m"),
+        ({"Cancel-After": "0s"}, {}, "must be above 0 s"),
+        ({}, {"deadline": "2020-01-01T00:00:00Z"}, "has already passed"),
+        ({}, {"deadline": "2099-01-01T00:00:00"}, "time zone"),
+        ({"Cancel-After": "5m"}, {"deadline": "2099-01-01T00:00:00Z"}, "send one of them, not both"),
+    ],
+)
+def test_bad_deadlines_are_422_naming_the_problem(stack, headers, fields, message):
+    _, client = stack
+    answer = post_stylize(client, headers, **fields)
+    assert answer.status_code == 422, answer.text
+    assert message in answer.json()["error"]["message"]
+
+
+def test_cancel_after_durations(stack):
+    _, client = stack
+    for text, seconds in (("90s", 90), ("5m", 300), ("1h30m", 5400)):
+        job = post_training(client, {"Cancel-After": text}).json()
+        assert job["deadline"] == pytest.approx(time.time() + seconds, abs=2), text

@@ -146,10 +146,37 @@ def fail(ctx: JobContext, job_id: str, code: str, message: str) -> bool:
 
 
 def cancel(ctx: JobContext, job_id: str) -> bool:
-    """Move a running (or still queued) job to canceled after its worker stopped at a safe point."""
+    """End a running (or still queued) job whose worker stopped at a safe point: canceled when its owner asked,
+    expired when its deadline passed (then the items done stay, and a training run's last checkpoint)."""
+    if ctx.jobs.stop_reason(job_id) == "deadline":
+        return _expire(ctx, job_id)
     done = ctx.jobs.mark_canceled(job_id)
     if done:
         logger.info("job %s canceled", job_id)
+        ctx.on_terminal(job_id)
+    return done
+
+
+def _expire(ctx: JobContext, job_id: str) -> bool:
+    from workers.jobstore import deadline_text
+
+    record = ctx.jobs.get(job_id)
+    if record is None:
+        return False
+    when = deadline_text(record.deadline) if record.deadline else "its deadline"
+    p = record.progress
+    if record.status == "queued":
+        message = f"the deadline ({when}) passed while the job was queued; it never ran"
+    elif "step" in p:
+        message = f"the deadline ({when}) passed; training stopped at step {p['step']}, its checkpoint kept"
+    else:
+        message = (
+            f"the deadline ({when}) passed; stopped with {p.get('done', 0)} of {p.get('total', 0)} done "
+            f"({p.get('failed', 0)} failed), the finished ones kept"
+        )
+    done = ctx.jobs.mark_expired(job_id, message)
+    if done:
+        logger.info("job %s expired: %s", job_id, message)
         ctx.on_terminal(job_id)
     return done
 
