@@ -11,7 +11,8 @@ import redis
 from kombu.exceptions import KombuError
 
 from api.deps import Services
-from workers import enqueue
+from workers import enqueue, queue_positions
+from workers.contracts.registry import KINDS
 from workers.contracts.webhooks import webhook_message
 from workers.jobstore import JobStatus
 
@@ -28,6 +29,11 @@ def sweep_once(services: Services) -> dict[str, int]:
             continue
         logger.info("job %s expired in its queue (deadline passed)", job_id)
         record = services.jobs.get(job_id)
+        kind = KINDS.get(record.kind) if record is not None else None
+        if record is not None and kind is not None:
+            queue_positions.forget(
+                services.redis, kind.queue.value, kind.queued_task_ids(record, services.settings)
+            )
         if record is not None and record.webhook_url:
             try:
                 enqueue.send(webhook_message(job_id, JobStatus.EXPIRED.value))

@@ -16,6 +16,7 @@ from api.auth import tenant_for_token
 from api.errors import ApiError
 from api.limits import ActiveJobSlots, RateLimiter
 from api.settings import ApiSettings
+from workers import queue_positions
 from workers.celery_app import configure_app
 from workers.jobstore import AsyncJobEvents, JobStore
 from workers.redis_connection import connect, connect_async
@@ -49,6 +50,7 @@ class Services:
     def connect(cls, settings: ApiSettings) -> Services:
         client = connect(settings, decode_responses=True, socket_timeout=10, socket_connect_timeout=5)
         jobs = JobStore.from_settings(client, settings)
+        queue_positions.track_with(client)  # the tasks this replica sends count toward queue positions
         # Enqueues go through this app, configured with the API's broker settings (not re-read from env).
         configure_app(settings)
         return cls(

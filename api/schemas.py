@@ -238,6 +238,24 @@ class JobLinks(BaseModel):
     files: str | None = None
 
 
+class QueuePublic(BaseModel):
+    """Where a queued job stands (workers.queue_positions; README, "Queue position and ETA")."""
+
+    queue: str = Field(description="the broker queue its tasks wait in", examples=["stylize"])
+    position: int = Field(description="tasks sent to that queue before this job's first one, not started yet")
+    workers: int = Field(description="workers serving the queue now (watchdog ticked within 60 s)")
+    task_seconds: float | None = Field(
+        None, description="mean run time of one task of this model on this queue, recently; null: no history"
+    )
+    basis: str = Field(description="what the estimate is computed from, in words")
+    starts_at: float | None = Field(
+        None, description="estimated start, epoch seconds: now + position x task_seconds / workers"
+    )
+    ends_at: float | None = Field(
+        None, description="estimated end: starts_at + the job's own tasks x task_seconds / workers"
+    )
+
+
 class JobPublic(BaseModel):
     """A job as its owner sees it."""
 
@@ -276,6 +294,10 @@ class JobPublic(BaseModel):
         default_factory=lambda: [WebhookEvent.completed], description="the events POSTed to webhook_url"
     )
     deadline: float | None = Field(None, description="when the job expires (epoch seconds); null: never")
+    queue: QueuePublic | None = Field(
+        None,
+        description="while queued: its position and estimated start and end (GET of one job, its events)",
+    )
     links: JobLinks
 
 

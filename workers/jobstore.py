@@ -84,6 +84,7 @@ class JobRecord:
     deadline: float | None = None  # epoch seconds after which it expires (api.job_options); None: never
     # The webhook events its create asked for (workers.contracts.webhooks.WebhookEvent values).
     webhook_events: tuple[str, ...] = ("completed",)
+    queue_score: float | None = None  # send time of its first task (workers.queue_positions); None: not sent
 
     @property
     def is_terminal(self) -> bool:
@@ -271,6 +272,7 @@ class JobStore:
             last_event=_loads(h.get("last_event")),
             deadline=_float(h.get("deadline")),
             webhook_events=tuple((h.get("webhook_events") or "completed").split(",")),
+            queue_score=_float(h.get("queue_score")),
         )
 
     def iter_records(self, max_records: int = 10_000) -> Iterator[JobRecord]:

@@ -72,6 +72,16 @@ def metrics_queued(kind: str) -> str:
     return f"{METRICS}:queued:{kind}"
 
 
+def queue_tasks(queue: str, task: str) -> str:
+    """Sorted set of the tasks named `task` sent to a broker queue and not started yet (score: send time)."""
+    return f"{PREFIX}queue:{queue}:tasks:{task}"
+
+
+def task_seconds(queue: str, task: str, model: str) -> str:
+    """List of the run times of the latest `task`s of `model` on `queue` ("*": any model), newest first."""
+    return f"{PREFIX}queue:{queue}:seconds:{task}:{model}"
+
+
 def workers_alive(queue: str) -> str:
     """Sorted set of the workers consuming `queue` (score: their watchdog's last tick), for metrics."""
     return f"{PREFIX}workers:{queue}"

@@ -19,13 +19,14 @@ from api.errors import ApiError, not_found
 from api.events import job_event_stream
 from api.schemas import ErrorResponse, JobFile, JobFileList, JobList, JobPublic
 from api.submission import Responses
-from api.views import api_url, job_public, kind_of
-from workers import enqueue, keys, media
+from api.views import api_url, estimate_args, job_public, kind_of, queue_estimate
+from workers import enqueue, keys, media, queue_positions
 from workers.contracts.base import Download, JobKind
 from workers.contracts.registry import KINDS
 from workers.contracts.webhooks import webhook_message
 from workers.exceptions import InvalidCursor
 from workers.jobstore import RESULT_STATUSES, JobRecord, JobStatus
+from workers.json_types import JSONObject
 from workers.storage import NotFound
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,8 @@ def list_jobs(
 
 @router.get("/{job_id}", response_model=JobPublic, responses=NOT_FOUND, summary="One job with its progress")
 def get_job(job_id: str, request: Request, tenant: Tenant, services: ServicesDep) -> JobPublic:
-    return job_public(services, request, owned_job(services, tenant, job_id))
+    record = owned_job(services, tenant, job_id)
+    return job_public(services, request, record, queue_estimate(services, record))
 
 
 @router.post(
@@ -110,6 +112,8 @@ def cancel_job(job_id: str, request: Request, tenant: Tenant, services: Services
     kind = kind_of(record)
     queued = kind.queued_task_ids(record, services.settings) if kind is not None else []
     if record.status == JobStatus.QUEUED and queued:
+        assert kind is not None  # queued is empty without one
+        queue_positions.forget(services.redis, kind.queue.value, queued)
         try:
             enqueue.revoke(queued)
         except (KombuError, redis.RedisError, OSError) as exc:
@@ -256,12 +260,23 @@ def get_file(job_id: str, kind: str, name: str, tenant: Tenant, services: Servic
 )
 def job_events(job_id: str, request: Request, tenant: Tenant, services: ServicesDep) -> StreamingResponse:
     owned_job(services, tenant, job_id)
+
+    async def estimate(job_id: str) -> JSONObject | None:
+        record = await services.job_events.get(job_id)
+        args = estimate_args(services, record) if record is not None else None
+        if args is None:
+            return None
+        queue, model, own, keys, argv = args
+        raw = await services.job_events.redis.eval(queue_positions.ESTIMATE, len(keys), *keys, *argv)
+        return queue_positions.build_estimate(queue, model, own, list(raw), float(argv[1])).to_dict()
+
     stream = job_event_stream(
         services.job_events,
         job_id,
         request,
         lambda record: job_public(services, request, record).model_dump(mode="json"),
         services.settings.sse_keepalive_seconds,
+        estimate,
     )
     return StreamingResponse(
         stream,

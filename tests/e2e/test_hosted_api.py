@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from api.auth import create_api_key
+from api.events import POLL_SECONDS
 from tests.api.conftest import ApiProcess
 from tests.conftest import wait_until
 from tests.e2e.conftest import BUILTIN_MODEL, OWNER, make_service, png_bytes
@@ -243,3 +244,59 @@ def test_cancel_after_durations(stack):
     for text, seconds in (("90s", 90), ("5m", 300), ("1h30m", 5400)):
         job = post_training(client, {"Cancel-After": text}).json()
         assert job["deadline"] == pytest.approx(time.time() + seconds, abs=2), text
+
+
+# --- Queue position and ETA -----------------------------------------------------------------------------------
+
+
+def test_queue_position_and_eta_follow_a_real_queue_of_known_jobs(stack):
+    service, client = stack
+    for _ in range(3):  # a history of this model on this queue: tasks of about IMAGE_SECONDS each
+        assert post_stylize(client, {"Prefer": "wait=30"}).json()["status"] == "succeeded"
+    ids = [post_stylize(client).json()["id"] for _ in range(8)]
+    last = client.get(f"/v1/jobs/{ids[-1]}").json()
+    statuses = [client.get(f"/v1/jobs/{i}").json()["status"] for i in ids[:-1]]
+    queue = last["queue"]
+    assert last["status"] == "queued" and queue["queue"] == "stylize" and queue["workers"] == 1, last
+    # The tasks ahead are the earlier jobs not started yet (one may start between the two reads).
+    assert abs(queue["position"] - statuses.count("queued")) <= 1, (queue, statuses)
+    assert queue["position"] >= 4, queue
+    assert IMAGE_SECONDS <= queue["task_seconds"] < IMAGE_SECONDS + 1.5, queue
+    assert queue["basis"].endswith(f"the mean of model {BUILTIN_MODEL}"), queue
+    predicted_start, predicted_end = queue["starts_at"], queue["ends_at"]
+    assert predicted_end - predicted_start == pytest.approx(queue["task_seconds"], abs=0.01)
+
+    positions = []
+    with client.stream("GET", f"/v1/jobs/{ids[-1]}/events", timeout=60) as stream:
+        name = None
+        for line in stream.iter_lines():
+            if line.startswith("event:"):
+                name = line[6:].strip()
+            elif line.startswith("data:") and name == "queue":
+                positions.append(json.loads(line[5:])["position"])
+    final = client.get(f"/v1/jobs/{ids[-1]}").json()
+    assert final["status"] == "succeeded" and final["queue"] is None
+    # The stream told the position as it fell (checked each POLL_SECONDS, so it may skip a few tasks).
+    assert positions == sorted(positions, reverse=True) and len(set(positions)) >= 2, positions
+    assert positions[-1] <= 1 + POLL_SECONDS / queue["task_seconds"], positions
+    # The estimate was of the real queue: the job started about when it said (the same worker, the same tasks).
+    error = abs(final["started_at"] - predicted_start)
+    print(
+        f"position {queue['position']}, task {queue['task_seconds']} s, start error {error:.2f} s, {positions}"
+    )
+    assert error < max(1.0, 0.4 * (predicted_start - last["created_at"])), (
+        final["started_at"],
+        predicted_start,
+    )
+
+
+def test_a_queue_nobody_serves_has_a_position_and_says_why_there_is_no_eta(stack):
+    _, client = stack
+    first, second, third = (post_training(client).json()["id"] for _ in range(3))
+    a, c = (client.get(f"/v1/jobs/{i}").json()["queue"] for i in (first, third))
+    assert c["position"] - a["position"] == 2 and c["queue"] == "train" and c["workers"] == 0
+    assert c["starts_at"] is None and c["ends_at"] is None
+    assert "no task of its kind has run on this queue yet" in c["basis"]
+    # A canceled job's task no longer counts as ahead of the others.
+    assert client.post(f"/v1/jobs/{second}/cancel").status_code == 200
+    assert client.get(f"/v1/jobs/{third}").json()["queue"]["position"] == c["position"] - 1

@@ -54,6 +54,11 @@ def _create_shutdown_flag(**_: object) -> None:
     """Created in the parent before the pool forks so every child shares it."""
     global _shutdown
     _shutdown = multiprocessing.get_context("fork").Event()
+    from workers import queue_positions
+    from workers.redis_connection import connect
+
+    # The parent drops revoked tasks (children track their own with their own client: build_context).
+    queue_positions.track_with(connect(load_settings(WorkerSettings), decode_responses=True))
 
 
 @worker_shutting_down.connect
@@ -99,6 +104,9 @@ def build_context(settings: WorkerSettings) -> JobContext:
     from workers.redis_connection import connect
 
     client = connect(settings, decode_responses=True)
+    from workers import queue_positions
+
+    queue_positions.track_with(client)  # tasks this process sends and runs count toward queue positions
     store = open_store(settings)
     jobs = JobStore.from_settings(client, settings)
     registry = ModelRegistry(client)
