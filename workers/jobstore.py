@@ -9,7 +9,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -149,6 +149,8 @@ class JobStore:
         self._set_progress = redis_client.register_script(lua.SET_PROGRESS)
         self._add_attempt = redis_client.register_script(lua.ADD_ATTEMPT)
         self._expire = redis_client.register_script(lua.EXPIRE)
+        # Called with the job id after each progress update that moved (workers: the "progress" webhook).
+        self.on_progress: Callable[[str], None] | None = None
 
     @classmethod
     def from_settings(cls, redis_client: redis.Redis, settings: ServiceSettings) -> JobStore:
@@ -512,7 +514,7 @@ class JobStore:
             args=[json.dumps(fields), counters["done"], counters["total"], repr(time.time()),
                   self.events_channel(job_id), job_id, "", 0, "", ""],
         )  # fmt: skip
-        return bool(int(result))
+        return self._progressed(job_id, bool(int(result)))
 
     def append_progress(
         self,
@@ -529,7 +531,12 @@ class JobStore:
             args=["{}", "", "", repr(time.time()), self.events_channel(job_id), job_id,
                   field, keep_last or 0, json.dumps(item), unique_by or ""],
         )  # fmt: skip
-        return bool(int(result))
+        return self._progressed(job_id, bool(int(result)))
+
+    def _progressed(self, job_id: str, moved: bool) -> bool:
+        if moved and self.on_progress is not None:
+            self.on_progress(job_id)
+        return moved
 
     def add_attempt(self, job_id: str, unit: str = "job") -> int:
         """Count one more lost delivery of the task running `unit` of the job (a batch chunk, a training

@@ -42,6 +42,16 @@ def job_events(job_id: str) -> str:
     return f"{job(job_id)}:events"
 
 
+def webhook_progress_gate(job_id: str) -> str:
+    """Set for PROGRESS_WEBHOOK_SECONDS after a job's progress webhook is sent: the next waits till it expires."""
+    return f"{job(job_id)}:webhook-progress"
+
+
+def webhook_progress_seq(job_id: str) -> str:
+    """Counter numbering a job's progress deliveries (each its own webhook-id)."""
+    return f"{job(job_id)}:webhook-progress-seq"
+
+
 def owner_jobs(owner: str) -> str:
     """Sorted set of an owner's job ids by creation time (listing, pagination)."""
     return f"{PREFIX}owner:{owner}:jobs"

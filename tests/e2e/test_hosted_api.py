@@ -7,9 +7,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import threading
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -300,3 +302,74 @@ def test_a_queue_nobody_serves_has_a_position_and_says_why_there_is_no_eta(stack
     # A canceled job's task no longer counts as ahead of the others.
     assert client.post(f"/v1/jobs/{second}/cancel").status_code == 200
     assert client.get(f"/v1/jobs/{third}").json()["queue"]["position"] == c["position"] - 1
+
+
+# --- Webhook event filter ---------------------------------------------------------------------------------------
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    deliveries: list = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        body = self.rfile.read(int(self.headers["content-length"]))
+        type(self).deliveries.append((self.headers["webhook-id"], json.loads(body)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
+@pytest.fixture
+def receiver():
+    handler = type("Receiver", (_Receiver,), {"deliveries": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", handler.deliveries
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_webhook_filter_of_start_progress_completed_delivers_each(stack, receiver):
+    service, client = stack
+    url, deliveries = receiver
+    fields = {"webhook_url": url, "webhook_events_filter": ["start", "progress", "completed"]}
+    created = post_batch(client, 4, **fields)
+    assert created.status_code == 202, created.text
+    job = created.json()
+    assert job["webhook_events_filter"] == ["start", "progress", "completed"]
+    service.wait_status(job["id"], {"succeeded"}, timeout=60)
+    wait_until(lambda: any(d[1]["type"] == "job.succeeded" for d in deliveries), 30, "the completed webhook")
+    types = [d[1]["type"] for d in deliveries]
+    assert types[0] == "job.start" and types[-1] == "job.succeeded", types
+    # Progress is rate-limited: 4 images in about 1 s are one progress delivery, not four.
+    assert types.count("job.progress") == 1, types
+    assert len({d[0] for d in deliveries}) == len(deliveries)  # each its own webhook-id
+    assert all(d[1]["data"]["id"] == job["id"] for d in deliveries)
+
+
+def test_the_default_filter_is_the_completed_event_only(stack, receiver):
+    service, client = stack
+    url, deliveries = receiver
+    job = post_stylize(client, {"Prefer": "wait=30"}, webhook_url=url).json()
+    assert job["status"] == "succeeded" and job["webhook_events_filter"] == ["completed"]
+    wait_until(lambda: deliveries, 30, "the completed webhook")
+    time.sleep(1)  # room for a wrong extra delivery to arrive
+    assert [d[1]["type"] for d in deliveries] == ["job.succeeded"]
+
+
+def test_a_filter_of_start_only_leaves_out_completion(stack, receiver):
+    service, client = stack
+    url, deliveries = receiver
+    job = post_stylize(client, {"Prefer": "wait=30"}, webhook_url=url, webhook_events_filter="start").json()
+    assert job["status"] == "succeeded", job
+    wait_until(lambda: deliveries, 30, "the start webhook")
+    time.sleep(1.5)
+    assert [d[1]["type"] for d in deliveries] == ["job.start"]
+
+
+def test_a_filter_without_a_webhook_url_or_with_an_unknown_event_is_422(stack):
+    _, client = stack
+    assert post_stylize(client, webhook_events_filter="start").status_code == 422
+    bad = post_stylize(client, webhook_url="http://127.0.0.1:9/x", webhook_events_filter="finished")
+    assert bad.status_code == 422 and "webhook_events_filter" in bad.text

@@ -58,6 +58,8 @@ class JobContext:
     device: str  # resolved torch device of this process ("cpu", "cuda", "cuda:1")
     # Called with a job id after this process moved the job to a terminal status (enqueues the webhook).
     on_terminal: Callable[[str], None]
+    # Called with a job id when this process started the job (a "start" webhook, if its filter asks for one).
+    on_start: Callable[[str], None] = lambda job_id: None
 
 
 def job_spec(record: JobRecord, spec_type: type[Spec]) -> Spec:
@@ -103,10 +105,13 @@ def begin(ctx: JobContext, job_id: str, redelivered: bool, unit: str = "job") ->
     if ctx.jobs.is_cancel_requested(job_id):
         cancel(ctx, job_id)
         return None
+    was_queued = record.status == "queued"
     ctx.jobs.start(job_id)
     record = ctx.jobs.get(job_id)
     if record is None or record.status != "running":
         return None
+    if was_queued:
+        ctx.on_start(job_id)
     return record
 
 
