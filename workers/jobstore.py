@@ -149,6 +149,7 @@ class JobStore:
         self._set_progress = redis_client.register_script(lua.SET_PROGRESS)
         self._add_attempt = redis_client.register_script(lua.ADD_ATTEMPT)
         self._expire = redis_client.register_script(lua.EXPIRE)
+        self._delete = redis_client.register_script(lua.DELETE)
         # Called with the job id after each progress update that moved (workers: the "progress" webhook).
         self.on_progress: Callable[[str], None] | None = None
 
@@ -466,6 +467,21 @@ class JobStore:
             list[bytes | str], self.redis.zrangebyscore(redis_keys.DEADLINES, "-inf", now, start=0, num=limit)
         )
         return {_text(job_id): self.expire(_text(job_id), now) for job_id in due}
+
+    def delete(self, job_id: str, owner: str) -> int:
+        """Remove an ended job's record and every Redis key of it: 1 done, 0 not ended yet, -1 no such job."""
+        companions = [
+            redis_keys.job_items(job_id), redis_keys.job_item_errors(job_id), redis_keys.job_video_segments(job_id),
+            redis_keys.job_video_frames(job_id), redis_keys.webhook_progress_gate(job_id),
+            redis_keys.webhook_progress_seq(job_id),
+        ]  # fmt: skip
+        keys = [
+            self.job_key(job_id),
+            self._owner_index(check_owner(owner)),
+            redis_keys.DEADLINES,
+            *companions,
+        ]
+        return int(self._delete(keys=keys, args=[job_id]))
 
     def mark_item_done(self, job_id: str, index: int) -> bool:
         """Count batch item `index` as done; True only the first time (a redelivered chunk does not recount)."""

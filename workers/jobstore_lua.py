@@ -188,3 +188,18 @@ redis.call('HSET', KEYS[1], 'updated_at', ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 return redis.call('HINCRBY', KEYS[1], ARGV[2], 1)
 """
+
+# KEYS: job, owner index, deadlines, then the job's companion keys. ARGV: job_id. Deletes an ended job's record
+# and every key of it; returns 1, 0 for a job that has not ended (cancel it first), -1 for a missing one.
+DELETE = (
+    TERMINAL_LUA
+    + """
+local cur = redis.call('HGET', KEYS[1], 'status')
+if not cur then return -1 end
+if not TERMINAL[cur] then return 0 end
+redis.call('DEL', KEYS[1], unpack(KEYS, 4))
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 1
+"""
+)

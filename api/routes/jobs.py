@@ -21,7 +21,7 @@ from api.schemas import ErrorResponse, JobFile, JobFileList, JobList, JobPublic
 from api.submission import Responses
 from api.views import api_url, estimate_args, job_public, kind_of, queue_estimate
 from workers import enqueue, keys, media, queue_positions
-from workers.contracts.base import Download, JobKind
+from workers.contracts.base import Download, JobKind, job_prefixes
 from workers.contracts.registry import KINDS
 from workers.contracts.webhooks import webhook_message
 from workers.exceptions import InvalidCursor
@@ -127,6 +127,38 @@ def cancel_job(job_id: str, request: Request, tenant: Tenant, services: Services
         except (KombuError, redis.RedisError, OSError) as exc:
             logger.error("job %s: could not enqueue its webhook: %s", job_id, exc)
     return job_public(services, request, current)
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=204,
+    response_class=Response,
+    responses={
+        **NOT_FOUND,
+        409: {"model": ErrorResponse, "description": "job_active: the job has not ended; cancel it first"},
+    },
+    summary="Delete an ended job: its record, its stored inputs and its outputs",
+)
+def delete_job(job_id: str, tenant: Tenant, services: ServicesDep) -> Response:
+    """A queued or running job is refused (409), never cancelled as a side effect: POST .../cancel first, then
+    DELETE once it has ended. Direct uploads it read stay (DELETE /v1/uploads/{id} removes those)."""
+    record = owned_job(services, tenant, job_id)
+    if not record.is_terminal:
+        raise ApiError(
+            409,
+            "job_active",
+            f"job {job_id} is {record.status.value}; cancel it first (POST /v1/jobs/{job_id}/cancel), then delete "
+            "it once it has ended",
+        )
+    kind = kind_of(record)
+    prefixes = kind.stored_prefixes(record) if kind is not None else job_prefixes(record)
+    removed = sum(
+        services.store.delete_prefix(prefix) for prefix in prefixes
+    )  # storage first: a retry finds it
+    if services.jobs.delete(job_id, tenant) == 0:  # ended jobs never become active again; defensive
+        raise ApiError(409, "job_active", f"job {job_id} has not ended; cancel it first")
+    logger.info("job %s of %s deleted (%d stored objects)", job_id, tenant, removed)
+    return Response(status_code=204)
 
 
 def _deliver(services: Services, file: Download) -> Response:

@@ -373,3 +373,61 @@ def test_a_filter_without_a_webhook_url_or_with_an_unknown_event_is_422(stack):
     assert post_stylize(client, webhook_events_filter="start").status_code == 422
     bad = post_stylize(client, webhook_url="http://127.0.0.1:9/x", webhook_events_filter="finished")
     assert bad.status_code == 422 and "webhook_events_filter" in bad.text
+
+
+# --- Deleting what you own ------------------------------------------------------------------------------------
+
+
+def stored_under(service, job_id: str, record: dict) -> list[str]:
+    from workers import keys
+
+    prefixes = [keys.inputs_prefix(job_id), keys.outputs_prefix(job_id), keys.run_prefix(job_id)]
+    datasets = (record.get("params") or {}).get("datasets") or {}
+    prefixes += sorted({d["key"].rsplit("/", 1)[0] + "/" for d in datasets.values()})
+    return [key for prefix in prefixes for key in service.store.list(prefix)]
+
+
+def test_delete_removes_an_ended_jobs_record_inputs_and_outputs(stack):
+    service, client = stack
+    job = post_stylize(client, {"Prefer": "wait=30"}).json()
+    assert job["status"] == "succeeded"
+    assert len(stored_under(service, job["id"], job)) == 2  # the input and the output
+    other = httpx.Client(
+        base_url=service.api.url, headers={"Authorization": f"Bearer {create_api_key(service.redis, 'bob')}"}
+    )
+    assert other.delete(job["links"]["self"]).status_code == 404  # not bob's: the same 404 as a missing job
+    assert client.delete(job["links"]["self"]).status_code == 204
+    assert client.get(job["links"]["self"]).status_code == 404
+    assert client.get(job["links"]["result"]).status_code == 404
+    assert job["id"] not in {j["id"] for j in client.get("/v1/jobs", params={"limit": 200}).json()["items"]}
+    assert stored_under(service, job["id"], job) == []
+    assert [k for k in service.redis.scan_iter(f"animegan:job:{job['id']}*")] == []
+    assert client.delete(job["links"]["self"]).status_code == 404
+
+
+def test_delete_of_a_job_that_has_not_ended_is_409_then_works_after_cancel(stack):
+    service, client = stack
+    job = post_training(client).json()
+    assert len(stored_under(service, job["id"], job)) == 1  # the photos zip the API stored
+    refused = client.delete(job["links"]["self"])
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "job_active"
+    assert "cancel it first" in refused.json()["error"]["message"]
+    assert client.get(job["links"]["self"]).json()["status"] == "queued"  # nothing was touched
+    assert client.post(job["links"]["cancel"]).json()["status"] == "canceled"
+    assert client.delete(job["links"]["self"]).status_code == 204
+    assert stored_under(service, job["id"], job) == []
+
+
+def test_a_direct_upload_can_be_deleted(stack):
+    from workers import keys
+
+    service, client = stack
+    data = png_bytes(seed=3)
+    upload = client.post("/v1/uploads", json={"purpose": "image", "size": len(data)}).json()
+    assert client.put(upload["url"], content=data).status_code == 200
+    key = keys.upload(OWNER, upload["id"])
+    assert service.store.exists(key)
+    assert client.delete(f"/v1/uploads/{upload['id']}").status_code == 204
+    assert not service.store.exists(key)
+    assert client.get(f"/v1/uploads/{upload['id']}").status_code == 404
+    assert client.delete(f"/v1/uploads/{upload['id']}").status_code == 404
