@@ -275,6 +275,7 @@ def submit_job(
             job_id=job.job_id,
             deadline=options.deadline,
             webhook_events=tuple(e.value for e in options.webhook_events),
+            storage_id=services.storage_id,
         )
     except IdempotencyConflict as exc:
         services.slots.release(tenant, token)

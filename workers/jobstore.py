@@ -85,6 +85,9 @@ class JobRecord:
     # The webhook events its create asked for (workers.contracts.webhooks.WebhookEvent values).
     webhook_events: tuple[str, ...] = ("completed",)
     queue_score: float | None = None  # send time of its first task (workers.queue_positions); None: not sent
+    storage_id: str | None = (
+        None  # the marker id of the storage its inputs went to (workers.storage_identity)
+    )
 
     @property
     def is_terminal(self) -> bool:
@@ -196,6 +199,7 @@ class JobStore:
         job_id: str | None = None,
         deadline: float | None = None,
         webhook_events: tuple[str, ...] = (),
+        storage_id: str | None = None,
     ) -> tuple[JobRecord, bool]:
         """Store a queued job; with an idempotency key, a repeat returns (existing record, False). A job with a
         `deadline` (epoch seconds) joins the deadlines set that expire_due() sweeps."""
@@ -214,7 +218,7 @@ class JobStore:
             "params": json.dumps(params), "progress": "{}", "done": 0, "failed": 0, "total": int(total),
             "created_at": repr(now), "updated_at": repr(now), "attempts": 0, "cancel": 0,
             "webhook_url": webhook_url or "", "deadline": repr(float(deadline)) if deadline is not None else "",
-            "webhook_events": ",".join(webhook_events),
+            "webhook_events": ",".join(webhook_events), "storage_id": storage_id or "",
         }  # fmt: skip
         idem = self._idempotency_key(owner, idempotency_key) if idempotency_key else redis_keys.NO_IDEMPOTENCY
         flat = [item for pair in fields.items() for item in pair]
@@ -276,6 +280,7 @@ class JobStore:
             deadline=_float(h.get("deadline")),
             webhook_events=tuple((h.get("webhook_events") or "completed").split(",")),
             queue_score=_float(h.get("queue_score")),
+            storage_id=h.get("storage_id") or None,
         )
 
     def iter_records(self, max_records: int = 10_000) -> Iterator[JobRecord]:

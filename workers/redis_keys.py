@@ -2,11 +2,48 @@
 
 All start with PREFIX, so the service's keys are easy to find, count and tell apart in a shared Redis.
 Ids and owners never contain ':'; free text (idempotency keys, API tokens) only ever enters as a digest.
+A deployment namespace (ANIMEGAN_NAMESPACE, applied by set_namespace when settings load) puts every key of one
+deployment under `animegan:<namespace>:` and its broker queues under BROKER_PREFIX, so deployments that share a
+Redis never see each other's jobs nor take each other's tasks.
 """
 
 from __future__ import annotations
 
+import re
+
 PREFIX = "animegan:"
+NAMESPACE = ""  # this process's deployment namespace ("" : the keys of a deployment without one)
+# What kombu puts before every broker key (queues, unacked, fan-out channels): its global_keyprefix.
+BROKER_PREFIX = ""
+NAMESPACE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+
+
+def namespace_prefixes(namespace: str) -> tuple[str, str]:
+    """(key prefix, broker prefix) of a namespace; ("animegan:", "") without one, as before namespaces."""
+    if not namespace:
+        return "animegan:", ""
+    if not NAMESPACE_RE.match(namespace):
+        raise ValueError(
+            f"namespace {namespace!r} must be 1-40 of a-z, 0-9, - and _, starting with a letter or digit"
+        )
+    return f"animegan:{namespace}:", f"animegan:{namespace}:broker:"
+
+
+def set_namespace(namespace: str) -> None:
+    """Use `namespace` for every key and broker queue this process names (call before any is used)."""
+    global PREFIX, NAMESPACE, BROKER_PREFIX, JOB_PATTERN, NO_IDEMPOTENCY, DEADLINES, METRICS, KOMBU_UNACKED
+    PREFIX, BROKER_PREFIX = namespace_prefixes(namespace)
+    NAMESPACE = namespace
+    JOB_PATTERN = f"{PREFIX}job:*"
+    NO_IDEMPOTENCY = f"{PREFIX}idem:none"
+    DEADLINES = f"{PREFIX}deadlines"
+    METRICS = f"{PREFIX}metrics:jobs"
+    KOMBU_UNACKED = f"{BROKER_PREFIX}unacked"
+
+
+def broker_queue(queue: str) -> str:
+    """The Redis list of a broker queue (kombu's key, with this deployment's BROKER_PREFIX)."""
+    return f"{BROKER_PREFIX}{queue}"
 
 
 # Job records (workers.jobstore): a hash per job, its companion keys, and an index per owner.
@@ -149,4 +186,4 @@ def model_idempotency(tenant: str, key_digest: str) -> str:
 
 # Not ours, read only: kombu's Redis transport keeps delivered, unacknowledged messages in this hash
 # (workers.reconciler looks there for a job's in-flight task).
-KOMBU_UNACKED = "unacked"
+KOMBU_UNACKED = "unacked"  # with BROKER_PREFIX in front once set_namespace ran

@@ -60,6 +60,15 @@ class JobContext:
     on_terminal: Callable[[str], None]
     # Called with a job id when this process started the job (a "start" webhook, if its filter asks for one).
     on_start: Callable[[str], None] = lambda job_id: None
+    _storage_id: str | None = None  # this worker's storage marker, read once (storage_id())
+
+    def storage_id(self) -> str | None:
+        """The marker id of this worker's storage (workers.storage_identity); None where it has none."""
+        if self._storage_id is None:
+            from workers.storage_identity import storage_id
+
+            self._storage_id = storage_id(self.store, create=False)
+        return self._storage_id
 
 
 def job_spec(record: JobRecord, spec_type: type[Spec]) -> Spec:
@@ -102,6 +111,17 @@ def begin(ctx: JobContext, job_id: str, redelivered: bool, unit: str = "job") ->
             fail(ctx, job_id, "worker_lost", message)
             return None
         logger.warning("job %s redelivered after a lost worker (%s: %d without progress)", job_id, unit, lost)
+    if record.storage_id is not None and record.storage_id != ctx.storage_id():
+        from workers import redis_keys
+        from workers.storage_identity import mismatch_message
+
+        logger.error(
+            "job %s: its inputs went to storage %s, this worker reads storage %s (%s); failing it",
+            job_id, record.storage_id, ctx.storage_id(), ctx.settings.storage_url,
+        )  # fmt: skip
+        message = mismatch_message(record.storage_id, ctx.storage_id(), redis_keys.NAMESPACE)
+        fail(ctx, job_id, "storage_mismatch", message)
+        return None
     if ctx.jobs.is_cancel_requested(job_id):
         cancel(ctx, job_id)
         return None
