@@ -109,7 +109,15 @@ def run(args: argparse.Namespace) -> int:
                 print(json.dumps(client.job(args.job_id), indent=2))
                 return 0
             job = client.cancel(args.job_id)
-            print(f"job {job['id']}: {job['status']}")
+            if job["status"] == "running":
+                # Cancellation is cooperative: say when it takes effect instead of a bare "running".
+                print(
+                    f"job {job['id']}: cancel requested; it is running and stops at its next safe point (between "
+                    "images or training steps; a single image finishes its forward pass, then ends canceled "
+                    "without a result)"
+                )
+            else:
+                print(f"job {job['id']}: {job['status']}")
             return 0
     except ApiClientError as exc:
         print(f"animegan {args.command}: {exc}", file=sys.stderr)

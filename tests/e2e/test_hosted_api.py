@@ -431,3 +431,13 @@ def test_a_direct_upload_can_be_deleted(stack):
     assert not service.store.exists(key)
     assert client.get(f"/v1/uploads/{upload['id']}").status_code == 404
     assert client.delete(f"/v1/uploads/{upload['id']}").status_code == 404
+
+
+def test_cancel_of_a_running_single_image_ends_it_canceled(stack):
+    service, client = stack
+    job = post_stylize(client).json()
+    service.wait_status(job["id"], {"running"}, timeout=30)
+    assert client.post(job["links"]["cancel"]).status_code == 200
+    final = service.wait_status(job["id"], {"canceled", "succeeded"}, timeout=30)
+    assert final.status == "canceled"
+    assert client.get(job["links"]["result"]).status_code == 409
