@@ -267,3 +267,24 @@ def test_forward_batch_size_follows_the_device(ctx):
     assert inference_options(replace(ctx, device="cuda"), spec).batch_size == 8
     tuned = replace(ctx, settings=ctx.settings.model_copy(update={"inference_batch_size": 8}))
     assert inference_options(tuned, spec).batch_size == 8
+
+
+def test_a_jobs_error_never_shows_the_tenant_a_workers_scratch_path_or_the_storage_endpoint(ctx):
+    import tempfile
+
+    from workers.jobs import JobInputError
+
+    record, _ = ctx.jobs.create("video", OWNER, {"model": "tiny"}, total=1)
+    scratch = f"{tempfile.gettempdir()}/animegan-video-k2j4/source"
+    ctx.settings = ctx.settings.model_copy(update={"s3_endpoint_url": "http://minio.internal:9000"})
+    with recorded_outcome(ctx, record.id):
+        raise JobInputError(
+            "bad_video",
+            f"segment 0: [Errno 1094995529] Invalid data: '{scratch}' (http://minio.internal:9000)",
+        )
+    message = ctx.jobs.get(record.id).error["message"]
+    assert tempfile.gettempdir() not in message and "minio.internal" not in message, message
+    assert (
+        message
+        == "segment 0: [Errno 1094995529] Invalid data: '<the worker's copy of the input>' (<storage>)"
+    )

@@ -6,6 +6,8 @@ Nothing here knows about Celery; tasks.py builds a JobContext once per worker pr
 from __future__ import annotations
 
 import logging
+import re
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -161,8 +163,23 @@ def partial(ctx: JobContext, job_id: str, result: Result, code: str, message: st
     return done
 
 
+def tenant_message(ctx: JobContext, message: str) -> str:
+    """A job's error as its tenant may read it: a worker's scratch paths and the internal storage endpoint are the
+    operators' business (they stay in the worker's log), so they are replaced by what they stand for."""
+    scratch = re.escape(tempfile.gettempdir().rstrip("/"))
+    message = re.sub(rf"{scratch}/[^\s'\"]+", "<the worker's copy of the input>", message)
+    for endpoint in {ctx.settings.s3_endpoint_url, ctx.settings.storage_url}:
+        if endpoint and endpoint.startswith(("http://", "https://", "file://")):
+            message = message.replace(endpoint.rstrip("/"), "<storage>")
+    return message
+
+
 def fail(ctx: JobContext, job_id: str, code: str, message: str) -> bool:
     """Record failure with a machine-readable code and a message that says what to do."""
+    public = tenant_message(ctx, message)
+    if public != message:
+        logger.warning("job %s: failing with %s: %s", job_id, code, message)  # the full text, for operators
+    message = public
     done = ctx.jobs.fail(job_id, code, message)
     if done:
         logger.warning("job %s failed: %s: %s", job_id, code, message)
