@@ -30,6 +30,11 @@ TERMINAL_LUA = (
     "local TERMINAL = {"
     + ", ".join(f"['{status}'] = true" for status in FINISHED_STATUSES)
     + "}\nlocal function is_terminal(status) return status == false or status == nil or TERMINAL[status] == true end\n"
+    # A job that ends gives its tenant's concurrent-job slot back (api.limits.ActiveJobSlots): O(1) quotas.
+    + "local function release_slot(job_key)\n"
+    + "  local slots, id = unpack(redis.call('HMGET', job_key, 'active_key', 'id'))\n"
+    + "  if slots then redis.call('ZREM', slots, 'j:' .. id) end\n"
+    + "end\n"
 )
 
 

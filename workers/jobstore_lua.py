@@ -55,6 +55,7 @@ if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[6]) end
 if ARGV[4] == '1' then
   redis.call('HSET', KEYS[1], 'finished_at', ARGV[2])
   for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+  release_slot(KEYS[1])
 end
 if cur ~= ARGV[1] then
   local kind, started, done, id = unpack(redis.call('HMGET', KEYS[1], 'kind', 'started_at', 'done', 'id'))
@@ -85,6 +86,7 @@ if cur == 'queued' then
   local kind, done, id = unpack(redis.call('HMGET', KEYS[1], 'kind', 'done', 'id'))
   leave_queue(KEYS[4], kind, id)
   count_end(KEYS[4], KEYS[5], kind, cur, 'canceled', false, ARGV[1], done)
+  release_slot(KEYS[1])
   redis.call('PUBLISH', ARGV[4], ARGV[3])
 end
 return 1
@@ -116,6 +118,7 @@ for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
 local kind, done = unpack(redis.call('HMGET', KEYS[1], 'kind', 'done'))
 leave_queue(KEYS[4], kind, ARGV[3])
 count_end(KEYS[4], KEYS[5], kind, cur, 'expired', false, ARGV[1], done)
+release_slot(KEYS[1])
 redis.call('PUBLISH', ARGV[6], ARGV[5])
 return 1
 """

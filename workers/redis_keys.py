@@ -168,7 +168,18 @@ def rate_window(tenant: str, window_index: int) -> str:
 
 
 def active_jobs(tenant: str) -> str:
+    """Sorted set of a tenant's jobs holding a concurrent-job slot ("j:<id>"); each leaves it as it ends."""
     return f"{PREFIX}active:{tenant}"
+
+
+def active_reservations(tenant: str) -> str:
+    """Sorted set of the slot reservations of a tenant's creates in flight (score: when taken)."""
+    return f"{PREFIX}active:{tenant}:reserved"
+
+
+def active_prune_gate(tenant: str) -> str:
+    """Set for a minute after a tenant's full quota was checked job by job (api.limits.ActiveJobSlots.prune)."""
+    return f"{PREFIX}active:{tenant}:pruned"
 
 
 # Direct uploads (api.routes.uploads) and the idempotency slots of creates that are not jobs.
