@@ -84,7 +84,9 @@ def test_an_ended_job_gives_its_slot_back_at_once_without_a_prune(api):
         api.jobs.succeed(first["id"], {"output_key": "outputs/x/000000.png"})
         assert api.redis.zscore(redis_keys.active_jobs("dave"), f"j:{first['id']}") is None
         assert submit(dave).status_code == 202
-        assert not api.redis.exists(redis_keys.active_prune_gate("dave"))  # nothing had to be checked one by one
+        assert not api.redis.exists(
+            redis_keys.active_prune_gate("dave")
+        )  # nothing had to be checked one by one
         assert api.jobs.cancel(second["id"])  # a queued job canceled: its slot is back too
         assert submit(dave).status_code == 202
 
