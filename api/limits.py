@@ -124,15 +124,13 @@ class ActiveJobSlots:
 
     def assign(self, tenant: str, token: str, job_id: str) -> None:
         """Turn a reservation into the job that now holds the slot; the job's record names the set, so its terminal
-        transition gives the slot back (and at once if the job already ended, as a fast worker's job may)."""
+        transition gives the slot back. Called before the job's first task is sent, so it cannot have ended yet."""
         jobs_key, reservations = self._keys(tenant)
         pipe = self.client.pipeline()
         pipe.zrem(reservations, token)
         pipe.zadd(jobs_key, {f"j:{job_id}": time.time()})
         pipe.hset(redis_keys.job(job_id), "active_key", jobs_key)
         pipe.execute()
-        if not self.is_active(job_id):
-            self.client.zrem(jobs_key, f"j:{job_id}")
 
     def release(self, tenant: str, token: str) -> None:
         """Give back a reservation that did not become a new job (idempotent replay, failed request)."""

@@ -290,7 +290,7 @@ def submit_job(
         return record, False
     services.slots.assign(tenant, token, record.id)
     _start(services, job, record.id)
-    return services.jobs.get(record.id) or record, True
+    return record, True  # as created (queued): a worker may already be on it, the job's own URL tells
 
 
 def _replayed(services: Services, tenant: str, idempotency_key: str, digest: str) -> JobRecord | None:

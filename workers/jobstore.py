@@ -232,6 +232,11 @@ class JobStore:
         existing_id, existing_hash = _text(existing_id), _text(existing_hash)
         if not int(created) and existing_hash != (request_hash or ""):
             raise IdempotencyConflict(owner, idempotency_key or "", existing_id)
+        if int(created):
+            # The record is exactly the fields just written: built here, without reading them back.
+            made = self._parse({k: str(v) for k, v in fields.items()})
+            assert made is not None  # parsed from a non-empty mapping
+            return made, True
         record = self.get(existing_id)
         if record is None:  # only if the record expired in the microseconds since the script ran
             raise RuntimeError(f"job {existing_id} vanished right after create; retry the request")
