@@ -143,6 +143,15 @@ class WaitingCreateRoute(APIRoute):
         create = super().get_route_handler()
 
         async def handler(request: Request) -> Response:
+            content_type = request.headers.get("content-type", "")
+            if not content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+                raise ApiError(
+                    415,
+                    "multipart_required",
+                    f"{request.url.path} takes a multipart/form-data body (its fields and file parts: /docs), "
+                    f"not {content_type.split(';')[0] or 'an empty content type'}; inputs by URL in a JSON body are "
+                    "not supported yet: upload the file with POST /v1/uploads and send its upload_id",
+                )
             try:
                 wait = parse_prefer_wait(request.headers.get("prefer"))
             except ApiError:

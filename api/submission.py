@@ -104,7 +104,11 @@ CREATE_RESPONSES: Responses = {
         "description": "a file above its limit, the whole request above ANIMEGAN_MAX_REQUEST_BYTES, or a "
         "direct upload that holds more than its declared size (upload_size_mismatch)",
     },
-    415: {"model": ErrorResponse, "description": "not an image, an unsupported format, a truncated image"},
+    415: {
+        "model": ErrorResponse,
+        "description": "not an image, an unsupported format, a truncated image; multipart_required: a JSON (or "
+        "other non-form) body",
+    },
     422: {
         "model": ErrorResponse,
         "description": "bad parameter (max_side is required with size_mode=max_side and refused otherwise; "

@@ -441,3 +441,13 @@ def test_cancel_of_a_running_single_image_ends_it_canceled(stack):
     final = service.wait_status(job["id"], {"canceled", "succeeded"}, timeout=30)
     assert final.status == "canceled"
     assert client.get(job["links"]["result"]).status_code == 409
+
+
+@pytest.mark.parametrize("path", ["/v1/stylize", "/v1/batches", "/v1/videos", "/v1/trainings"])
+def test_a_json_body_gets_told_what_the_route_takes(stack, path):
+    _, client = stack
+    answer = client.post(path, json={"model": BUILTIN_MODEL, "image": "https://example.com/p.jpg"})
+    assert answer.status_code == 415, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "multipart_required" and "multipart/form-data" in error["message"]
+    assert "not application/json" in error["message"] and "field required" not in error["message"].lower()
