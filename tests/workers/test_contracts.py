@@ -121,7 +121,7 @@ def test_enqueue_helpers_route_by_name(redis_url, redis_client):
     (train,) = queued_messages(redis_client, "train")
     assert train["headers"]["id"] == "j3-segment-0" and train["decoded"][0][0]["segment"] == 0
     (hook,) = queued_messages(redis_client, "webhooks")
-    assert hook["decoded"][0][0] == {"version": 1, "job_id": "j1", "event": "succeeded"}
+    assert hook["decoded"][0][0] == {"version": 1, "job_id": "j1", "event": "succeeded", "seq": 0}
 
 
 def test_video_segments_and_join_go_to_the_stylize_queue_with_deterministic_ids(redis_url, redis_client):
