@@ -66,6 +66,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     submit.add_argument("--max-side", type=int, default=None)
     submit.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
     submit.add_argument("--no-wait", action="store_true", help="print the job and return at once")
+    submit.add_argument(
+        "--wait",
+        type=int,
+        default=60,
+        metavar="SECONDS",
+        help="a single image: ask the API to answer with the finished job if it ends within this many seconds "
+        "(Prefer: wait, at most 60; 0: poll instead); longer jobs are followed by polling",
+    )
+    submit.add_argument(
+        "--cancel-after", default=None, metavar="DURATION", help="the job expires after this (90s, 5m, 1h30m)"
+    )
     _add_connection(submit)
     submit.set_defaults(func=run)
 
@@ -98,7 +109,15 @@ def run(args: argparse.Namespace) -> int:
                 print(json.dumps(client.job(args.job_id), indent=2))
                 return 0
             job = client.cancel(args.job_id)
-            print(f"job {job['id']}: {job['status']}")
+            if job["status"] == "running":
+                # Cancellation is cooperative: say when it takes effect instead of a bare "running".
+                print(
+                    f"job {job['id']}: cancel requested; it is running and stops at its next safe point (between "
+                    "images or training steps; a single image finishes its forward pass, then ends canceled "
+                    "without a result)"
+                )
+            else:
+                print(f"job {job['id']}: {job['status']}")
             return 0
     except ApiClientError as exc:
         print(f"animegan {args.command}: {exc}", file=sys.stderr)
@@ -230,9 +249,16 @@ def _submit(client: ApiClient, args: argparse.Namespace) -> int:
 def _submit_images(client: ApiClient, args: argparse.Namespace, paths: list[Path]) -> int:
     from tqdm import tqdm
 
-    options = dict(model=args.model, format=args.format, size_mode=args.size_mode, max_side=args.max_side)
+    options = dict(
+        model=args.model,
+        format=args.format,
+        size_mode=args.size_mode,
+        max_side=args.max_side,
+        cancel_after=args.cancel_after,
+    )
     if len(paths) == 1:
-        job = client.stylize(paths[0], **options)
+        wait = None if args.no_wait or args.wait <= 0 else min(args.wait, 60, args.timeout or 60)
+        job = client.stylize(paths[0], wait=wait, **options)
     elif sum(p.stat().st_size for p in paths) > DIRECT_UPLOAD_BYTES:
         ids = [client.upload(p, purpose="image") for p in tqdm(paths, desc="uploading", unit="img")]
         job = client.batch(upload_ids=ids, **options)
@@ -242,6 +268,10 @@ def _submit_images(client: ApiClient, args: argparse.Namespace, paths: list[Path
     if args.no_wait:
         print(json.dumps(job, indent=2))
         return 0
+    from api.client import TERMINAL
+
+    if job["status"] in TERMINAL:  # answered finished (Prefer: wait): nothing to follow
+        return _finish(client, job, paths, args)
     with tqdm(total=len(paths), desc="stylizing", unit="img") as bar:
 
         def show(current: JSONObject) -> None:
@@ -250,11 +280,26 @@ def _submit_images(client: ApiClient, args: argparse.Namespace, paths: list[Path
             bar.set_postfix_str(current["status"])
 
         job = client.wait(job["id"], timeout=args.timeout, on_progress=show)
-    if job["status"] != "succeeded":
-        error = job.get("error") or {}
-        print(f"job {job['id']} {job['status']}: {error.get('message', '')}", file=sys.stderr)
+    return _finish(client, job, paths, args)
+
+
+def _finish(client: ApiClient, job: JSONObject, paths: list[Path], args: argparse.Namespace) -> int:
+    """Download what the job produced; 0 only when every image succeeded, else 1 with how many failed and why."""
+    error = job.get("error") or {}
+    if job["status"] not in ("succeeded", "partial"):
+        print(
+            f"job {job['id']} {job['status']}: {error.get('code', '')}: {error.get('message', '')}".rstrip(
+                ": "
+            ),
+            file=sys.stderr,
+        )
         return 1
-    return _download(client, job, paths, args)
+    code = _download(client, job, paths, args)
+    if job["status"] == "partial":
+        # The failure summary by code (e.g. "2 of 5 images failed: bad_image x2 (e.g. ...)").
+        print(f"job {job['id']} partial: {error.get('message', '')}", file=sys.stderr)
+        return 1
+    return code
 
 
 def _download(client: ApiClient, job: JSONObject, paths: list[Path], args: argparse.Namespace) -> int:
@@ -277,5 +322,5 @@ def _download(client: ApiClient, job: JSONObject, paths: list[Path], args: argpa
         except ApiClientError as exc:
             failed += 1
             print(f"{paths[index]}: {exc.message}", file=sys.stderr)
-    print(f"{len(stems) - failed} result(s) in {args.out}", file=sys.stderr)
+    print(f"{len(stems) - failed} of {len(stems)} result(s) in {args.out}", file=sys.stderr)
     return 1 if failed else 0

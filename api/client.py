@@ -22,7 +22,7 @@ from workers.json_types import JSONObject
 
 logger = logging.getLogger(__name__)
 
-TERMINAL = {"succeeded", "failed", "canceled"}
+TERMINAL = {"succeeded", "partial", "failed", "canceled", "expired"}  # workers.jobstore.TERMINAL_STATUSES
 FileInput = str | Path | bytes | tuple[str, bytes]
 
 
@@ -89,6 +89,19 @@ class ApiClient:
     def _idem(key: str | None) -> dict[str, str]:
         return {"Idempotency-Key": key} if key else {}
 
+    @staticmethod
+    def _create_headers(
+        idempotency_key: str | None, wait: float | None, cancel_after: str | None
+    ) -> dict[str, str]:
+        """Headers of a create: Idempotency-Key, `Prefer: wait=N` (the answer is the finished job when it ends
+        within N seconds) and Cancel-After (a duration such as 90s, 5m, 1h30m)."""
+        headers = ApiClient._idem(idempotency_key)
+        if wait is not None:
+            headers["Prefer"] = f"wait={int(wait)}"
+        if cancel_after is not None:
+            headers["Cancel-After"] = cancel_after
+        return headers
+
     def stylize(
         self,
         image: FileInput | None = None,
@@ -101,15 +114,21 @@ class ApiClient:
         quality: int | None = None,
         webhook_url: str | None = None,
         idempotency_key: str | None = None,
+        wait: float | None = None,
+        cancel_after: str | None = None,
     ) -> JSONObject:
-        """Submit one image (a path, bytes, or (name, bytes)); returns the queued job."""
+        """Submit one image (a path, bytes, or (name, bytes)); returns the queued job, or with `wait` (seconds,
+        at most 60) the finished one if it ended in that time (its status says which)."""
         data = self._form(
             dict(model=model, format=format, size_mode=size_mode, max_side=max_side, quality=quality,
                  webhook_url=webhook_url, upload_id=upload_id)
         )  # fmt: skip
         files = {"file": _file_part(image, "image")} if image is not None else None
+        headers = self._create_headers(idempotency_key, wait, cancel_after)
+        # The HTTP timeout must outlast the server's wait.
+        timeout = None if wait is None else max(self.http.timeout.read or 0, wait + 30)
         return self._request(
-            "POST", "/v1/stylize", data=data, files=files, headers=self._idem(idempotency_key)
+            "POST", "/v1/stylize", data=data, files=files, headers=headers, timeout=timeout
         ).json()
 
     def batch(
@@ -124,6 +143,7 @@ class ApiClient:
         max_side: int | None = None,
         webhook_url: str | None = None,
         idempotency_key: str | None = None,
+        cancel_after: str | None = None,
     ) -> JSONObject:
         """Submit many images (files, one zip archive and/or upload ids) as one batch job."""
         data = self._form(
@@ -134,9 +154,8 @@ class ApiClient:
         files = [("files", _file_part(item, f"image-{i}")) for i, item in enumerate(images)]
         if archive is not None:
             files.append(("archive", _file_part(archive, "archive.zip")))
-        return self._request(
-            "POST", "/v1/batches", data=data, files=files or None, headers=self._idem(idempotency_key)
-        ).json()
+        headers = self._create_headers(idempotency_key, None, cancel_after)
+        return self._request("POST", "/v1/batches", data=data, files=files or None, headers=headers).json()
 
     def upload(self, source: str | Path | bytes, purpose: str = "image", filename: str | None = None) -> str:
         """Direct upload: create it, PUT the bytes to its URL (S3 or this API); returns the upload id."""

@@ -16,11 +16,14 @@ from api.auth import tenant_for_token
 from api.errors import ApiError
 from api.limits import ActiveJobSlots, RateLimiter
 from api.settings import ApiSettings
+from workers import queue_positions
 from workers.celery_app import configure_app
+from workers.exceptions import StorageError
 from workers.jobstore import AsyncJobEvents, JobStore
 from workers.redis_connection import connect, connect_async
 from workers.registry import ModelRegistry
 from workers.storage import ObjectStore, open_store
+from workers.storage_identity import storage_id
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +44,9 @@ class Services:
     slots: ActiveJobSlots
     probe_redis: Redis  # short timeouts, for /readyz only
     job_events: AsyncJobEvents  # redis.asyncio: event streams wait on the event loop, not in threads
+    storage_id: str | None = (
+        None  # this deployment's storage marker (workers.storage_identity), stamped on jobs
+    )
     metrics_registry: CollectorRegistry | None = (
         None  # api.metrics.registry_for builds it on the first scrape
     )
@@ -49,12 +55,20 @@ class Services:
     def connect(cls, settings: ApiSettings) -> Services:
         client = connect(settings, decode_responses=True, socket_timeout=10, socket_connect_timeout=5)
         jobs = JobStore.from_settings(client, settings)
+        queue_positions.track_with(client)  # the tasks this replica sends count toward queue positions
         # Enqueues go through this app, configured with the API's broker settings (not re-read from env).
         configure_app(settings)
+        store = open_store(settings)
+        try:
+            marker = storage_id(store, create=True)
+        except StorageError as exc:  # readiness reports the storage; jobs are stamped once it answers
+            logger.warning("storage marker not read: %s", exc)
+            marker = None
         return cls(
             settings=settings,
             redis=client,
-            store=open_store(settings),
+            store=store,
+            storage_id=marker,
             jobs=jobs,
             registry=ModelRegistry(client),
             rate=RateLimiter(client, settings.rate_limit_requests, settings.rate_limit_window_seconds),

@@ -5,6 +5,8 @@ Clients (Redis, storage) are created in the lifespan, never at import; importing
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -16,6 +18,7 @@ from PIL import Image
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.deadlines import sweep_deadlines
 from api.deps import Services
 from api.errors import error_body, install_error_handlers
 from api.metrics import MetricsServer, RequestMetricsMiddleware, registry_for
@@ -148,10 +151,14 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                 registry_for(services), settings.metrics_host, settings.metrics_port, token
             ).start()
             logger.info("metrics on http://%s:%d/metrics", settings.metrics_host, metrics_server.port)
+        sweeper = asyncio.create_task(sweep_deadlines(services, settings.deadline_sweep_seconds))
         logger.info(
             "API ready (storage %s, auth %s)", settings.storage_url, "off" if settings.auth_disabled else "on"
         )
         yield
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
         if metrics_server is not None:
             metrics_server.stop()
         await services.close()

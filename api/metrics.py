@@ -93,7 +93,7 @@ class ServiceCollector(Collector):
         pipe = self.redis.pipeline(transaction=False)
         for queue in Queues:
             for suffix in PRIORITY_SUFFIXES:
-                pipe.llen(queue.value + suffix)
+                pipe.llen(redis_keys.broker_queue(queue.value + suffix))
         kinds = list(KINDS)
         for kind in kinds:
             pipe.zrange(redis_keys.metrics_queued(kind), 0, 0, withscores=True)

@@ -5,6 +5,7 @@ Every model refuses unknown fields so a typo is a 422 naming the field rather th
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -14,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 # the spec built from it share one vocabulary.
 from workers.contracts.base import SizeMode
 from workers.contracts.training import TrainingMode
+from workers.contracts.webhooks import WebhookEvent
+from workers.jobstore import JobStatus
 from workers.json_types import JSONObject
 from workers.media import ImageFormat
 
@@ -49,7 +52,45 @@ class FormModel(BaseModel):
         return data
 
 
-class StyleOptions(FormModel):
+class JobForm(FormModel):
+    """The fields every create of a job takes, whatever its kind (api.job_options reads them)."""
+
+    webhook_url: str | None = Field(
+        None, max_length=2048, description="POSTed the job when it ends (http/https)"
+    )
+    webhook_events_filter: list[WebhookEvent] = Field(
+        default_factory=list,
+        description="which events POST to webhook_url (repeat the field): start, progress, completed; "
+        "default: completed only",
+    )
+    deadline: datetime | None = Field(
+        None,
+        description="when the job expires (RFC 3339 with a zone, or epoch seconds); queued, it never runs, "
+        "running, it is stopped; or send the Cancel-After header instead",
+        examples=["2026-12-04T20:00:00Z"],
+    )
+
+    @field_validator("deadline")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("give the deadline's time zone, e.g. 2026-12-04T20:00:00Z")
+        return value
+
+    @model_validator(mode="after")
+    def _filter_needs_url(self) -> JobForm:
+        if self.webhook_events_filter and not self.webhook_url:
+            raise ValueError(
+                "webhook_events_filter picks the events sent to webhook_url; send a webhook_url too"
+            )
+        return self
+
+    @property
+    def deadline_epoch(self) -> float | None:
+        return self.deadline.timestamp() if self.deadline is not None else None
+
+
+class StyleOptions(JobForm):
     """Options shared by single-image and batch stylization."""
 
     model: str = Field(
@@ -69,9 +110,6 @@ class StyleOptions(FormModel):
     faces: bool = Field(
         True,
         description="portrait path: each face found is stylized again, enlarged, and blended back (false: off)",
-    )
-    webhook_url: str | None = Field(
-        None, max_length=2048, description="POSTed the job when it ends (http/https)"
     )
 
     # A field validator, not a model one: its error is located at max_side, so the 422 names that field
@@ -101,7 +139,7 @@ class X264Preset(StrEnum):
     veryslow = "veryslow"
 
 
-class VideoForm(FormModel):
+class VideoForm(JobForm):
     """POST /v1/videos form fields; the clip is the `file` part or `upload_id` of a direct upload."""
 
     file_parts: ClassVar[tuple[str, ...]] = ("file",)
@@ -113,7 +151,6 @@ class VideoForm(FormModel):
     )
     crf: int = Field(18, ge=0, le=51, description="H.264 quality (x264 CRF): lower is better and larger")
     preset: X264Preset = Field(X264Preset.medium, description="x264 preset: encode speed against file size")
-    webhook_url: str | None = Field(None, max_length=2048, description="POSTed the job when it ends")
     upload_id: str | None = Field(
         None, max_length=64, description="id from POST /v1/uploads instead of a file"
     )
@@ -142,7 +179,7 @@ class BatchForm(StyleOptions):
     upload_ids: list[str] = Field(default_factory=list, description="ids of direct uploads (images or zips)")
 
 
-class TrainingForm(FormModel):
+class TrainingForm(JobForm):
     """POST /v1/trainings form fields; datasets are `photos`/`styles`/`targets` zip parts or their upload ids."""
 
     file_parts: ClassVar[tuple[str, ...]] = ("photos", "styles", "targets")
@@ -163,7 +200,6 @@ class TrainingForm(FormModel):
     targets_upload_id: str | None = Field(None, max_length=64)
     teacher: str | None = Field(None, max_length=64, description="distill: the model whose outputs to learn")
     fine_tune_from: str | None = Field(None, max_length=64, description="start G from this model's weights")
-    webhook_url: str | None = Field(None, max_length=2048)
 
 
 class UploadCreate(BaseModel):
@@ -202,6 +238,24 @@ class JobLinks(BaseModel):
     files: str | None = None
 
 
+class QueuePublic(BaseModel):
+    """Where a queued job stands (workers.queue_positions; README, "Queue position and ETA")."""
+
+    queue: str = Field(description="the broker queue its tasks wait in", examples=["stylize"])
+    position: int = Field(description="tasks sent to that queue before this job's first one, not started yet")
+    workers: int = Field(description="workers serving the queue now (watchdog ticked within 60 s)")
+    task_seconds: float | None = Field(
+        None, description="mean run time of one task of this model on this queue, recently; null: no history"
+    )
+    basis: str = Field(description="what the estimate is computed from, in words")
+    starts_at: float | None = Field(
+        None, description="estimated start, epoch seconds: now + position x task_seconds / workers"
+    )
+    ends_at: float | None = Field(
+        None, description="estimated end: starts_at + the job's own tasks x task_seconds / workers"
+    )
+
+
 class JobPublic(BaseModel):
     """A job as its owner sees it."""
 
@@ -222,7 +276,11 @@ class JobPublic(BaseModel):
 
     id: str
     kind: str
-    status: str
+    status: JobStatus = Field(
+        description="queued, running, then one final status: succeeded (every item did), partial (a batch some "
+        "of whose images failed: `result` holds the others, `error` counts the failures by code), failed, "
+        "canceled, or expired (its deadline passed)"
+    )
     params: JSONObject = Field(default_factory=dict)
     progress: JSONObject = Field(default_factory=dict)
     created_at: float | None = None
@@ -232,6 +290,14 @@ class JobPublic(BaseModel):
     error: ErrorDetail | None = None
     result: JSONObject | None = None
     webhook_url: str | None = None
+    webhook_events_filter: list[WebhookEvent] = Field(
+        default_factory=lambda: [WebhookEvent.completed], description="the events POSTed to webhook_url"
+    )
+    deadline: float | None = Field(None, description="when the job expires (epoch seconds); null: never")
+    queue: QueuePublic | None = Field(
+        None,
+        description="while queued: its position and estimated start and end (GET of one job, its events)",
+    )
     links: JobLinks
 
 

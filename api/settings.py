@@ -54,6 +54,9 @@ class ApiSettings(ServiceSettings):
     # a stream beyond it gets an `error` event with a retry hint and ends, so the replica's Redis connections
     # stay bounded (keep replicas x this well under Redis's maxclients).
     max_event_streams: int = Field(default=500, ge=1, le=10000)
+    # Seconds between two sweeps of the passed deadlines (queued jobs expire, running ones are told to stop); a
+    # job expires at most this late.
+    deadline_sweep_seconds: float = Field(default=1.0, gt=0, le=60)
     # Largest page of GET /v1/jobs.
     max_page_size: int = Field(default=200, ge=1, le=1000)
     # Seconds /readyz waits for Redis and for object storage: a slower Redis is not ready (503), slower storage is

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from api.deps import Services
 from api.errors import ApiError, not_found
 from api.images import safe_name
+from api.job_options import JobOptions
 from api.schemas import ErrorResponse, JobPublic, UploadPurpose
 from api.views import job_public
 from workers import enqueue, keys, redis_keys
@@ -85,6 +86,20 @@ def check_webhook_url(url: str | None, allow_private: bool) -> str | None:
 Responses = dict[int | str, dict[str, Any]]
 
 CREATE_RESPONSES: Responses = {
+    200: {
+        "model": JobPublic,
+        "description": "the finished job (Prefer: wait, and it ended within the wait), or an idempotent replay",
+        "headers": {
+            "Preference-Applied": {
+                "description": "wait=N when the answer waited for the job to end",
+                "schema": {"type": "string"},
+            },
+            "Idempotent-Replayed": {
+                "description": "true when an earlier create with this Idempotency-Key made the job",
+                "schema": {"type": "string"},
+            },
+        },
+    },
     404: {"model": ErrorResponse, "description": "unknown model or upload id"},
     409: {"model": ErrorResponse, "description": "Idempotency-Key reused with a different body"},
     413: {
@@ -92,7 +107,11 @@ CREATE_RESPONSES: Responses = {
         "description": "a file above its limit, the whole request above ANIMEGAN_MAX_REQUEST_BYTES, or a "
         "direct upload that holds more than its declared size (upload_size_mismatch)",
     },
-    415: {"model": ErrorResponse, "description": "not an image, an unsupported format, a truncated image"},
+    415: {
+        "model": ErrorResponse,
+        "description": "not an image, an unsupported format, a truncated image; multipart_required: a JSON (or "
+        "other non-form) body",
+    },
     422: {
         "model": ErrorResponse,
         "description": "bad parameter (max_side is required with size_mode=max_side and refused otherwise; "
@@ -233,10 +252,15 @@ class NewJob:
 
 
 def submit_job(
-    services: Services, tenant: str, job: NewJob, idempotency_key: str | None, webhook_url: str | None
+    services: Services,
+    tenant: str,
+    job: NewJob,
+    idempotency_key: str | None,
+    webhook_url: str | None,
+    options: JobOptions,
 ) -> tuple[JobRecord, bool]:
-    """Create (or replay) `job`; return (record, created). Inputs are written before the task is sent; a replay
-    answers with the existing job instead."""
+    """Create (or replay) `job` with the options every kind takes (deadline, webhook events); return (record,
+    created). Inputs are written before the task is sent; a replay answers with the existing job instead."""
     if not isinstance(job.spec, job.kind.spec):
         raise TypeError(
             f"a {job.kind.name} job takes a {job.kind.spec.__name__}, not {type(job.spec).__name__}"
@@ -248,7 +272,7 @@ def submit_job(
             return existing, False
     release_name = _reserve_model_name(services, tenant, job)
     try:
-        record, created = _create(services, tenant, job, idempotency_key, webhook_url)
+        record, created = _create(services, tenant, job, idempotency_key, webhook_url, options)
     except BaseException:
         release_name()
         raise
@@ -282,7 +306,12 @@ def _reserve_model_name(services: Services, tenant: str, job: NewJob) -> Callabl
 
 
 def _create(
-    services: Services, tenant: str, job: NewJob, idempotency_key: str | None, webhook_url: str | None
+    services: Services,
+    tenant: str,
+    job: NewJob,
+    idempotency_key: str | None,
+    webhook_url: str | None,
+    options: JobOptions,
 ) -> tuple[JobRecord, bool]:
     token = services.slots.reserve(tenant)
     try:
@@ -295,6 +324,9 @@ def _create(
             request_hash=job.digest,
             webhook_url=webhook_url,
             job_id=job.job_id,
+            deadline=options.deadline,
+            webhook_events=tuple(e.value for e in options.webhook_events),
+            storage_id=services.storage_id,
         )
     except IdempotencyConflict as exc:
         services.slots.release(tenant, token)
@@ -309,7 +341,7 @@ def _create(
         return record, False
     services.slots.assign(tenant, token, record.id)
     _start(services, job, record.id)
-    return services.jobs.get(record.id) or record, True
+    return record, True  # as created (queued): a worker may already be on it, the job's own URL tells
 
 
 def _replayed(services: Services, tenant: str, idempotency_key: str, digest: str) -> JobRecord | None:

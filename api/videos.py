@@ -13,6 +13,9 @@ from api.settings import ApiSettings
 from workers.contracts.video import VideoSegmentSpec
 from workers.media import CONTAINER_EXT, UNKNOWN_CONTAINER_EXT
 
+# Containers FFmpeg opens that hold still images (single or animated), besides its *_pipe image readers.
+IMAGE_CONTAINERS = frozenset({"image2", "gif", "apng", "webp"})
+
 
 @dataclass(frozen=True)
 class CheckedVideo:
@@ -38,6 +41,15 @@ def check_video(data: bytes, name: str, settings: ApiSettings) -> CheckedVideo:
         info = probe_video(data)
     except VideoError as exc:
         raise ApiError(415, "not_a_video", f"{name}: {exc}") from exc
+    container = info.format.split(",")[0]
+    if container.endswith("_pipe") or container in IMAGE_CONTAINERS:
+        # FFmpeg reads a still image as a one-frame "video" (jpeg_pipe, png_pipe, ...): not what /v1/videos is for.
+        raise ApiError(
+            415,
+            "not_a_video",
+            f"{name}: this is a still image ({container.removesuffix('_pipe')}), not a video clip; send images to "
+            "/v1/stylize or /v1/batches",
+        )
     limits = [
         (
             "video_too_long",

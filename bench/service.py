@@ -98,7 +98,7 @@ class InProcess:
 class Stack:
     """The API (uvicorn) and one worker as child processes, on Redis and a temporary local storage folder."""
 
-    def __init__(self, redis_url: str, root: Path, models: Path, threads: int):
+    def __init__(self, redis_url: str, root: Path, models: Path, threads: int, profile: Path | None = None):
         self.root = root
         port = _free_port()
         self.url = f"http://127.0.0.1:{port}"
@@ -113,7 +113,8 @@ class Stack:
             "ANIMEGAN_MAX_BATCH_ITEMS": "10000",
         }
         self.procs: list[subprocess.Popen] = []
-        self._spawn("api", [sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port),
+        profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
+        self._spawn("api", [sys.executable, *profiler, "-m", "uvicorn", "api.main:app", "--port", str(port),
                             "--log-level", "warning"])  # fmt: skip
         _wait(lambda: _answers(f"{self.url}/healthz"), 60, "the API")
 
@@ -181,6 +182,45 @@ def accepted_per_second(client: ApiClient, jobs: int, threads: int) -> float:
     return per_thread * threads / (time.perf_counter() - start)
 
 
+def accept_load(url: str, key: str, clients: int, jobs: int) -> dict[str, float]:
+    """`clients` concurrent connections (asyncio, one client process) submitting `jobs` small stylize jobs in all,
+    no worker running: submissions per second, latency percentiles of one submission, and non-202 answers."""
+    import asyncio
+
+    image = photo(999, 64)
+    latencies: list[float] = []
+    errors = 0
+
+    async def one_client(http: httpx.AsyncClient, count: int) -> None:
+        nonlocal errors
+        for _ in range(count):
+            started = time.perf_counter()
+            answer = await http.post(
+                "/v1/stylize", data={"model": MODEL}, files={"file": ("p.jpg", image, "image/jpeg")}
+            )
+            latencies.append(time.perf_counter() - started)
+            errors += answer.status_code != 202
+
+    async def run() -> float:
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        async with httpx.AsyncClient(
+            base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60, limits=limits
+        ) as http:
+            await one_client(http, 5)  # warm-up: connections, first-call costs
+            latencies.clear()
+            started = time.perf_counter()
+            await asyncio.gather(*(one_client(http, jobs // clients) for _ in range(clients)))
+            return time.perf_counter() - started
+
+    seconds = asyncio.run(run())
+    return {
+        "rate": len(latencies) / seconds,
+        "p50": percentile(latencies, 50),
+        "p99": percentile(latencies, 99),
+        "errors": float(errors),
+    }
+
+
 def stack_job_seconds(client: ApiClient, image: bytes) -> float:
     """Seconds from POST to the result's bytes in hand for one job (completion seen over SSE)."""
     start = time.perf_counter()
@@ -212,6 +252,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=200, help="images in the batch")
     parser.add_argument("--latency-jobs", type=int, default=40, help="sequential single-image jobs")
     parser.add_argument("--accept-jobs", type=int, default=200, help="jobs submitted for the acceptance rate")
+    parser.add_argument(
+        "--accept-only",
+        type=int,
+        default=0,
+        metavar="CLIENTS",
+        help="only the acceptance load: --accept-jobs submissions from this many concurrent clients, then exit",
+    )
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="with --accept-only: cProfile the API into this file"
+    )
     parser.add_argument("--size", type=int, default=256, help="side of the square test photos")
     # One thread: on a shared 2-core machine two OpenMP threads contend with other processes and run 4-10x
     # slower than one; the worker and the in-process loop always use the same count.
@@ -236,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     client_redis = redis.Redis.from_url(args.redis_url)
     client_redis.flushdb()
     key = create_api_key(client_redis, "bench")
-    stack = Stack(args.redis_url, root, models, args.threads)
+    stack = Stack(args.redis_url, root, models, args.threads, profile=args.profile)
     try:
         with ApiClient(stack.url, key, timeout=600) as client:
             # The model record appears when the worker registers built-ins; register it ahead for acceptance.
@@ -246,6 +296,12 @@ def main(argv: list[str] | None = None) -> int:
                 MODEL, None, "models/public/bench/generator.safetensors", {"arch": "v2"}, public=True,
                 source="builtin", replace=True,
             )  # fmt: skip
+            if args.accept_only:
+                load = accept_load(stack.url, key, args.accept_only, args.accept_jobs)
+                print(f"- accepted: {load['rate']:.0f} jobs/s, p50 {load['p50'] * 1000:.1f} ms, p99 "
+                      f"{load['p99'] * 1000:.1f} ms, {load['errors']:.0f} errors ({args.accept_only} concurrent "
+                      f"clients, {args.accept_jobs} submissions of a 64x64 JPEG, no worker)")  # fmt: skip
+                return 0
             logger.info("acceptance: %d submissions, no worker running ...", args.accept_jobs)
             accept_rate = accepted_per_second(client, args.accept_jobs, threads=4)
             client_redis.delete("stylize")  # drop the acceptance jobs' tasks before a worker sees them

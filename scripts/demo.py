@@ -271,9 +271,38 @@ def main(argv: list[str] | None = None) -> int:
             pass
     start_process("api", [str(ANIMEGAN), "serve", "--host", "127.0.0.1", "--port", str(args.port)], env)
     start_process("worker", [str(ANIMEGAN), "worker", "--concurrency", "1", "--loglevel", "info"], env)
-    wait_ready(api_url, ["api", "worker"], timeout=90)
-    key = api_key(api_url, env)
-    wait_for_model(api_url, key, model, timeout=90)
+    key: str | None = None
+    try:
+        wait_ready(api_url, ["api", "worker"], timeout=90)
+        key = api_key(api_url, env)
+        wait_for_model(api_url, key, model, timeout=90)
+        return _stylize_samples(args, api_url, key, model, trained, photos, env)
+    except SystemExit:
+        # A step failed, but what started may still run: say where it is and how to stop it, not only why.
+        if args.once:
+            stop_all()
+        else:
+            _still_running(api_url, key)
+        raise
+
+
+def _still_running(api_url: str, key: str | None) -> None:
+    if read_pid("api") is not None:
+        log(f"the API is still running at {api_url} (OpenAPI docs: {api_url}/docs); logs in {STATE / 'logs'}")
+        if key:
+            log(f"the web page: {api_url}/#key={key}")
+    log("stop everything with: ./deploy/local/run.sh --stop")
+
+
+def _stylize_samples(
+    args: argparse.Namespace,
+    api_url: str,
+    key: str,
+    model: str,
+    trained: bool,
+    photos: Path,
+    env: dict[str, str],
+) -> int:
 
     if args.out.exists():
         shutil.rmtree(args.out)

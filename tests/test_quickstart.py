@@ -94,3 +94,29 @@ def test_make_test_does_not_reinstall_a_current_dev_venv(stand_in_venv):
     (stand_in_venv / ".animegan-dev-stamp").write_text(project_hash() + "\n")
     commands = make_dry_run(stand_in_venv, "test")
     assert "pip install" not in commands and "pytest" in commands, commands
+
+
+def test_a_failed_demo_still_says_where_the_api_runs_and_how_to_stop_it(monkeypatch, capsys, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("demo_script", PROJECT_ROOT / "scripts" / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    started = []
+    monkeypatch.setattr(demo, "prepare_model", lambda weights: ("tiny", False))
+    monkeypatch.setattr(demo, "photo_folder", lambda requested: tmp_path)
+    monkeypatch.setattr(demo, "start_process", lambda name, argv, env: started.append(name) or 4242)
+    monkeypatch.setattr(demo, "read_pid", lambda name: 4242 if name in started else None)
+    monkeypatch.setattr(
+        demo.httpx, "get", lambda *a, **k: (_ for _ in ()).throw(demo.httpx.ConnectError("no"))
+    )
+
+    def worker_died(api_url, names, timeout):
+        raise SystemExit("[demo] the worker exited with 1; its log: data/local/logs/worker.log")
+
+    monkeypatch.setattr(demo, "wait_ready", worker_died)
+    with pytest.raises(SystemExit, match="the worker exited"):
+        demo.main(["--port", "8765"])
+    out = capsys.readouterr().out
+    assert "the API is still running at http://127.0.0.1:8765" in out
+    assert "stop everything with: ./deploy/local/run.sh --stop" in out

@@ -290,9 +290,13 @@ def test_http_examples_run_as_written(http_stack):
     assert proc.returncode == 0, (
         f"README HTTP examples failed:\n{proc.stderr[-3000:]}\n{proc.stdout[-2000:]}\n{logs}"
     )
-    assert Image.open(root / "meadow.anime.jpg").format == "JPEG"
-    assert Image.open(root / "first.png").format == "PNG"
-    with zipfile.ZipFile(root / "results.zip") as archive:
+    assert Image.open(root / "out" / "meadow.anime.jpg").format == "JPEG"
+    assert Image.open(root / "out" / "first.png").format == "PNG"
+    # What the examples write goes under out/ (ignored), never loose in the project root.
+    loose = [n for n in ("meadow.anime.jpg", "first.png", "results.zip", "photos.zip", "lake-pan.anime.mp4")
+             if (root / n).exists()]  # fmt: skip
+    assert not loose, loose
+    with zipfile.ZipFile(root / "out" / "results.zip") as archive:
         assert len([n for n in archive.namelist() if not n.endswith("/")]) == 2
     assert "\nprogress 2/2\n" in proc.stdout and "\nsucceeded\n" in proc.stdout, proc.stdout
     client = httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {key}"})

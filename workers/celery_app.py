@@ -38,6 +38,7 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
+from workers import redis_keys
 from workers.contracts.base import Queues
 from workers.contracts.registry import TASK_QUEUES
 from workers.settings import ServiceSettings, load_settings
@@ -64,6 +65,11 @@ def celery_config(settings: ServiceSettings) -> dict[str, Any]:
         # default, set here so it cannot drift: it must stay below any proxy's idle timeout).
         "health_check_interval": 25,
     }
+    _, broker_prefix = redis_keys.namespace_prefixes(settings.namespace)
+    if broker_prefix:
+        # Every broker key (queues, unacked, fan-out channels) under the deployment's namespace: another
+        # deployment on this Redis has queues of the same names that this one never reads.
+        transport["global_keyprefix"] = broker_prefix
     extra: dict[str, Any] = {}  # more Celery options (see above)
     if settings.redis_url.startswith("sentinel:"):
         # kombu's sentinel transport asks the Sentinels for this master (again after each failover).
@@ -111,6 +117,7 @@ def celery_config(settings: ServiceSettings) -> dict[str, Any]:
 def create_celery_app(settings: ServiceSettings) -> Celery:
     """A new app for these settings. `include` names the task package (every kind's tasks), imported only by
     worker processes."""
+    redis_keys.set_namespace(settings.namespace)
     app = Celery("animegan", include=["workers.tasks"], set_as_current=False)
     app.conf.update(celery_config(settings))
     return app

@@ -3,7 +3,7 @@ in the same atomic step as each job transition, so reading the figures costs the
 
 Fields of the hash (redis_keys.METRICS):
   active:<kind>:<status>        jobs queued or running now (+1 entering the status, -1 leaving it)
-  finished:<kind>:<status>      jobs that ended succeeded, failed or canceled, ever (a counter)
+  finished:<kind>:<status>      jobs that ended in each terminal status (FINISHED_STATUSES), ever (a counter)
   duration_bucket:<kind>:<le>   finished jobs that ran at most `le` seconds (cumulative, as Prometheus wants)
   duration_count:<kind>, duration_sum:<kind>   finished jobs that had started, and their run time in seconds
   images                        images (video frames) stylized by finished jobs, ever
@@ -22,7 +22,20 @@ RATE_WINDOW_SECONDS = 300
 IMAGE_SLOT_SECONDS = 10
 
 ACTIVE_STATUSES = ("queued", "running")
-FINISHED_STATUSES = ("succeeded", "failed", "canceled")
+# Every terminal status (workers.jobstore.TERMINAL_STATUSES, spelled out: the job store imports this module).
+FINISHED_STATUSES = ("succeeded", "partial", "failed", "canceled", "expired")
+
+# Lua, prepended to every script that must leave a terminal job alone: is_terminal(status).
+TERMINAL_LUA = (
+    "local TERMINAL = {"
+    + ", ".join(f"['{status}'] = true" for status in FINISHED_STATUSES)
+    + "}\nlocal function is_terminal(status) return status == false or status == nil or TERMINAL[status] == true end\n"
+    # A job that ends gives its tenant's concurrent-job slot back (api.limits.ActiveJobSlots): O(1) quotas.
+    + "local function release_slot(job_key)\n"
+    + "  local slots, id = unpack(redis.call('HMGET', job_key, 'active_key', 'id'))\n"
+    + "  if slots then redis.call('ZREM', slots, 'j:' .. id) end\n"
+    + "end\n"
+)
 
 
 def active_field(kind: str, status: str) -> str:
@@ -67,7 +80,8 @@ def window_slots(now: float) -> list[int]:
 # Lua, prepended to the scripts that end a job: counts the end of a job of `kind` that was in status `from`
 # and ends in `to`. KEYS of the caller: metrics hash, images slot key. `started` may be false (never ran).
 COUNT_END_LUA = (
-    "local DURATION_BUCKETS = {"
+    TERMINAL_LUA
+    + "local DURATION_BUCKETS = {"
     + ", ".join(f"'{bucket_label(b)}'" for b in DURATION_BUCKETS)
     + "}\n"
     + f"local IMAGE_SLOT_TTL = {RATE_WINDOW_SECONDS + 2 * IMAGE_SLOT_SECONDS}\n"

@@ -9,8 +9,9 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, cast
 
@@ -37,18 +38,26 @@ MAX_IDEMPOTENCY_KEY = 200
 
 
 class JobStatus(StrEnum):
+    """A job's lifecycle (README, "Job states"): queued -> running -> one terminal status, which is final."""
+
     QUEUED = "queued"
     RUNNING = "running"
-    SUCCEEDED = "succeeded"
+    SUCCEEDED = "succeeded"  # every item of it succeeded
+    PARTIAL = "partial"  # a batch some of whose images failed (result: the ones done, error: a summary)
     FAILED = "failed"
     CANCELED = "canceled"
+    EXPIRED = "expired"  # its deadline passed before it ended (it did not run, or was stopped)
 
     @property
     def is_terminal(self) -> bool:
         return self in TERMINAL_STATUSES
 
 
-TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
+TERMINAL_STATUSES = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.PARTIAL, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.EXPIRED}
+)
+# The statuses that leave a result to download (a partial batch: the images that were done).
+RESULT_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.PARTIAL})
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,13 @@ class JobRecord:
     webhook_url: str | None
     cancel_requested: bool
     last_event: JSONObject | None
+    deadline: float | None = None  # epoch seconds after which it expires (api.job_options); None: never
+    # The webhook events its create asked for (workers.contracts.webhooks.WebhookEvent values).
+    webhook_events: tuple[str, ...] = ("completed",)
+    queue_score: float | None = None  # send time of its first task (workers.queue_positions); None: not sent
+    storage_id: str | None = (
+        None  # the marker id of the storage its inputs went to (workers.storage_identity)
+    )
 
     @property
     def is_terminal(self) -> bool:
@@ -81,6 +97,11 @@ class JobRecord:
         data = asdict(self)
         data["status"] = self.status.value
         return data
+
+
+def deadline_text(deadline: float) -> str:
+    """A deadline as users wrote it: RFC 3339 in UTC, to the second."""
+    return datetime.fromtimestamp(deadline, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def new_job_id() -> str:
@@ -130,6 +151,10 @@ class JobStore:
         self._mark_item = redis_client.register_script(lua.MARK_ITEM)
         self._set_progress = redis_client.register_script(lua.SET_PROGRESS)
         self._add_attempt = redis_client.register_script(lua.ADD_ATTEMPT)
+        self._expire = redis_client.register_script(lua.EXPIRE)
+        self._delete = redis_client.register_script(lua.DELETE)
+        # Called with the job id after each progress update that moved (workers: the "progress" webhook).
+        self.on_progress: Callable[[str], None] | None = None
 
     @classmethod
     def from_settings(cls, redis_client: redis.Redis, settings: ServiceSettings) -> JobStore:
@@ -172,8 +197,12 @@ class JobStore:
         request_hash: str | None = None,
         webhook_url: str | None = None,
         job_id: str | None = None,
+        deadline: float | None = None,
+        webhook_events: tuple[str, ...] = (),
+        storage_id: str | None = None,
     ) -> tuple[JobRecord, bool]:
-        """Store a queued job; with an idempotency key, a repeat returns (existing record, False)."""
+        """Store a queued job; with an idempotency key, a repeat returns (existing record, False). A job with a
+        `deadline` (epoch seconds) joins the deadlines set that expire_due() sweeps."""
         check_kind(kind)
         check_owner(owner)
         job_id = job_id or new_job_id()
@@ -188,12 +217,13 @@ class JobStore:
             "id": job_id, "kind": kind, "owner": owner, "status": JobStatus.QUEUED.value,
             "params": json.dumps(params), "progress": "{}", "done": 0, "failed": 0, "total": int(total),
             "created_at": repr(now), "updated_at": repr(now), "attempts": 0, "cancel": 0,
-            "webhook_url": webhook_url or "",
+            "webhook_url": webhook_url or "", "deadline": repr(float(deadline)) if deadline is not None else "",
+            "webhook_events": ",".join(webhook_events), "storage_id": storage_id or "",
         }  # fmt: skip
         idem = self._idempotency_key(owner, idempotency_key) if idempotency_key else redis_keys.NO_IDEMPOTENCY
         flat = [item for pair in fields.items() for item in pair]
         existing_id, existing_hash, created = self._create(
-            keys=[self.job_key(job_id), self._owner_index(owner), idem, redis_keys.METRICS],
+            keys=[self.job_key(job_id), self._owner_index(owner), idem, redis_keys.METRICS, redis_keys.DEADLINES],
             args=[
                 1 if idempotency_key else 0, job_id, int(now * 1_000_000), self.idempotency_ttl_seconds,
                 request_hash or "", redis_keys.PREFIX, kind, *flat,
@@ -202,6 +232,11 @@ class JobStore:
         existing_id, existing_hash = _text(existing_id), _text(existing_hash)
         if not int(created) and existing_hash != (request_hash or ""):
             raise IdempotencyConflict(owner, idempotency_key or "", existing_id)
+        if int(created):
+            # The record is exactly the fields just written: built here, without reading them back.
+            made = self._parse({k: str(v) for k, v in fields.items()})
+            assert made is not None  # parsed from a non-empty mapping
+            return made, True
         record = self.get(existing_id)
         if record is None:  # only if the record expired in the microseconds since the script ran
             raise RuntimeError(f"job {existing_id} vanished right after create; retry the request")
@@ -247,6 +282,10 @@ class JobStore:
             webhook_url=h.get("webhook_url") or None,
             cancel_requested=h.get("cancel") == "1",
             last_event=_loads(h.get("last_event")),
+            deadline=_float(h.get("deadline")),
+            webhook_events=tuple((h.get("webhook_events") or "completed").split(",")),
+            queue_score=_float(h.get("queue_score")),
+            storage_id=h.get("storage_id") or None,
         )
 
     def iter_records(self, max_records: int = 10_000) -> Iterator[JobRecord]:
@@ -326,23 +365,31 @@ class JobStore:
         return json.dumps({"event": event_type, "job_id": job_id, "ts": time.time(), **fields})
 
     def transition(
-        self, job_id: str, to: JobStatus | str, allowed_from: set[JobStatus], **payload: JSONObject
+        self,
+        job_id: str,
+        to: JobStatus | str,
+        allowed_from: set[JobStatus],
+        result: JSONObject | None = None,
+        error: JSONObject | None = None,
     ) -> bool:
         """Move to `to` if the current status is in `allowed_from`; a terminal status never changes.
 
-        `payload` may carry result= or error= (stored as JSON). Publishes a status event when it moves.
+        `result` and `error` are stored as JSON (a partial batch has both). Publishes a status event when it moves.
         """
         to = JobStatus(to)
         allowed = [JobStatus(s).value for s in allowed_from]
-        field = next(iter(payload), "")
-        if len(payload) > 1 or field not in ("", "result", "error"):
-            raise ValueError(f"transition takes at most one of result=, error=; got {sorted(payload)}")
-        event = self._event(job_id, "status", status=to.value, **payload)
+        extra: JSONObject = {}
+        if result is not None:
+            extra["result"] = result
+        if error is not None:
+            extra["error"] = error
+        event = self._event(job_id, "status", status=to.value, **extra)
         now = time.time()
         moved = self._transition(
             keys=[*self._job_keys(job_id), *self._metrics_keys(now)],
-            args=[to.value, repr(now), self.ttl_seconds, int(to.is_terminal), field,
-                  json.dumps(payload[field]) if field else "", event, self.events_channel(job_id), *allowed],
+            args=[to.value, repr(now), self.ttl_seconds, int(to.is_terminal),
+                  json.dumps(result) if result is not None else "", json.dumps(error) if error is not None else "",
+                  event, self.events_channel(job_id), *allowed],
         )  # fmt: skip
         return bool(int(moved))
 
@@ -352,6 +399,11 @@ class JobStore:
 
     def succeed(self, job_id: str, result: JSONObject) -> bool:
         return self.transition(job_id, JobStatus.SUCCEEDED, {JobStatus.RUNNING}, result=result)
+
+    def partial(self, job_id: str, result: JSONObject, code: str, message: str) -> bool:
+        """running -> partial: some items succeeded (`result`), the others failed (`message` sums them up)."""
+        error = {"code": code, "message": message}
+        return self.transition(job_id, JobStatus.PARTIAL, {JobStatus.RUNNING}, result=result, error=error)
 
     def fail(self, job_id: str, code: str, message: str) -> bool:
         error = {"code": code, "message": message}
@@ -373,8 +425,73 @@ class JobStore:
         return bool(int(result))
 
     def is_cancel_requested(self, job_id: str) -> bool:
-        flag = self.redis.hget(self.job_key(job_id), "cancel")
-        return flag is not None and _text(flag) == "1"
+        """True once the job should stop: its owner canceled it, or its deadline passed (stop_reason says which)."""
+        flag, deadline = self.redis.hmget(self.job_key(job_id), ["cancel", "deadline"])
+        if flag is not None and _text(flag) == "1":
+            return True
+        due = _float(deadline)
+        return due is not None and time.time() >= due
+
+    def stop_reason(self, job_id: str) -> str | None:
+        """Why a job is to stop: "user" (POST cancel), "deadline" (it passed), or None (it is not to stop)."""
+        flag, reason, deadline = self.redis.hmget(
+            self.job_key(job_id), ["cancel", "cancel_reason", "deadline"]
+        )
+        if flag is not None and _text(flag) == "1":
+            return _text(reason) if reason else "user"
+        due = _float(deadline)
+        return "deadline" if due is not None and time.time() >= due else None
+
+    def mark_expired(self, job_id: str, message: str) -> bool:
+        """A worker stopped the job (or never started it) because its deadline passed: -> expired."""
+        error = {"code": "deadline_exceeded", "message": message}
+        return self.transition(job_id, JobStatus.EXPIRED, {JobStatus.QUEUED, JobStatus.RUNNING}, error=error)
+
+    def expire(self, job_id: str, now: float | None = None) -> int:
+        """Enforce a passed deadline (Lua EXPIRE): 1 a queued job expired here, 2 a running one was told to stop,
+        0 the job had already ended, -1 not due."""
+        now = time.time() if now is None else now
+        record = self.get(job_id)
+        when = deadline_text(record.deadline) if record is not None and record.deadline else "its deadline"
+        message = f"the deadline ({when}) passed while the job was queued; it never ran"
+        error = {"code": "deadline_exceeded", "message": message}
+        event = self._event(job_id, "status", status=JobStatus.EXPIRED.value, error=error)
+        return int(
+            self._expire(
+                keys=[*self._job_keys(job_id), *self._metrics_keys(now), redis_keys.DEADLINES],
+                args=[
+                    repr(now),
+                    self.ttl_seconds,
+                    job_id,
+                    json.dumps(error),
+                    event,
+                    self.events_channel(job_id),
+                ],
+            )
+        )
+
+    def expire_due(self, now: float | None = None, limit: int = 200) -> dict[str, int]:
+        """Enforce every deadline that has passed (the API sweeps this each second): job id -> expire()'s answer."""
+        now = time.time() if now is None else now
+        due = cast(
+            list[bytes | str], self.redis.zrangebyscore(redis_keys.DEADLINES, "-inf", now, start=0, num=limit)
+        )
+        return {_text(job_id): self.expire(_text(job_id), now) for job_id in due}
+
+    def delete(self, job_id: str, owner: str) -> int:
+        """Remove an ended job's record and every Redis key of it: 1 done, 0 not ended yet, -1 no such job."""
+        companions = [
+            redis_keys.job_items(job_id), redis_keys.job_item_errors(job_id), redis_keys.job_video_segments(job_id),
+            redis_keys.job_video_frames(job_id), redis_keys.webhook_progress_gate(job_id),
+            redis_keys.webhook_progress_seq(job_id),
+        ]  # fmt: skip
+        keys = [
+            self.job_key(job_id),
+            self._owner_index(check_owner(owner)),
+            redis_keys.DEADLINES,
+            *companions,
+        ]
+        return int(self._delete(keys=keys, args=[job_id]))
 
     def mark_item_done(self, job_id: str, index: int) -> bool:
         """Count batch item `index` as done; True only the first time (a redelivered chunk does not recount)."""
@@ -423,7 +540,7 @@ class JobStore:
             args=[json.dumps(fields), counters["done"], counters["total"], repr(time.time()),
                   self.events_channel(job_id), job_id, "", 0, "", ""],
         )  # fmt: skip
-        return bool(int(result))
+        return self._progressed(job_id, bool(int(result)))
 
     def append_progress(
         self,
@@ -440,7 +557,12 @@ class JobStore:
             args=["{}", "", "", repr(time.time()), self.events_channel(job_id), job_id,
                   field, keep_last or 0, json.dumps(item), unique_by or ""],
         )  # fmt: skip
-        return bool(int(result))
+        return self._progressed(job_id, bool(int(result)))
+
+    def _progressed(self, job_id: str, moved: bool) -> bool:
+        if moved and self.on_progress is not None:
+            self.on_progress(job_id)
+        return moved
 
     def add_attempt(self, job_id: str, unit: str = "job") -> int:
         """Count one more lost delivery of the task running `unit` of the job (a batch chunk, a training

@@ -49,7 +49,10 @@ def broker_mentions(client: redis.Redis, job_ids: set[str], queue: str = Queues.
     carry the job id in clear text); one LRANGE and one HVALS, run once per reconcile pass and queue."""
     if not job_ids:
         return set()
-    messages = [*client.lrange(queue, 0, -1), *client.hvals(redis_keys.KOMBU_UNACKED)]
+    messages = [
+        *client.lrange(redis_keys.broker_queue(queue), 0, -1),
+        *client.hvals(redis_keys.KOMBU_UNACKED),
+    ]
     text = [m.decode(errors="replace") if isinstance(m, bytes) else str(m) for m in messages]
     return {job_id for job_id in job_ids if any(job_id in message for message in text)}
 

@@ -2,11 +2,48 @@
 
 All start with PREFIX, so the service's keys are easy to find, count and tell apart in a shared Redis.
 Ids and owners never contain ':'; free text (idempotency keys, API tokens) only ever enters as a digest.
+A deployment namespace (ANIMEGAN_NAMESPACE, applied by set_namespace when settings load) puts every key of one
+deployment under `animegan:<namespace>:` and its broker queues under BROKER_PREFIX, so deployments that share a
+Redis never see each other's jobs nor take each other's tasks.
 """
 
 from __future__ import annotations
 
+import re
+
 PREFIX = "animegan:"
+NAMESPACE = ""  # this process's deployment namespace ("" : the keys of a deployment without one)
+# What kombu puts before every broker key (queues, unacked, fan-out channels): its global_keyprefix.
+BROKER_PREFIX = ""
+NAMESPACE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+
+
+def namespace_prefixes(namespace: str) -> tuple[str, str]:
+    """(key prefix, broker prefix) of a namespace; ("animegan:", "") without one, as before namespaces."""
+    if not namespace:
+        return "animegan:", ""
+    if not NAMESPACE_RE.match(namespace):
+        raise ValueError(
+            f"namespace {namespace!r} must be 1-40 of a-z, 0-9, - and _, starting with a letter or digit"
+        )
+    return f"animegan:{namespace}:", f"animegan:{namespace}:broker:"
+
+
+def set_namespace(namespace: str) -> None:
+    """Use `namespace` for every key and broker queue this process names (call before any is used)."""
+    global PREFIX, NAMESPACE, BROKER_PREFIX, JOB_PATTERN, NO_IDEMPOTENCY, DEADLINES, METRICS, KOMBU_UNACKED
+    PREFIX, BROKER_PREFIX = namespace_prefixes(namespace)
+    NAMESPACE = namespace
+    JOB_PATTERN = f"{PREFIX}job:*"
+    NO_IDEMPOTENCY = f"{PREFIX}idem:none"
+    DEADLINES = f"{PREFIX}deadlines"
+    METRICS = f"{PREFIX}metrics:jobs"
+    KOMBU_UNACKED = f"{BROKER_PREFIX}unacked"
+
+
+def broker_queue(queue: str) -> str:
+    """The Redis list of a broker queue (kombu's key, with this deployment's BROKER_PREFIX)."""
+    return f"{BROKER_PREFIX}{queue}"
 
 
 # Job records (workers.jobstore): a hash per job, its companion keys, and an index per owner.
@@ -42,6 +79,16 @@ def job_events(job_id: str) -> str:
     return f"{job(job_id)}:events"
 
 
+def webhook_progress_gate(job_id: str) -> str:
+    """Set for PROGRESS_WEBHOOK_SECONDS after a job's progress webhook is sent: the next waits till it expires."""
+    return f"{job(job_id)}:webhook-progress"
+
+
+def webhook_progress_seq(job_id: str) -> str:
+    """Counter numbering a job's progress deliveries (each its own webhook-id)."""
+    return f"{job(job_id)}:webhook-progress-seq"
+
+
 def owner_jobs(owner: str) -> str:
     """Sorted set of an owner's job ids by creation time (listing, pagination)."""
     return f"{PREFIX}owner:{owner}:jobs"
@@ -52,7 +99,9 @@ def job_idempotency(owner: str, key_digest: str) -> str:
     return f"{PREFIX}idem:{owner}:{key_digest}"
 
 
-NO_IDEMPOTENCY = f"{PREFIX}idem:none"  # placeholder KEYS entry of a create without an Idempotency-Key
+NO_IDEMPOTENCY = f"{PREFIX}idem:none"
+# Sorted set of the ids of jobs with a deadline (score: the deadline, epoch seconds), swept by JobStore.expire_due.
+DEADLINES = f"{PREFIX}deadlines"  # placeholder KEYS entry of a create without an Idempotency-Key
 
 
 # Service-wide job figures (workers.job_metrics): one hash the job transitions count into, and the images of
@@ -68,6 +117,16 @@ def metrics_queued(kind: str) -> str:
     """Sorted set of a kind's queued jobs (score: creation time), kept by the same Lua scripts as METRICS; its
     first member is the oldest waiting job. The scripts derive it from METRICS, so the two must stay in step."""
     return f"{METRICS}:queued:{kind}"
+
+
+def queue_tasks(queue: str, task: str) -> str:
+    """Sorted set of the tasks named `task` sent to a broker queue and not started yet (score: send time)."""
+    return f"{PREFIX}queue:{queue}:tasks:{task}"
+
+
+def task_seconds(queue: str, task: str, model: str) -> str:
+    """List of the run times of the latest `task`s of `model` on `queue` ("*": any model), newest first."""
+    return f"{PREFIX}queue:{queue}:seconds:{task}:{model}"
 
 
 def workers_alive(queue: str) -> str:
@@ -114,7 +173,18 @@ def rate_window(tenant: str, window_index: int) -> str:
 
 
 def active_jobs(tenant: str) -> str:
+    """Sorted set of a tenant's jobs holding a concurrent-job slot ("j:<id>"); each leaves it as it ends."""
     return f"{PREFIX}active:{tenant}"
+
+
+def active_reservations(tenant: str) -> str:
+    """Sorted set of the slot reservations of a tenant's creates in flight (score: when taken)."""
+    return f"{PREFIX}active:{tenant}:reserved"
+
+
+def active_prune_gate(tenant: str) -> str:
+    """Set for a minute after a tenant's full quota was checked job by job (api.limits.ActiveJobSlots.prune)."""
+    return f"{PREFIX}active:{tenant}:pruned"
 
 
 # Direct uploads (api.routes.uploads) and the idempotency slots of creates that are not jobs.
@@ -132,4 +202,4 @@ def model_idempotency(tenant: str, key_digest: str) -> str:
 
 # Not ours, read only: kombu's Redis transport keeps delivered, unacknowledged messages in this hash
 # (workers.reconciler looks there for a job's in-flight task).
-KOMBU_UNACKED = "unacked"
+KOMBU_UNACKED = "unacked"  # with BROKER_PREFIX in front once set_namespace ran

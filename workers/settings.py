@@ -42,6 +42,10 @@ class ServiceSettings(BaseSettings):
     # unix://, or sentinel://[:password@]host:26379[;sentinel://host2:26379]/db with redis_sentinel_master.
     # It must persist (appendonly yes) and never evict (maxmemory-policy noeviction): README, "Scaling out".
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Deployment namespace: every Redis key goes under animegan:<namespace>: and the broker queues under
+    # animegan:<namespace>:broker:, so deployments sharing one Redis never mix jobs or tasks. Give each deployment
+    # its own (the local demo derives one from its checkout); "" keeps the un-namespaced keys.
+    namespace: str = ""
     # Name of the master that the Sentinels of a sentinel:// redis_url watch; required with sentinel://.
     redis_sentinel_master: str | None = None
     # "text" for people, "json" (one object a line, with job_id where there is one) for log pipelines; read by
@@ -103,6 +107,14 @@ class ServiceSettings(BaseSettings):
     # run on any workers at once; a lost worker costs one segment. A segment's stylizing time must stay well
     # inside ANIMEGAN_VISIBILITY_TIMEOUT_SECONDS, or the broker hands it out again while it runs.
     video_segment_seconds: float = Field(default=10.0, gt=0)
+
+    @field_validator("namespace")
+    @classmethod
+    def _check_namespace(cls, value: str) -> str:
+        from workers.redis_keys import namespace_prefixes
+
+        namespace_prefixes(value)  # ValueError naming the rule
+        return value
 
     @field_validator("redis_url")
     @classmethod
@@ -325,7 +337,15 @@ def load_settings(cls: type[SettingsT] = ServiceSettings, **overrides: Any) -> S
             name = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
             problems.append(f"  {name}: {error['msg']}")
         raise ConfigurationError(f"invalid {cls.__name__}:\n" + "\n".join(problems)) from exc
-    logger.info("settings loaded: redis=%s storage=%s", _redact(settings.redis_url), settings.storage_url)
+    from workers import redis_keys
+
+    redis_keys.set_namespace(settings.namespace)  # one process, one deployment: every key name from here on
+    logger.info(
+        "settings loaded: redis=%s storage=%s namespace=%s",
+        _redact(settings.redis_url),
+        settings.storage_url,
+        settings.namespace or "(none)",
+    )
     return settings
 
 

@@ -125,7 +125,9 @@ class WorkerWatchdog:
         quiet = now - max(self.last_received, self.last_busy)
         if self.stall_seconds and quiet >= self.stall_seconds:
             try:
-                waiting = {queue: int(self.redis.llen(queue)) for queue in self.queues}
+                waiting = {
+                    queue: int(self.redis.llen(redis_keys.broker_queue(queue))) for queue in self.queues
+                }
             except redis.RedisError as exc:
                 # Redis down is not a stall of this worker; Celery reconnects, then the check resumes.
                 logger.warning("watchdog: cannot read queue lengths (%s)", exc)

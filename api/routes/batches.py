@@ -23,6 +23,7 @@ from api.images import (
     safe_name,
     scan_image_archive,
 )
+from api.job_options import JobOptionsDep, WaitingCreateRoute
 from api.schemas import BatchForm, JobPublic, UploadPurpose
 from api.submission import (
     CREATE_RESPONSES,
@@ -46,7 +47,7 @@ from workers.storage.ranged import RangedObject
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1", tags=["batches"])
+router = APIRouter(prefix="/v1", tags=["batches"], route_class=WaitingCreateRoute)
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,7 @@ def create_batch(
     form: Annotated[BatchForm, Form()],
     tenant: Tenant,
     services: ServicesDep,
+    options: JobOptionsDep,
     files: Annotated[list[UploadFile] | None, File(description="images (repeat the part)")] = None,
     archive: Annotated[UploadFile | None, File(description="a zip archive of images")] = None,
     idempotency_key: IdempotencyKey = None,
@@ -199,6 +201,6 @@ def create_batch(
             messages=lambda job_id: chunk_messages(job_id, input_keys, settings.batch_chunk_size),
             job_id=job_id,
         )
-        record, created = submit_job(services, tenant, job, idem, webhook)
+        record, created = submit_job(services, tenant, job, idem, webhook, options.with_form(form))
     logger.info("batch job %s for %s: %d images", record.id, tenant, len(items))
     return accepted(response, request, services, record, created)

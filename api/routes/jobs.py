@@ -19,13 +19,14 @@ from api.errors import ApiError, not_found
 from api.events import job_event_stream
 from api.schemas import ErrorResponse, JobFile, JobFileList, JobList, JobPublic
 from api.submission import Responses
-from api.views import api_url, job_public, kind_of
-from workers import enqueue, keys, media
-from workers.contracts.base import Download, JobKind
+from api.views import api_url, estimate_args, job_public, kind_of, queue_estimate
+from workers import enqueue, keys, media, queue_positions
+from workers.contracts.base import Download, JobKind, job_prefixes
 from workers.contracts.registry import KINDS
 from workers.contracts.webhooks import webhook_message
 from workers.exceptions import InvalidCursor
-from workers.jobstore import JobRecord, JobStatus
+from workers.jobstore import RESULT_STATUSES, JobRecord, JobStatus
+from workers.json_types import JSONObject
 from workers.storage import NotFound
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,8 @@ def list_jobs(
 
 @router.get("/{job_id}", response_model=JobPublic, responses=NOT_FOUND, summary="One job with its progress")
 def get_job(job_id: str, request: Request, tenant: Tenant, services: ServicesDep) -> JobPublic:
-    return job_public(services, request, owned_job(services, tenant, job_id))
+    record = owned_job(services, tenant, job_id)
+    return job_public(services, request, record, queue_estimate(services, record))
 
 
 @router.post(
@@ -110,6 +112,8 @@ def cancel_job(job_id: str, request: Request, tenant: Tenant, services: Services
     kind = kind_of(record)
     queued = kind.queued_task_ids(record, services.settings) if kind is not None else []
     if record.status == JobStatus.QUEUED and queued:
+        assert kind is not None  # queued is empty without one
+        queue_positions.forget(services.redis, kind.queue.value, queued)
         try:
             enqueue.revoke(queued)
         except (KombuError, redis.RedisError, OSError) as exc:
@@ -123,6 +127,38 @@ def cancel_job(job_id: str, request: Request, tenant: Tenant, services: Services
         except (KombuError, redis.RedisError, OSError) as exc:
             logger.error("job %s: could not enqueue its webhook: %s", job_id, exc)
     return job_public(services, request, current)
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=204,
+    response_class=Response,
+    responses={
+        **NOT_FOUND,
+        409: {"model": ErrorResponse, "description": "job_active: the job has not ended; cancel it first"},
+    },
+    summary="Delete an ended job: its record, its stored inputs and its outputs",
+)
+def delete_job(job_id: str, tenant: Tenant, services: ServicesDep) -> Response:
+    """A queued or running job is refused (409), never cancelled as a side effect: POST .../cancel first, then
+    DELETE once it has ended. Direct uploads it read stay (DELETE /v1/uploads/{id} removes those)."""
+    record = owned_job(services, tenant, job_id)
+    if not record.is_terminal:
+        raise ApiError(
+            409,
+            "job_active",
+            f"job {job_id} is {record.status.value}; cancel it first (POST /v1/jobs/{job_id}/cancel), then delete "
+            "it once it has ended",
+        )
+    kind = kind_of(record)
+    prefixes = kind.stored_prefixes(record) if kind is not None else job_prefixes(record)
+    removed = sum(
+        services.store.delete_prefix(prefix) for prefix in prefixes
+    )  # storage first: a retry finds it
+    if services.jobs.delete(job_id, tenant) == 0:  # ended jobs never become active again; defensive
+        raise ApiError(409, "job_active", f"job {job_id} has not ended; cancel it first")
+    logger.info("job %s of %s deleted (%d stored objects)", job_id, tenant, removed)
+    return Response(status_code=204)
 
 
 def _deliver(services: Services, file: Download) -> Response:
@@ -155,14 +191,16 @@ def _kind(record: JobRecord) -> JobKind:
 
 
 def _require_succeeded(record: JobRecord) -> None:
-    if record.status == JobStatus.SUCCEEDED:
+    if record.status in RESULT_STATUSES:  # a partial batch's archive holds the images done and errors.json
         return
-    if record.status == JobStatus.FAILED and record.error:
-        detail = f"failed: {record.error.get('code')}: {record.error.get('message')}"
+    if record.error:
+        detail = f"{record.status.value}: {record.error.get('code')}: {record.error.get('message')}"
     else:
         detail = f"is {record.status.value}"
     raise ApiError(
-        409, "result_not_ready", f"job {record.id} {detail}; a result exists only once it succeeded"
+        409,
+        "result_not_ready",
+        f"job {record.id} {detail}; a result exists only once it succeeded (or a batch ended partial)",
     )
 
 
@@ -254,12 +292,23 @@ def get_file(job_id: str, kind: str, name: str, tenant: Tenant, services: Servic
 )
 def job_events(job_id: str, request: Request, tenant: Tenant, services: ServicesDep) -> StreamingResponse:
     owned_job(services, tenant, job_id)
+
+    async def estimate(job_id: str) -> JSONObject | None:
+        record = await services.job_events.get(job_id)
+        args = estimate_args(services, record) if record is not None else None
+        if args is None:
+            return None
+        queue, model, own, keys, argv = args
+        raw = await services.job_events.redis.eval(queue_positions.ESTIMATE, len(keys), *keys, *argv)
+        return queue_positions.build_estimate(queue, model, own, list(raw), float(argv[1])).to_dict()
+
     stream = job_event_stream(
         services.job_events,
         job_id,
         request,
         lambda record: job_public(services, request, record).model_dump(mode="json"),
         services.settings.sse_keepalive_seconds,
+        estimate,
     )
     return StreamingResponse(
         stream,

@@ -9,6 +9,7 @@ from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
 
 from api.deps import ServicesDep, Tenant
 from api.images import inspect_image
+from api.job_options import JobOptionsDep, WaitingCreateRoute
 from api.schemas import JobPublic, StylizeForm, UploadPurpose
 from api.submission import (
     CREATE_RESPONSES,
@@ -28,7 +29,7 @@ from workers.jobstore import new_job_id
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1", tags=["stylize"])
+router = APIRouter(prefix="/v1", tags=["stylize"], route_class=WaitingCreateRoute)
 
 
 @router.post(
@@ -46,6 +47,7 @@ def create_stylize(
     form: Annotated[StylizeForm, Form()],
     tenant: Tenant,
     services: ServicesDep,
+    options: JobOptionsDep,
     file: Annotated[UploadFile | None, File(description="the image (JPEG, PNG, WebP, BMP)")] = None,
     idempotency_key: IdempotencyKey = None,
 ) -> JobPublic:
@@ -79,6 +81,6 @@ def create_stylize(
         messages=lambda job_id: [stylize_message(job_id, input_key)],
         job_id=job_id,
     )
-    record, created = submit_job(services, tenant, job, idem, webhook)
+    record, created = submit_job(services, tenant, job, idem, webhook, options.with_form(form))
     logger.info("stylize job %s for %s (%s, %dx%d)", record.id, tenant, source.name, info.width, info.height)
     return accepted(response, request, services, record, created)

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from api.deps import Services, ServicesDep, Tenant
 from api.errors import ApiError, validation_message
 from api.images import check_dataset_archive, check_paired_archives, safe_name
+from api.job_options import JobOptionsDep, WaitingCreateRoute
 from api.schemas import JobPublic, TrainingForm, UploadPurpose
 from api.submission import (
     CREATE_RESPONSES,
@@ -51,7 +52,7 @@ from workers.training_memory import estimate_step_bytes
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1", tags=["trainings"])
+router = APIRouter(prefix="/v1", tags=["trainings"], route_class=WaitingCreateRoute)
 
 
 def parse_hyperparameters(text: str) -> TrainingHyperparameters:
@@ -153,6 +154,7 @@ def create_training(
     form: Annotated[TrainingForm, Form()],
     tenant: Tenant,
     services: ServicesDep,
+    options: JobOptionsDep,
     photos: Annotated[UploadFile | None, File(description="zip of real photos")] = None,
     styles: Annotated[UploadFile | None, File(description="zip of style (anime) images")] = None,
     targets: Annotated[
@@ -204,7 +206,7 @@ def create_training(
             job_id=new_job_id(),
             model_name=form.name,
         )
-        record, created = submit_job(services, tenant, job, idem, webhook)
+        record, created = submit_job(services, tenant, job, idem, webhook, options.with_form(form))
     logger.info("training job %s for %s: model %s, mode %s", record.id, tenant, form.name, form.mode.value)
     return accepted(response, request, services, record, created)
 

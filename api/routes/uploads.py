@@ -9,7 +9,7 @@ import logging
 import time
 import uuid
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Services, ServicesDep, Tenant
@@ -119,6 +119,21 @@ def create_upload(
 @router.get("/{upload_id}", response_model=UploadPublic, responses={404: {"model": ErrorResponse}})
 def get_upload(upload_id: str, request: Request, tenant: Tenant, services: ServicesDep) -> UploadPublic:
     return _public(services, request, upload_id, load_upload(services, tenant, upload_id))
+
+
+@router.delete(
+    "/{upload_id}",
+    status_code=204,
+    response_class=Response,
+    responses={404: {"model": ErrorResponse}},
+    summary="Delete a direct upload: its bytes and its record (a queued job that reads it then fails input_missing)",
+)
+def delete_upload(upload_id: str, tenant: Tenant, services: ServicesDep) -> Response:
+    load_upload(services, tenant, upload_id)  # 404 for others' or unknown ids
+    services.store.delete(keys.upload(tenant, upload_id))
+    services.redis.delete(redis_keys.upload(upload_id))
+    logger.info("upload %s of %s deleted", upload_id, tenant)
+    return Response(status_code=204)
 
 
 @router.put(

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
 
 from api.deps import ServicesDep, Tenant
+from api.job_options import JobOptionsDep, WaitingCreateRoute
 from api.schemas import ErrorResponse, JobPublic, UploadPurpose, VideoForm
 from api.submission import (
     CREATE_RESPONSES,
@@ -31,7 +32,7 @@ from workers.media import OCTET_STREAM
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1", tags=["videos"])
+router = APIRouter(prefix="/v1", tags=["videos"], route_class=WaitingCreateRoute)
 
 VIDEO_RESPONSES: Responses = {
     **CREATE_RESPONSES,
@@ -64,6 +65,7 @@ def create_video(
     form: Annotated[VideoForm, Form()],
     tenant: Tenant,
     services: ServicesDep,
+    options: JobOptionsDep,
     file: Annotated[UploadFile | None, File(description="the clip (MP4, MOV, MKV, WebM ...)")] = None,
     idempotency_key: IdempotencyKey = None,
 ) -> JobPublic:
@@ -108,7 +110,7 @@ def create_video(
         messages=lambda job_id: segment_messages(job_id, len(video.segments)),
         job_id=job_id,
     )
-    record, created = submit_job(services, tenant, job, idem, webhook)
+    record, created = submit_job(services, tenant, job, idem, webhook, options.with_form(form))
     logger.info(
         "video job %s for %s (%s, %dx%d, %d frames, %d segments)",
         record.id, tenant, source.name, info.width, info.height, video.frames, len(video.segments),

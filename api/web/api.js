@@ -2,7 +2,8 @@
 // the job event stream. EventSource cannot send an Authorization header, so events are read with fetch().
 
 const KEY_STORAGE = "animegan.apiKey";
-const TERMINAL = new Set(["succeeded", "failed", "canceled"]);
+// The API's terminal statuses (JobStatus in the OpenAPI schema; tests/api/test_web_assets.py compares them).
+const TERMINAL = new Set(["succeeded", "partial", "failed", "canceled", "expired"]);
 
 export function savedKey() {
   return localStorage.getItem(KEY_STORAGE) || "";

@@ -28,8 +28,9 @@ function trainingForm(form) {
   data.append("photos", form.elements.photos.files[0]);
   if (mode === "unpaired" && form.elements.styles.files[0]) data.append("styles", form.elements.styles.files[0]);
   if (mode === "paired" && form.elements.targets.files[0]) data.append("targets", form.elements.targets.files[0]);
-  if (mode === "teacher") data.append("teacher", form.elements.teacher.value);
-  const hyper = { preset: form.elements.preset.value };
+  if (mode === "distill") data.append("teacher", form.elements.teacher.value);
+  // No preset chosen: the API starts from the mode's own (paired: "paired", distill: "distill").
+  const hyper = form.elements.preset.value ? { preset: form.elements.preset.value } : {};
   for (const name of HYPER_NUMBERS) {
     const value = form.elements[name].value;
     if (value !== "") hyper[name] = Number(value);
@@ -159,12 +160,35 @@ async function train(form) {
   }
 }
 
+// What each mode of the API's TrainingMode needs, in words; a mode the API adds later shows under its own name.
+const MODE_TEXT = {
+  unpaired: "unpaired (photos + style images)",
+  paired: "paired (photos + their stylized targets)",
+  distill: "teacher (distil an existing model)",
+};
+
+// The form's vocabularies come from the schema the API validates with (/openapi.json), so they cannot drift
+// from it: the modes (TrainingMode) and the presets (TrainPreset).
+async function buildVocabularies(form) {
+  const schemas = (await (await fetch("/openapi.json")).json()).components.schemas;
+  const modes = schemas.TrainingMode.enum;
+  const fieldset = form.querySelector("fieldset.modes");
+  fieldset.append(...modes.map((mode, i) => {
+    const radio = element("input", { type: "radio", name: "mode", value: mode });
+    radio.checked = i === 0;
+    radio.addEventListener("change", () => showModeFields(form));
+    return element("label", {}, radio, ` ${MODE_TEXT[mode] || mode}`);
+  }));
+  form.elements.preset.replaceChildren(
+    element("option", { value: "", text: "the mode's own" }),
+    ...schemas.TrainPreset.enum.map((preset) => element("option", { value: preset, text: preset })),
+  );
+  showModeFields(form);
+}
+
 export function initTraining() {
   const form = $("#train-form");
-  showModeFields(form);
-  for (const radio of form.querySelectorAll("input[name=mode]")) {
-    radio.addEventListener("change", () => showModeFields(form));
-  }
+  buildVocabularies(form).catch(showError);
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     train(form).catch(showError);

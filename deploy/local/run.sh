@@ -97,4 +97,8 @@ fi
 
 # 3. The API, the worker, the model and the photos: scripts/demo.py (Python from here on).
 export ANIMEGAN_REDIS_URL="$REDIS_URL"
+# Each checkout its own deployment namespace (Redis keys and broker queues): two demos on one machine and one
+# Redis never take each other's tasks nor see each other's jobs. Set ANIMEGAN_NAMESPACE to choose another.
+ANIMEGAN_NAMESPACE="${ANIMEGAN_NAMESPACE:-demo-$(printf '%s' "$ROOT" | sha256sum | cut -c1-10)}"
+export ANIMEGAN_NAMESPACE
 exec "$VENV/bin/python" scripts/demo.py "$@"

@@ -21,6 +21,7 @@ from tests.api.conftest import ANIMEGAN, REDIS_URL, Api, png_bytes, start_api, w
 pytestmark = pytest.mark.e2e
 
 MODEL = "tiny"
+WORKER_MAX_PIXELS = 5000
 
 
 def write_tiny_model(folder: Path) -> None:
@@ -51,6 +52,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Api, dict[
         "ANIMEGAN_DEVICE": "cpu",
         "ANIMEGAN_TORCH_THREADS": "1",
         "ANIMEGAN_INFERENCE_PRECISION": "fp32",
+        # Below the API's 1,000,000: an image of more pixels passes the API's check and fails on the worker
+        # (bad_image), which is how these tests make one image of a batch fail.
+        "ANIMEGAN_MAX_IMAGE_PIXELS": str(WORKER_MAX_PIXELS),
     }
     log = (tmp / "worker.log").open("wb")
     worker = subprocess.Popen(
@@ -95,6 +99,21 @@ def test_client_stylize_wait_download_and_events(stack, tmp_path):
             assert img.format == "PNG" and img.mode == "RGB"
 
 
+def test_client_and_cli_get_a_single_image_in_one_request_with_prefer_wait(stack, tmp_path):
+    api, env = stack
+    with ApiClient(api.url, api.keys["alice"]) as client:
+        job = client.stylize(png_bytes((60, 40)), model=MODEL, wait=30)
+        assert job["status"] == "succeeded", job  # the create's own answer: no polling
+    photo = tmp_path / "one.png"
+    photo.write_bytes(png_bytes((44, 36)))
+    out = tmp_path / "out"
+    done = cli(env, "submit", str(photo), "--model", MODEL, "--out", str(out), "--api", api.url,
+               "--key", api.keys["alice"], "--wait", "30")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(out / "one.png") and (out / "one.png").stat().st_size > 0
+    assert "stylizing" not in done.stderr  # answered finished: no progress bar to follow
+
+
 def test_cli_submit_folder_status_and_cancel(stack, tmp_path):
     api, env = stack
     photos = tmp_path / "photos"
@@ -121,6 +140,44 @@ def test_cli_submit_folder_status_and_cancel(stack, tmp_path):
     assert cancel.returncode == 1 and "already ended" in cancel.stderr
     other = cli(env, "status", job_id, "--api", api.url, "--key", api.keys["bob"])
     assert other.returncode == 1 and "404" in other.stderr
+
+
+def test_cli_submit_of_a_batch_with_failed_images_exits_1_and_says_how_many_and_why(stack, tmp_path):
+    api, env = stack
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        Image.open(io.BytesIO(png_bytes((40, 32), color=(60 * i, 90, 150)))).save(photos / f"ok{i}.png")
+    Image.open(io.BytesIO(png_bytes((100, 80)))).save(photos / "big.png")  # 8,000 px: the worker refuses it
+    out = tmp_path / "out"
+    done = cli(env, "submit", str(photos), "--model", MODEL, "--out", str(out), "--api", api.url,
+               "--key", api.keys["alice"], "--timeout", "120")  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["ok0.png", "ok1.png"]
+    assert "2 of 3 result(s)" in done.stderr
+    assert "partial: 1 of 3 images failed: bad_image x1" in done.stderr, done.stderr
+    job_id = done.stderr.split("job ", 1)[1].split()[0]
+    job = httpx.get(f"{api.url}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {api.keys['alice']}"})
+    body = job.json()
+    assert body["status"] == "partial" and body["error"]["code"] == "some_images_failed"
+    assert body["result"]["failures"] == {"bad_image": 1} and body["progress"]["failed"] == 1
+    # The archive of a partial batch is its result: the images done plus errors.json.
+    archive = httpx.get(
+        f"{api.url}/v1/jobs/{job_id}/result", headers={"Authorization": f"Bearer {api.keys['alice']}"}
+    )
+    assert archive.status_code == 200 and archive.content[:2] == b"PK"
+
+
+def test_cli_submit_of_one_image_that_fails_exits_1_naming_the_error(stack, tmp_path):
+    api, env = stack
+    photo = tmp_path / "big.png"
+    Image.open(io.BytesIO(png_bytes((100, 80)))).save(photo)
+    done = cli(env, "submit", str(photo), "--model", MODEL, "--out", str(tmp_path / "out"), "--api", api.url,
+               "--key", api.keys["alice"], "--timeout", "120")  # fmt: skip
+    assert done.returncode == 1
+    assert " failed: bad_image: " in done.stderr and "is above the limit of 5,000 pixels" in done.stderr, (
+        done.stderr
+    )
 
 
 def test_cli_keys_create_prints_a_working_token(stack):

@@ -20,7 +20,8 @@ def spec(api) -> dict:
     [
         ("PATCH", "/v1/models", {"GET", "POST"}),
         ("PUT", "/v1/models/some-name", {"GET", "DELETE"}),
-        ("DELETE", "/v1/uploads/abc", {"GET", "PUT"}),
+        ("PATCH", "/v1/uploads/abc", {"GET", "PUT", "DELETE"}),
+        ("PUT", "/v1/jobs/abc", {"GET", "DELETE"}),
         ("GET", "/v1/stylize", {"POST"}),
     ],
 )

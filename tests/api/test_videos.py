@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 from collections.abc import Iterator
 
 import pytest
+from PIL import Image
 
 from tests.api.conftest import PUBLIC_MODEL, Api, error_of, start_api
 from tests.video_clips import write_audio_only, write_clip
@@ -108,6 +110,16 @@ def test_bad_clips_get_their_4xx(alice, tmp_path, kind, status, code):
     assert r.status_code == status, r.text
     assert error_of(r)["code"] == code
     assert "ANIMEGAN_" in error_of(r)["message"] or status != 422
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF"])
+def test_a_still_image_is_not_a_video(alice, fmt):
+    # FFmpeg reads a JPEG as a 1-frame clip; it used to "succeed" as a 1-frame MP4 (the README says 415).
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (10, 20, 30)).save(buf, fmt)
+    r = post(alice, buf.getvalue())
+    assert r.status_code == 415, r.text
+    assert error_of(r)["code"] == "not_a_video" and "still image" in error_of(r)["message"]
 
 
 def test_unknown_model_and_missing_file(alice, tmp_path):

@@ -58,3 +58,13 @@ def test_the_page_may_load_nothing_from_another_origin(api):
 def test_openapi_schema_lists_the_api_and_not_the_page(api):
     paths = httpx.get(f"{api.url}/openapi.json").json()["paths"]
     assert "/v1/stylize" in paths and "/" not in paths and "/docs" not in paths
+
+
+def test_the_pages_terminal_statuses_are_the_apis(api):
+    # A status the page does not know as final would leave its job card waiting forever (partial, expired).
+    schema = httpx.get(f"{api.url}/openapi.json").json()
+    statuses = set(schema["components"]["schemas"]["JobStatus"]["enum"]) - {"queued", "running"}
+    script = (WEB_DIR / "api.js").read_text()
+    listed = re.search(r"const TERMINAL = new Set\(\[([^\]]*)\]\)", script)
+    assert listed is not None, "api.js no longer lists TERMINAL"
+    assert set(re.findall(r'"([a-z]+)"', listed.group(1))) == statuses

@@ -178,3 +178,58 @@ def test_a_file_that_is_not_an_image_shows_the_apis_message(stack, browser, tmp_
     assert shown == f"{message} (not_an_image)"
     refused = browser.find_element("css selector", ".job-card[data-status=refused] .status")
     assert message in refused.text
+
+
+def test_a_first_visit_without_a_key_asks_for_one_and_shows_no_error(stack, browser):
+    url, _ = stack
+    browser.get(f"{url}/")
+    browser.execute_script("localStorage.clear()")
+    browser.get(f"{url}/")
+    wait_for(browser, "document.getElementById('key-status').textContent", "the key hint")
+    assert "paste your API key" in browser.find_element("id", "key-status").text
+    assert browser.find_element("id", "error").get_attribute("hidden") is not None
+
+
+def test_the_training_form_offers_and_sends_the_modes_and_presets_the_api_takes(stack, browser, tmp_path):
+    url, key = stack
+    open_page_with_key(browser, url, key)
+    schema = httpx.get(f"{url}/openapi.json").json()["components"]["schemas"]
+    radios = wait_for(browser, "[...document.querySelectorAll('#train-form input[name=mode]')].map(r => r.value)",
+                      "the mode choices")  # fmt: skip
+    assert radios == schema["TrainingMode"]["enum"]  # "distill", never the "teacher" the API refused (422)
+    presets = browser.execute_script("return [...document.querySelectorAll('#train-form select[name=preset] option')]"
+                                     ".map(o => o.value)")  # fmt: skip
+    assert presets == ["", *schema["TrainPreset"]["enum"]]
+    photos = tmp_path / "photos.zip"
+    with zipfile.ZipFile(photos, "w") as zf:
+        for name in ("meadow", "lake"):
+            zf.write(SAMPLES / f"{name}.jpg", f"{name}.jpg")
+    form = browser.find_element("id", "train-form")
+    form.find_element("css selector", "input[name=mode][value=distill]").click()
+    assert form.find_element("css selector", "[data-mode=distill]").is_displayed()
+    fields = {"name": "web-student", "photos": str(photos), "batch_size": "2", "image_size": "32",
+              "max_total_steps": "2", "base_channels": "8"}  # fmt: skip
+    for name, value in fields.items():
+        form.find_element("name", name).send_keys(value)
+    form.find_element("css selector", "button[type=submit]").click()
+    card = ".training-card[data-status=succeeded]"
+    wait_for(browser, f"document.querySelector('{card}')", "the distillation run to succeed", timeout=240)
+    job_id = browser.execute_script(f"return document.querySelector('{card}').dataset.jobId")
+    job = httpx.get(f"{url}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"}).json()
+    assert job["params"]["mode"] == "distill" and job["params"]["teacher"] == BUILTIN_MODEL
+    # No preset picked: the mode's own, not the unpaired v2-hayao the page used to send for every mode.
+    assert job["params"]["hyperparameters"].get("preset") is None
+
+
+def test_a_reload_keeps_the_keys_earlier_photo_jobs(stack, browser):
+    url, key = stack
+    open_page_with_key(browser, url, key)
+    listed = httpx.get(f"{url}/v1/jobs", headers={"Authorization": f"Bearer {key}"}).json()["items"]
+    photo_jobs = [j["id"] for j in listed if j["kind"] in ("stylize", "batch")]
+    assert photo_jobs, "the earlier tests of this module made photo jobs"
+    browser.refresh()
+    shown = wait_for(browser, "(() => { const c = [...document.querySelectorAll('#history .past-job')];"
+                     " return c.length ? c.map(e => e.dataset.jobId) : null; })()", "the restored jobs")  # fmt: skip
+    assert shown == photo_jobs[: len(shown)] and len(shown) == min(len(photo_jobs), 20)
+    wait_for(browser, "document.querySelector('#history .past-job[data-status=succeeded] img.after[src^=\"blob:\"]')",
+             "a restored job's result")  # fmt: skip

@@ -121,7 +121,7 @@ def test_enqueue_helpers_route_by_name(redis_url, redis_client):
     (train,) = queued_messages(redis_client, "train")
     assert train["headers"]["id"] == "j3-segment-0" and train["decoded"][0][0]["segment"] == 0
     (hook,) = queued_messages(redis_client, "webhooks")
-    assert hook["decoded"][0][0] == {"version": 1, "job_id": "j1", "event": "succeeded"}
+    assert hook["decoded"][0][0] == {"version": 1, "job_id": "j1", "event": "succeeded", "seq": 0}
 
 
 def test_video_segments_and_join_go_to_the_stylize_queue_with_deterministic_ids(redis_url, redis_client):
@@ -247,7 +247,8 @@ def test_a_cancel_revokes_exactly_the_tasks_the_create_sent():
         "stylize": [stylize_message("j7", keys[0]).task_id],
         "batch": [m.task_id for m in chunk_messages("j7", keys, settings.batch_chunk_size)],
         "video": [m.task_id for m in segment_messages("j7", 3)],
-        "train": [],  # a training run is never revoked: its segments check the cancel flag between steps
+        # A run not started yet has its first segment queued; once running, its segments check the cancel flag.
+        "train": [segment_message("j7", 0).task_id],
     }
     params = {"segments": [{"index": n} for n in range(3)]}
     for name, kind in KINDS.items():

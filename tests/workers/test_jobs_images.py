@@ -177,10 +177,14 @@ def test_batch_chunks_count_once_and_finalize_with_per_image_errors(ctx):
     run_chunk(ctx, job_id, chunks[1])
     run_chunk(ctx, job_id, chunks[2])
     record = ctx.jobs.get(job_id)
-    assert record.status == "succeeded", record.error
+    # One image of seven failed: the batch is partial, never succeeded, with its failures summed up by code.
+    assert record.status == "partial", record.error
     assert (record.progress["done"], record.progress["failed"]) == (6, 1)
     assert [e["index"] for e in record.result["errors"]] == [5]
     assert record.result["errors"][0]["code"] == "bad_image"
+    assert record.result["failures"] == {"bad_image": 1}
+    assert record.error["code"] == "some_images_failed"
+    assert record.error["message"].startswith("1 of 7 images failed: bad_image x1 (e.g. ")
     with zipfile.ZipFile(io.BytesIO(ctx.store.get_bytes(keys.output_archive(job_id)))) as zf:
         names = zf.namelist()
     assert len([n for n in names if n.endswith(".png")]) == 6 and "errors.json" in names
@@ -194,6 +198,7 @@ def test_batch_of_only_bad_images_fails(ctx):
     record = ctx.jobs.get(job_id)
     assert record.status == "failed"
     assert record.error["code"] == "all_images_failed"
+    assert record.error["message"].startswith("all 2 images failed: bad_image x2 (e.g. ")
 
 
 def test_batch_stops_at_cancel_between_images(ctx, monkeypatch):
@@ -262,3 +267,24 @@ def test_forward_batch_size_follows_the_device(ctx):
     assert inference_options(replace(ctx, device="cuda"), spec).batch_size == 8
     tuned = replace(ctx, settings=ctx.settings.model_copy(update={"inference_batch_size": 8}))
     assert inference_options(tuned, spec).batch_size == 8
+
+
+def test_a_jobs_error_never_shows_the_tenant_a_workers_scratch_path_or_the_storage_endpoint(ctx):
+    import tempfile
+
+    from workers.jobs import JobInputError
+
+    record, _ = ctx.jobs.create("video", OWNER, {"model": "tiny"}, total=1)
+    scratch = f"{tempfile.gettempdir()}/animegan-video-k2j4/source"
+    ctx.settings = ctx.settings.model_copy(update={"s3_endpoint_url": "http://minio.internal:9000"})
+    with recorded_outcome(ctx, record.id):
+        raise JobInputError(
+            "bad_video",
+            f"segment 0: [Errno 1094995529] Invalid data: '{scratch}' (http://minio.internal:9000)",
+        )
+    message = ctx.jobs.get(record.id).error["message"]
+    assert tempfile.gettempdir() not in message and "minio.internal" not in message, message
+    assert (
+        message
+        == "segment 0: [Errno 1094995529] Invalid data: '<the worker's copy of the input>' (<storage>)"
+    )

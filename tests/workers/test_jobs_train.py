@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import uuid
 import zipfile
 
@@ -272,6 +273,30 @@ def test_cancel_stops_training_between_steps(ctx, monkeypatch):
     record = ctx.jobs.get(job_id)
     assert record.status == "canceled"
     assert record.progress["step"] == 2
+
+
+def test_a_deadline_stops_training_after_a_checkpoint_and_ends_it_expired(ctx, monkeypatch):
+    from workers import keys, redis_keys
+
+    job_id = train_job(ctx, steps=50)
+    import workers.jobs.train as train_module
+
+    real_hooks = train_module.SegmentHooks
+
+    class DeadlineAtTwo(real_hooks):
+        def progress(self, p):
+            super().progress(p)
+            if p.step == 2:  # the deadline passes now (as the API's sweep would find it)
+                ctx.jobs.redis.hset(redis_keys.job(self.job_id), "deadline", repr(time.time() - 0.01))
+
+    monkeypatch.setattr(train_module, "SegmentHooks", DeadlineAtTwo)
+    assert run_segment(ctx, job_id, 0) == SegmentOutcome.finished
+    record = ctx.jobs.get(job_id)
+    assert record.status == "expired" and record.error["code"] == "deadline_exceeded"
+    assert "training stopped at step 2, its checkpoint kept" in record.error["message"]
+    # The stop wrote and uploaded a checkpoint of step 2 first: a new run can start from it.
+    assert [c["step"] for c in record.progress["checkpoints"]] == [2]
+    assert ctx.store.exists(keys.checkpoint(job_id, 2))
 
 
 def test_a_worker_without_vgg_weights_fails_training_with_what_to_set(ctx):

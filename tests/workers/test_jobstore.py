@@ -59,6 +59,37 @@ def test_lifecycle_and_terminal_is_final(jobstore, redis_client):
     assert 0 < redis_client.ttl(JobStore.job_key(record.id)) <= 600
 
 
+def test_partial_keeps_result_and_error_and_every_terminal_status_is_final(jobstore, redis_client):
+    from workers import job_metrics
+    from workers.jobstore import TERMINAL_STATUSES
+
+    # The Lua scripts' terminal table is built from job_metrics.FINISHED_STATUSES: it must be the same set.
+    assert set(job_metrics.FINISHED_STATUSES) == {s.value for s in TERMINAL_STATUSES}
+    record, _ = jobstore.create("batch", "alice", {}, total=2)
+    pubsub = jobstore.subscribe(record.id)
+    jobstore.start(record.id)
+    assert jobstore.partial(record.id, {"outputs": [0]}, "some_images_failed", "1 of 2 images failed")
+    done = jobstore.get(record.id)
+    assert done.status == JobStatus.PARTIAL and done.result == {"outputs": [0]}
+    assert done.error == {"code": "some_images_failed", "message": "1 of 2 images failed"}
+    assert done.finished_at is not None and redis_client.ttl(JobStore.job_key(record.id)) > 0
+    events = []
+    deadline = time.monotonic() + 5
+    while len(events) < 2 and time.monotonic() < deadline:  # running, then partial
+        message = pubsub.get_message(timeout=1)
+        if message is not None and message["type"] == "message":
+            events.append(json.loads(message["data"]))
+    pubsub.close()
+    assert events[-1]["status"] == "partial" and events[-1]["error"]["code"] == "some_images_failed"
+    for status in TERMINAL_STATUSES:
+        other, _ = jobstore.create("batch", "alice", {}, total=1)
+        jobstore.start(other.id)
+        assert jobstore.transition(other.id, status, {JobStatus.RUNNING})
+        assert not jobstore.transition(other.id, JobStatus.RUNNING, set(JobStatus)), status
+        assert not jobstore.cancel(other.id) and not jobstore.set_progress(other.id, done=1), status
+        assert jobstore.get(other.id).status == status
+
+
 def test_expiry_is_set_only_on_terminal_and_covers_item_sets(jobstore, redis_client):
     record, _ = jobstore.create("batch", "alice", {}, total=3)
     jobstore.start(record.id)
@@ -282,3 +313,34 @@ def test_a_redelivered_segment_replaces_its_entry_in_the_progress_list(jobstore)
         {"segment": 1, "resumed_from_step": 60},
         {"segment": 2, "resumed_from_step": 80},
     ]
+
+
+def test_expire_due_ends_queued_jobs_and_flags_running_ones(jobstore, redis_client):
+    from workers import job_metrics, redis_keys
+
+    now = time.time()
+    queued, _ = jobstore.create("stylize", "alice", {}, total=1, deadline=now + 10)
+    running, _ = jobstore.create("batch", "alice", {}, total=4, deadline=now + 10)
+    later, _ = jobstore.create("stylize", "alice", {}, total=1, deadline=now + 100)
+    none, _ = jobstore.create("stylize", "alice", {}, total=1)
+    jobstore.start(running.id)
+    assert jobstore.get(queued.id).deadline == now + 10
+    assert redis_client.zcard(redis_keys.DEADLINES) == 3  # jobs without a deadline are not in the set
+    assert jobstore.expire_due(now + 5) == {}
+    assert not jobstore.is_cancel_requested(running.id)
+    assert jobstore.expire_due(now + 11) == {queued.id: 1, running.id: 2}
+    expired = jobstore.get(queued.id)
+    assert expired.status == JobStatus.EXPIRED and expired.started_at is None
+    assert expired.error["code"] == "deadline_exceeded" and "never ran" in expired.error["message"]
+    # The running one stops at its worker's next check, which ends it expired (not canceled).
+    assert jobstore.get(running.id).status == JobStatus.RUNNING
+    assert jobstore.is_cancel_requested(running.id) and jobstore.stop_reason(running.id) == "deadline"
+    assert jobstore.expire_due(now + 12) == {}  # swept entries leave the set; a second sweep does nothing
+    assert redis_client.zrange(redis_keys.DEADLINES, 0, -1) == [later.id]
+    assert jobstore.get(none.id).status == JobStatus.QUEUED and jobstore.stop_reason(none.id) is None
+    figures = redis_client.hgetall(redis_keys.METRICS)
+    assert figures[job_metrics.finished_field("stylize", "expired")] == "1"
+    assert figures[job_metrics.active_field("stylize", "queued")] == "2"
+    # A user's cancel is told apart from a deadline.
+    jobstore.cancel(later.id)
+    assert jobstore.stop_reason(later.id) == "user" and jobstore.get(later.id).status == JobStatus.CANCELED

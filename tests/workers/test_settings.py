@@ -130,3 +130,27 @@ def test_keys_layout(build, expected):
 def test_keys_refuse_unsafe_ids(build):
     with pytest.raises(InvalidKey):
         build()
+
+
+def test_a_namespace_puts_every_key_and_broker_queue_of_a_deployment_apart():
+    from workers import redis_keys
+    from workers.celery_app import celery_config
+    from workers.exceptions import ConfigurationError
+    from workers.settings import ServiceSettings, load_settings
+
+    try:
+        settings = load_settings(ServiceSettings, namespace="demo-1a2b")
+        assert redis_keys.job("j1") == "animegan:demo-1a2b:job:j1"
+        assert redis_keys.METRICS == "animegan:demo-1a2b:metrics:jobs"
+        assert redis_keys.KOMBU_UNACKED == "animegan:demo-1a2b:broker:unacked"
+        assert redis_keys.broker_queue("stylize") == "animegan:demo-1a2b:broker:stylize"
+        assert celery_config(settings)["broker_transport_options"]["global_keyprefix"] == (
+            "animegan:demo-1a2b:broker:"
+        )
+        plain = load_settings(ServiceSettings)
+        assert redis_keys.job("j1") == "animegan:job:j1" and redis_keys.broker_queue("stylize") == "stylize"
+        assert "global_keyprefix" not in celery_config(plain)["broker_transport_options"]
+        with pytest.raises(ConfigurationError, match="ANIMEGAN_NAMESPACE"):
+            load_settings(ServiceSettings, namespace="Bad:Name")
+    finally:
+        redis_keys.set_namespace("")

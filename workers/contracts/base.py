@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from workers import keys
 from workers.keys import SEGMENT_RE
 
 if TYPE_CHECKING:
@@ -101,6 +102,11 @@ def _no_tasks(record: JobRecord, settings: ServiceSettings) -> list[str]:
     return []
 
 
+def job_prefixes(record: JobRecord) -> list[str]:
+    """The storage prefixes every job owns: its stored inputs, its outputs, its run folder (training)."""
+    return [keys.inputs_prefix(record.id), keys.outputs_prefix(record.id), keys.run_prefix(record.id)]
+
+
 @dataclass(frozen=True)
 class JobKind:
     """One job kind, everything shared code needs to know about it: the API's create, status, list, cancel,
@@ -124,3 +130,5 @@ class JobKind:
     files: Mapping[str, Callable[[str], str]] = field(default_factory=dict)
     # The task ids a canceled job may still have queued (revoked best effort; the cancel flag decides).
     queued_task_ids: Callable[[JobRecord, ServiceSettings], list[str]] = _no_tasks
+    # Everything in storage DELETE /v1/jobs/{id} removes with the job (never a direct upload: the tenant's own).
+    stored_prefixes: Callable[[JobRecord], list[str]] = job_prefixes

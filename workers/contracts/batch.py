@@ -52,6 +52,8 @@ class BatchResult(Result):
     outputs: list[JSONObject]  # {"index", "key"} of each image written
     errors: list[JSONObject]  # {"index", "code", "message"} of each image that failed
     total: int
+    # error code -> how many images failed with it (a partial job's summary); empty when all succeeded
+    failures: dict[str, int] = Field(default_factory=dict)
 
 
 def chunk_messages(job_id: str, input_keys: list[str], chunk_size: int) -> list[Message]:

@@ -6,12 +6,17 @@ from __future__ import annotations
 import hashlib
 import json
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from workers import keys
-from workers.contracts.base import JobKind, Message, Payload, Queues, Result, task_id
+from workers.contracts.base import JobKind, Message, Payload, Queues, Result, job_prefixes, task_id
 from workers.keys import validate_key
+
+if TYPE_CHECKING:
+    from workers.jobstore import JobRecord
+    from workers.settings import ServiceSettings
 
 SEGMENT_TASK = "animegan.train_segment"
 
@@ -182,6 +187,18 @@ def segment_message(job_id: str, segment: int, countdown: float | None = None) -
     return Message(SEGMENT_TASK, payload, task_id(job_id, "segment", segment), countdown)
 
 
+def _stored(record: JobRecord) -> list[str]:
+    """A run's own folders and the dataset zips the API stored for it (uploads stay: they are the tenant's)."""
+    datasets = (record.params.get("datasets") or {}).values()
+    found = {str(d.get("key", "")).rsplit("/", 1)[0] + "/" for d in datasets if isinstance(d, dict)}
+    return [*job_prefixes(record), *sorted(p for p in found if p.startswith("datasets/"))]
+
+
+def _queued(record: JobRecord, settings: ServiceSettings) -> list[str]:
+    """A run that has not started has its first segment queued; later segments are sent by the one before."""
+    return [task_id(record.id, "segment", 0)] if record.started_at is None else []
+
+
 TRAIN = JobKind(
     name="train",
     queue=Queues.train,
@@ -191,4 +208,6 @@ TRAIN = JobKind(
     task_module="workers.tasks.training",
     no_result_file="job {id} is a training run: its result is the model named in its result",
     files={"samples": keys.samples_prefix, "checkpoints": keys.checkpoints_prefix},
+    queued_task_ids=_queued,
+    stored_prefixes=_stored,
 )

@@ -6,6 +6,8 @@ Nothing here knows about Celery; tasks.py builds a JobContext once per worker pr
 from __future__ import annotations
 
 import logging
+import re
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ logger = logging.getLogger(__name__)
 Spec = TypeVar("Spec", bound=BaseModel)
 
 # JobStatus values (a str Enum compares equal to these); spelled out so this module imports without Redis code.
-TERMINAL = frozenset({"succeeded", "failed", "canceled"})
+TERMINAL = frozenset({"succeeded", "partial", "failed", "canceled", "expired"})
 
 
 class JobInputError(Exception):
@@ -58,6 +60,17 @@ class JobContext:
     device: str  # resolved torch device of this process ("cpu", "cuda", "cuda:1")
     # Called with a job id after this process moved the job to a terminal status (enqueues the webhook).
     on_terminal: Callable[[str], None]
+    # Called with a job id when this process started the job (a "start" webhook, if its filter asks for one).
+    on_start: Callable[[str], None] = lambda job_id: None
+    _storage_id: str | None = None  # this worker's storage marker, read once (storage_id())
+
+    def storage_id(self) -> str | None:
+        """The marker id of this worker's storage (workers.storage_identity); None where it has none."""
+        if self._storage_id is None:
+            from workers.storage_identity import storage_id
+
+            self._storage_id = storage_id(self.store, create=False)
+        return self._storage_id
 
 
 def job_spec(record: JobRecord, spec_type: type[Spec]) -> Spec:
@@ -100,13 +113,27 @@ def begin(ctx: JobContext, job_id: str, redelivered: bool, unit: str = "job") ->
             fail(ctx, job_id, "worker_lost", message)
             return None
         logger.warning("job %s redelivered after a lost worker (%s: %d without progress)", job_id, unit, lost)
+    if record.storage_id is not None and record.storage_id != ctx.storage_id():
+        from workers import redis_keys
+        from workers.storage_identity import mismatch_message
+
+        logger.error(
+            "job %s: its inputs went to storage %s, this worker reads storage %s (%s); failing it",
+            job_id, record.storage_id, ctx.storage_id(), ctx.settings.storage_url,
+        )  # fmt: skip
+        message = mismatch_message(record.storage_id, ctx.storage_id(), redis_keys.NAMESPACE)
+        fail(ctx, job_id, "storage_mismatch", message)
+        return None
     if ctx.jobs.is_cancel_requested(job_id):
         cancel(ctx, job_id)
         return None
+    was_queued = record.status == "queued"
     ctx.jobs.start(job_id)
     record = ctx.jobs.get(job_id)
     if record is None or record.status != "running":
         return None
+    if was_queued:
+        ctx.on_start(job_id)
     return record
 
 
@@ -126,8 +153,33 @@ def succeed(ctx: JobContext, job_id: str, result: Result) -> bool:
     return done
 
 
+def partial(ctx: JobContext, job_id: str, result: Result, code: str, message: str) -> bool:
+    """Record a job some of whose items failed: its typed result holds the ones done, `message` sums up the
+    failures; True if this call made the transition."""
+    done = ctx.jobs.partial(job_id, result.model_dump(mode="json"), code, message)
+    if done:
+        logger.warning("job %s ended partial: %s", job_id, message)
+        ctx.on_terminal(job_id)
+    return done
+
+
+def tenant_message(ctx: JobContext, message: str) -> str:
+    """A job's error as its tenant may read it: a worker's scratch paths and the internal storage endpoint are the
+    operators' business (they stay in the worker's log), so they are replaced by what they stand for."""
+    scratch = re.escape(tempfile.gettempdir().rstrip("/"))
+    message = re.sub(rf"{scratch}/[^\s'\"]+", "<the worker's copy of the input>", message)
+    for endpoint in {ctx.settings.s3_endpoint_url, ctx.settings.storage_url}:
+        if endpoint and endpoint.startswith(("http://", "https://", "file://")):
+            message = message.replace(endpoint.rstrip("/"), "<storage>")
+    return message
+
+
 def fail(ctx: JobContext, job_id: str, code: str, message: str) -> bool:
     """Record failure with a machine-readable code and a message that says what to do."""
+    public = tenant_message(ctx, message)
+    if public != message:
+        logger.warning("job %s: failing with %s: %s", job_id, code, message)  # the full text, for operators
+    message = public
     done = ctx.jobs.fail(job_id, code, message)
     if done:
         logger.warning("job %s failed: %s: %s", job_id, code, message)
@@ -136,10 +188,37 @@ def fail(ctx: JobContext, job_id: str, code: str, message: str) -> bool:
 
 
 def cancel(ctx: JobContext, job_id: str) -> bool:
-    """Move a running (or still queued) job to canceled after its worker stopped at a safe point."""
+    """End a running (or still queued) job whose worker stopped at a safe point: canceled when its owner asked,
+    expired when its deadline passed (then the items done stay, and a training run's last checkpoint)."""
+    if ctx.jobs.stop_reason(job_id) == "deadline":
+        return _expire(ctx, job_id)
     done = ctx.jobs.mark_canceled(job_id)
     if done:
         logger.info("job %s canceled", job_id)
+        ctx.on_terminal(job_id)
+    return done
+
+
+def _expire(ctx: JobContext, job_id: str) -> bool:
+    from workers.jobstore import deadline_text
+
+    record = ctx.jobs.get(job_id)
+    if record is None:
+        return False
+    when = deadline_text(record.deadline) if record.deadline else "its deadline"
+    p = record.progress
+    if record.status == "queued":
+        message = f"the deadline ({when}) passed while the job was queued; it never ran"
+    elif "step" in p:
+        message = f"the deadline ({when}) passed; training stopped at step {p['step']}, its checkpoint kept"
+    else:
+        message = (
+            f"the deadline ({when}) passed; stopped with {p.get('done', 0)} of {p.get('total', 0)} done "
+            f"({p.get('failed', 0)} failed), the finished ones kept"
+        )
+    done = ctx.jobs.mark_expired(job_id, message)
+    if done:
+        logger.info("job %s expired: %s", job_id, message)
         ctx.on_terminal(job_id)
     return done
 

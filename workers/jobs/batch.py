@@ -19,7 +19,7 @@ from PIL import Image
 from animegan.errors import AnimeGANError
 from workers import keys, media
 from workers.contracts.batch import BatchResult, BatchSpec
-from workers.jobs import JobContext, JobInputError, begin, check_cancel, fail, job_spec, succeed
+from workers.jobs import JobContext, JobInputError, begin, check_cancel, fail, job_spec, partial, succeed
 from workers.jobs.stylize import inference_options, read_image, write_output
 from workers.json_types import JSONObject
 from workers.storage import NotFound
@@ -149,14 +149,38 @@ def maybe_finalize(ctx: JobContext, job_id: str) -> None:
             zf.writestr("errors.json", json.dumps(errors, indent=2), compress_type=zipfile.ZIP_DEFLATED)
     if not outputs:
         ctx.store.delete(archive_key)  # an archive of errors only is no result
-        fail(
-            ctx,
-            job_id,
-            "all_images_failed",
-            f"all {total} images failed; first error: {errors[0]['message']}",
-        )
+        fail(ctx, job_id, "all_images_failed", f"all {total} images failed: {failure_summary(errors)}")
         return
-    succeed(ctx, job_id, BatchResult(archive_key=archive_key, outputs=outputs, errors=errors, total=total))
+    result = BatchResult(
+        archive_key=archive_key,
+        outputs=outputs,
+        errors=errors,
+        total=total,
+        failures=failure_counts(errors),
+    )
+    if errors:
+        message = f"{len(errors)} of {total} images failed: {failure_summary(errors)}"
+        partial(ctx, job_id, result, "some_images_failed", message)
+        return
+    succeed(ctx, job_id, result)
+
+
+def failure_counts(errors: Sequence[JSONObject]) -> dict[str, int]:
+    """How many items failed with each error code, the most frequent first."""
+    counts: dict[str, int] = defaultdict(int)
+    for error in errors:
+        counts[str(error.get("code", "unknown"))] += 1
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def failure_summary(errors: Sequence[JSONObject]) -> str:
+    """One line for a job's error: the count per code, and the first message of each code (what to fix)."""
+    first: dict[str, str] = {}
+    for error in errors:
+        first.setdefault(str(error.get("code", "unknown")), str(error.get("message", "")))
+    return "; ".join(
+        f"{code} x{count} (e.g. {first[code]})" for code, count in failure_counts(errors).items()
+    )
 
 
 def _entry_name(names: list[str], index: int, ext: str) -> str:

@@ -74,6 +74,9 @@ def run_stylize(ctx: JobContext, job_id: str, input_key: str, redelivered: bool 
         result = ctx.models.stylizer(model, options).stylize(image)
     except AnimeGANError as exc:
         raise JobInputError("bad_image", f"input {input_key!r} could not be stylized: {exc}") from exc
+    # The forward pass cannot be interrupted; a cancel (or deadline) that came during it still wins here, before
+    # the result is stored, so a canceled image ends canceled instead of succeeding anyway.
+    check_cancel(ctx, job_id)
     key = write_output(ctx, job_id, 0, result, spec)
     ctx.jobs.mark_item_done(job_id, 0)
     ctx.jobs.set_progress(job_id)  # publishes done 1/1 before the status event

@@ -126,7 +126,7 @@ class WebhookMessage:
 
 # Fields of a job record that receivers see: the API's public view, without the owner and internal flags.
 PUBLIC_FIELDS = ("id", "kind", "status", "params", "progress", "created_at", "started_at", "finished_at",
-                 "attempts", "error", "result", "webhook_url")  # fmt: skip
+                 "attempts", "error", "result", "webhook_url", "webhook_events", "deadline")  # fmt: skip
 
 
 def public_view(record: JobRecord) -> JSONObject:
@@ -135,15 +135,17 @@ def public_view(record: JobRecord) -> JSONObject:
     return {name: data.get(name) for name in PUBLIC_FIELDS}
 
 
-def build_message(job_public: JSONObject, status: str) -> WebhookMessage:
-    """The JSON body `{"type": "job.<status>", "timestamp", "data": <job public view>}` and its stable id."""
+def build_message(job_public: JSONObject, status: str, seq: int = 0) -> WebhookMessage:
+    """The JSON body `{"type": "job.<event>", "timestamp", "data": <job public view>}` and its stable id; the event
+    is the terminal status, "start" or "progress" (whose `seq` numbers each delivery apart)."""
     payload = {
         "type": f"job.{status}",
         "timestamp": datetime.now(UTC).isoformat(),
         "data": job_public,
     }
     body = json.dumps(payload, separators=(",", ":"), sort_keys=True, default=str).encode()
-    return WebhookMessage(msg_id=f"msg_{job_public['id']}_{status}", body=body)
+    suffix = f"{status}_{seq}" if seq else status
+    return WebhookMessage(msg_id=f"msg_{job_public['id']}_{suffix}", body=body)
 
 
 def deliver(

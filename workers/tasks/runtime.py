@@ -20,7 +20,7 @@ from celery.signals import worker_init, worker_process_init, worker_shutting_dow
 from kombu.exceptions import OperationalError
 
 from workers import enqueue, job_metrics, redis_keys
-from workers.contracts.webhooks import webhook_message
+from workers.contracts.webhooks import PROGRESS_WEBHOOK_SECONDS, WebhookEvent, wants, webhook_message
 from workers.device_health import DeviceHealth, is_device_error
 from workers.exceptions import StorageError
 from workers.settings import WorkerSettings, load_settings
@@ -54,6 +54,11 @@ def _create_shutdown_flag(**_: object) -> None:
     """Created in the parent before the pool forks so every child shares it."""
     global _shutdown
     _shutdown = multiprocessing.get_context("fork").Event()
+    from workers import queue_positions
+    from workers.redis_connection import connect
+
+    # The parent drops revoked tasks (children track their own with their own client: build_context).
+    queue_positions.track_with(connect(load_settings(WorkerSettings), decode_responses=True))
 
 
 @worker_shutting_down.connect
@@ -105,8 +110,12 @@ def build_context(settings: WorkerSettings) -> JobContext:
     from workers.redis_connection import connect
 
     client = connect(settings, decode_responses=True)
+    from workers import queue_positions
+
+    queue_positions.track_with(client)  # tasks this process sends and runs count toward queue positions
     store = open_store(settings)
     jobs = JobStore.from_settings(client, settings)
+    jobs.on_progress = _notify_progress
     registry = ModelRegistry(client)
     models = ModelCache(
         store, registry, settings.models_dir, device=device, capacity=settings.model_cache_size
@@ -120,6 +129,7 @@ def build_context(settings: WorkerSettings) -> JobContext:
         leases=TrainingLease(client),
         device=device,
         on_terminal=_notify_terminal,
+        on_start=_notify_start,
     )
 
 
@@ -132,6 +142,35 @@ def _notify_terminal(job_id: str) -> None:
     except (redis.RedisError, OperationalError) as exc:
         # The job's outcome is recorded; only its notification is lost, which must not fail the task.
         logger.error("job %s: could not enqueue its webhook: %s", job_id, exc)
+
+
+def _notify_start(job_id: str) -> None:
+    """A job this process started: a "start" delivery when its webhook_events_filter asks for one."""
+    _notify_event(job_id, WebhookEvent.start)
+
+
+def _notify_progress(job_id: str) -> None:
+    """Progress moved: a "progress" delivery when the filter asks, at most one per PROGRESS_WEBHOOK_SECONDS."""
+    _notify_event(job_id, WebhookEvent.progress)
+
+
+def _notify_event(job_id: str, event: WebhookEvent) -> None:
+    try:
+        client = context().jobs.redis
+        url, events = client.hmget(redis_keys.job(job_id), ["webhook_url", "webhook_events"])
+        chosen = tuple(str(events).split(",")) if events else ()  # the client decodes responses
+        if not url or not wants(chosen, event):
+            return
+        seq = 0
+        if event == WebhookEvent.progress:
+            gate = redis_keys.webhook_progress_gate(job_id)
+            if not client.set(gate, "1", nx=True, px=int(PROGRESS_WEBHOOK_SECONDS * 1000)):
+                return  # one went out less than PROGRESS_WEBHOOK_SECONDS ago
+            seq = int(client.incr(redis_keys.webhook_progress_seq(job_id)))
+            client.expire(redis_keys.webhook_progress_seq(job_id), context().jobs.ttl_seconds)
+        enqueue.send(webhook_message(job_id, event.value, seq=seq))
+    except (redis.RedisError, OperationalError) as exc:
+        logger.error("job %s: could not enqueue its %s webhook: %s", job_id, event.value, exc)
 
 
 def redelivered(task: Task) -> bool:

@@ -7,7 +7,7 @@ import logging
 from celery import Task
 
 from workers.celery_app import app
-from workers.contracts.webhooks import DELIVER_TASK, WebhookPayload
+from workers.contracts.webhooks import DELIVER_TASK, WebhookEvent, WebhookPayload, event_category, wants
 from workers.json_types import JSONObject
 from workers.settings import WorkerSettings
 from workers.tasks.runtime import RETRY_BASE_SECONDS, context
@@ -32,9 +32,14 @@ def deliver_webhook(self: Task, payload: JSONObject) -> None:
     if record is None or not record.webhook_url:
         logger.info("job %s: no record or no webhook_url; nothing to deliver", p.job_id)
         return
+    if not wants(record.webhook_events, p.event):
+        logger.info("job %s: its webhook_events_filter leaves out %s", p.job_id, p.event)
+        return
+    # The body is the job as it is now (a start delivery that waited behind a busy worker may show it ended).
+    completed = event_category(p.event) == WebhookEvent.completed
     settings: WorkerSettings = ctx.settings
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
-    message = build_message(public_view(record), str(record.status))
+    message = build_message(public_view(record), str(record.status) if completed else p.event, p.seq)
     try:
         deliver(
             record.webhook_url,
