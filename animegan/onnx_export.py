@@ -10,6 +10,7 @@ and width, and its graph matches torch within 2e-5 (tests/animegan/test_onnx.py)
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import warnings
@@ -60,7 +61,8 @@ def export_onnx(
     config = getattr(generator, "config", None)
     if not isinstance(config, GeneratorConfig):
         raise WeightsError(f"cannot export to {path}: the module has no GeneratorConfig at .config")
-    model = generator.to("cpu", torch.float32).eval()
+    # A copy: the caller's generator (a worker's cached model, maybe on a GPU or in bf16) stays as it is.
+    model = copy.deepcopy(generator).to("cpu", torch.float32).eval()
     dummy = torch.zeros(1, 3, *TRACE_SIZE)
     dynamic = {0: "batch", 2: "height", 3: "width"}
     with atomic_path(path) as tmp, warnings.catch_warnings():
