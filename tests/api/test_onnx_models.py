@@ -124,3 +124,15 @@ def test_a_large_graph_is_checked_without_decoding_its_weights(alice, api):
     assert grown < 1.5 * len(data), (
         f"the API's peak RSS grew by {grown >> 20} MiB for a {len(data) >> 20} MiB graph"
     )
+
+
+def test_an_onnx_model_cannot_be_a_teacher(alice, api):
+    from tests.api.test_validation import zip_of
+
+    api.registry.register("graph-teacher", "alice", "models/users/alice/graph-teacher/generator.onnx",
+                          {"arch": "onnx"}, source="uploaded")  # fmt: skip
+    photos = zip_of({f"p{i}.png": _png() for i in range(3)})
+    form = {"name": "student", "mode": "distill", "teacher": "graph-teacher"}
+    refused = alice.post("/v1/trainings", data=form, files={"photos": ("p.zip", photos)})
+    assert refused.status_code == 422, refused.text
+    assert "teacher" in error_of(refused)["message"] and "ONNX" in error_of(refused)["message"]
