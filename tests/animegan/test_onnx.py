@@ -100,6 +100,15 @@ def test_cli_export_then_stylize_with_the_graph(tmp_path, capsys):
     assert main(["export", str(weights), "--out", str(out)]) == 2  # exists, no --force
     assert main(["export", str(weights), "--out", str(tmp_path / "g.bin")]) == 2
     assert main(["export", str(weights), "--out", str(out), "--force", "--opset", "12"]) == 2
+    assert main(["info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["format"], info["layout"], info["opset"], info["exported_arch"]) == (
+        "onnx",
+        "NCHW",
+        17,
+        "v2",
+    )
+    assert "preprocess" in info["metadata"]
     Image.new("RGB", (40, 30), (200, 120, 40)).save(tmp_path / "in.png")
     args = ["stylize", str(tmp_path / "in.png"), "--model", str(out), "--out", str(tmp_path / "o")]
     assert main([*args, "--size-mode", "original", "--no-faces"]) == 0
