@@ -9,6 +9,7 @@ memory-mapped, not read.
 from __future__ import annotations
 
 import mmap
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,7 +92,7 @@ class _Reader:
                 return value
             shift += 7
 
-    def fields(self):  # -> Iterator[tuple[int, int, int | tuple[int, int]]]
+    def fields(self) -> Iterator[tuple[int, int, int | tuple[int, int]]]:
         """(field number, wire type, value): an int for varints, (start, end) for length-delimited fields."""
         while self.pos < self.end:
             key = self.varint()
