@@ -1,5 +1,6 @@
 """Generator weights files: our safetensors export, bryandlee/animegan2-pytorch .pt files, training checkpoints,
-and the original AnimeGAN and AnimeGANv2 TensorFlow checkpoints (read without TensorFlow, animegan/tfcheckpoint.py).
+and the original AnimeGAN and AnimeGANv2 TensorFlow checkpoints (read without TensorFlow, animegan/tfcheckpoint.py);
+for inference also ONNX graphs (load_inference_model; animegan/inference/onnx_generator.py).
 
 The export loads without unpickling anything; .pt files are read with torch.load(weights_only=True) only.
 """
@@ -265,6 +266,20 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Load
     metadata.setdefault("name", path.stem)
     metadata.setdefault("arch", config.arch)
     return LoadedGenerator(model=model, config=config, metadata=metadata)
+
+
+def load_inference_model(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """A model the Stylizer runs and its config: an ONNX graph (by its .onnx suffix) through onnxruntime, any
+    other accepted file as a torch generator (load_generator)."""
+    from animegan.inference.onnx_generator import OnnxGenerator, is_onnx_file
+
+    if is_onnx_file(path):
+        graph = OnnxGenerator(path)
+        return graph, graph.description
+    loaded = load_generator(path, device=device)
+    return loaded.model, loaded.config.to_dict()
 
 
 def import_weights(src: str | Path, dst: str | Path, name: str | None = None) -> LoadedGenerator:

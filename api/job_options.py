@@ -144,7 +144,14 @@ class WaitingCreateRoute(APIRoute):
 
         async def handler(request: Request) -> Response:
             content_type = request.headers.get("content-type", "")
-            if not content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+            # An empty body is a form with every field left out (an export takes only optional fields); the
+            # route's own validation names a required one that is missing.
+            empty = (
+                request.headers.get("content-length", "0") == "0"
+                and "transfer-encoding" not in request.headers
+            )
+            form = content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded"))
+            if not form and not (empty and not content_type):
                 raise ApiError(
                     415,
                     "multipart_required",

@@ -23,7 +23,7 @@ from api.deps import Services
 from api.errors import error_body, install_error_handlers
 from api.metrics import MetricsServer, RequestMetricsMiddleware, registry_for
 from api.request_logs import JobLogContextMiddleware, use_json_logs
-from api.routes import batches, health, jobs, models, stylize, trainings, uploads, videos
+from api.routes import batches, exports, health, jobs, models, stylize, trainings, uploads, videos
 from api.routes.web import install_web
 from api.schemas import ErrorResponse
 from api.settings import ApiSettings
@@ -180,7 +180,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     _document_form_json(app)
     install_error_handlers(app)
-    for module in (stylize, batches, videos, uploads, trainings, jobs, models, health):
+    for module in (stylize, batches, videos, uploads, trainings, jobs, models, exports, health):
         app.include_router(module.router)
     install_web(app)
     app.add_middleware(RequestMetricsMiddleware)

@@ -1,7 +1,8 @@
 """Inference benchmark: ms per image of the fp32 eager path vs the fast path (bf16 weights, channels-last,
 optionally torch.compile) for v1 and v2 at 256/512/1024 px, PSNR of fast vs fp32, the fast path against the
-public PyTorch port of v2, and the peak RSS of a tiled 4096x4096 stylization measured in a subprocess.
-Usage: python bench/inference.py [--quick]
+public PyTorch port of v2, the backends side by side (torch fp32 and fast path, onnxruntime, OpenVINO when
+installed, on the same exported model and input), and the peak RSS of a tiled 4096x4096 stylization.
+Usage: python bench/inference.py [--quick] [--threads N]
        python bench/inference.py --student models/builtin/hayao-builtin.safetensors \
            models/builtin/hayao-builtin-fast.safetensors   (the student against its teacher)
 """
@@ -9,6 +10,7 @@ Usage: python bench/inference.py [--quick]
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
 import json
 import resource
@@ -193,6 +195,101 @@ def student_comparison(full: Path, student: Path, sizes: list[int], repeat: int,
     print(f"PSNR student vs full on {len(val)} validation photos: mean {np.mean(scores):.2f} dB ({listed})")
 
 
+def time_call(call, repeat: int) -> float:
+    """Median ms of call() after one warm-up call."""
+    call()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def backend_comparison(
+    archs: list[str], sizes: list[int], repeat: int, width: int | None, native_bf16: bool
+) -> None:
+    """One model per arch, exported to ONNX once, run by each backend on the same (1, 3, S, S) input in
+    [-1, 1]: forward only (no decode, sizing or encode), this process's thread count for every backend.
+    bf16 columns are measured only where bf16 is native (torch emulates it elsewhere; OpenVINO is not asked)."""
+    import tempfile
+
+    from animegan.inference.onnx_generator import OnnxGenerator
+    from animegan.onnx_export import export_onnx
+
+    try:
+        import openvino
+    except ImportError:
+        openvino = None
+    threads = torch.get_num_threads()
+    print(
+        f"\nbackends ({threads} thread{'s' if threads > 1 else ''}; forward only; onnxruntime "
+        f"{importlib.metadata.version('onnxruntime')}, openvino "
+        f"{openvino.__version__.split('-')[0] if openvino else 'not installed'})"
+    )
+    print(
+        "| model | px | torch fp32 ms | torch bf16 fast ms | onnxruntime fp32 ms | openvino fp32 ms "
+        "| openvino bf16 ms | fastest | onnxruntime max abs diff |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for arch in archs:
+        model = generator(arch, width)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = export_onnx(model, Path(tmp) / f"{arch}.onnx")
+            graph = OnnxGenerator(path, threads=threads)
+            compiled = {}
+            if openvino is not None:
+                core = openvino.Core()
+                hints = {"fp32": "f32", **({"bf16": "bf16"} if native_bf16 else {})}
+                for name, hint in hints.items():
+                    config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads}
+                    compiled[name] = core.compile_model(str(path), "CPU", config).create_infer_request()
+        fast = Stylizer(model, options=InferenceOptions(size_mode="original", precision="bf16"))
+        for side in sizes:
+            rng = np.random.default_rng(0)
+            x = torch.from_numpy(rng.uniform(-1, 1, (1, 3, side, side)).astype(np.float32))
+            cells, diff = measure_backends(model, fast, graph, compiled, x, repeat, native_bf16)
+            measured = {k: v for k, v in cells.items() if v is not None}
+            fastest = min(measured, key=measured.__getitem__)
+            shown = {k: backend_cell(k, v, openvino is not None) for k, v in cells.items()}
+            print(
+                f"| backends {arch} | {side} | {shown['torch fp32']} | {shown['torch bf16']} "
+                f"| {shown['onnxruntime fp32']} | {shown['openvino fp32']} | {shown['openvino bf16']} "
+                f"| {fastest} | {diff:.1e} |",
+                flush=True,
+            )
+
+
+def measure_backends(
+    model: torch.nn.Module,
+    fast: Stylizer,
+    graph,  # OnnxGenerator
+    compiled: dict,  # "fp32"/"bf16" -> an OpenVINO infer request
+    x: torch.Tensor,
+    repeat: int,
+    native_bf16: bool,
+) -> tuple[dict[str, float | None], float]:
+    """ms per forward of each backend on `x` (None: not measured), and onnxruntime's max abs diff to torch fp32."""
+    feed = x.numpy()
+    cells: dict[str, float | None] = {"torch bf16": None, "openvino fp32": None, "openvino bf16": None}
+    with torch.inference_mode():
+        reference = model(x).numpy()
+        cells["torch fp32"] = time_call(lambda: model(x), repeat)
+        if native_bf16:
+            cells["torch bf16"] = time_call(lambda: fast.forward(fast.model, x), repeat)
+    cells["onnxruntime fp32"] = time_call(lambda: graph.session.run(None, {"image": feed}), repeat)
+    diff = float(np.abs(graph.session.run(None, {"image": feed})[0] - reference).max())
+    for name, request in compiled.items():
+        cells[f"openvino {name}"] = time_call(lambda r=request: r.infer({0: feed}), repeat)
+    return cells, diff
+
+
+def backend_cell(name: str, value: float | None, have_openvino: bool) -> str:
+    if value is not None:
+        return f"{value:.0f}"
+    return "not installed" if name.startswith("openvino") and not have_openvino else "skipped"
+
+
 def rss_child(arch: str, side: int, tile: int, width: int | None, device: str) -> None:
     """Run in a fresh process: stylize one side x side image with tiling and print peak RSS as JSON."""
     small, _ = test_image(1024)
@@ -219,6 +316,12 @@ def main() -> int:
     p.add_argument("--rss-side", type=int, default=4096, help="side of the tiled RSS run (0: skip)")
     p.add_argument("--rss-tile", type=int, default=1024, help="tile size of the RSS run (the CLI default)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--threads", type=int, default=None, help="torch (and onnxruntime/OpenVINO) threads")
+    p.add_argument(
+        "--backends-only",
+        action="store_true",
+        help="only the backend comparison (torch, onnxruntime, OpenVINO)",
+    )
     p.add_argument(
         "--no-bf16",
         action="store_true",
@@ -244,6 +347,8 @@ def main() -> int:
         # The smoke run of the tests: one thread, so a loaded machine slows it in proportion (two threads'
         # barriers waiting on a preempted sibling slowed it several-fold on a busy 2-core machine).
         torch.set_num_threads(1)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     # Only what this machine runs natively is measured: where bf16 is emulated (an AVX2-only CPU) one bf16
     # forward of v2 at 256 px takes minutes, so its rows would measure the emulation, and the fast path is fp32.
     native_bf16 = bf16_is_native(torch.device(args.device)) and not args.no_bf16
@@ -270,6 +375,9 @@ def main() -> int:
         print(f"{machine}; matmul peak: fp32 {fp32_peak:.0f} GMAC/s; bf16 skipped: {why}")
     if args.student:
         student_comparison(*args.student, [512, 1024] if not args.quick else sizes, repeat, args.device)
+        return 0
+    if args.backends_only:
+        backend_comparison(args.archs, sizes, repeat, width, native_bf16 and args.device == "cpu")
         return 0
     # ceiling: the speed-up if the fast path did nothing but its multiply-accumulates at the matmul peak of its
     # precision (bf16 where native, else fp32).
@@ -313,6 +421,9 @@ def main() -> int:
                 print(row, flush=True)
     if "v2" in args.archs:
         port_comparison(sizes, repeat, args.device, width, fast)
+    if args.device == "cpu":
+        # Quick mode: v2 only (each arch costs an export); bf16 columns as the main table decides.
+        backend_comparison(["v2"] if args.quick else args.archs, sizes, repeat, width, native_bf16)
     if rss_side:
         for arch in args.archs:
             cmd = [

@@ -19,6 +19,12 @@ ROW = re.compile(
     r"^\| (v[12][^|]*) \| (\d+) \| (\d+) \| (\d+) \| ([\d.]+)x \| ([\d.]+|inf) \| ([\d.e+-]+) \| ([\d.]+)x \|$"
 )
 
+BACKEND_ROW = re.compile(
+    r"^\| backends (v2) \| (\d+) \| (\d+) \| (\d+|skipped) \| (\d+) \| (\d+|not installed) "
+    r"\| (\d+|skipped|not installed) \| ([a-z0-9 ]+) \| ([\d.e+-]+) \|$",
+    re.M,
+)
+
 
 def run(*args: str) -> str:
     done = subprocess.run(
@@ -48,6 +54,15 @@ def test_inference_bench_quick_prints_every_row_and_the_ceiling(bf16):
     )
     assert [int(row[0]) for row in port_rows] == [64, 128], out
     assert len(re.findall(r"tiled v[12] 512x512 .* peak RSS \d+ MB", out)) == 2, out
+    # The backends side by side on the same exported model: torch, onnxruntime, OpenVINO where installed.
+    backends = BACKEND_ROW.findall(out)
+    assert [(arch, int(px)) for arch, px, *_ in backends] == [("v2", 64), ("v2", 128)], out
+    for _, _, torch_fp32, torch_bf16, ort_fp32, ov_fp32, ov_bf16, fastest, diff in backends:
+        assert torch_fp32.isdigit() and ort_fp32.isdigit() and float(diff) <= 1e-3, out
+        assert ov_fp32.isdigit() or ov_fp32 == "not installed", out
+        # bf16 columns only where bf16 is measured: never the emulated bf16 of a CPU without AMX/AVX512-BF16.
+        assert torch_bf16.isdigit() == measured and (ov_bf16.isdigit() <= measured), out
+        assert fastest in ("torch fp32", "torch bf16", "onnxruntime fp32", "openvino fp32", "openvino bf16")
 
 
 def test_v1_precision_bench_prints_budget_and_psnr():

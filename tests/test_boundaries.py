@@ -21,8 +21,18 @@ LIBRARY_MODULES = (
     "animegan.losses",
     "animegan.config",
 )
-# Heavy model code the API host must never load (it may not even have torch installed).
-MODEL_MODULES = ("torch", "safetensors", "cv2", "animegan.nn", "animegan.inference", "animegan.training")
+# Heavy model code the API host must never load (it may not even have torch installed); the API checks ONNX
+# uploads with animegan.onnx_graph (pure Python), never with onnx or onnxruntime.
+MODEL_MODULES = (
+    "torch",
+    "safetensors",
+    "cv2",
+    "animegan.nn",
+    "animegan.inference",
+    "animegan.training",
+    "onnx",
+    "onnxruntime",
+)
 
 
 def loaded_after_import(modules: tuple[str, ...]) -> set[str]:

@@ -22,6 +22,8 @@ MEDIA = (
     Media("bmp", "bmp", "image/bmp"),  # accepted as an input only: stylized images are png, jpeg or webp
     Media("zip", "zip", "application/zip"),
     Media("mp4", "mp4", "video/mp4"),
+    # Exported generators (the export kind); ONNX has no registered media type, so downloads are plain bytes.
+    Media("onnx", "onnx", "application/octet-stream"),
 )
 _BY_FORMAT = {m.format: m for m in MEDIA}
 _BY_EXT = {m.ext: m for m in MEDIA}

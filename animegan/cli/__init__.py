@@ -22,6 +22,7 @@ LIBRARY_COMMANDS = (
     "animegan.cli.stylize_video",
     "animegan.cli.info",
     "animegan.cli.import_weights",
+    "animegan.cli.export",
     "animegan.cli.train",
     "animegan.cli.smooth_edges",
 )

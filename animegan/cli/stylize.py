@@ -32,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model",
         type=Path,
-        help="weights: our .safetensors export, a training checkpoint or a bryandlee .pt",
+        help="weights: our .safetensors export, a training checkpoint, a bryandlee .pt, or an ONNX generator "
+        "(.onnx: ours or NHWC ones such as AnimeGANv3's, run by onnxruntime in fp32)",
     )
     p.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
     p.add_argument(
@@ -102,10 +103,10 @@ def _load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.n
     if args.model is not None and args.untrained_demo:
         raise ConfigError("give either --model or --untrained-demo, not both")
     if args.model is not None:
-        from animegan.weights import load_generator
+        from animegan.weights import load_inference_model
 
-        loaded = load_generator(args.model, device=device)
-        return loaded.model, ""
+        model, _ = load_inference_model(args.model, device=device)
+        return model, ""
     if not args.untrained_demo:
         raise ConfigError(NO_MODEL_HELP)
     import torch

@@ -1,5 +1,6 @@
 """Stylizer: runs a generator on PIL images with the reference size rule, exact-size or capped sizes,
 batches of same-size images, tiling for large images, and a fast path (bf16 weights, channels-last, compile).
+The generator is a torch module or an ONNX graph run by onnxruntime (animegan.inference.onnx_generator).
 """
 
 from __future__ import annotations
@@ -18,7 +19,16 @@ from animegan.errors import ConfigError
 from animegan.hardware import cpu_has_fast_bf16
 from animegan.inference.faces import detect_faces, stylize_faces
 from animegan.inference.imageio import merge_alpha, split_alpha
-from animegan.inference.tiling import ALIGN, ReductionGroupNorm, TileModel, run_tiled, swap_norms, to_tensor
+from animegan.inference.onnx_generator import OnnxGenerator
+from animegan.inference.tiling import (
+    ALIGN,
+    ReductionGroupNorm,
+    TileModel,
+    UnsharedTiles,
+    run_tiled,
+    swap_norms,
+    to_tensor,
+)
 from animegan.sizes import reference_size
 
 logger = logging.getLogger(__name__)
@@ -157,25 +167,38 @@ class Stylizer:
         self.options = options or InferenceOptions()
         self.device = torch.device(device)
         config = getattr(model, "config", None)
-        self.dtype = resolve_dtype(self.options.precision, self.device, getattr(config, "arch", None))
+        # An ONNX graph runs as onnxruntime runs it: fp32 on the CPU, no compile, and sides padded to what the
+        # graph takes (ours 4, another project's 32: OnnxGenerator.align).
+        self.onnx = isinstance(model, OnnxGenerator)
+        self.align = model.align if isinstance(model, OnnxGenerator) else ALIGN
+        if self.onnx:
+            self.dtype = None
+            if self.options.precision not in ("auto", "fp32") or self.options.compile:
+                logger.info("an ONNX generator runs in fp32 without compile; precision/compile ignored")
+        else:
+            self.dtype = resolve_dtype(self.options.precision, self.device, getattr(config, "arch", None))
         model = model.to(self.device).eval().requires_grad_(False)
         if self.dtype is not None:
             # A reduced-precision copy in NHWC (what oneDNN's AMX and cuDNN kernels want). On an AMX CPU it ran
             # v2 at 512 px 6x faster than bf16 autocast, which re-casts weights and runs norms in fp32.
             keep = self.options.fp32_submodules
             model = reduced_precision_copy(model, self.dtype, keep)
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and not self.onnx:
             # CUDA's GroupNorm kernel is ~50x slower than a var_mean reduction on large maps (see tiling.py).
             model = copy.deepcopy(model)
             swap_norms(model, lambda norm: ReductionGroupNorm(norm), (nn.GroupNorm,))
         self.model = model
         self.batch_size = self.options.batch_size or default_batch_size(self.device)
+        if isinstance(model, OnnxGenerator) and model.max_batch is not None:
+            self.batch_size = min(self.batch_size, model.max_batch)  # a graph fixed at batch 1 (AnimeGANv3)
         # Peak activation bytes per input pixel, from peak RSS measured on this CPU: about 11 (v2) or 8 (v1)
         # full-resolution maps of base_channels alive at once (v2 bf16 0.68 GB per Mpx, v1 fp32 1.9 GB per Mpx).
         element = torch.finfo(self.dtype or torch.float32).bits // 8
         maps = LIVE_MAPS.get(getattr(config, "arch", None), max(LIVE_MAPS.values()))
-        self._bytes_per_pixel = maps * int(getattr(config, "base_channels", None) or 64) * element
-        self._tile_model: TileModel | None = None
+        # A graph of another project has no config: sized like a full-width v2 (base 32).
+        base = getattr(config, "base_channels", None) or (32 if self.onnx else 64)
+        self._bytes_per_pixel = maps * int(base) * element
+        self._tile_model: TileModel | UnsharedTiles | None = None
         self._compiled_modules: dict[
             int, nn.Module
         ] = {}  # id(module) -> compiled; modules live as long as self
@@ -218,7 +241,7 @@ class Stylizer:
     def stylize_array(self, rgb: np.ndarray) -> np.ndarray:
         """One (H, W, 3) uint8 RGB array at its exact size -> the generator's (H, W, 3) uint8 output."""
         h, w = rgb.shape[:2]
-        pixels = pad_for_model(rgb)
+        pixels = pad_for_model(rgb, self.align)
         if self._needs_tiling(_Prepared(pixels, h, w, None)):
             return self._run_tiled(pixels)[:h, :w]
         return to_uint8(self.forward(self.model, to_tensor(pixels[None], self.device)))[0, :h, :w]
@@ -227,7 +250,7 @@ class Stylizer:
         """(B, 3, H, W) float32 in [-1, 1] -> float32 (B, 3, H, W) in [-1, 1], on the configured path."""
         if self.dtype is not None:
             x = x.to(dtype=self.dtype, memory_format=torch.channels_last)
-        if self.options.compile:
+        if self.options.compile and not self.onnx:
             module = self._compiled(module, tuple(x.shape))
         with torch.inference_mode():
             return module(x).float().clamp(-1.0, 1.0)
@@ -252,13 +275,14 @@ class Stylizer:
 
     def _run_tiled(self, pixels: np.ndarray) -> np.ndarray:
         if self._tile_model is None:
-            self._tile_model = TileModel(self.model)
+            self._tile_model = UnsharedTiles(self.model) if self.onnx else TileModel(self.model)
         opts = self.options
+        assert opts.tile_size is not None  # _needs_tiling is False without a tile size
         return run_tiled(
             pixels,
             self.forward,
             self._tile_model,
-            opts.tile_size,
+            opts.tile_size - opts.tile_size % self.align,
             opts.tile_overlap,
             opts.tile_stats_side,
             self.device,
@@ -284,17 +308,17 @@ class Stylizer:
                 rgb = cv2.resize(rgb, (tw, th), interpolation=cv2.INTER_LINEAR)
                 alpha = None if alpha is None else cv2.resize(alpha, (tw, th), interpolation=cv2.INTER_LINEAR)
             return _Prepared(rgb, th, tw, alpha)
-        return _Prepared(pad_for_model(rgb), h, w, alpha)
+        return _Prepared(pad_for_model(rgb, self.align), h, w, alpha)
 
     def _finish(self, item: _Prepared, pixels: np.ndarray) -> Image.Image:
         return merge_alpha(np.ascontiguousarray(pixels[: item.out_h, : item.out_w]), item.alpha)
 
 
-def pad_for_model(rgb: np.ndarray) -> np.ndarray:
-    """Pad bottom/right to a multiple of ALIGN (and >= MIN_MODEL_SIDE); reflect, or edge for tiny images."""
+def pad_for_model(rgb: np.ndarray, align: int = ALIGN) -> np.ndarray:
+    """Pad bottom/right to a multiple of `align` (and >= MIN_MODEL_SIDE); reflect, or edge for tiny images."""
     h, w = rgb.shape[:2]
-    th = max(MIN_MODEL_SIDE, -(-h // ALIGN) * ALIGN)
-    tw = max(MIN_MODEL_SIDE, -(-w // ALIGN) * ALIGN)
+    th = max(MIN_MODEL_SIDE, -(-h // align) * align)
+    tw = max(MIN_MODEL_SIDE, -(-w // align) * align)
     if (th, tw) == (h, w):
         return rgb
     mode = "reflect" if th - h < h and tw - w < w else "edge"

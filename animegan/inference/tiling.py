@@ -145,6 +145,7 @@ class TileModel:
         self.fixed: list[FixedStatsNorm] = swap_norms(
             self.model, lambda norm: FixedStatsNorm(norm, _channels(norm)).to(device), types
         )
+        self.needs_stats = bool(self.norms)
         if not self.norms:
             logger.warning(
                 "the generator has no GroupNorm/InstanceNorm layers; tiles run without shared statistics"
@@ -169,10 +170,25 @@ class TileModel:
                 handle.remove()
 
 
+class UnsharedTiles:
+    """Tiles of a model whose norm layers cannot be reached (an ONNX graph): each tile normalises over itself,
+    so tiles may differ in tone where the torch path replays image-wide statistics; the overlap blend hides
+    the seams, not a drift."""
+
+    needs_stats = False
+
+    def __init__(self, model: nn.Module):
+        self.source = self.model = model
+
+    @contextmanager
+    def recording(self) -> Iterator[None]:
+        yield
+
+
 def run_tiled(
     image: np.ndarray,
     forward: Callable[[nn.Module, torch.Tensor], torch.Tensor],
-    tile_model: TileModel,
+    tile_model: TileModel | UnsharedTiles,
     tile: int,
     overlap: int,
     stats_side: int,
@@ -186,14 +202,16 @@ def run_tiled(
     h, w = image.shape[:2]
     tile = max(ALIGN, tile - tile % ALIGN)
     overlap = min(max(ALIGN, overlap - overlap % ALIGN), tile // 2)
-    scale = min(1.0, stats_side / max(h, w))
-    small = image
-    if scale < 1.0:
-        sh, sw = max(ALIGN, round(h * scale / ALIGN) * ALIGN), max(ALIGN, round(w * scale / ALIGN) * ALIGN)
-        small = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
-    with tile_model.recording():
-        forward(tile_model.source, to_tensor(small, device))
-    del small
+    if tile_model.needs_stats:
+        scale = min(1.0, stats_side / max(h, w))
+        small = image
+        if scale < 1.0:
+            sh = max(ALIGN, round(h * scale / ALIGN) * ALIGN)
+            sw = max(ALIGN, round(w * scale / ALIGN) * ALIGN)
+            small = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
+        with tile_model.recording():
+            forward(tile_model.source, to_tensor(small, device))
+        del small
 
     ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
     wy, wx = blend_weights(ys, tile, h), blend_weights(xs, tile, w)

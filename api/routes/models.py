@@ -2,9 +2,11 @@
 
 Uploads are checked here without torch: a .safetensors export by its JSON header (format, config, tensor
 table consistent with the file size); a .pt of the public AnimeGANv2 PyTorch port (bryandlee) by its zip
-layout and the state-dict key names in its pickle, read with pickletools (never unpickled). Either is
-registered at once; a worker loads and fully checks the tensors on first use (a .pt it cannot load fails
-that job with a clear error).
+layout and the state-dict key names in its pickle, read with pickletools (never unpickled); an ONNX generator
+by its declarations (one float32 NCHW or NHWC image input, opsets onnxruntime runs), with its weights skipped
+(api/onnx_models.py). Each is
+registered at once; a worker loads and fully checks it on first use (a file it cannot load fails that job
+with a clear error).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
 
 from api.deps import ServicesDep, Tenant
 from api.errors import ApiError, not_found
+from api.onnx_models import check_onnx
 from api.schemas import ErrorResponse, ModelList, ModelPublic, UploadPurpose
 from api.submission import (
     IdempotencyKey,
@@ -149,6 +152,11 @@ def check_bryandlee(data: bytes, name: str) -> dict:
     return {"arch": "v2", "upsample": "align_corners", "source_format": "bryandlee .pt"}
 
 
+def looks_like_safetensors(data: bytes) -> bool:
+    """An 8-byte little-endian header length, then the header's JSON object."""
+    return len(data) >= 9 and data[8:9] == b"{"
+
+
 @router.get("", response_model=ModelList, summary="Models you can use: public ones and your own")
 def list_models(tenant: Tenant, services: ServicesDep) -> ModelList:
     return ModelList(items=[_public(info) for info in services.registry.list(tenant)])
@@ -167,7 +175,7 @@ def get_model(name: str, tenant: Tenant, services: ServicesDep) -> ModelPublic:
     status_code=status.HTTP_201_CREATED,
     response_model=ModelPublic,
     responses={409: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 415: {"model": ErrorResponse}},
-    summary="Upload a generator (.safetensors export or AnimeGANv2 port .pt) as a new private model",
+    summary="Upload a generator (.safetensors export, AnimeGANv2 port .pt, or ONNX graph) as a new private model",
 )
 def create_model(
     request: Request,
@@ -207,10 +215,15 @@ def create_model(
     check_model_name(services, tenant, name)
     if is_zip(data):
         config, ext = check_bryandlee(data, label), "pt"
-    else:
+    elif looks_like_safetensors(data):
         config, ext = check_safetensors(data, label), "safetensors"
+    else:
+        config, ext = check_onnx(data, label), "onnx"
+    # The key's suffix tells the worker how to load the file (workers.jobs.models).
     key = (
-        keys.model(name, tenant) if ext == "safetensors" else keys.model_prefix(name, tenant) + "generator.pt"
+        keys.model(name, tenant)
+        if ext == "safetensors"
+        else keys.model_prefix(name, tenant) + f"generator.{ext}"
     )
     services.store.put_bytes(key, data, content_type="application/octet-stream")
     try:

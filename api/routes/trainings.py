@@ -171,6 +171,14 @@ def create_training(
         model = getattr(form, field)
         if model is not None:
             check_model(services, tenant, model, field)
+            info = services.registry.get(model, tenant)
+            if info is not None and info.config.get("arch") == "onnx":
+                raise ApiError(
+                    422,
+                    "invalid_parameters",
+                    f"{field}: model {model!r} is an ONNX graph, which runs but cannot be trained from; "
+                    "use a .safetensors or .pt model",
+                )
     files = {"photos": photos, "styles": styles, "targets": targets}
     upload_ids = {p: getattr(form, f"{p}_upload_id") for p in files}
     _check_parts_of_mode(form, files, upload_ids)

@@ -15,12 +15,19 @@ PARAMS = {
     "batch": {"model": "tiny", "filenames": ["a.png", "b.png"]},
     "video": {"model": "tiny"},
     "train": {"name": "x"},
+    "export": {"model": "tiny"},
 }
 
 
 @pytest.mark.parametrize(
     ("kind", "result", "files"),
-    [("stylize", True, False), ("batch", True, False), ("video", True, True), ("train", False, True)],
+    [
+        ("stylize", True, False),
+        ("batch", True, False),
+        ("video", True, True),
+        ("train", False, True),
+        ("export", True, False),
+    ],
 )
 def test_links_follow_what_the_kind_offers(alice, api, kind, result, files):
     record, _ = api.jobs.create(kind, "alice", PARAMS[kind], total=2)
@@ -55,9 +62,9 @@ def test_the_kind_filter_takes_the_registry_names(alice, api):
 
 def test_a_record_of_an_unknown_kind_is_listed_and_refused_clearly(alice, api):
     record, _ = api.jobs.create("stylize", "alice", PARAMS["stylize"], total=1)
-    api.redis.hset(redis_keys.job(record.id), "kind", "export")  # as a newer API would have written it
+    api.redis.hset(redis_keys.job(record.id), "kind", "upscale")  # as a newer API would have written it
     job = alice.get(f"/v1/jobs/{record.id}").json()
-    assert job["kind"] == "export" and job["links"]["result"] is None and job["links"]["files"] is None
+    assert job["kind"] == "upscale" and job["links"]["result"] is None and job["links"]["files"] is None
     assert record.id in {j["id"] for j in alice.get("/v1/jobs", params={"limit": 1000}).json()["items"]}
     result = alice.get(f"/v1/jobs/{record.id}/result")
     assert result.status_code == 409 and error_of(result)["code"] == "unknown_kind"

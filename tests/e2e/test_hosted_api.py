@@ -443,7 +443,10 @@ def test_cancel_of_a_running_single_image_ends_it_canceled(stack):
     assert client.get(job["links"]["result"]).status_code == 409
 
 
-@pytest.mark.parametrize("path", ["/v1/stylize", "/v1/batches", "/v1/videos", "/v1/trainings"])
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/stylize", "/v1/batches", "/v1/videos", "/v1/trainings", f"/v1/models/{BUILTIN_MODEL}/exports"],
+)
 def test_a_json_body_gets_told_what_the_route_takes(stack, path):
     _, client = stack
     answer = client.post(path, json={"model": BUILTIN_MODEL, "image": "https://example.com/p.jpg"})

@@ -20,6 +20,7 @@ from workers import enqueue
 from workers.celery_app import celery_config
 from workers.contracts.base import PAYLOAD_VERSION, Queues
 from workers.contracts.batch import BatchChunkPayload, chunk_messages
+from workers.contracts.export import export_message
 from workers.contracts.images import STYLIZE_TASK, StylizePayload, stylize_message
 from workers.contracts.registry import KINDS, TASK_QUEUES
 from workers.contracts.training import TrainSegmentPayload, segment_message
@@ -93,7 +94,7 @@ def test_configuration():
     assert set(conf["task_routes"]) == set(TASK_QUEUES)
     assert conf["task_routes"]["animegan.train_segment"] == {"queue": "train"}
     assert conf["task_routes"]["animegan.deliver_webhook"] == {"queue": "webhooks"}
-    assert {kind.name for kind in KINDS.values()} == {"stylize", "batch", "video", "train"}
+    assert {kind.name for kind in KINDS.values()} == {"stylize", "batch", "video", "train", "export"}
     # every kind's tasks route to the kind's queue, and no two kinds claim a task name
     names = [task for kind in KINDS.values() for task in kind.tasks]
     assert len(names) == len(set(names)) and all(
@@ -249,6 +250,7 @@ def test_a_cancel_revokes_exactly_the_tasks_the_create_sent():
         "video": [m.task_id for m in segment_messages("j7", 3)],
         # A run not started yet has its first segment queued; once running, its segments check the cancel flag.
         "train": [segment_message("j7", 0).task_id],
+        "export": [export_message("j7").task_id],
     }
     params = {"segments": [{"index": n} for n in range(3)]}
     for name, kind in KINDS.items():

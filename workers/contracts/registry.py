@@ -6,11 +6,12 @@ from __future__ import annotations
 from workers.contracts import webhooks
 from workers.contracts.base import JobKind, Queues
 from workers.contracts.batch import BATCH
+from workers.contracts.export import EXPORT
 from workers.contracts.images import STYLIZE
 from workers.contracts.training import TRAIN
 from workers.contracts.video import VIDEO
 
-KINDS: dict[str, JobKind] = {kind.name: kind for kind in (STYLIZE, BATCH, VIDEO, TRAIN)}
+KINDS: dict[str, JobKind] = {kind.name: kind for kind in (STYLIZE, BATCH, VIDEO, TRAIN, EXPORT)}
 
 # Every task name and its queue (the Celery app's task_routes), and the modules that define the tasks.
 TASK_QUEUES: dict[str, Queues] = {

@@ -1,4 +1,5 @@
-"""Per-process cache of loaded generators: LRU keyed by model name and file version.
+"""Per-process cache of loaded generators (torch modules, or ONNX graphs run by onnxruntime): LRU keyed by model
+name and file version.
 
 A model is looked up in the registry (trained or uploaded, own or public), then among the built-in files of
 WorkerSettings.models_dir. A re-registered model (same name, new file) has a new version and is reloaded.
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
     from torch import nn
 
     from animegan.inference import InferenceOptions, Stylizer
-    from animegan.weights import LoadedGenerator
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class CachedModel:
 
     name: str
     version: str
-    generator: nn.Module  # in eval mode on the worker's device
+    generator: nn.Module  # in eval mode on the worker's device; an OnnxGenerator for a .onnx model
     config: JSONObject
     stylizers: dict[InferenceOptions, Stylizer] = field(default_factory=dict)
 
@@ -132,7 +132,7 @@ class ModelCache:
         else:
             assert source.key is not None  # a ModelSource has a path or a key
             with tempfile.TemporaryDirectory(prefix="animegan-model-") as tmp:
-                # Keep the suffix: load_generator tells a safetensors export from a .pt file by its name.
+                # Keep the suffix: it tells an ONNX graph from a weights file, and a safetensors export from a .pt.
                 local = Path(tmp) / Path(source.key).name
                 try:
                     self._store.get_file(source.key, local)
@@ -144,14 +144,13 @@ class ModelCache:
                     ) from exc
                 loaded = self._load_file(source.name, local)
         logger.info("loaded model %s (%s) on %s", source.name, source.version, self._device)
-        return CachedModel(
-            name=source.name, version=source.version, generator=loaded.model, config=loaded.config.to_dict()
-        )
+        generator, config = loaded
+        return CachedModel(name=source.name, version=source.version, generator=generator, config=config)
 
-    def _load_file(self, name: str, path: Path) -> LoadedGenerator:
-        from animegan.weights import load_generator
+    def _load_file(self, name: str, path: Path) -> tuple[nn.Module, JSONObject]:
+        from animegan.weights import load_inference_model
 
         try:
-            return load_generator(path, device=self._device)
+            return load_inference_model(path, device=self._device)
         except AnimeGANError as exc:
             raise JobInputError("bad_model_file", f"model {name!r} could not be loaded: {exc}") from exc
