@@ -190,16 +190,19 @@ def portrait_face(model, faces: bool = True) -> dict:
     return face_stats(photo, out, box).to_dict()
 
 
-def export(run_dir: Path, out: Path, name: str, description: str) -> None:
-    """The run's latest generator as a public-model export, stored in fp16 (half the bytes in git; loads as fp32)."""
+def export(run_dir: Path, out: Path, name: str, description: str, step: int | None = None) -> None:
+    """The run's generator (its latest checkpoint, or that of `step`) as a public-model export, stored in fp16
+    (half the bytes in git; loads as fp32)."""
     import torch
 
     from animegan.training import checkpoint as ckpt
     from animegan.weights import load_generator, save_generator
 
-    latest = ckpt.latest_checkpoint(run_dir)
-    if latest is None:
-        raise SystemExit(f"{run_dir} has no checkpoint; train first")
+    latest = ckpt.latest_checkpoint(run_dir) if step is None else ckpt.checkpoint_path(run_dir, step)
+    if latest is None or not latest.is_file():
+        raise SystemExit(
+            f"{run_dir} has no checkpoint{'' if step is None else f' of step {step}'}; train first"
+        )
     loaded = load_generator(latest)
     step = loaded.metadata.get("step")
     # The description travels in the file's metadata, so `animegan info` and GET /v1/models show it.
@@ -264,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         help="the whole run's step count (the LR schedule ends there); default 8000 (train) / 3000 (distill)",
     )
     parser.add_argument("--model", type=Path, help="validate: this file (default: the built-in export)")
+    parser.add_argument(
+        "--step", type=int, help="export/export-student: that checkpoint of the run (default: the latest)"
+    )
     parser.add_argument("--json", type=Path, help="validate: also write the table here")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's, all cores)")
     args = parser.parse_args(argv)
@@ -298,10 +304,10 @@ def main(argv: list[str] | None = None) -> int:
         figure(ROOT / "docs" / "builtin-style.jpg")
     elif args.command == "export":
         description = f"AnimeGANv2 (full width), Hayao-like style {LICENSE_NOTE}"
-        export(TEACHER_RUN, TEACHER_FILE, "hayao-builtin", description)
+        export(TEACHER_RUN, TEACHER_FILE, "hayao-builtin", description, args.step)
     else:
         description = f"fast width-16 student distilled from hayao-builtin, {LICENSE_NOTE}"
-        export(STUDENT_RUN, STUDENT_FILE, "hayao-builtin-fast", description)
+        export(STUDENT_RUN, STUDENT_FILE, "hayao-builtin-fast", description, args.step)
     logger.info("%s took %.1f min", args.command, (time.monotonic() - started) / 60)
     return 0
 
