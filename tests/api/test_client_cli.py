@@ -44,6 +44,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Api, dict[
     models.mkdir()
     write_tiny_model(models)
     api = start_api(tmp, via_cli=True)  # the API through `animegan serve`
+    # start_api registers a stand-in record for "tiny" without its file; a worker start leaves a registered
+    # built-in as it is (a rollout must not flip it), so publish this export as an operator's --replace would.
+    api.registry.register_builtin_models(models, api.store, replace=True)
     env = {
         **os.environ,
         "ANIMEGAN_REDIS_URL": REDIS_URL,
