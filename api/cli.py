@@ -11,6 +11,7 @@ import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from workers import media
 from workers.json_types import JSONObject
@@ -58,7 +59,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     submit = subparsers.add_parser(
         "submit", help="stylize files or folders through the API and download results"
     )
-    submit.add_argument("inputs", nargs="+", metavar="FILES_OR_FOLDERS")
+    submit.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="FILES_OR_FOLDERS",
+        help="image files, folders of them, or https:// image URLs",
+    )
     submit.add_argument("--model", required=True, help="model name (see GET /v1/models)")
     submit.add_argument("--out", required=True, type=Path, help="folder for the results")
     submit.add_argument("--format", choices=[f.value for f in ImageFormat], default="png")
@@ -235,6 +241,12 @@ def readable_images(paths: list[Path]) -> tuple[list[Path], list[str]]:
 
 
 def _submit(client: ApiClient, args: argparse.Namespace) -> int:
+    urls = [item for item in args.inputs if item.startswith(("https://", "http://"))]
+    if urls:
+        if len(urls) != len(args.inputs):
+            print("animegan submit: give image URLs or files and folders, not both", file=sys.stderr)
+            return 2
+        return _submit_images(client, args, [], urls)
 
     paths, skipped = readable_images(collect_images(args.inputs))
     for line in skipped:
@@ -246,7 +258,10 @@ def _submit(client: ApiClient, args: argparse.Namespace) -> int:
     return 1 if skipped else code
 
 
-def _submit_images(client: ApiClient, args: argparse.Namespace, paths: list[Path]) -> int:
+def _submit_images(
+    client: ApiClient, args: argparse.Namespace, paths: list[Path], urls: list[str] | None = None
+) -> int:
+    """Submit the files (`paths`), or the image URLs (`urls`, fetched by the service's workers), as one job."""
     from tqdm import tqdm
 
     options = dict(
@@ -256,8 +271,16 @@ def _submit_images(client: ApiClient, args: argparse.Namespace, paths: list[Path
         max_side=args.max_side,
         cancel_after=args.cancel_after,
     )
-    if len(paths) == 1:
-        wait = None if args.no_wait or args.wait <= 0 else min(args.wait, 60, args.timeout or 60)
+    wait = None if args.no_wait or args.wait <= 0 else min(args.wait, 60, args.timeout or 60)
+    if urls:
+        # Results are named after the URLs' last path segments, as files are after their names.
+        paths = [Path(Path(urlsplit(url).path).name or f"image-{i}") for i, url in enumerate(urls)]
+        job = (
+            client.stylize(image_url=urls[0], wait=wait, **options)
+            if len(urls) == 1
+            else (client.batch(image_urls=urls, **options))
+        )
+    elif len(paths) == 1:
         job = client.stylize(paths[0], wait=wait, **options)
     elif sum(p.stat().st_size for p in paths) > DIRECT_UPLOAD_BYTES:
         ids = [client.upload(p, purpose="image") for p in tqdm(paths, desc="uploading", unit="img")]

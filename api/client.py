@@ -108,6 +108,7 @@ class ApiClient:
         model: str = "hayao",
         *,
         upload_id: str | None = None,
+        image_url: str | None = None,
         format: str = "png",
         size_mode: str = "reference",
         max_side: int | None = None,
@@ -117,16 +118,20 @@ class ApiClient:
         wait: float | None = None,
         cancel_after: str | None = None,
     ) -> JSONObject:
-        """Submit one image (a path, bytes, or (name, bytes)); returns the queued job, or with `wait` (seconds,
-        at most 60) the finished one if it ended in that time (its status says which)."""
+        """Submit one image (a path, bytes, or (name, bytes); or `image_url`, an https:// URL a worker fetches);
+        returns the queued job, or with `wait` (seconds, at most 60) the finished one if it ended in that time
+        (its status says which)."""
         data = self._form(
             dict(model=model, format=format, size_mode=size_mode, max_side=max_side, quality=quality,
                  webhook_url=webhook_url, upload_id=upload_id)
         )  # fmt: skip
-        files = {"file": _file_part(image, "image")} if image is not None else None
         headers = self._create_headers(idempotency_key, wait, cancel_after)
         # The HTTP timeout must outlast the server's wait.
         timeout = None if wait is None else max(self.http.timeout.read or 0, wait + 30)
+        if image_url is not None:
+            body = {**data, "file": image_url}
+            return self._request("POST", "/v1/stylize", json=body, headers=headers, timeout=timeout).json()
+        files = {"file": _file_part(image, "image")} if image is not None else None
         return self._request(
             "POST", "/v1/stylize", data=data, files=files, headers=headers, timeout=timeout
         ).json()
@@ -138,6 +143,7 @@ class ApiClient:
         *,
         archive: FileInput | None = None,
         upload_ids: Sequence[str] = (),
+        image_urls: Sequence[str] = (),
         format: str = "png",
         size_mode: str = "reference",
         max_side: int | None = None,
@@ -145,12 +151,19 @@ class ApiClient:
         idempotency_key: str | None = None,
         cancel_after: str | None = None,
     ) -> JSONObject:
-        """Submit many images (files, one zip archive and/or upload ids) as one batch job."""
+        """Submit many images (files, one zip archive and/or upload ids; or `image_urls`, https:// URLs that a
+        worker fetches, in a JSON body) as one batch job."""
         data = self._form(
             dict(model=model, format=format, size_mode=size_mode, max_side=max_side, webhook_url=webhook_url)
         )
         if upload_ids:
             data["upload_ids"] = list(upload_ids)
+        if image_urls:
+            if images or archive is not None:
+                raise ValueError("batch: send image_urls or files and an archive, not both in one request")
+            body = {**data, "files": list(image_urls)}
+            headers = self._create_headers(idempotency_key, None, cancel_after)
+            return self._request("POST", "/v1/batches", json=body, headers=headers).json()
         files = [("files", _file_part(item, f"image-{i}")) for i, item in enumerate(images)]
         if archive is not None:
             files.append(("archive", _file_part(archive, "archive.zip")))

@@ -20,6 +20,7 @@ from fastapi.routing import APIRoute
 
 from api.errors import ApiError
 from api.events import wait_for_end
+from api.json_bodies import FormShape, json_as_multipart
 from api.schemas import JobForm
 from api.views import job_public
 from workers.contracts.webhooks import WEBHOOK_EVENTS, WebhookEvent
@@ -141,23 +142,28 @@ class WaitingCreateRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         create = super().get_route_handler()
+        shape = FormShape.of(self)
+        # The JSON body beside the multipart one in the schema (FastAPI merges openapi_extra into the operation).
+        self.openapi_extra = {**(self.openapi_extra or {}), **shape.openapi_body()}
 
         async def handler(request: Request) -> Response:
-            content_type = request.headers.get("content-type", "")
+            content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
             # An empty body is a form with every field left out (an export takes only optional fields); the
             # route's own validation names a required one that is missing.
             empty = (
                 request.headers.get("content-length", "0") == "0"
                 and "transfer-encoding" not in request.headers
             )
-            form = content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded"))
-            if not form and not (empty and not content_type):
+            if content_type == "application/json" or content_type.endswith("+json"):
+                request = await json_as_multipart(request, shape, json_body_limit(request))
+            elif content_type not in ("multipart/form-data", "application/x-www-form-urlencoded") and not (
+                empty and not content_type
+            ):
                 raise ApiError(
                     415,
-                    "multipart_required",
-                    f"{request.url.path} takes a multipart/form-data body (its fields and file parts: /docs), "
-                    f"not {content_type.split(';')[0] or 'an empty content type'}; inputs by URL in a JSON body are "
-                    "not supported yet: upload the file with POST /v1/uploads and send its upload_id",
+                    "unsupported_media_type",
+                    f"{request.url.path} takes a multipart/form-data or an application/json body (fields and "
+                    f"files: /docs), not {content_type or 'an empty content type'}",
                 )
             try:
                 wait = parse_prefer_wait(request.headers.get("prefer"))
@@ -169,6 +175,11 @@ class WaitingCreateRoute(APIRoute):
             return await _waited(request, response, wait)
 
         return handler
+
+
+def json_body_limit(request: Request) -> int:
+    """The largest JSON body: a base64 data: URI of the largest image file, plus room for the fields."""
+    return request.app.state.services.settings.max_upload_bytes * 4 // 3 + 64 * 1024
 
 
 async def _waited(request: Request, response: Response, wait: float) -> Response:

@@ -20,10 +20,12 @@ from api.deps import Services
 from api.errors import ApiError, not_found
 from api.images import safe_name
 from api.job_options import JobOptions
+from api.json_bodies import external_url, is_external
 from api.schemas import ErrorResponse, JobPublic, UploadPurpose
 from api.views import job_public
 from workers import enqueue, keys, redis_keys
 from workers.contracts.base import JobKind, Message
+from workers.contracts.fetch import RemoteInput, fetch_message
 from workers.exceptions import IdempotencyConflict
 from workers.jobstore import MAX_IDEMPOTENCY_KEY, JobRecord
 from workers.json_logs import current_job_id
@@ -211,11 +213,48 @@ def resolve_upload(
 
 @dataclass(frozen=True)
 class SourceFile:
-    """A create's one input, read so the API can check it."""
+    """A create's one input, read so the API can check it, or the URL a worker fetches it from."""
 
-    data: bytes
+    data: bytes  # empty for a URL input
     name: str  # what errors and the job show for it
     upload_key: str | None  # a direct upload's object, which the job reads in place; None: a file part
+    url: str | None = None  # an input by URL (api.json_bodies): checked here, fetched by the egress workers
+
+
+def check_input_url(services: Services, url: str, field: str) -> str:
+    """422 for an input URL the fetching worker would refuse: the webhook rule (workers.webhook_targets), with
+    its own switch for private addresses. The host is resolved here only to check it; nothing is downloaded."""
+    try:
+        resolve_webhook_target(
+            url,
+            services.settings.allow_private_input_urls,
+            field=field,
+            switch="ANIMEGAN_ALLOW_PRIVATE_INPUT_URLS",
+        )
+    except WebhookTargetRefused as exc:
+        code = "invalid_input_url" if exc.address is None else "input_url_not_allowed"
+        raise ApiError(422, code, str(exc)) from exc
+    except WebhookTargetUnresolved as exc:
+        raise ApiError(422, "invalid_input_url", str(exc)) from exc
+    return url
+
+
+def refuse_url_input(field: str) -> None:
+    """422 for an input by URL where the API must read the file itself before the job exists (a video's probe,
+    a dataset's or archive's check): the message says what to send instead."""
+    raise ApiError(
+        422,
+        "input_url_not_supported",
+        f"{field}: this input cannot be given by URL (the API checks it before the job exists); send it as a "
+        "multipart part, a data: URI, or a direct upload (POST /v1/uploads, then its upload_id). Images by URL: "
+        "POST /v1/stylize and /v1/batches",
+    )
+
+
+def with_fetch(job_id: str, inputs: list[RemoteInput], messages: Iterable[Message]) -> list[Message]:
+    """A job's first tasks, behind the fetch of its URL inputs when it has any."""
+    messages = list(messages)
+    return [fetch_message(job_id, inputs, messages)] if inputs else messages
 
 
 def file_or_upload(
@@ -226,10 +265,17 @@ def file_or_upload(
     purpose: UploadPurpose,
     limit: int,
     fallback_name: str,
+    by_url: bool = False,
 ) -> SourceFile:
-    """The input sent as the `file` part or named by the `upload_id` of a direct upload of `purpose`."""
+    """The input sent as the `file` part or named by the `upload_id` of a direct upload of `purpose`; with
+    `by_url`, also an https:// URL (SourceFile.url, fetched by a worker before the job runs)."""
     if (file is None) == (upload_id is None):
         raise ApiError(422, "invalid_parameters", "file, upload_id: send exactly one of them")
+    if file is not None and is_external(file):
+        if not by_url:
+            refuse_url_input("file")
+        url = check_input_url(services, external_url(file, "file"), "file")
+        return SourceFile(b"", url, None, url=url)
     if file is not None:
         return SourceFile(read_upload_file(file, limit), safe_name(file.filename or "", fallback_name), None)
     assert upload_id is not None  # exactly one of the two, checked above

@@ -92,6 +92,9 @@ class ServiceSettings(BaseSettings):
     batch_chunk_size: int = Field(default=16, ge=1, le=1024)
     # Allow webhook URLs that resolve to loopback/private addresses (tests, trusted networks only).
     allow_private_webhooks: bool = False
+    # Allow input URLs (a create's https:// image) that resolve to loopback/private addresses: the same rule as
+    # webhooks, its own switch, since reading from an internal host is a different risk from posting to one.
+    allow_private_input_urls: bool = False
     # Most images in one training dataset zip (photos or styles): the API counts entries, the worker extracts.
     max_dataset_images: int = Field(default=20_000, ge=1)
     # Video jobs (POST /v1/videos): the API probes each clip and refuses one above these limits (422/413).
@@ -255,6 +258,8 @@ class WorkerSettings(ServiceSettings):
     webhook_secret: SecretStr | None = None
     # Seconds to wait for a webhook receiver's answer to one delivery attempt.
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Seconds one input URL may take to download (connect, redirects and body together) before its job fails.
+    fetch_timeout_seconds: float = Field(default=30.0, gt=0)
     # Delivery attempts of one webhook (exponential backoff between them) before giving up.
     webhook_max_attempts: int = Field(default=8, ge=1)
     # torch.set_num_threads in each worker process; None keeps torch's default (all cores).

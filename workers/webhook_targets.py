@@ -87,22 +87,25 @@ def not_global_reason(address: IPAddress) -> str | None:
     return None
 
 
-def resolve_webhook_target(url: str, allow_private: bool) -> WebhookTarget:
+def resolve_webhook_target(
+    url: str, allow_private: bool, field: str = "webhook_url", switch: str = "ANIMEGAN_ALLOW_PRIVATE_WEBHOOKS"
+) -> WebhookTarget:
     """Check `url` and resolve its host once; raise WebhookTargetRefused or WebhookTargetUnresolved.
 
-    With allow_private (tests, trusted networks) every resolved address is accepted.
+    With allow_private (tests, trusted networks) every resolved address is accepted. `field` and `switch` name,
+    in the errors, what the URL is (an input URL takes the same rule) and the setting that would allow it.
     """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise WebhookTargetRefused(f"webhook_url {url!r} must be an absolute http:// or https:// URL")
+        raise WebhookTargetRefused(f"{field} {url!r} must be an absolute http:// or https:// URL")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError as exc:
-        raise WebhookTargetRefused(f"webhook_url {url!r} has an invalid port ({exc})") from exc
+        raise WebhookTargetRefused(f"{field} {url!r} has an invalid port ({exc})") from exc
     try:
         infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError) as exc:
-        raise WebhookTargetUnresolved(f"webhook host {parts.hostname!r} does not resolve ({exc})") from exc
+        raise WebhookTargetUnresolved(f"{field} host {parts.hostname!r} does not resolve ({exc})") from exc
     addresses: list[IPAddress] = []
     for info in infos:
         address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
@@ -114,10 +117,10 @@ def resolve_webhook_target(url: str, allow_private: bool) -> WebhookTarget:
             reason = not_global_reason(address)
             if reason is not None:
                 raise WebhookTargetRefused(
-                    f"webhook_url {url!r} resolves to {address}, {reason}: a private, loopback or reserved "
-                    "address; use a public host (ANIMEGAN_ALLOW_PRIVATE_WEBHOOKS=true only on a trusted network)",
+                    f"{field} {url!r} resolves to {address}, {reason}: a private, loopback or reserved "
+                    f"address; use a public host ({switch}=true only on a trusted network)",
                     address,
                 )
     if not addresses:
-        raise WebhookTargetUnresolved(f"webhook host {parts.hostname!r} resolved to no address")
+        raise WebhookTargetUnresolved(f"{field} host {parts.hostname!r} resolved to no address")
     return WebhookTarget(url, parts.scheme, parts.hostname, port, tuple(addresses))

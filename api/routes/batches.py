@@ -24,6 +24,7 @@ from api.images import (
     scan_image_archive,
 )
 from api.job_options import JobOptionsDep, WaitingCreateRoute
+from api.json_bodies import external_url, is_external
 from api.schemas import BatchForm, JobPublic, UploadPurpose
 from api.submission import (
     CREATE_RESPONSES,
@@ -31,16 +32,20 @@ from api.submission import (
     NewJob,
     accepted,
     check_idempotency_key,
+    check_input_url,
     check_model,
     check_webhook_url,
     read_upload_file,
+    refuse_url_input,
     request_hash,
     resolve_upload,
     submit_job,
+    with_fetch,
 )
 from workers import keys
 from workers.archives import ZIP_MAGIC, ArchiveLimits, ZipSource, is_zip
 from workers.contracts.batch import BATCH, BatchSpec, chunk_messages
+from workers.contracts.fetch import RemoteInput
 from workers.contracts.images import ImageSpec
 from workers.jobstore import new_job_id
 from workers.storage.ranged import RangedObject
@@ -62,14 +67,19 @@ class ArchiveEntry:
 
 @dataclass(frozen=True)
 class Item:
-    """One image of the request, checked. Exactly one of upload_key, data and entry says where its bytes are."""
+    """One image of the request, checked. Exactly one of upload_key, data, entry and url says where its bytes are."""
 
     name: str  # display name
-    info: ImageInfo  # header facts
+    info: ImageInfo | None  # header facts; None for an image by URL (its fetching worker checks it)
     sha256: bytes  # of the bytes checked (the request hash; an archive entry is compared when read again)
     upload_key: str | None = None  # a direct upload that is this one image: the job reads it in place
     data: bytes | None = None  # a file part's bytes, stored under the job's inputs
     entry: ArchiveEntry | None = None  # an archive's image, stored under the job's inputs
+    url: str | None = None  # an image by URL (api.json_bodies), fetched into the job's inputs before it runs
+
+    @property
+    def ext(self) -> str:
+        return self.info.ext if self.info else "img"
 
     def stored_bytes(self) -> bytes:
         """The bytes to store under the job's inputs (not for a direct upload, read where it lies)."""
@@ -120,8 +130,14 @@ def _collect(
             )
 
     for i, upload in enumerate(files):
+        if is_external(upload):
+            url = check_input_url(services, external_url(upload, f"files[{i}]"), f"files[{i}]")
+            items.append(Item(url, None, hashlib.sha256(url.encode()).digest(), url=url))
+            continue
         name = safe_name(upload.filename or "", f"image-{i}")
         items.append(_single(name, read_upload_file(upload, s.max_upload_bytes), s.max_image_pixels))
+    if archive is not None and is_external(archive):
+        refuse_url_input("archive")
     if archive is not None:
         archive.file.seek(0)
         add_archive(archive.file, safe_name(archive.filename or "", "archive"))
@@ -159,7 +175,8 @@ def _collect(
     responses=CREATE_RESPONSES,
     summary="Stylize many images with one model",
     description="Images as repeated `files` parts, one `archive` zip part, and/or `upload_ids` of direct uploads "
-    "(images or zips). Progress counts images done of total; GET /v1/jobs/{id}/results/{index} returns each "
+    "(images or zips); or a JSON body of the same fields whose `files` is a list of data: URIs and https:// URLs "
+    "(fetched by a worker). Progress counts images done of total; GET /v1/jobs/{id}/results/{index} returns each "
     "image once done, /v1/jobs/{id}/result the zip of all once the job succeeded.",
 )
 def create_batch(
@@ -183,11 +200,16 @@ def create_batch(
             **form.model_dump(include=set(ImageSpec.model_fields)), filenames=[item.name for item in items]
         )
         job_id = new_job_id()
-        input_keys = [item.upload_key or keys.input(job_id, i, item.info.ext) for i, item in enumerate(items)]
+        input_keys = [item.upload_key or keys.input(job_id, i, item.ext) for i, item in enumerate(items)]
+        fetched = [
+            RemoteInput(url=item.url, key=key, field=f"files[{i}]", max_bytes=settings.max_upload_bytes)
+            for i, (item, key) in enumerate(zip(items, input_keys, strict=True))
+            if item.url is not None
+        ]
 
         def write_inputs() -> None:
             for item, key in zip(items, input_keys, strict=True):
-                if item.upload_key is None:
+                if item.info is not None and item.upload_key is None:
                     services.store.put_bytes(key, item.stored_bytes(), content_type=item.info.content_type)
 
         job = NewJob(
@@ -198,7 +220,9 @@ def create_batch(
                 {"kind": "batch", **form.model_dump(mode="json")}, digests=[item.sha256 for item in items]
             ),
             write_inputs=write_inputs,
-            messages=lambda job_id: chunk_messages(job_id, input_keys, settings.batch_chunk_size),
+            messages=lambda job_id: with_fetch(
+                job_id, fetched, chunk_messages(job_id, input_keys, settings.batch_chunk_size)
+            ),
             job_id=job_id,
         )
         record, created = submit_job(services, tenant, job, idem, webhook, options.with_form(form))

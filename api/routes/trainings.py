@@ -21,6 +21,7 @@ from api.deps import Services, ServicesDep, Tenant
 from api.errors import ApiError, validation_message
 from api.images import check_dataset_archive, check_paired_archives, safe_name
 from api.job_options import JobOptionsDep, WaitingCreateRoute
+from api.json_bodies import is_external
 from api.schemas import JobPublic, TrainingForm, UploadPurpose
 from api.submission import (
     CREATE_RESPONSES,
@@ -31,6 +32,7 @@ from api.submission import (
     check_model,
     check_model_name,
     check_webhook_url,
+    refuse_url_input,
     request_hash,
     resolve_upload,
     submit_job,
@@ -114,6 +116,8 @@ def _stage_part(
         raise ApiError(422, "invalid_parameters", f"{part}, {part}_upload_id: send exactly one of them")
     limit = services.settings.max_dataset_bytes
     source: Path | RangedObject
+    if upload is not None and is_external(upload):
+        refuse_url_input(part)
     if upload is not None:
         source = work / f"{part}.zip"
         upload.file.seek(0)

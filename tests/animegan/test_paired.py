@@ -250,6 +250,18 @@ def test_differentiable_blackhat_and_chroma_statistics_match_their_definitions()
     assert pale.grad.abs().sum() > 0
 
 
+def test_outline_excess_costs_a_line_the_target_lacks_and_not_one_the_output_lacks():
+    from animegan.losses import outline_excess_loss
+
+    flat = torch.zeros(1, 3, 16, 16)  # mid-grey (0 in [-1, 1]: 127.5 on 0..255)
+    lined = flat.clone()
+    lined[:, :, 8, :] = -1  # one dark row: 127.5 levels below its neighbours
+    # The black-hat of the lined image is 127.5 on its row and 0 elsewhere: mean 127.5 / 16, then / 10.
+    assert outline_excess_loss(flat, lined).item() == pytest.approx(127.5 / 16 / 10, rel=1e-4)
+    assert outline_excess_loss(lined, flat).item() == 0  # a line left out costs nothing here
+    assert outline_excess_loss(lined, lined).item() == 0
+
+
 def test_paired_discriminator_terms_edge_negatives_and_feature_matching():
     from animegan.config import PairedLossWeights
     from animegan.losses import PairedLoss

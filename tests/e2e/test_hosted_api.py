@@ -449,8 +449,9 @@ def test_cancel_of_a_running_single_image_ends_it_canceled(stack):
 )
 def test_a_json_body_gets_told_what_the_route_takes(stack, path):
     _, client = stack
-    answer = client.post(path, json={"model": BUILTIN_MODEL, "image": "https://example.com/p.jpg"})
-    assert answer.status_code == 415, answer.text
+    answer = client.post(path, json={"image": "https://example.com/p.jpg"})
+    assert answer.status_code == 422, answer.text
     error = answer.json()["error"]
-    assert error["code"] == "multipart_required" and "multipart/form-data" in error["message"]
-    assert "not application/json" in error["message"] and "field required" not in error["message"].lower()
+    assert error["code"] == "invalid_parameters", error
+    assert error["message"].startswith(f"image: not a field of {path} (it takes ")
+    assert "field required" not in error["message"].lower()

@@ -3,7 +3,7 @@ one line here (README, Architecture: "Adding a job kind")."""
 
 from __future__ import annotations
 
-from workers.contracts import webhooks
+from workers.contracts import fetch, webhooks
 from workers.contracts.base import JobKind, Queues
 from workers.contracts.batch import BATCH
 from workers.contracts.export import EXPORT
@@ -17,5 +17,10 @@ KINDS: dict[str, JobKind] = {kind.name: kind for kind in (STYLIZE, BATCH, VIDEO,
 TASK_QUEUES: dict[str, Queues] = {
     **{task: kind.queue for kind in KINDS.values() for task in kind.tasks},
     webhooks.DELIVER_TASK: webhooks.QUEUE,
+    fetch.FETCH_TASK: fetch.QUEUE,
 }
-TASK_MODULES: tuple[str, ...] = (*(kind.task_module for kind in KINDS.values()), webhooks.TASK_MODULE)
+TASK_MODULES: tuple[str, ...] = (
+    *(kind.task_module for kind in KINDS.values()),
+    webhooks.TASK_MODULE,
+    fetch.TASK_MODULE,
+)

@@ -100,7 +100,15 @@ def begin(ctx: JobContext, job_id: str, redelivered: bool, unit: str = "job") ->
     """
     record = ctx.jobs.get(job_id)
     if record is None:
-        logger.warning("job %s has no record (expired or never created); dropping its task", job_id)
+        from workers import redis_keys
+
+        # Queues are namespaced too, so a task of another deployment reaches this worker only when the two share a
+        # broker queue by configuration (a Celery queue set by hand, a namespace changed while tasks were queued).
+        logger.warning(
+            "job %s has no record in namespace %r (expired, never created, or sent by a deployment with another "
+            "ANIMEGAN_NAMESPACE through a shared queue); dropping its task",
+            job_id, redis_keys.NAMESPACE,
+        )  # fmt: skip
         return None
     if record.status in TERMINAL:
         logger.info("job %s is already %s; nothing to do", job_id, record.status)
