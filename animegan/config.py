@@ -158,6 +158,7 @@ class PairedLossWeights:
         0.0  # L1 of per-image chroma statistics (mean, sd of R-G and (R+G)/2-B) to the target's
     )
     outline: float = 0.0  # L1 of the black-hat (dark line) maps of luma to the target's, max-pool closing
+    outline_excess: float = 0.0  # the black-hat of G's output above the target's: lines where it has none
     adv: float = 0.0  # LSGAN term of G (D tells targets from G's outputs); 0 trains no discriminator
     feature_matching: float = 0.0  # L1 of D's hidden features of G(photo) to the target's (pix2pixHD)
     d_adv: float = 1.0  # multiplies D's whole LSGAN loss

@@ -211,6 +211,14 @@ def outline_loss(target: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         return F.l1_loss(luma_blackhat(fake), luma_blackhat(target)) / 10
 
 
+def outline_excess_loss(target: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Mean of the part of G's black-hat map above the target's, / 10: a dark line where the target has none costs,
+    a line G leaves out costs nothing. One-sided because the L1 of the maps (outline_loss) also pulls uncertain
+    lines towards a faint average (bench/RESULTS-paired.md); the adversarial terms draw the missing ones."""
+    with _fp32(fake):
+        return F.relu(luma_blackhat(fake) - luma_blackhat(target)).mean() / 10
+
+
 def feature_matching_loss(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
     """Mean over D's layers of the L1 between the features of the target (no gradient) and of G(photo)."""
     with _fp32(fake[0]):
@@ -262,6 +270,7 @@ class PairedLoss(nn.Module):
                 "color": lambda: color_loss(t, f),
                 "color_stats": lambda: color_stats_loss(t, f),
                 "outline": lambda: outline_loss(t, f),
+                "outline_excess": lambda: outline_excess_loss(t, f),
                 "tv": lambda: total_variation_loss(f),
             }
             for name, compute in parts.items():
