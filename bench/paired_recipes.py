@@ -37,6 +37,8 @@ _GAN = {"adv": 1.0}
 _EDGE = {**_GAN, "d_smooth": 1.0}
 _FM = {**_EDGE, "feature_matching": 1.0}
 _AUG = "color,translation,cutout"
+_SHIPPED = {k: v for k, v in builtin_style.TEACHER_LOSSES.items() if k not in ("pixel", "ssim")}
+_POLISH = {"d_augment": _AUG, "lr_schedule": "cosine", "lr_warmup_steps": 50, "lr_final_ratio": 0.1}
 # name -> (TrainConfig overrides, paired loss weights on top of L1 + SSIM)
 RECIPES: dict[str, tuple[dict, dict]] = {
     "L1 + SSIM (continued)": ({}, {}),
@@ -47,6 +49,17 @@ RECIPES: dict[str, tuple[dict, dict]] = {
     "+ LSGAN + edge + FM + DiffAug": ({"d_augment": _AUG}, _FM),
     "+ ... + colour stats": ({"d_augment": _AUG}, {**_FM, "color_stats": 1.0}),
     "+ ... + colour stats + outline": ({"d_augment": _AUG}, {**_FM, "color_stats": 1.0, "outline": 1.0}),
+    # Polishing the shipped adversarial model (--init its file): its own terms plus the outline-map L1, which
+    # rewards a line where the target has one and penalises one where it has none (correlation, GMSD).
+    "polish: shipped terms (control)": (_POLISH, _SHIPPED),
+    "polish: shipped terms + outline 2": (_POLISH, {**_SHIPPED, "outline": 2.0}),
+    "polish: shipped terms + outline 1": (_POLISH, {**_SHIPPED, "outline": 1.0}),
+    "polish: edge negatives 1 + outline excess 1": (_POLISH, {**_SHIPPED, "d_smooth": 1.0, "outline_excess": 1.0}),
+    "polish: LSGAN 2": (_POLISH, {**_SHIPPED, "adv": 2.0}),
+    "polish: edge negatives 1": (_POLISH, {**_SHIPPED, "d_smooth": 1.0}),
+    "polish: LSGAN 3": (_POLISH, {**_SHIPPED, "adv": 3.0}),
+    "polish: LSGAN 2 + edge negatives 1": (_POLISH, {**_SHIPPED, "adv": 2.0, "d_smooth": 1.0}),
+    "polish: shipped terms + outline 0.5": (_POLISH, {**_SHIPPED, "outline": 0.5}),
 }
 # Crops of validation photos shown in the picture: (name, top, left) at the reference size, 256 px square.
 PICTURE_CROPS = (("photo_05", 300, 500), ("photo_20", 200, 400), ("photo_35", 250, 600))
