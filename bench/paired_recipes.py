@@ -53,8 +53,10 @@ RECIPES: dict[str, tuple[dict, dict]] = {
     # rewards a line where the target has one and penalises one where it has none (correlation, GMSD).
     "polish: shipped terms (control)": (_POLISH, _SHIPPED),
     "polish: shipped terms + outline 2": (_POLISH, {**_SHIPPED, "outline": 2.0}),
-    "polish: shipped terms + outline 1": (_POLISH, {**_SHIPPED, "outline": 1.0}),
-    "polish: edge negatives 1 + outline excess 1": (_POLISH, {**_SHIPPED, "d_smooth": 1.0, "outline_excess": 1.0}),
+    "polish: edge negatives 1 + outline excess 1": (
+        _POLISH,
+        {**_SHIPPED, "d_smooth": 1.0, "outline_excess": 1.0},
+    ),
     "polish: LSGAN 2": (_POLISH, {**_SHIPPED, "adv": 2.0}),
     "polish: edge negatives 1": (_POLISH, {**_SHIPPED, "d_smooth": 1.0}),
     "polish: LSGAN 3": (_POLISH, {**_SHIPPED, "adv": 3.0}),

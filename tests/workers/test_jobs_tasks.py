@@ -36,7 +36,7 @@ def test_importing_tasks_and_the_cli_loads_no_torch(redis_url, tmp_path):
         "assert set(TASK_QUEUES) <= set(tasks), set(tasks); "
         "assert {'animegan.stylize', 'animegan.batch_chunk', 'animegan.finalize_batch', 'animegan.train_segment', "
         "'animegan.video_segment', 'animegan.join_video', 'animegan.export', 'animegan.deliver_webhook', "
-            "'animegan.fetch_inputs'} == set(TASK_QUEUES); "
+        "'animegan.fetch_inputs'} == set(TASK_QUEUES); "
         "wrong = [(t, k.name) for k in KINDS.values() for t in k.tasks if tasks[t].__module__ != k.task_module]; "
         "assert not wrong, wrong"
     )
