@@ -2,7 +2,7 @@
 validates, so a field means the same in both and the two vocabularies cannot drift.
 
 A JSON object's keys are the form's field names. Scalars become form fields (booleans `true`/`false`), lists
-become repeated fields. A file field (`file`, `files`, `archive`, `photos`, ...) takes a string, or a list of them
+become repeated fields, an object becomes its JSON text (the form's JSON-text fields, such as `hyperparameters`). A file field (`file`, `files`, `archive`, `photos`, ...) takes a string, or a list of them
 where the form repeats the part:
 - a `data:` URI (RFC 2397, base64 or percent-encoded): decoded here into the file part, checked as any upload;
 - an `https://` (or `http://`) URL: sent on as a part of type `message/external-body` whose body is the URL. The
@@ -172,10 +172,14 @@ def _form_text(name: str, value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, str | int | float):
         return str(value)
+    if isinstance(value, dict):
+        return json.dumps(
+            value
+        )  # a form field of JSON text (a training's hyperparameters) may be the object itself
     raise ApiError(
         422,
         "invalid_parameters",
-        f"{name}: a form field takes a string, number or boolean (or a list of them)",
+        f"{name}: a form field takes a string, number, boolean or object (or a list of them)",
     )
 
 

@@ -273,3 +273,24 @@ def test_animegan_submit_takes_image_urls(stack, origin, tmp_path):
     assert two.returncode == 1 and "input_fetch_failed" in two.stderr and "gone.png" in two.stderr, two.stderr
     mixed = subprocess.run([*command, f"{origin}/p.png", str(tmp_path)], capture_output=True, text=True)
     assert mixed.returncode == 2 and "not both" in mixed.stderr
+
+
+def test_a_training_in_a_json_body_with_a_data_uri_zip_and_an_object_of_hyperparameters(stack):
+    import zipfile
+
+    _, client = stack
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i in range(2):
+            zf.writestr(f"p{i}.png", png_bytes((40, 40), seed=i))
+    body = {
+        "name": f"json-{time.monotonic_ns()}",
+        "mode": "distill",
+        "teacher": BUILTIN_MODEL,
+        "photos": data_uri(buf.getvalue(), "application/zip"),
+        "hyperparameters": {"image_size": 32, "batch_size": 2, "base_channels": 8, "max_total_steps": 4},
+    }
+    answer = client.post("/v1/trainings", json=body)  # no worker serves the train queue here: it stays queued
+    assert answer.status_code == 202, answer.text
+    job = answer.json()
+    assert job["kind"] == "train" and job["params"]["hyperparameters"]["max_total_steps"] == 4, job
