@@ -49,6 +49,11 @@ RECIPES: dict[str, tuple[dict, dict]] = {
     "+ LSGAN + edge + FM + DiffAug": ({"d_augment": _AUG}, _FM),
     "+ ... + colour stats": ({"d_augment": _AUG}, {**_FM, "color_stats": 1.0}),
     "+ ... + colour stats + outline": ({"d_augment": _AUG}, {**_FM, "color_stats": 1.0, "outline": 1.0}),
+    "+ LSGAN 1 + edge negatives + DiffAug": ({"d_augment": _AUG}, _EDGE),
+    "+ LSGAN 1 + edge negatives 0.5 + colour stats + DiffAug (the long run's terms)": (
+        {"d_augment": _AUG},
+        {**_GAN, "d_smooth": 0.5, "color_stats": 1.0},
+    ),
     # Polishing the shipped adversarial model (--init its file): its own terms plus the outline-map L1, which
     # rewards a line where the target has one and penalises one where it has none (correlation, GMSD).
     "polish: shipped terms (control)": (_POLISH, _SHIPPED),
