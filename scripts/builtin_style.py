@@ -84,7 +84,10 @@ TEACHER_RECIPE = {
 }
 
 
-def teacher_config(steps: int):
+def paired_config(
+    steps: int, start: Path, losses: dict, recipe: dict, checkpoint_every: int, sample_every: int
+):
+    """A paired fine-tune of `start` on the train split (the long run and the polish differ only in these)."""
     from animegan.training import TrainConfig
 
     return TrainConfig.from_preset(
@@ -92,12 +95,16 @@ def teacher_config(steps: int):
         seed=SEED,
         precision="auto",
         max_total_steps=steps,
-        checkpoint_every=250,
-        sample_every=250,
-        init_generator=str(TEACHER_START),
-        paired_losses=TEACHER_LOSSES,
-        **TEACHER_RECIPE,
+        checkpoint_every=checkpoint_every,
+        sample_every=sample_every,
+        init_generator=str(start),
+        paired_losses=losses,
+        **recipe,
     )
+
+
+def teacher_config(steps: int):
+    return paired_config(steps, TEACHER_START, TEACHER_LOSSES, TEACHER_RECIPE, 250, 250)
 
 
 # The polish (bench/RESULTS-paired.md, "The polish"): the adversarial run's step 1,000 fine-tuned 400 steps at half
@@ -114,19 +121,7 @@ POLISH_RECIPE = {
 
 
 def polish_config():
-    from animegan.training import TrainConfig
-
-    return TrainConfig.from_preset(
-        "paired",
-        seed=SEED,
-        precision="auto",
-        max_total_steps=POLISH_STEPS,
-        checkpoint_every=100,
-        sample_every=0,
-        init_generator=str(POLISH_START),
-        paired_losses=POLISH_LOSSES,
-        **POLISH_RECIPE,
-    )
+    return paired_config(POLISH_STEPS, POLISH_START, POLISH_LOSSES, POLISH_RECIPE, 100, 0)
 
 
 # The student: a fine-tune of the previous student (3,243 steps of L1 + SSIM distillation, then 996 towards the
